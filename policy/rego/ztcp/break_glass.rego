@@ -1,0 +1,51 @@
+# Break-the-glass: a staff member in an emergency may read a citizen's personal data without a
+# case, if their role allows it and they write a justification. It waives need-to-know only (role
+# matrix, special-category and risk rules still apply) and always raises a high alert.
+package ztcp.break_glass
+
+import rego.v1
+
+import data.ztcp.common
+
+cfg := common.config.break_glass
+
+requested if input.purpose.break_glass == true
+
+justification_ok if {
+	is_string(input.purpose.justification)
+	count(trim_space(input.purpose.justification)) >= cfg.min_justification_length
+}
+
+role_ok if {
+	common.is_employee
+	common.has_any_role(cfg.roles)
+}
+
+active if {
+	requested
+	role_ok
+	input.action in cfg.actions
+	justification_ok
+}
+
+deny contains "break_glass_not_allowed" if {
+	requested
+	not role_ok
+}
+
+deny contains "break_glass_action_not_allowed" if {
+	requested
+	role_ok
+	not input.action in cfg.actions
+}
+
+deny contains "break_glass_justification_required" if {
+	requested
+	role_ok
+	not justification_ok
+}
+
+grant contains "break_glass" if {
+	active
+	common.personal
+}

@@ -1,0 +1,149 @@
+# Data leaving the bureau to a third party.
+#  - Agencies (subject.type "agency", role external_agency) over the exchange backbone: only an
+#    approved, unexpired data-sharing agreement for this dataset whose legal basis is the one
+#    stated in the purpose; fields = requested ∩ agreement fields (minimum necessary).
+#  - MyData parties (subject.type "mydata_party", role mydata_party): only with a valid consent
+#    named by purpose.consent_id for this party, citizen and dataset; fields = requested ∩ consented.
+# Agreements are indexed by agency id (data.bureau.agreements[id]) and consents by id, so a
+# decision touches only the caller's own entries.
+package ztcp.external
+
+import rego.v1
+
+import data.ztcp.common
+
+cfg := common.config.external
+
+governed if common.classification != "public"
+
+# --- agencies ---------------------------------------------------------------------------------
+
+agency if {
+	input.subject.type == "agency"
+	governed
+}
+
+candidates := [a |
+	some a in object.get(common.agreements, input.subject.id, [])
+	a.dataset == input.resource.dataset
+]
+
+# Reasons an agreement cannot be used; empty means valid. An agreement without a status is taken
+# as approved (the register holds approved agreements); any other status is not.
+agreement_problems(a) := (({p | not_approved(a); p := "agreement_not_approved"} |
+	{p | not common.unexpired(a.expires); p := "agreement_expired"}) |
+	{p | legal_basis_differs(a); p := "legal_basis_mismatch"})
+
+not_approved(a) if object.get(a, "status", "approved") != "approved"
+
+legal_basis_differs(a) if {
+	is_string(input.purpose.legal_basis)
+	a.legal_basis != input.purpose.legal_basis
+}
+
+valid_agreements := [a |
+	some a in candidates
+	count(agreement_problems(a)) == 0
+]
+
+agency_deny contains "role_not_permitted" if not "external_agency" in common.roles
+
+agency_deny contains "action_not_permitted" if not input.action in cfg.agency_actions
+
+agency_deny contains "network_not_permitted" if not input.context.network_zone in cfg.agency_network_zones
+
+agency_deny contains "legal_basis_required" if not is_string(input.purpose.legal_basis)
+
+agency_deny contains "no_agreement" if count(candidates) == 0
+
+agency_deny contains problem if {
+	is_string(input.purpose.legal_basis)
+	count(valid_agreements) == 0
+	some a in candidates
+	some problem in agreement_problems(a)
+}
+
+agreement_fields contains f if {
+	some a in valid_agreements
+	some f in a.fields
+}
+
+# --- MyData parties ---------------------------------------------------------------------------
+
+mydata if {
+	input.subject.type == "mydata_party"
+	governed
+}
+
+consent := common.consents[input.purpose.consent_id] if is_string(input.purpose.consent_id)
+
+consent_revoked if common.is_true(consent.revoked)
+
+consent_revoked if consent.status == "revoked"
+
+mydata_deny contains "role_not_permitted" if not "mydata_party" in common.roles
+
+mydata_deny contains "action_not_permitted" if not input.action in cfg.mydata_actions
+
+mydata_deny contains "network_not_permitted" if not input.context.network_zone in cfg.mydata_network_zones
+
+mydata_deny contains "no_consent" if not consent
+
+mydata_deny contains "consent_party_mismatch" if consent.party != input.subject.id
+
+mydata_deny contains "consent_citizen_mismatch" if {
+	consent
+	not consent_same_citizen
+}
+
+consent_same_citizen if {
+	is_string(input.resource.citizen_ref)
+	consent.citizen_ref == input.resource.citizen_ref
+}
+
+mydata_deny contains "consent_dataset_mismatch" if consent.dataset != input.resource.dataset
+
+mydata_deny contains "consent_expired" if {
+	consent
+	not common.unexpired(consent.expires)
+}
+
+mydata_deny contains "consent_revoked" if consent_revoked
+
+consent_fields contains f if {
+	some f in consent.fields
+}
+
+# --- module interface -------------------------------------------------------------------------
+
+deny contains reason if {
+	agency
+	some reason in agency_deny
+}
+
+deny contains reason if {
+	mydata
+	some reason in mydata_deny
+}
+
+grant contains "agreement_valid" if {
+	agency
+	count(agency_deny) == 0
+}
+
+grant contains "consent_valid" if {
+	mydata
+	count(mydata_deny) == 0
+}
+
+withheld contains f if {
+	agency
+	some f in common.requested_fields
+	not f in agreement_fields
+}
+
+withheld contains f if {
+	mydata
+	some f in common.requested_fields
+	not f in consent_fields
+}

@@ -1,0 +1,118 @@
+# Need-to-know: bureau staff touch one citizen's personal data only inside an open case that is
+# assigned to them (or, for unit roles such as supervisor, that belongs to their org unit), about
+# that citizen, for one of the case's purposes. Each failed check is a reason code whose outcome
+# (deny or step_up) comes from data.ztcp.config.need_to_know, overridable per role.
+package ztcp.need_to_know
+
+import rego.v1
+
+import data.ztcp.break_glass
+import data.ztcp.common
+
+cfg := common.config.need_to_know
+
+applies if {
+	common.is_employee
+	common.personal
+	input.action in cfg.actions
+	not common.audit_dataset
+	not break_glass.requested
+}
+
+case_id := input.purpose.case_id if {
+	is_string(input.purpose.case_id)
+	input.purpose.case_id != ""
+}
+
+# An unknown case id is reported like a missing one: the reason must not reveal which ids exist.
+case := common.cases[case_id]
+
+assigned if input.subject.id in case.assignees
+
+unit_case if {
+	common.has_any_role(cfg.unit_roles)
+	is_string(case.org_unit)
+	case.org_unit == input.subject.org_unit
+}
+
+failed contains "no_case" if not case
+
+failed contains "case_closed" if case.status != "open"
+
+failed contains "case_sealed" if common.is_true(case.sealed)
+
+failed contains "not_assigned" if {
+	case
+	not assigned
+	not unit_case
+}
+
+failed contains "citizen_mismatch" if {
+	case
+	not same_citizen
+}
+
+same_citizen if {
+	is_string(input.resource.citizen_ref)
+	case.citizen_ref == input.resource.citizen_ref
+}
+
+failed contains "purpose_mismatch" if {
+	case
+	not input.purpose.code in case.purposes
+}
+
+# step_up if any of the subject's roles says so for this reason, else the global outcome, else deny.
+outcome(reason) := "step_up" if {
+	some r in common.roles
+	cfg.role_outcomes[r][reason] == "step_up"
+}
+
+outcome(reason) := "step_up" if {
+	not role_step_up(reason)
+	object.get(cfg.outcomes, reason, "deny") == "step_up"
+}
+
+outcome(reason) := "deny" if {
+	not role_step_up(reason)
+	object.get(cfg.outcomes, reason, "deny") != "step_up"
+}
+
+role_step_up(reason) if {
+	some r in common.roles
+	cfg.role_outcomes[r][reason] == "step_up"
+}
+
+deny contains reason if {
+	applies
+	some reason in failed
+	outcome(reason) == "deny"
+}
+
+step_up contains reason if {
+	applies
+	some reason in failed
+	outcome(reason) == "step_up"
+}
+
+step_up_methods contains cfg.step_up_method if count(step_up) > 0
+
+grant contains "assigned_case" if {
+	applies
+	count(failed) == 0
+	assigned
+}
+
+grant contains "unit_case" if {
+	applies
+	count(failed) == 0
+	not assigned
+	unit_case
+}
+
+# Every failure is step-up-able: permit once the subject steps up (effect step_up until then).
+grant contains "need_to_know_step_up" if {
+	applies
+	count(failed) > 0
+	count(deny) == 0
+}

@@ -1,0 +1,67 @@
+# Obligations the PEP must fulfil with a permit: record provenance for personal data, mask
+# fields (config.masking.rules by dataset, role and subject type), cap rows (config.max_rows per
+# action and role), raise alerts (break-glass, protected citizens). A step_up carries the step-up
+# methods the rules asked for. Obligations come out in a fixed order so decisions are stable.
+package ztcp.obligations
+
+import rego.v1
+
+import data.ztcp.break_glass
+import data.ztcp.common
+import data.ztcp.risk
+
+cfg := common.config
+
+# --- masking ----------------------------------------------------------------------------------
+
+rule_matches_subject(rule) if {
+	roles_ok(rule)
+	not exempt(rule)
+	types_ok(rule)
+}
+
+roles_ok(rule) if not rule.roles
+
+roles_ok(rule) if common.has_any_role(rule.roles)
+
+exempt(rule) if common.has_any_role(rule.exempt_roles)
+
+types_ok(rule) if not rule.subject_types
+
+types_ok(rule) if input.subject.type in rule.subject_types
+
+masks(permitted) := sort([{"type": "mask", "field": rule.field, "style": rule.style} |
+	some rule in cfg.masking.rules
+	rule.dataset in {"*", input.resource.dataset}
+	rule.field in permitted
+	rule_matches_subject(rule)
+])
+
+# --- max_rows ---------------------------------------------------------------------------------
+
+role_limits := [n |
+	some r in common.roles
+	n := cfg.max_rows[input.action][r]
+]
+
+row_limit := min(role_limits) if count(role_limits) > 0
+
+row_limit := cfg.max_rows[input.action].default if count(role_limits) == 0
+
+max_rows := [{"type": "max_rows", "limit": row_limit}] if row_limit
+
+default max_rows := []
+
+# --- alerts -----------------------------------------------------------------------------------
+
+alert_list := array.concat(
+	[{"type": "alert", "severity": cfg.break_glass.alert_severity, "rule": "break_glass"} | break_glass.active],
+	[{"type": "alert", "severity": cfg.alerts.protected_citizen, "rule": "protected_citizen"} | risk.protected_citizen],
+)
+
+provenance := [{"type": "record_provenance"} | common.personal]
+
+# The obligations of a permit over `permitted` fields.
+for_permit(permitted) := array.concat(array.concat(array.concat(provenance, masks(permitted)), max_rows), alert_list)
+
+for_step_up(methods) := [{"type": "step_up", "method": m} | some m in sort(methods)]

@@ -1,0 +1,28 @@
+# Public data (classification "public" after the register check): any known, authenticated
+# subject may read or search it; no provenance record is required.
+package ztcp.public
+
+import rego.v1
+
+import data.ztcp.common
+
+applies if common.classification == "public"
+
+authenticated if common.num(input.signals.auth_strength) >= 1
+
+grant contains "public_data" if {
+	applies
+	input.subject.type in common.known_subject_types
+	input.action in common.config.public.actions
+	authenticated
+}
+
+deny contains "action_not_permitted" if {
+	applies
+	not input.action in common.config.public.actions
+}
+
+deny contains "not_authenticated" if {
+	applies
+	not authenticated
+}

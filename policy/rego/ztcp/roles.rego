@@ -1,0 +1,99 @@
+# Role matrix for bureau staff (subject.type "employee"): which actions, datasets, classifications
+# and fields each role may touch (data.ztcp.config.roles). A staff request must be allowed by at
+# least one of the subject's roles; personal data additionally needs need-to-know or break-glass.
+package ztcp.roles
+
+import rego.v1
+
+import data.ztcp.common
+
+matrix := common.config.roles
+
+# Public data is governed by common.config.public for every subject type, not by the matrix.
+governed if {
+	common.is_employee
+	common.classification != "public"
+}
+
+staff_roles contains r if {
+	some r in common.roles
+	matrix[r]
+}
+
+has_action(r) if input.action in matrix[r].actions
+
+has_dataset(r) if "*" in matrix[r].datasets
+
+has_dataset(r) if input.resource.dataset in matrix[r].datasets
+
+has_class(r) if common.class_rank[common.classification] <= common.class_rank[matrix[r].max_classification]
+
+allowing_roles contains r if {
+	some r in staff_roles
+	has_action(r)
+	has_dataset(r)
+	has_class(r)
+}
+
+allowed if count(allowing_roles) > 0
+
+some_action if {
+	some r in staff_roles
+	has_action(r)
+}
+
+some_action_dataset if {
+	some r in staff_roles
+	has_action(r)
+	has_dataset(r)
+}
+
+deny contains "role_not_permitted" if {
+	governed
+	count(staff_roles) == 0
+}
+
+deny contains "action_not_permitted" if {
+	governed
+	count(staff_roles) > 0
+	not some_action
+}
+
+deny contains "dataset_not_permitted" if {
+	governed
+	some_action
+	not some_action_dataset
+}
+
+deny contains "classification_not_permitted" if {
+	governed
+	some_action_dataset
+	not allowed
+}
+
+# Internal (non-personal) data: the role matrix alone decides.
+grant contains "role_permits" if {
+	governed
+	allowed
+	not common.personal
+}
+
+# Field allow-lists: a role with "*" sees every requested field; otherwise the union of the
+# allowing roles' lists (minimum necessary, e.g. call_center).
+unrestricted if {
+	some r in allowing_roles
+	"*" in matrix[r].fields
+}
+
+allowlisted contains f if {
+	some r in allowing_roles
+	some f in matrix[r].fields
+}
+
+withheld contains f if {
+	governed
+	allowed
+	not unrestricted
+	some f in common.requested_fields
+	not f in allowlisted
+}
