@@ -29,6 +29,7 @@ class PolicyPack:
     data: dict[str, Any]
     digest: str  # "sha256:<hex>" over sorted (path, bytes)
     files: dict[str, bytes] = field(default_factory=dict, repr=False)  # every pack file, raw
+    revision: str | None = None  # set when the pack comes from a revision or a verified bundle
 
     @property
     def test_modules(self) -> dict[str, str]:
@@ -76,7 +77,9 @@ def parse_data_file(name: str, raw: bytes) -> Any:
         raise PackError(f"{where}: invalid data document: {exc}") from None
 
 
-def pack_from_files(files: dict[str, bytes], root: Path | None = None) -> PolicyPack:
+def pack_from_files(
+    files: dict[str, bytes], root: Path | None = None, revision: str | None = None
+) -> PolicyPack:
     """Build a pack from relative path → bytes (a directory, a revision, or a bundle's files)."""
     modules: dict[str, str] = {}
     data: dict[str, Any] = {}
@@ -93,7 +96,9 @@ def pack_from_files(files: dict[str, bytes], root: Path | None = None) -> Policy
             _merge_at(data, parts, parse_data_file(name, raw), name)
     if not any(not p.endswith("_test.rego") for p in modules):
         raise PackError(f"no policy modules (*.rego) in {root or 'the given files'}")
-    return PolicyPack(root=root, modules=modules, data=data, digest=digest_files(files), files=dict(files))
+    return PolicyPack(
+        root=root, modules=modules, data=data, digest=digest_files(files), files=dict(files), revision=revision
+    )
 
 
 def read_pack_files(root: Path) -> dict[str, bytes]:

@@ -1,0 +1,263 @@
+"""``ztcp policy validate``: parse and compile every module, check data against the pack's schemas.
+
+Every problem is a :class:`Problem` (``file:line:col: message``); nothing stops at the first one
+except compilation, which regorus reports one error at a time (see :func:`_compile_problems`).
+
+Schema convention (documented in the pack README and ``--help``): each ``schema/<name>.schema.json``
+in the pack is a JSON Schema for the data document at ``data.ztcp.<name>`` — so
+``schema/config.schema.json`` validates ``data.ztcp.config``. A schema may name another data path
+explicitly with a top-level ``"x-ztcp-data-path": "bureau"`` (dotted, relative to ``data``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import regorus
+import yaml
+
+from policy.engine import Problem, module_infos, problem_from_engine_error
+from policy.errors import PackError
+from policy.locate import locate
+from policy.pack import PolicyPack, pack_from_files, read_pack_files
+
+SCHEMA_DIR = "schema"
+SCHEMA_SUFFIX = ".schema.json"
+SCHEMA_PATH_KEY = "x-ztcp-data-path"
+DEFAULT_DATA_NAMESPACE = ("ztcp",)
+_DATA_NAMES = ("data.json", "data.yaml", "data.yml")
+_UNSUPPORTED = "not supported by the compiler"
+
+
+def _is_data_file(name: str) -> bool:
+    return name.rsplit("/", 1)[-1] in _DATA_NAMES
+
+
+def _data_problems(files: Mapping[str, bytes]) -> list[Problem]:
+    problems: list[Problem] = []
+    for name in sorted(files):
+        if not (_is_data_file(name) or name.endswith(".json")):
+            continue
+        raw = files[name]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(name, 1, 1, f"not UTF-8 (byte {exc.start})"))
+            continue
+        if name.endswith(".json"):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(Problem(name, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}"))
+        else:
+            try:
+                yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                problems.append(Problem(name, line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+    return problems
+
+
+def _parse_problems(modules: Mapping[str, str]) -> tuple[list[Problem], dict[str, str]]:
+    """Parse each module on its own; return problems and the modules that parsed."""
+    problems: list[Problem] = []
+    good: dict[str, str] = {}
+    for path in sorted(modules):
+        engine = regorus.Engine()
+        try:
+            engine.add_policy(path, modules[path])
+        except Exception as exc:  # regorus raises RuntimeError/ValueError with a located message
+            problems.append(problem_from_engine_error(exc, path))
+            continue
+        good[path] = modules[path]
+    return problems, good
+
+
+def _entry_points(modules: Mapping[str, str]) -> list[str]:
+    """Every non-function rule: regorus only resolves calls in rules reachable from an entry point."""
+    engine = regorus.Engine()
+    for path in sorted(modules):
+        engine.add_policy(path, modules[path])
+    points = {
+        f"{info.package}.{rule.name}" for info in module_infos(engine) for rule in info.rules if rule.kind != "Func"
+    }
+    return sorted(points)
+
+
+def _compile_problems(modules: dict[str, str], data: dict[str, Any]) -> list[Problem]:
+    """Compile all modules together (unknown functions, unsafe variables, …).
+
+    regorus stops at the first error, so after each error the faulty module is set aside and the
+    rest compiled again: one problem per broken file, every broken file reported.
+    """
+    problems: list[Problem] = []
+    remaining = dict(modules)
+    data_json = json.dumps(data)
+    while remaining:
+        entries = _entry_points(remaining)
+        if not entries:
+            break
+        try:
+            regorus.Program.compile_from_modules(data_json, sorted(remaining.items()), entries)
+            break
+        except Exception as exc:
+            problem = problem_from_engine_error(exc, next(iter(sorted(remaining))))
+            if problem.file not in remaining:
+                problems.append(problem)
+                break
+            if _UNSUPPORTED in problem.message:
+                # The RVM compiler lacks some constructs (`with`), which tests use everywhere: set a
+                # test module aside silently; a policy module using them ends the compile pass (its
+                # dependents would report false "unknown function" errors) and leaves the rest to
+                # the evaluation check.
+                if problem.file.endswith("_test.rego"):
+                    del remaining[problem.file]
+                    continue
+                break
+            problems.append(problem)
+            del remaining[problem.file]
+    return problems
+
+
+def _evaluation_problems(modules: dict[str, str], data: dict[str, Any]) -> list[Problem]:
+    """Evaluate every non-test package once with an empty input: catches conflicting rules and
+    type errors in constant rules that compilation does not see."""
+    engine = regorus.Engine()
+    engine.set_gather_prints(True)
+    for path in sorted(modules):
+        engine.add_policy(path, modules[path])
+    if data:
+        engine.add_data(data)
+    engine.set_input({})
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for info in module_infos(engine):
+        if info.file.endswith("_test.rego") or info.package in seen:
+            continue
+        seen.add(info.package)
+        try:
+            engine.eval_query(info.package)
+        except Exception as exc:
+            problems.append(problem_from_engine_error(exc, info.file))
+    return problems
+
+
+def _data_at(data: dict[str, Any], parts: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = data
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def schema_data_path(name: str, schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """The data path a pack schema validates (see module docstring for the convention)."""
+    explicit = schema.get(SCHEMA_PATH_KEY)
+    if isinstance(explicit, str) and explicit.strip():
+        return tuple(p for p in explicit.strip().removeprefix("data.").split(".") if p)
+    stem = name.rsplit("/", 1)[-1].removesuffix(SCHEMA_SUFFIX)
+    return (*DEFAULT_DATA_NAMESPACE, *[p for p in stem.split(".") if p])
+
+
+def _locate_in_data_files(
+    files: Mapping[str, bytes], full_path: tuple[str | int, ...]
+) -> tuple[str, int, int] | None:
+    """The data file (and position) holding ``full_path``; the deepest match wins."""
+    best: tuple[int, str, int, int] | None = None
+    for name in sorted(files):
+        if not _is_data_file(name):
+            continue
+        prefix = tuple(p for p in name.split("/")[:-1] if p)
+        if tuple(full_path[: len(prefix)]) != prefix:
+            continue
+        rest = full_path[len(prefix) :]
+        line, col, matched = locate(name, files[name].decode("utf-8"), rest)
+        score = len(prefix) + matched
+        if best is None or score > best[0]:
+            best = (score, name, line, col)
+    return None if best is None else best[1:]
+
+
+def _schema_problems(files: Mapping[str, bytes], data: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for name in sorted(files):
+        if not (name.startswith(SCHEMA_DIR + "/") and name.endswith(SCHEMA_SUFFIX)):
+            continue
+        try:
+            schema = json.loads(files[name])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # already reported by _data_problems
+        if not isinstance(schema, dict):
+            problems.append(Problem(name, 1, 1, "a JSON Schema must be an object"))
+            continue
+        validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            validator_cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            line, col, _ = locate(name, files[name].decode("utf-8"), list(exc.absolute_path))
+            problems.append(Problem(name, line, col, f"invalid JSON Schema: {exc.message}"))
+            continue
+        target = schema_data_path(name, schema)
+        present, instance = _data_at(data, target)
+        dotted = "data." + ".".join(target)
+        if not present:
+            problems.append(Problem(name, 1, 1, f"no data at {dotted} to validate against this schema"))
+            continue
+        validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+        errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        for error in errors:
+            rel = tuple(error.absolute_path)
+            where = _locate_in_data_files(files, (*target, *rel))
+            shown = dotted + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rel)
+            message = f"{shown}: {error.message} (schema {name})"
+            if where is None:
+                problems.append(Problem(name, 1, 1, message))
+            else:
+                problems.append(Problem(where[0], where[1], where[2], message))
+    return problems
+
+
+def validate_files(files: Mapping[str, bytes]) -> list[Problem]:
+    """Every problem in a pack given as relative path → bytes; empty list means valid."""
+    problems = _data_problems(files)
+    modules: dict[str, str] = {}
+    for name in sorted(files):
+        if name.endswith(".rego"):
+            try:
+                modules[name] = files[name].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(Problem(name, 1, 1, f"not UTF-8 (byte {exc.start})"))
+    if not any(not p.endswith("_test.rego") for p in modules):
+        problems.append(Problem(".", 1, 1, "no policy modules (*.rego)"))
+    parse_problems, parsed = _parse_problems(modules)
+    problems += parse_problems
+
+    data: dict[str, Any] | None = None
+    if not problems or all(p.file.endswith(".rego") for p in problems):
+        try:
+            pack = pack_from_files(dict(files))
+            data = pack.data
+        except PackError as exc:
+            problems.append(Problem(".", 1, 1, str(exc)))
+    if data is not None:
+        problems += _schema_problems(files, data)
+        if parsed and not parse_problems:
+            compile_problems = _compile_problems(parsed, data)
+            problems += compile_problems
+            if not compile_problems:
+                problems += _evaluation_problems(parsed, data)
+    return sorted(set(problems))
+
+
+def validate_pack(pack: PolicyPack) -> list[Problem]:
+    return validate_files(pack.files)
+
+
+def validate_dir(directory: Path | str) -> list[Problem]:
+    return validate_files(read_pack_files(Path(directory)))
