@@ -1,0 +1,67 @@
+"""The FastAPI application: every component's router on one server (`ztcp serve`)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cli.runtime import Runtime
+from pdp import api as pdp_api
+from pdp.http_auth import BearerAuth
+from pdp.problems import install_problem_handlers
+
+log = logging.getLogger("ztcp.app")
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
+    auth = BearerAuth(runtime.verifier)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        runtime.close()  # drains the decision log and the signal history
+
+    app = FastAPI(
+        title="ztcp",
+        version="0.1.0",
+        summary="Zero-trust policy decisions, provenance, field encryption and SIEM for a public agency",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(pdp_api.create_router(point, auth))
+
+    @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
+    async def jwks() -> dict:
+        keys = list(runtime.issuer.jwks()["keys"]) if runtime.issuer else []
+        keys.append({**runtime.decision_signer.public_jwk(), "use": "sig"})
+        return {"keys": keys}
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness of each dependency")
+    async def readyz() -> JSONResponse:
+        active = point.active
+        checks = {
+            "policy": {"ok": active is not None, "revision": active.revision if active else None,
+                       "digest": active.digest if active else None,
+                       "engine": active.engine.kind if active else None},
+            "decision_log": {"ok": point.log.healthy, "error": point.log.last_error},
+        }
+        if point.shadow is not None:
+            checks["shadow_policy"] = {"ok": True, "revision": point.shadow.revision}
+        ready = all(c["ok"] for c in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,41 @@
+"""`ztcp serve`: every service on one process with embedded defaults."""
+
+from __future__ import annotations
+
+import click
+
+from cli.errors import handle_errors
+from cli.settings import load_settings
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="bind address (default 127.0.0.1, or ZTCP_HOST)")
+@click.option("--port", default=None, type=int, help="port (default 8080, or ZTCP_PORT)")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@handle_errors
+def command(host: str | None, port: int | None, log_level: str) -> None:
+    """Run the PDP, provenance, key management, SIEM and console in one process."""
+    import uvicorn
+
+    from cli.app import create_app
+    from cli.runtime import Runtime
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = load_settings(**overrides)
+    runtime = Runtime(settings)
+    app = create_app(runtime)
+    base = f"http://{settings.host}:{settings.port}"
+    active = runtime.point.active
+    click.echo(f"ztcp serving on {base}  (home {runtime.home}, policy {active.revision if active else 'none'})")
+    if runtime.issuer is not None:
+        click.echo("Try it:\n"
+                   "  export CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
+                   "  export SUBJECT=$(ztcp token issue --sub emp-1 --role case_officer --method fido2 --mfa)\n"
+                   f"  curl -s {base}/v1/decisions -H \"Authorization: Bearer $CALLER\" "
+                   "-H 'content-type: application/json' -d @- <<EOF\n"
+                   '  {"subject_token": "'"'"'$SUBJECT'"'"'", "device": {"id": "dev-1", "managed": true, '
+                   '"compliant": true}, "context": {"network_zone": "internal"}, "resource": {"type": '
+                   '"insured_person", "dataset": "insured_persons", "record_id": "r-1", "fields": ["name"]}, '
+                   '"action": "read", "purpose": {"code": "benefit_review", "case_id": "C-1"}}\n  EOF')
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=10)

@@ -1,0 +1,132 @@
+"""The composition root: builds every component from Settings, once, for `ztcp serve` and the CLI.
+
+Packages take explicit keys, paths and collaborators; only this module knows where they come from
+(the sealed keyring, ``ZTCP_HOME``, backend URLs). Components are built lazily so a CLI command
+pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from functools import cached_property
+
+from cli.bootstrap import DECISION_SIGNING, SystemKeys, system_keys
+from cli.identity import dev_issuer, token_verifier
+from cli.settings import Settings
+from pdp.calendar import BusinessCalendar
+from pdp.decision_log import DecisionLog, ElasticsearchSink
+from pdp.engine import create_engine
+from pdp.identity import JwtVerifier
+from pdp.issuer import DevIssuer
+from pdp.metrics import PdpMetrics
+from pdp.point import ActivePolicy, DecisionPoint
+from pdp.signals import SignalHistory
+from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
+from policy import PolicyPack, load_pack
+
+log = logging.getLogger("ztcp.runtime")
+BUREAU_DATA_FILE = "bureau-data.json"
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.ensure_home()
+        self._closers: list = []
+        self._lock = threading.Lock()
+
+    # -- identity and keys ------------------------------------------------------------------
+    @cached_property
+    def keys(self) -> SystemKeys:
+        return system_keys(self.settings)
+
+    @cached_property
+    def issuer(self) -> DevIssuer | None:
+        return None if self.settings.idp_issuer else dev_issuer(self.settings, self.keys)
+
+    @cached_property
+    def verifier(self) -> JwtVerifier:
+        return token_verifier(self.settings, self.keys)
+
+    @cached_property
+    def decision_signer(self) -> DecisionTokenSigner:
+        return DecisionTokenSigner(self.keys.decision_signing, issuer=self.decision_issuer,
+                                   ttl_seconds=self.settings.decision_ttl_seconds)
+
+    @property
+    def decision_issuer(self) -> str:
+        return f"{self.settings.dev_issuer.rstrip('/')}/pdp"
+
+    @cached_property
+    def decision_verifier(self) -> DecisionTokenVerifier:
+        """Trusts every decision-signing key version still allowed, so rotation keeps tokens valid."""
+        return DecisionTokenVerifier(self.keys.public_keys(DECISION_SIGNING), issuer=self.decision_issuer)
+
+    # -- policy -----------------------------------------------------------------------------
+    def bureau_data(self) -> dict | None:
+        """Operational facts (cases, agreements, consents) maintained by the bureau, if present."""
+        path = self.home / BUREAU_DATA_FILE
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def pack(self) -> PolicyPack:
+        return load_pack(self.settings.policy_dir)
+
+    def build_active(self, pack: PolicyPack, revision: str | None) -> ActivePolicy:
+        bureau = self.bureau_data()
+        engine = create_engine(pack, self.settings.engine if not self.settings.opa_url else "opa",
+                               revision=revision, extra_data={"bureau": bureau} if bureau else None,
+                               opa_url=self.settings.opa_url)
+        calendar_config = pack.data.get("ztcp", {}).get("config", {}).get("calendar")
+        return ActivePolicy(engine=engine,
+                            calendar=BusinessCalendar.from_config(calendar_config, self.settings.timezone))
+
+    # -- decision point ---------------------------------------------------------------------
+    @cached_property
+    def metrics(self) -> PdpMetrics:
+        return PdpMetrics()
+
+    @cached_property
+    def decision_log(self) -> DecisionLog:
+        sinks = []
+        if self.settings.es_url:
+            sinks.append(ElasticsearchSink(self.elasticsearch))
+        dlog = DecisionLog(self.home / "decisions.db", sinks=sinks)
+        self._closers.append(dlog.close)
+        return dlog
+
+    @cached_property
+    def elasticsearch(self):  # type: ignore[no-untyped-def]
+        from elasticsearch import Elasticsearch
+
+        api_key = self.settings.es_api_key.get_secret_value() if self.settings.es_api_key else None
+        return Elasticsearch(self.settings.es_url, api_key=api_key)
+
+    @cached_property
+    def history(self) -> SignalHistory:
+        history = SignalHistory(self.home / "signals.db")
+        self._closers.append(history.close)
+        return history
+
+    @cached_property
+    def point(self) -> DecisionPoint:
+        active = self.build_active(self.pack(), revision=self.pack_revision())
+        point = DecisionPoint(verifier=self.verifier, signer=self.decision_signer, log=self.decision_log,
+                              history=self.history, active=active,
+                              timeout_ms=self.settings.engine_timeout_ms, metrics=self.metrics)
+        self._closers.insert(0, point.close)
+        return point
+
+    def pack_revision(self) -> str:
+        return "bundled:" + self.pack().digest.removeprefix("sha256:")[:12]
+
+    def close(self) -> None:
+        for close in self._closers:
+            try:
+                close()
+            except Exception as exc:  # shutting down: report, keep closing the rest
+                log.warning("error while closing %s: %s", getattr(close, "__qualname__", close), exc)
+        self._closers.clear()

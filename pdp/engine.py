@@ -1,0 +1,237 @@
+"""Policy engines behind one small interface, and the fail-closed guard around them.
+
+``regorus`` (Rust, in process; the default, chosen by benchmark: ~17 µs vs ~1.5 ms per evaluation for
+regopy on the same policy) and ``regopy`` (Microsoft rego-cpp) evaluate the pack in process; ``opa``
+asks a remote OPA that pulled our signed bundle. All answer the same query with the same input.
+The only registry build of regorus is a third-party fork (``gordon-to-regorus``): pinned, and
+swappable for regopy by one setting, ``ZTCP_ENGINE=regopy``.
+
+:class:`GuardedEngine` is the only way the PDP calls an engine: any exception, a result of the wrong
+shape, or an evaluation exceeding its budget raises :class:`EngineError`, which the decision point
+turns into ``deny``. A hung evaluation cannot hold a request: the caller stops waiting at the
+deadline (the worker finishes or stays stuck on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from pdp.errors import ConfigurationError, EngineError, EngineTimeout, NoPolicy
+from policy import PolicyPack
+
+QUERY = "data.ztcp.authz.decision"
+ENGINE_KINDS = ("regorus", "regopy", "opa")
+
+
+class Engine(Protocol):
+    kind: str
+    revision: str | None
+    digest: str | None
+
+    def evaluate(self, input_doc: dict) -> dict: ...
+
+
+def _rust_message(exc: BaseException) -> str:
+    """regorus errors carry a Rust backtrace after the message: keep the message only."""
+    text = str(exc).split("Stack backtrace:")[0].strip()
+    return text or type(exc).__name__
+
+
+def _merge_data(pack: PolicyPack, extra: dict | None) -> dict:
+    data = dict(pack.data)
+    for key, value in (extra or {}).items():
+        data[key] = value  # operational data (data.bureau) replaces the pack's sample
+    return data
+
+
+class RegorusEngine:
+    kind = "regorus"
+
+    def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None) -> None:
+        import regorus
+
+        self.revision = revision
+        self.digest = pack.digest
+        base = regorus.Engine()
+        try:
+            for path, source in sorted(pack.policy_modules.items()):
+                base.add_policy(path, source)
+            base.add_data(_merge_data(pack, extra_data))
+        except (RuntimeError, ValueError) as exc:
+            raise EngineError(f"policy does not compile: {_rust_message(exc)}") from None
+        self._base = base
+        # A regorus Engine holds per-evaluation state (the input), so each thread gets its own clone.
+        self._local = threading.local()
+        self.evaluate(_PROBE_INPUT)  # fail at load time, not at the first request
+
+    def _engine(self) -> Any:
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = self._base.clone()
+        return engine
+
+    def evaluate(self, input_doc: dict) -> dict:
+        engine = self._engine()
+        try:
+            engine.set_input(input_doc)
+            return engine.eval_rule(QUERY)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise EngineError(_rust_message(exc)) from None
+
+    def coverage_engine(self) -> Any:
+        return self._base.clone()
+
+
+class RegopyEngine:
+    kind = "regopy"
+
+    def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None) -> None:
+        import regopy
+
+        self._regopy = regopy
+        self.revision = revision
+        self.digest = pack.digest
+        self._modules = sorted(pack.policy_modules.items())
+        self._data = json.dumps(_merge_data(pack, extra_data))
+        self._local = threading.local()
+        self.evaluate(_PROBE_INPUT)
+
+    def _interpreter(self) -> Any:
+        interp = getattr(self._local, "interp", None)
+        if interp is None:
+            interp = self._regopy.Interpreter()
+            for path, source in self._modules:
+                interp.add_module(path, source)
+            interp.add_data_json(self._data)
+            self._local.interp = interp
+        return interp
+
+    def evaluate(self, input_doc: dict) -> dict:
+        interp = self._interpreter()
+        try:
+            interp.set_input_term(orjson.dumps(input_doc).decode())
+            output = interp.query(QUERY)
+        except Exception as exc:  # regopy raises its own RegoError and RuntimeError
+            raise EngineError(f"regopy: {type(exc).__name__}: {exc}") from None
+        if not output.ok():
+            raise EngineError(f"regopy: {str(output)[:300]}")
+        try:
+            doc = json.loads(output.json())
+            return doc["expressions"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EngineError("regopy: undefined decision") from None
+
+
+class OpaEngine:
+    """A remote OPA (``ZTCP_OPA_URL``) serving our bundle; Data API, one POST per decision."""
+
+    kind = "opa"
+
+    def __init__(self, url: str, *, timeout_s: float = 0.05, revision: str | None = None,
+                 client: httpx.Client | None = None) -> None:
+        self.url = url.rstrip("/") + "/v1/data/" + QUERY.removeprefix("data.").replace(".", "/")
+        self.revision = revision
+        self.digest = None
+        self._client = client or httpx.Client(timeout=timeout_s)
+
+    def evaluate(self, input_doc: dict) -> dict:
+        try:
+            response = self._client.post(self.url, content=orjson.dumps({"input": input_doc}),
+                                         headers={"content-type": "application/json"})
+        except httpx.TimeoutException:
+            raise EngineTimeout("OPA did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise EngineError(f"OPA unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise EngineError(f"OPA answered HTTP {response.status_code}")
+        body = response.json()
+        if "result" not in body:
+            raise NoPolicy("OPA has no decision at data.ztcp.authz.decision (bundle not loaded?)")
+        self.revision = self.revision or response.headers.get("x-opa-bundle-revision")
+        return body["result"]
+
+
+def create_engine(pack: PolicyPack, kind: str = "regorus", *, revision: str | None = None,
+                  extra_data: dict | None = None, opa_url: str | None = None) -> Engine:
+    if kind == "regorus":
+        return RegorusEngine(pack, revision=revision, extra_data=extra_data)
+    if kind == "regopy":
+        return RegopyEngine(pack, revision=revision, extra_data=extra_data)
+    if kind == "opa":
+        if not opa_url:
+            raise ConfigurationError("engine 'opa' needs ZTCP_OPA_URL")
+        return OpaEngine(opa_url, revision=revision)
+    raise ConfigurationError(f"unknown engine {kind!r}; one of {', '.join(ENGINE_KINDS)}")
+
+
+def check_result(result: Any) -> dict:
+    """The decision object must have the contract's shape; anything else is an engine error."""
+    if not isinstance(result, dict):
+        raise EngineError("policy returned no decision object")
+    if result.get("effect") not in ("permit", "deny", "step_up"):
+        raise EngineError("policy decision has no valid effect")
+    for key in ("reasons", "obligations", "permitted_fields"):
+        if key in result and not isinstance(result[key], list):
+            raise EngineError(f"policy decision field {key} is not a list")
+    risk = result.get("risk", {})
+    if not isinstance(risk, dict) or not isinstance(risk.get("score", 0), int | float):
+        raise EngineError("policy decision risk is malformed")
+    return result
+
+
+class GuardedEngine:
+    """Holds the active engine (swapped atomically on reload) and enforces the evaluation budget."""
+
+    def __init__(self, engine: Engine | None, timeout_ms: int = 50, workers: int = 8) -> None:
+        self._engine = engine
+        self.timeout_s = timeout_ms / 1000.0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ztcp-engine")
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine
+
+    def swap(self, engine: Engine | None) -> None:
+        # A single reference assignment: requests that already took the old engine finish on it.
+        self._engine = engine
+
+    def evaluate(self, input_doc: dict, engine: Engine | None = None) -> dict:
+        engine = engine or self._engine
+        if engine is None:
+            raise NoPolicy("no policy loaded")
+        future = self._pool.submit(engine.evaluate, input_doc)
+        try:
+            result = future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms") from None
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}") from None
+        return check_result(result)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_PROBE_INPUT: dict = {
+    "subject": {"id": "probe", "type": "employee", "roles": [], "org_unit": None,
+                "auth": {"method": "none", "mfa": False, "auth_time": 0, "token_age_s": 0}},
+    "device": {"id": "probe", "managed": False, "compliant": False, "posture": {}},
+    "context": {"ip": None, "network_zone": "internet", "channel": "api", "time": "1970-01-01T00:00:00Z",
+                "geo": None},
+    "resource": {"type": "probe", "dataset": "probe", "record_id": None, "citizen_ref": None,
+                 "fields": [], "classification": "personal"},
+    "action": "read",
+    "purpose": {"code": None, "case_id": None, "legal_basis": None, "consent_id": None,
+                "justification": None, "break_glass": False},
+    "signals": {},
+}

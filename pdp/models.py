@@ -1,0 +1,145 @@
+"""Request and decision models (DESIGN §5). Field names are the contract: extend, don't rename.
+
+The request never carries who the subject is beyond their token: a body with ``subject`` or
+``roles`` is refused (422) rather than silently ignored, so a PEP that tries it learns at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+CitizenRef = Annotated[str, StringConstraints(pattern=r"^cr_[A-Z2-7]{16,64}$")]
+Action = Literal["read", "search", "bulk_search", "export", "update", "disclose"]
+Effect = Literal["permit", "deny", "step_up"]
+NetworkZone = Literal["internal", "vpn", "exchange", "internet"]
+Classification = Literal["public", "internal", "personal", "special"]
+
+MAX_BATCH = 1000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Posture(_Strict):
+    baseline_ok: bool | None = None
+    edr_running: bool | None = None
+    disk_encrypted: bool | None = None
+    patch_age_days: int | None = Field(default=None, ge=0, le=36500)
+
+
+class Device(_Strict):
+    id: Name
+    managed: bool = False
+    compliant: bool = False
+    posture: Posture = Posture()
+
+
+class Geo(_Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+
+
+class Context(_Strict):
+    ip: IPv4Address | IPv6Address | None = None
+    network_zone: NetworkZone
+    channel: Name = "api"
+    time: datetime | None = Field(default=None, description="the PEP's clock; signals use the PDP's")
+    geo: Geo | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("time must include a UTC offset (RFC 3339)")
+        return value
+
+
+class Resource(_Strict):
+    type: Name
+    dataset: Name
+    record_id: Name | None = None
+    citizen_ref: CitizenRef | None = None
+    fields: list[FieldName] = Field(default_factory=list, max_length=200)
+    classification: Classification = "personal"
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("fields must not repeat")
+        return value
+
+
+class Purpose(_Strict):
+    code: Name | None = None
+    case_id: Name | None = None
+    legal_basis: Name | None = None
+    consent_id: Name | None = None
+    justification: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    break_glass: bool = False
+
+
+class DecisionRequest(_Strict):
+    subject_token: Annotated[str, StringConstraints(min_length=10, max_length=16384)]
+    device: Device
+    context: Context
+    resource: Resource
+    action: Action
+    purpose: Purpose = Purpose()
+
+
+class BatchRequest(_Strict):
+    requests: list[DecisionRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RiskFactor(BaseModel):
+    name: str
+    points: int
+    detail: str = ""
+
+
+class Risk(BaseModel):
+    score: int = Field(ge=0, le=100)
+    level: Literal["low", "medium", "high", "critical"]
+    factors: list[RiskFactor] = Field(default_factory=list)
+
+
+class PolicyRef(BaseModel):
+    revision: str | None
+    digest: str | None
+
+
+class Decision(BaseModel):
+    decision_id: str
+    effect: Effect
+    risk: Risk
+    reasons: list[str]
+    obligations: list[dict[str, Any]] = Field(default_factory=list)
+    permitted_fields: list[str] = Field(default_factory=list)
+    policy: PolicyRef
+    issued_at: datetime
+    expires_at: datetime
+    token: str | None = Field(default=None, description="decision token (compact JWS), permits only")
+
+
+class BatchResponse(BaseModel):
+    decisions: list[Decision]
+
+
+def risk_level(score: int) -> str:
+    """Fallback level when the policy does not state one (thresholds mirror the default pack)."""
+    if score >= 85:
+        return "critical"
+    if score >= 60:
+        return "high"
+    if score >= 30:
+        return "medium"
+    return "low"
