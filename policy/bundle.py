@@ -216,7 +216,9 @@ def build_bundle(
     }
     manifest_raw = json.dumps(manifest, sort_keys=True, indent=2).encode() + b"\n"
     files = {MANIFEST: manifest_raw, **{name: pack.files[name] for name in sorted(pack.files)}}
-    infos = [{"name": n, "hash": file_hash(n, raw), "algorithm": HASH_ALG} for n, raw in sorted(files.items())]
+    infos = [
+        {"name": n, "hash": file_hash(n, raw), "algorithm": HASH_ALG} for n, raw in sorted(files.items())
+    ]
     signatures = json.dumps({"signatures": [signer.sign(infos, iat=iat)]}, indent=1).encode() + b"\n"
     return _tar_bytes([*sorted(files.items()), (SIGNATURES, signatures)], mtime=iat)
 
@@ -267,21 +269,22 @@ def _read_members(data: bytes, max_bytes: int) -> dict[str, bytes]:
 
 
 def _public_keys(keys: Mapping[str, Ed25519PublicKey] | Iterable[Ed25519PublicKey]) -> dict[str, Any]:
-    if isinstance(keys, Mapping):
-        items = list(keys.items())
-    else:
-        items = [(key_id(k), k) for k in keys]
+    items = list(keys.items()) if isinstance(keys, Mapping) else [(key_id(k), k) for k in keys]
     return {kid: OKPKey.import_key(pub) for kid, pub in items}
 
 
-def _signed_files(raw_signatures: bytes, keys: dict[str, Any], scope: str) -> tuple[dict[str, dict], str, Any]:
+def _signed_files(
+    raw_signatures: bytes, keys: dict[str, Any], scope: str
+) -> tuple[dict[str, dict], str, Any]:
     try:
         doc = json.loads(raw_signatures)
         tokens = doc["signatures"]
         if not isinstance(tokens, list):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise BundleRejected("malformed", f"{SIGNATURES}: not {{\"signatures\": [JWT]}}", file=SIGNATURES) from None
+        raise BundleRejected(
+            "malformed", f'{SIGNATURES}: not {{"signatures": [JWT]}}', file=SIGNATURES
+        ) from None
     if len(tokens) != 1 or not isinstance(tokens[0], str):
         raise BundleRejected("malformed", f"{SIGNATURES}: expected exactly one JWT, found {len(tokens)}")
     token = tokens[0]
@@ -290,7 +293,9 @@ def _signed_files(raw_signatures: bytes, keys: dict[str, Any], scope: str) -> tu
         header = unverified.protected
         claims = json.loads(unverified.payload)
     except (JoseError, ValueError, TypeError):
-        raise BundleRejected("malformed", f"{SIGNATURES}: the JWT cannot be decoded", file=SIGNATURES) from None
+        raise BundleRejected(
+            "malformed", f"{SIGNATURES}: the JWT cannot be decoded", file=SIGNATURES
+        ) from None
     if not isinstance(claims, dict):
         raise BundleRejected("malformed", f"{SIGNATURES}: JWT payload is not an object", file=SIGNATURES)
     alg = header.get("alg")
@@ -344,10 +349,14 @@ def verify_bundle_full(
         try:
             actual = file_hash(name, members[name])
         except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-            raise BundleRejected("digest_mismatch", f"{name}: content is not valid JSON/YAML", file=name) from None
+            raise BundleRejected(
+                "digest_mismatch", f"{name}: content is not valid JSON/YAML", file=name
+            ) from None
         expected = str(entry.get("hash", "")).lower()
         if not _equal(actual, expected):
-            raise BundleRejected("digest_mismatch", f"{name}: SHA-256 does not match the signature", file=name)
+            raise BundleRejected(
+                "digest_mismatch", f"{name}: SHA-256 does not match the signature", file=name
+            )
     if MANIFEST not in members:
         raise BundleRejected("malformed", f"{MANIFEST} is missing", file=MANIFEST)
     try:
@@ -355,7 +364,9 @@ def verify_bundle_full(
         meta = manifest["metadata"]["ztcp"]
         revision, digest = str(manifest["revision"]), str(meta["digest"])
     except (ValueError, KeyError, TypeError):
-        raise BundleRejected("malformed", f"{MANIFEST}: no revision / metadata.ztcp.digest", file=MANIFEST) from None
+        raise BundleRejected(
+            "malformed", f"{MANIFEST}: no revision / metadata.ztcp.digest", file=MANIFEST
+        ) from None
     if meta.get("revision") not in (None, revision):
         raise BundleRejected("malformed", f"{MANIFEST}: revision and metadata disagree", file=MANIFEST)
     recomputed = digest_files(members)
@@ -365,7 +376,9 @@ def verify_bundle_full(
         pack = pack_from_files(members, revision=revision)
     except PackError as exc:
         raise BundleRejected("malformed", f"signed content is not a policy pack: {exc}") from None
-    return VerifiedBundle(pack=pack, revision=revision, digest=digest, manifest=manifest, kid=kid, issued_at=iat)
+    return VerifiedBundle(
+        pack=pack, revision=revision, digest=digest, manifest=manifest, kid=kid, issued_at=iat
+    )
 
 
 def verify_bundle(

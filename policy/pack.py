@@ -97,7 +97,12 @@ def pack_from_files(
     if not any(not p.endswith("_test.rego") for p in modules):
         raise PackError(f"no policy modules (*.rego) in {root or 'the given files'}")
     return PolicyPack(
-        root=root, modules=modules, data=data, digest=digest_files(files), files=dict(files), revision=revision
+        root=root,
+        modules=modules,
+        data=data,
+        digest=digest_files(files),
+        files=dict(files),
+        revision=revision,
     )
 
 

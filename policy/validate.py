@@ -84,7 +84,10 @@ def _entry_points(modules: Mapping[str, str]) -> list[str]:
     for path in sorted(modules):
         engine.add_policy(path, modules[path])
     points = {
-        f"{info.package}.{rule.name}" for info in module_infos(engine) for rule in info.rules if rule.kind != "Func"
+        f"{info.package}.{rule.name}"
+        for info in module_infos(engine)
+        for rule in info.rules
+        if rule.kind != "Func"
     }
     return sorted(points)
 
