@@ -55,26 +55,31 @@ class RegorusEngine:
     kind = "regorus"
 
     def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None) -> None:
-        import regorus
-
         self.revision = revision
         self.digest = pack.digest
-        base = regorus.Engine()
+        self._modules = sorted(pack.policy_modules.items())
+        self._data = _merge_data(pack, extra_data)
+        # regorus engines are "unsendable" (pinned to the thread that made them, even for clone()),
+        # so every thread compiles its own from the same sources, once.
+        self._local = threading.local()
+        self.evaluate(_PROBE_INPUT)  # compile errors surface at load time, not at the first request
+
+    def _compile(self) -> Any:
+        import regorus
+
+        engine = regorus.Engine()
         try:
-            for path, source in sorted(pack.policy_modules.items()):
-                base.add_policy(path, source)
-            base.add_data(_merge_data(pack, extra_data))
+            for path, source in self._modules:
+                engine.add_policy(path, source)
+            engine.add_data(self._data)
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"policy does not compile: {_rust_message(exc)}") from None
-        self._base = base
-        # A regorus Engine holds per-evaluation state (the input), so each thread gets its own clone.
-        self._local = threading.local()
-        self.evaluate(_PROBE_INPUT)  # fail at load time, not at the first request
+        return engine
 
     def _engine(self) -> Any:
         engine = getattr(self._local, "engine", None)
         if engine is None:
-            engine = self._local.engine = self._base.clone()
+            engine = self._local.engine = self._compile()
         return engine
 
     def evaluate(self, input_doc: dict) -> dict:
@@ -84,9 +89,6 @@ class RegorusEngine:
             return engine.eval_rule(QUERY)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(_rust_message(exc)) from None
-
-    def coverage_engine(self) -> Any:
-        return self._base.clone()
 
 
 class RegopyEngine:
@@ -214,8 +216,10 @@ class GuardedEngine:
             raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms") from None
         except EngineError:
             raise
-        except Exception as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
+            raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         return check_result(result)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-CitizenRef = Annotated[str, StringConstraints(pattern=r"^cr_[A-Z2-7]{16,64}$")]
+CitizenRef = Annotated[str, StringConstraints(pattern=r"^cr_[A-Z2-7]{52}$")]
 Action = Literal["read", "search", "bulk_search", "export", "update", "disclose"]
 Effect = Literal["permit", "deny", "step_up"]
 NetworkZone = Literal["internal", "vpn", "exchange", "internet"]
