@@ -45,6 +45,8 @@ SIGNATURES = ".signatures.json"
 SIGNING_ALG = "EdDSA"
 ACCEPTED_ALGS = ("EdDSA", "Ed25519")
 DEFAULT_SCOPE = "write"
+ACTIVE_SCOPE = DEFAULT_SCOPE  # enforced bundles (OPA's conventional scope)
+SHADOW_SCOPE = "shadow"  # report-only bundles: never verify as enforceable
 HASH_ALG = "SHA-256"
 MAX_BUNDLE_BYTES = 32 * 1024 * 1024  # uncompressed; a policy pack is kilobytes
 MAX_MEMBERS = 5000
@@ -69,7 +71,13 @@ class BundleSigner:
         self.kid = key_id(self.public_key)
         self.scope = scope
         self.issuer = issuer
+        self._private_key = private_key
         self._key = OKPKey.import_key(private_key, {"kid": self.kid})
+
+    def with_scope(self, scope: str) -> BundleSigner:
+        if scope == self.scope:
+            return self
+        return BundleSigner(self._private_key, scope=scope, issuer=self.issuer)
 
     def sign(self, files: list[dict[str, str]], *, iat: int) -> str:
         payload = {"files": files, "keyid": self.kid, "scope": self.scope, "iat": iat, "iss": self.issuer}

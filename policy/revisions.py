@@ -37,7 +37,7 @@ import uuid_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 
-from policy.bundle import BundleSigner, as_signer, build_bundle
+from policy.bundle import ACTIVE_SCOPE, SHADOW_SCOPE, BundleSigner, as_signer, build_bundle
 from policy.errors import LifecycleRefused, PolicyError, RevisionNotFound, ValidationFailed
 from policy.events import AdminEvent
 from policy.pack import PolicyPack, pack_from_files
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS revisions (
     published_at TEXT,
     published_by TEXT,
     emergency_reason TEXT,
-    bundle BLOB
+    bundle BLOB,
+    shadow_bundle BLOB
 );
 CREATE INDEX IF NOT EXISTS revisions_digest ON revisions(digest);
 CREATE TABLE IF NOT EXISTS revision_files (
@@ -147,7 +148,12 @@ class SlotState:
 
 @dataclass(frozen=True)
 class PublishedBundle:
-    """The signed bundle in a slot. Verify ``bundle`` before use; never trust the row."""
+    """The signed bundle in a slot. Verify ``bundle`` before use; never trust the row.
+
+    Active bundles are signed with scope ``write`` (OPA's convention), shadow bundles with scope
+    ``shadow``: verify each with its own scope, so a report-only (possibly unapproved) revision's
+    bundle can never be activated as the enforced one.
+    """
 
     revision: str
     digest: str
@@ -371,17 +377,21 @@ class RevisionStore:
         rev = self.get(ref)
         return pack_from_files(self.files(rev.id), revision=rev.id)
 
-    def bundle(self, ref: str, signer: BundleSigner | Ed25519PrivateKey | None = None) -> bytes:
-        """The stored signed bundle of a published revision, or a freshly signed one (needs ``signer``)."""
+    def bundle(self, ref: str) -> bytes:
+        """The signed bundle stored when the revision was published.
+
+        Only published revisions have one: signing on demand would let anyone with CLI access
+        mint a validly signed bundle of an unapproved revision and bypass maker-checker.
+        """
         with self._lock:
             row = self._row(self._db, ref)
-            if row["bundle"] is not None:
-                return bytes(row["bundle"])
-        if signer is None:
-            raise PolicyError(
-                f"{row['id']} has never been published; a signing key is needed to build its bundle"
+        if row["bundle"] is None:
+            raise LifecycleRefused(
+                f"{row['id']} ({row['status']}) was never published, so it has no signed bundle",
+                reason="not_published",
+                revision=row["id"],
             )
-        return self._build(row["id"], signer)
+        return bytes(row["bundle"])
 
     def state(self) -> SlotState:
         """One cheap query for pollers."""
@@ -402,7 +412,8 @@ class RevisionStore:
     def _published(self, slot: str) -> PublishedBundle | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT s.generation, r.id, r.digest, r.bundle, r.published_at FROM slots s"
+                "SELECT s.generation, r.id, r.digest, r.published_at,"
+                " CASE WHEN s.name = 'shadow' THEN r.shadow_bundle ELSE r.bundle END AS bundle FROM slots s"
                 " JOIN revisions r ON r.id = s.revision WHERE s.name = ?",
                 (slot,),
             ).fetchone()
@@ -531,10 +542,12 @@ class RevisionStore:
         code, message, row = refusal
         raise self._refuse(approver, "approve", code, message, row)
 
-    def _build(self, rev_id: str, signer: BundleSigner | Ed25519PrivateKey, **meta: Any) -> bytes:
+    def _build(self, rev_id: str, signer: BundleSigner | Ed25519PrivateKey, scope: str, **meta: Any) -> bytes:
         pack = pack_from_files(self.files(rev_id), revision=rev_id)
         issued = int(self._clock().timestamp())
-        return build_bundle(pack, rev_id, as_signer(signer), issued_at=issued, metadata=meta)
+        return build_bundle(
+            pack, rev_id, as_signer(signer).with_scope(scope), issued_at=issued, metadata=meta
+        )
 
     def publish(
         self,
@@ -574,6 +587,7 @@ class RevisionStore:
         bundle = self._build(
             rev_id,
             signer,
+            SHADOW_SCOPE if shadow else ACTIVE_SCOPE,
             author=author,
             approvals=approvals,
             published_by=actor,
@@ -595,7 +609,7 @@ class RevisionStore:
                         "UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current)
                     )
                 db.execute(
-                    "UPDATE revisions SET status = 'shadow', bundle = ? WHERE id = ?", (bundle, rev_id)
+                    "UPDATE revisions SET status = 'shadow', shadow_bundle = ? WHERE id = ?", (bundle, rev_id)
                 )
                 self._set_slot(db, "shadow", rev_id, "publish_shadow", actor)
                 self._event(
