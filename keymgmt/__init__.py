@@ -1,6 +1,12 @@
 """Field encryption: key providers (local keyring; Vault/OpenBao transit), envelope encryption,
-blind indexes, the encrypted-table adapter, and rotate / rewrap / re-encrypt / retire."""
+blind indexes, the encrypted-table adapter, decrypt-with-decision, and rotate / rewrap /
+re-encrypt / retire jobs with key audit events."""
 
+from keymgmt.audit import KeyAuditEvent, KeyAuditLog, default_audit_path
+from keymgmt.blind_index import BlindIndexer, BlindIndexKeys, normalise
+from keymgmt.ciphertext import ParsedCiphertext, format_ciphertext, is_ciphertext, parse_ciphertext
+from keymgmt.db import make_engine
+from keymgmt.envelope import DEFAULT_KEK, Envelope
 from keymgmt.errors import (
     CiphertextError,
     DecryptRefused,
@@ -17,6 +23,17 @@ from keymgmt.errors import (
     RetireRefused,
     TableJobError,
 )
+from keymgmt.gate import EventRecorder, ProtectedReader
+from keymgmt.jobs import (
+    JobResult,
+    VerifyReport,
+    encrypt_table,
+    reencrypt,
+    retire,
+    retire_dependencies,
+    table_status,
+    verify_table,
+)
 from keymgmt.keyring import (
     KEY_TYPES,
     KeyInfo,
@@ -24,25 +41,63 @@ from keymgmt.keyring import (
     default_keyring_path,
     load_master_key,
 )
+from keymgmt.masking import apply_masks, mask_value
+from keymgmt.provider import KeyProvider
+from keymgmt.table import EncryptedTable, TableSpec, load_spec, registered_specs
+from keymgmt.vault import VaultProvider
+
+DEFAULT_BLIND_INDEX_KEY = "ztcp-blind-index"
 
 __all__ = [
+    "DEFAULT_BLIND_INDEX_KEY",
+    "DEFAULT_KEK",
     "KEY_TYPES",
+    "BlindIndexKeys",
+    "BlindIndexer",
     "CiphertextError",
     "DecryptRefused",
+    "EncryptedTable",
+    "Envelope",
+    "EventRecorder",
+    "JobResult",
+    "KeyAuditEvent",
+    "KeyAuditLog",
     "KeyExists",
     "KeyInfo",
     "KeyMgmtError",
     "KeyNotFound",
+    "KeyProvider",
     "KeyTypeMismatch",
     "KeyVersionUnavailable",
     "KeyringCorrupt",
     "LocalKeyring",
     "MasterKeyError",
     "MasterKeyMismatch",
+    "ParsedCiphertext",
+    "ProtectedReader",
     "ProviderError",
     "ProviderUnavailable",
     "RetireRefused",
     "TableJobError",
+    "TableSpec",
+    "VaultProvider",
+    "VerifyReport",
+    "apply_masks",
+    "default_audit_path",
     "default_keyring_path",
+    "encrypt_table",
+    "format_ciphertext",
+    "is_ciphertext",
     "load_master_key",
+    "load_spec",
+    "make_engine",
+    "mask_value",
+    "normalise",
+    "parse_ciphertext",
+    "reencrypt",
+    "registered_specs",
+    "retire",
+    "retire_dependencies",
+    "table_status",
+    "verify_table",
 ]

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -453,6 +453,15 @@ class LocalKeyring:
             raise KeyMgmtError("data keys are 128 or 256 bits")
         dek = os.urandom(bits // 8)
         return dek, self.wrap(name, dek, context)
+
+    def wrap_many(self, name: str, plaintexts: Sequence[bytes]) -> list[str]:
+        return [self.wrap(name, p) for p in plaintexts]
+
+    def unwrap_many(self, name: str, wrapped: Sequence[str]) -> list[bytes]:
+        return [self.unwrap(name, w) for w in wrapped]
+
+    def rewrap_many(self, name: str, wrapped: Sequence[str]) -> list[str]:
+        return [self.rewrap(name, w) for w in wrapped]
 
     def wrapped_version(self, wrapped: str) -> int:
         return parse_wrapped(wrapped)[0]

@@ -1,0 +1,266 @@
+"""Envelope encryption of fields: DEKs from the provider's datakey, wrapped in the key table, cached.
+
+- New writes of a dataset use its active DEK. A DEK stops taking new writes (state ``retired``) when
+  its encryption budget is spent (``max_uses``, default 2^30: random 96-bit nonces stay far from the
+  2^32 NIST SP 800-38D limit, collision odds ≈ 2^-37) or when the KEK was rotated since the DEK was
+  made (so "rotate → new writes use a new DEK", checked every ``kek_check_interval`` seconds).
+- Unwrapped DEKs are cached in memory for ``cache_ttl`` seconds. When the provider is unreachable and
+  a DEK is not cached, decryption fails closed with :class:`ProviderUnavailable`; the next call after
+  the provider returns succeeds (nothing is latched).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keymgmt.ciphertext import (
+    DEK_ID_LEN,
+    FORMAT_VERSION,
+    NONCE_LEN,
+    PREFIX,
+    aad_prefix,
+    parse_ciphertext,
+    pk_part,
+)
+from keymgmt.dek_store import DekRow, DekStore
+from keymgmt.errors import CiphertextError, KeyMgmtError
+from keymgmt.provider import KeyProvider
+
+DEFAULT_KEK = "ztcp-kek"
+DEFAULT_MAX_USES = 1 << 30
+_b64 = __import__("base64").b64encode
+
+
+@dataclass
+class _Writer:
+    dek_id: bytes
+    aead: AESGCM
+    remaining: int
+    kek_version: int
+    checked_at: float
+    header: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.header = bytes([FORMAT_VERSION]) + self.dek_id
+
+
+class Envelope:
+    """Encrypts and decrypts protected fields of one protected database."""
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        engine: sa.Engine,
+        kek_name: str = DEFAULT_KEK,
+        *,
+        max_uses: int = DEFAULT_MAX_USES,
+        reserve_block: int = 1 << 20,
+        cache_ttl: float = 300.0,
+        kek_check_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= max_uses <= (1 << 31):
+            raise KeyMgmtError("max_uses must be between 1 and 2^31 (well below the 2^32 GCM limit)")
+        self.provider = provider
+        self.kek_name = kek_name
+        self.store = DekStore(engine)
+        self.store.ensure_schema()
+        self.max_uses = max_uses
+        self.reserve_block = max(1, min(reserve_block, max_uses))
+        self.cache_ttl = cache_ttl
+        self.kek_check_interval = kek_check_interval
+        self._clock = clock
+        self._cache: dict[str, tuple[AESGCM, float, str]] = {}
+        self._writers: dict[str, _Writer] = {}
+        self._lock = threading.RLock()
+        self._aad_prefixes: dict[tuple[str, str], bytes] = {}
+
+    # -- writers -----------------------------------------------------------------------------
+
+    def _kek_latest(self) -> int:
+        return self.provider.info(self.kek_name).latest_version
+
+    def _take(self, dataset: str, n: int) -> tuple[_Writer, int]:
+        """A writer for ``dataset`` and how many of the ``n`` wanted encryptions it grants (≥ 1)."""
+        with self._lock:
+            w = self._writers.get(dataset)
+            now = self._clock()
+            if w is not None and now - w.checked_at >= self.kek_check_interval:
+                if self._kek_latest() > w.kek_version:
+                    self.store.retire([w.dek_id.hex()])
+                    w = None
+                else:
+                    w.checked_at = now
+            if w is None or w.remaining <= 0:
+                w = self._new_writer(dataset)
+                self._writers[dataset] = w
+            k = min(n, w.remaining)
+            w.remaining -= k
+            return w, k
+
+    def _new_writer(self, dataset: str) -> _Writer:
+        latest = self._kek_latest()
+        block = self.reserve_block
+        for row in self.store.active_candidates(dataset, self.kek_name):
+            if row.origin_kek_version < latest:
+                # Made while an older KEK version was current: no new writes (rotation semantics).
+                self.store.retire([row.dek_id])
+                continue
+            if self.store.reserve(row.dek_id, block) is None:
+                self.store.retire([row.dek_id])  # encryption budget spent
+                continue
+            return _Writer(bytes.fromhex(row.dek_id), self._aead_for_row(row), block, latest, self._clock())
+        dek, wrapped = self.provider.generate_datakey(self.kek_name)
+        version = self.provider.wrapped_version(wrapped)
+        row = self.store.insert(
+            dataset=dataset, kek_name=self.kek_name, kek_version=version, wrapped=wrapped,
+            provider=self.provider.provider_name, max_uses=self.max_uses, reserve=block,
+        )
+        aead = AESGCM(dek)
+        self._cache[row.dek_id] = (aead, self._clock() + self.cache_ttl, dataset)
+        return _Writer(bytes.fromhex(row.dek_id), aead, block, version, self._clock())
+
+    def _prefix(self, dataset: str, column: str) -> bytes:
+        key = (dataset, column)
+        p = self._aad_prefixes.get(key)
+        if p is None:
+            p = self._aad_prefixes[key] = aad_prefix(dataset, column)
+        return p
+
+    # -- encryption ------------------------------------------------------------------------------
+
+    def encrypt(self, dataset: str, column: str, pk: object, value: str) -> str:
+        return self.encrypt_many(dataset, column, [(pk, value)])[0]
+
+    def encrypt_many(self, dataset: str, column: str, items: Sequence[tuple[object, str]]) -> list[str]:
+        """Encrypt values of one column; the hot path of bulk jobs (one random read per batch)."""
+        out: list[str] = []
+        prefix = self._prefix(dataset, column)
+        i = 0
+        n = len(items)
+        while i < n:
+            w, k = self._take(dataset, n - i)
+            aead, header = w.aead, w.header
+            enc = aead.encrypt
+            nonces = os.urandom(NONCE_LEN * k)
+            for j in range(k):
+                pk, value = items[i + j]
+                nonce = nonces[NONCE_LEN * j:NONCE_LEN * (j + 1)]
+                ct = enc(nonce, value.encode(), header + prefix + pk_part(pk))
+                out.append(PREFIX + _b64(header + nonce + ct).decode("ascii"))
+            i += k
+        return out
+
+    def encrypt_row(self, dataset: str, pk: object, values: dict[str, str | None]) -> tuple[str, dict]:
+        """Encrypt all fields of one row under one DEK; returns (dek_id, {column: ciphertext|None})."""
+        todo = [(c, v) for c, v in values.items() if v is not None]
+        w, k = self._take(dataset, max(1, len(todo)))
+        if k < len(todo):  # the block ran out mid-row: give the row a fresh writer with room
+            w, k = self._take(dataset, len(todo))
+        nonces = os.urandom(NONCE_LEN * max(1, len(todo)))
+        out: dict[str, str | None] = {c: None for c in values}
+        for j, (col, value) in enumerate(todo):
+            if not isinstance(value, str):
+                raise KeyMgmtError(f"column {col!r}: only text values can be protected")
+            nonce = nonces[NONCE_LEN * j:NONCE_LEN * (j + 1)]
+            ct = w.aead.encrypt(nonce, value.encode(), w.header + self._prefix(dataset, col) + pk_part(pk))
+            out[col] = PREFIX + _b64(w.header + nonce + ct).decode("ascii")
+        return w.dek_id.hex(), out
+
+    def current_dek(self, dataset: str) -> str:
+        """The DEK id new writes of ``dataset`` use now (creating one if needed)."""
+        w, _ = self._take(dataset, 0)
+        return w.dek_id.hex()
+
+    def retire_writer(self, dataset: str) -> None:
+        """Forget this process's writer (tests and admin jobs force a fresh choice)."""
+        with self._lock:
+            self._writers.pop(dataset, None)
+
+    # -- decryption ------------------------------------------------------------------------------
+
+    def _aead_for_row(self, row: DekRow) -> AESGCM:
+        hit = self._cache.get(row.dek_id)
+        if hit and hit[1] > self._clock():
+            return hit[0]
+        aead = AESGCM(self.provider.unwrap(row.kek_name, row.wrapped))
+        self._cache[row.dek_id] = (aead, self._clock() + self.cache_ttl, row.dataset)
+        return aead
+
+    def _aead_for(self, dek_hex: str, dataset: str) -> AESGCM:
+        hit = self._cache.get(dek_hex)
+        if hit and hit[1] > self._clock():
+            if hit[2] != dataset:
+                raise CiphertextError("protected value was made for another dataset")
+            return hit[0]
+        row = self.store.get(dek_hex)
+        if row is None:
+            raise CiphertextError(f"protected value names an unknown data key {dek_hex}")
+        if row.dataset != dataset:
+            raise CiphertextError("protected value was made for another dataset")
+        return self._aead_for_row(row)
+
+    def prefetch(self, dek_ids: Iterable[str]) -> None:
+        """Unwrap many DEKs in one provider batch (bulk jobs)."""
+        now = self._clock()
+        missing = [d for d in set(dek_ids) if not (d in self._cache and self._cache[d][1] > now)]
+        rows = [r for r in (self.store.get(d) for d in missing) if r is not None]
+        by_kek: dict[str, list[DekRow]] = {}
+        for r in rows:
+            by_kek.setdefault(r.kek_name, []).append(r)
+        for kek, rs in by_kek.items():
+            plain = self.provider.unwrap_many(kek, [r.wrapped for r in rs])
+            for r, p in zip(rs, plain, strict=True):
+                self._cache[r.dek_id] = (AESGCM(p), now + self.cache_ttl, r.dataset)
+
+    def decrypt(self, dataset: str, column: str, pk: object, text: str) -> str:
+        p = parse_ciphertext(text)
+        aead = self._aead_for(p.dek_hex, dataset)
+        try:
+            plain = aead.decrypt(p.nonce, p.ct, p.header + self._prefix(dataset, column) + pk_part(pk))
+        except InvalidTag:
+            raise CiphertextError(
+                f"protected value of {dataset}.{column} fails authentication "
+                "(tampered, or copied from another row/column)"
+            ) from None
+        try:
+            return plain.decode()
+        except UnicodeDecodeError:
+            raise CiphertextError("protected value does not hold text") from None
+
+    @staticmethod
+    def dek_of(text: str) -> str:
+        return parse_ciphertext(text).dek_hex
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._writers.clear()
+
+    # -- rewrap ------------------------------------------------------------------------------
+
+    def rewrap(self, batch: int = 200, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Move every wrapped DEK of this KEK to its newest version. Returns (rewrapped, total)."""
+        latest = self._kek_latest()
+        todo = [r for r in self.store.all() if r.kek_name == self.kek_name and r.kek_version < latest]
+        done = 0
+        for i in range(0, len(todo), batch):
+            chunk = todo[i:i + batch]
+            new = self.provider.rewrap_many(self.kek_name, [r.wrapped for r in chunk])
+            for r, w in zip(chunk, new, strict=True):
+                if self.store.replace_wrapped(r.dek_id, r.wrapped, w, self.provider.wrapped_version(w)):
+                    done += 1
+            if progress:
+                progress(len(chunk))
+        return done, len(todo)
+
+
+assert DEK_ID_LEN == 8  # the key table's 16-hex dek_id depends on it

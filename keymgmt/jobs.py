@@ -1,0 +1,439 @@
+"""Admin jobs on protected tables: encrypt-table, reencrypt, status, verify, retire checks.
+
+Crash safety (kill -9 at any moment): each batch is one database transaction that writes the rows'
+ciphertexts, blind indexes and ``ztcp_dek`` state together with the job journal line
+(``ztcp_jobs``). Rows are selected by state (``ztcp_dek IS NULL`` for encrypt-table; "under a
+retired/old DEK or a stale blind-index key" for reencrypt) and every UPDATE repeats that condition
+on the row, so a re-run skips what was committed, redoes what was rolled back, and never encrypts a
+row twice — whether the earlier run was killed, or another writer changed the row meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from keymgmt.audit import KeyAuditLog
+from keymgmt.blind_index import index_version
+from keymgmt.dek_store import deks, metadata
+from keymgmt.errors import CiphertextError, KeyMgmtError, RetireRefused
+from keymgmt.provider import KeyProvider
+from keymgmt.table import STATE_COLUMN, EncryptedTable, registered_specs
+
+Progress = Callable[[int], None]
+
+jobs = sa.Table(
+    "ztcp_jobs",
+    metadata,
+    sa.Column("job_key", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("table_name", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("rows_done", sa.BigInteger, nullable=False, default=0),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40)),
+)
+
+
+@dataclass
+class JobResult:
+    kind: str
+    table: str
+    rows_changed: int
+    rows_pending_at_start: int
+    rows_total: int
+    seconds: float
+    journal_rows_done: int = 0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_changed / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class VerifyReport:
+    table: str
+    rows: int = 0
+    ok: int = 0
+    plaintext: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    failed_pks: list[Any] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _journal_begin(conn: sa.Connection, kind: str, table: str) -> None:
+    key = f"{kind}:{table}"
+    row = conn.execute(sa.select(jobs).where(jobs.c.job_key == key)).first()
+    now = _now()
+    if row is None:
+        conn.execute(jobs.insert().values(job_key=key, kind=kind, table_name=table, status="running",
+                                          rows_done=0, runs=1, started_at=now, updated_at=now))
+    else:
+        fresh = row.status == "done"
+        conn.execute(jobs.update().where(jobs.c.job_key == key).values(
+            status="running", runs=jobs.c.runs + 1, updated_at=now, finished_at=None,
+            **({"rows_done": 0, "started_at": now} if fresh else {}),
+        ))
+
+
+def _journal_advance(conn: sa.Connection, kind: str, table: str, n: int) -> None:
+    conn.execute(jobs.update().where(jobs.c.job_key == f"{kind}:{table}")
+                 .values(rows_done=jobs.c.rows_done + n, updated_at=_now()))
+
+
+def _journal_finish(conn: sa.Connection, kind: str, table: str) -> int:
+    conn.execute(jobs.update().where(jobs.c.job_key == f"{kind}:{table}")
+                 .values(status="done", finished_at=_now(), updated_at=_now()))
+    return conn.execute(sa.select(jobs.c.rows_done).where(jobs.c.job_key == f"{kind}:{table}")).scalar_one()
+
+
+def job_journal(engine: sa.Engine, table: str | None = None) -> list[dict]:
+    if not sa.inspect(engine).has_table("ztcp_jobs"):
+        return []
+    q = sa.select(jobs)
+    if table:
+        q = q.where(jobs.c.table_name == table)
+    with engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(q)]
+
+
+def _update_stmt(et: EncryptedTable, guard: sa.ColumnElement[bool]) -> sa.Update:
+    t = et.table
+    targets = [*et.spec.columns, *(et.spec.bidx_column(c) for c in et.spec.blind_index), STATE_COLUMN]
+    return (
+        t.update()
+        .where(t.c[et.spec.pk] == sa.bindparam("b__pk"), guard)
+        .values({c: sa.bindparam(f"b_{c}") for c in targets})
+    )
+
+
+def _params(pk: Any, values: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = {f"b_{k}": v for k, v in values.items()}
+    p["b__pk"] = pk
+    if extra:
+        p.update(extra)
+    return p
+
+
+def _count(engine: sa.Engine, q: sa.Select) -> int:
+    with engine.connect() as c:
+        return int(c.execute(q).scalar_one())
+
+
+def encrypt_table(
+    et: EncryptedTable,
+    *,
+    batch: int = 2000,
+    progress: Progress | None = None,
+    on_total: Callable[[int, int], None] | None = None,
+    audit: KeyAuditLog | None = None,
+    actor: str = "cli",
+) -> JobResult:
+    """Encrypt the protected columns of every plaintext row in place. Resumable and idempotent."""
+    et.prepare()
+    t = et.table
+    pkc = t.c[et.spec.pk]
+    state = t.c[STATE_COLUMN]
+    total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
+    pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(state.is_(None)))
+    if on_total:
+        on_total(total, total - pending)
+    started = time.perf_counter()
+    with et.engine.begin() as c:
+        _journal_begin(c, "encrypt", et.spec.table)
+    stmt = _update_stmt(et, state.is_(None))
+    cols = [pkc, *(t.c[x] for x in et.spec.columns)]
+    changed = 0
+    last: Any = None
+    while True:
+        q = sa.select(*cols).where(state.is_(None))
+        if last is not None:
+            q = q.where(pkc > last)
+        with et.engine.connect() as c:
+            rows = c.execute(q.order_by(pkc).limit(batch)).all()
+        if not rows:
+            break
+        params = [_params(r[0], et.encrypt_values(r[0], dict(zip(et.spec.columns, r[1:], strict=True))))
+                  for r in rows]
+        with et.engine.begin() as c:
+            res = c.execute(stmt, params)
+            n = res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+            _journal_advance(c, "encrypt", et.spec.table, n)
+        changed += n
+        last = rows[-1][0]
+        if progress:
+            progress(len(rows))
+    with et.engine.begin() as c:
+        done = _journal_finish(c, "encrypt", et.spec.table)
+    if audit is not None:
+        audit.record(type="key.encrypt_table", actor=actor, key_name=et.envelope.kek_name,
+                     dataset=et.dataset, count=changed)
+    return JobResult("encrypt-table", et.spec.table, changed, pending, total,
+                     time.perf_counter() - started, done)
+
+
+def _reencrypt_filter(et: EncryptedTable) -> tuple[sa.ColumnElement[bool], set[str], int | None]:
+    env = et.envelope
+    env.current_dek(et.dataset)  # makes sure new writes (and moved rows) use a current DEK
+    latest = env.provider.info(env.kek_name).latest_version
+    old = env.store.retired_or_older(et.dataset, env.kek_name, latest)
+    t = et.table
+    state = t.c[STATE_COLUMN]
+    conds: list[sa.ColumnElement[bool]] = []
+    if old:
+        conds.append(state.in_(sorted(old)))
+    bi_version: int | None = None
+    if et.spec.blind_index:
+        et.blind.refresh()  # type: ignore[union-attr]
+        bi_version = et.blind.current().version  # type: ignore[union-attr]
+        for c in et.spec.blind_index:
+            b = t.c[et.spec.bidx_column(c)]
+            conds.append(sa.and_(state.is_not(None), b.is_not(None), sa.not_(b.like(f"{bi_version}:%"))))
+    return (sa.or_(*conds) if conds else sa.false()), old, bi_version
+
+
+def reencrypt(
+    et: EncryptedTable,
+    *,
+    batch: int = 2000,
+    progress: Progress | None = None,
+    on_total: Callable[[int, int], None] | None = None,
+    audit: KeyAuditLog | None = None,
+    actor: str = "cli",
+) -> JobResult:
+    """Move rows off retired / pre-rotation DEKs and stale blind-index keys. Resumable, idempotent."""
+    et.prepare()
+    t = et.table
+    pkc = t.c[et.spec.pk]
+    state = t.c[STATE_COLUMN]
+    cond, old, _ = _reencrypt_filter(et)
+    total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
+    pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(cond))
+    if on_total:
+        on_total(pending, 0)
+    et.envelope.prefetch(old)
+    started = time.perf_counter()
+    with et.engine.begin() as c:
+        _journal_begin(c, "reencrypt", et.spec.table)
+    stmt = _update_stmt(et, state == sa.bindparam("b__old"))
+    changed = 0
+    last: Any = None
+    while True:
+        q = sa.select(t).where(cond)
+        if last is not None:
+            q = q.where(pkc > last)
+        with et.engine.connect() as c:
+            rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
+        if not rows:
+            break
+        params = []
+        for r in rows:
+            plain = et._decrypt_row(r, et.spec.columns)
+            pk = r[et.spec.pk]
+            params.append(_params(pk, et.encrypt_values(pk, plain), {"b__old": r[STATE_COLUMN]}))
+        with et.engine.begin() as c:
+            res = c.execute(stmt, params)
+            n = res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+            _journal_advance(c, "reencrypt", et.spec.table, n)
+        changed += n
+        last = rows[-1][et.spec.pk]
+        if progress:
+            progress(len(rows))
+    with et.engine.begin() as c:
+        done = _journal_finish(c, "reencrypt", et.spec.table)
+    if audit is not None:
+        audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
+                     dataset=et.dataset, count=changed)
+    return JobResult("reencrypt", et.spec.table, changed, pending, total, time.perf_counter() - started, done)
+
+
+def table_status(et: EncryptedTable) -> dict[str, Any]:
+    """Rows per DEK and KEK version, plaintext rows, blind-index key versions, job journal."""
+    et.prepare()
+    t = et.table
+    state = t.c[STATE_COLUMN]
+    with et.engine.connect() as c:
+        per_dek = dict(c.execute(sa.select(state, sa.func.count()).group_by(state)).all())
+        dek_rows = {r.dek_id: r for r in c.execute(sa.select(deks).where(deks.c.dataset == et.dataset))}
+        bidx: dict[str, dict[str, int]] = {}
+        for col in et.spec.blind_index:
+            b = t.c[et.spec.bidx_column(col)]
+            counts: dict[str, int] = {}
+            for value, in c.execute(sa.select(b).where(b.is_not(None))):
+                v = str(index_version(value))
+                counts[v] = counts.get(v, 0) + 1
+            bidx[col] = counts
+    plaintext = per_dek.pop(None, 0)
+    by_dek = []
+    by_version: dict[int, int] = {}
+    for dek_id, n in sorted(per_dek.items()):
+        row = dek_rows.get(dek_id)
+        by_dek.append({
+            "dek_id": dek_id, "rows": n,
+            "kek_name": row.kek_name if row else None,
+            "kek_version": row.kek_version if row else None,
+            "origin_kek_version": row.origin_kek_version if row else None,
+            "state": row.state if row else "unknown",
+        })
+        if row:
+            by_version[row.origin_kek_version] = by_version.get(row.origin_kek_version, 0) + n
+    return {
+        "table": et.spec.table,
+        "dataset": et.dataset,
+        "rows": plaintext + sum(per_dek.values()),
+        "plaintext_rows": plaintext,
+        "rows_by_dek": by_dek,
+        "rows_by_origin_kek_version": {str(k): v for k, v in sorted(by_version.items())},
+        "data_keys": [
+            {"dek_id": r.dek_id, "kek_version": r.kek_version, "origin_kek_version": r.origin_kek_version,
+             "state": r.state, "uses_reserved": r.uses_reserved, "max_uses": r.max_uses}
+            for r in dek_rows.values()
+        ],
+        "blind_index_versions": bidx,
+        "jobs": job_journal(et.engine, et.spec.table),
+    }
+
+
+def verify_table(
+    et: EncryptedTable,
+    *,
+    batch: int = 2000,
+    progress: Progress | None = None,
+    on_total: Callable[[int, int], None] | None = None,
+    audit: KeyAuditLog | None = None,
+    actor: str = "cli",
+    max_failed_pks: int = 20,
+) -> VerifyReport:
+    """Every row decrypts under its DEK and its blind indexes match. Plaintext never leaves."""
+    et.prepare()
+    t = et.table
+    pkc = t.c[et.spec.pk]
+    total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
+    if on_total:
+        on_total(total, 0)
+    report = VerifyReport(et.spec.table)
+    trusted = {bi.version: bi for bi in et.blind.trusted()} if et.blind else {}  # type: ignore[union-attr]
+    last: Any = None
+
+    def fail(kind: str, pk: Any) -> None:
+        report.failures[kind] = report.failures.get(kind, 0) + 1
+        if len(report.failed_pks) < max_failed_pks:
+            report.failed_pks.append(pk)
+
+    while True:
+        q = sa.select(t)
+        if last is not None:
+            q = q.where(pkc > last)
+        with et.engine.connect() as c:
+            rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
+        if not rows:
+            break
+        deks_here = {r[STATE_COLUMN] for r in rows if r[STATE_COLUMN]}
+        with contextlib.suppress(KeyMgmtError):  # an unusable DEK shows up as per-row failures below
+            et.envelope.prefetch(deks_here)
+        for r in rows:
+            report.rows += 1
+            pk = r[et.spec.pk]
+            if r[STATE_COLUMN] is None:
+                report.plaintext += 1
+                continue
+            try:
+                plain = et._decrypt_row(r, et.spec.columns)
+            except CiphertextError:
+                fail("decrypt_failed", pk)
+                continue
+            except KeyMgmtError:
+                fail("key_unavailable", pk)
+                continue
+            ok = True
+            for col in et.spec.blind_index:
+                idx = r[et.spec.bidx_column(col)]
+                value = plain[col]
+                if value is None:
+                    ok = ok and idx is None
+                    continue
+                bi = trusted.get(index_version(idx) or -1) if idx else None
+                if bi is None or not bi.matches(et.dataset, col, value, idx):
+                    ok = False
+            if ok:
+                report.ok += 1
+            else:
+                fail("blind_index_mismatch", pk)
+        last = rows[-1][et.spec.pk]
+        if progress:
+            progress(len(rows))
+    if audit is not None:
+        audit.record(type="key.bulk_decrypt", actor=actor, key_name=et.envelope.kek_name,
+                     dataset=et.dataset, count=report.rows - report.plaintext, reason="verify")
+    return report
+
+
+def retire_dependencies(provider: KeyProvider, name: str, n: int, engine: sa.Engine | None) -> dict[str, int]:
+    """What still depends on versions of ``name`` below ``n`` (empty dict = safe to retire)."""
+    info = provider.info(name)
+    if not 1 <= n <= info.latest_version:
+        raise KeyMgmtError(f"min decryption version for {name!r} must be between 1 and {info.latest_version}")
+    found: dict[str, int] = {}
+    if engine is None:
+        return found
+    insp = sa.inspect(engine)
+    if info.type == "aes256-gcm96" and insp.has_table("ztcp_deks"):
+        with engine.connect() as c:
+            wrapped_old = c.execute(sa.select(sa.func.count()).select_from(deks)
+                                    .where(deks.c.kek_name == name, deks.c.kek_version < n)).scalar_one()
+            old_origin = [r[0] for r in c.execute(
+                sa.select(deks.c.dek_id).where(deks.c.kek_name == name, deks.c.origin_kek_version < n))]
+        if wrapped_old:
+            found["data keys wrapped under an older version (run: ztcp keys rewrap)"] = int(wrapped_old)
+        if old_origin:
+            rows = 0
+            for spec in registered_specs(engine):
+                t = sa.Table(spec.table, sa.MetaData(), autoload_with=engine)
+                rows += _count(engine, sa.select(sa.func.count()).select_from(t)
+                               .where(t.c[STATE_COLUMN].in_(old_origin)))
+            if rows:
+                found[f"rows under data keys made before version {n} (run: ztcp keys reencrypt)"] = rows
+    if info.type == "hmac":
+        rows = 0
+        for spec in registered_specs(engine):
+            t = sa.Table(spec.table, sa.MetaData(), autoload_with=engine)
+            for col in spec.blind_index:
+                b = t.c[spec.bidx_column(col)]
+                for v in range(1, n):
+                    rows += _count(engine, sa.select(sa.func.count()).select_from(t).where(b.like(f"{v}:%")))
+        if rows:
+            found["blind indexes under an older version (run: ztcp keys reencrypt)"] = rows
+    return found
+
+
+def retire(
+    provider: KeyProvider, name: str, n: int, engine: sa.Engine | None,
+    audit: KeyAuditLog | None = None, actor: str = "cli",
+) -> None:
+    deps = retire_dependencies(provider, name, n, engine)
+    if deps:
+        if audit is not None:
+            audit.record(type="key.retire", actor=actor, key_name=name, key_version=n,
+                         count=sum(deps.values()), reason="refused")
+        raise RetireRefused(
+            f"cannot retire versions of {name!r} below {n}: "
+            + "; ".join(f"{v} {k}" for k, v in deps.items())
+        )
+    provider.set_min_decryption_version(name, n)
+    if audit is not None:
+        audit.record(type="key.retire", actor=actor, key_name=name, key_version=n)
