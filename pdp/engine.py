@@ -62,7 +62,7 @@ class RegorusEngine:
         # regorus engines are "unsendable" (pinned to the thread that made them, even for clone()),
         # so every thread compiles its own from the same sources, once.
         self._local = threading.local()
-        self.evaluate(_PROBE_INPUT)  # compile errors surface at load time, not at the first request
+        self._engine()  # compile errors surface at load time, not at the first request
 
     def _compile(self) -> Any:
         import regorus
@@ -103,7 +103,11 @@ class RegopyEngine:
         self._modules = sorted(pack.policy_modules.items())
         self._data = json.dumps(_merge_data(pack, extra_data))
         self._local = threading.local()
-        self.evaluate(_PROBE_INPUT)
+        try:  # rego-cpp compiles lazily: a probe query surfaces compile errors at load time
+            self.evaluate(_PROBE_INPUT)
+        except EngineError as exc:
+            if "undefined" not in str(exc):
+                raise
 
     def _interpreter(self) -> Any:
         interp = getattr(self._local, "interp", None)
@@ -124,11 +128,13 @@ class RegopyEngine:
             raise EngineError(f"regopy: {type(exc).__name__}: {exc}") from None
         if not output.ok():
             raise EngineError(f"regopy: {str(output)[:300]}")
+        text = str(output)
+        if text == "undefined":
+            raise EngineError("regopy: undefined decision")
         try:
-            doc = json.loads(output.json())
-            return doc["expressions"][0]
+            return json.loads(text)["expressions"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise EngineError("regopy: undefined decision") from None
+            raise EngineError("regopy: unreadable result") from None
 
 
 class OpaEngine:
