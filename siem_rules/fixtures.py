@@ -1,0 +1,210 @@
+"""Rule fixtures: ``match`` cases must raise an alert of the rule, ``nomatch`` cases must not.
+
+A fixture file ``rules/fixtures/<rule>.yml``::
+
+    config: {protected_citizens: [cr_VIP0001]}    # optional overrides of SiemConfig
+    match:
+      - name: reads at night
+        events:
+          - kind: provenance
+            at: "+0s"            # offset from 2026-03-04T10:00+08:00 (a Wednesday) or RFC 3339
+            repeat: 3            # optional, with `every: 1m`; "{i}" in strings is the index
+            event: {actor: u1, citizen_ref: "cr_FIX{i:04d}"}   # dotted keys allowed
+        expect: {alerts: 1, evidence: 3}   # optional, exact
+    nomatch:
+      - name: ...
+
+Events are completed from a benign default of their kind, so a fixture states only what the
+rule looks at. Each case runs in its own in-memory store with only that rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import yaml
+
+from .config import SiemConfig
+from .errors import FixtureError, SiemError
+from .rulepack import AlertingRule, RulePack, parse_duration
+
+BASE_TIME = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)  # Wed 10:00 Asia/Taipei
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "decision": {
+        "decision_id": "",
+        "timestamp": "",
+        "path": "ztcp/authz/decision",
+        "input": {
+            "subject": {"id": "emp-0001", "type": "employee", "roles": ["counter_clerk"], "org_unit": "taipei-1",
+                        "auth": {"method": "smartcard", "mfa": True}},
+            "device": {"id": "dev-0001", "managed": True, "compliant": True},
+            "context": {"ip": "10.1.2.3", "network_zone": "internal", "channel": "counter",
+                        "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"}},
+            "resource": {"type": "insured_person", "dataset": "labour_insurance", "record_id": "rec-0001",
+                         "citizen_ref": "cr_CITIZEN0001", "fields": ["name", "address"],
+                         "classification": "personal"},
+            "action": "read",
+            "purpose": {"code": "benefit_claim", "case_id": "case-0001", "legal_basis": "LIA-art-20",
+                        "break_glass": False, "justification_present": False},
+            "signals": {"off_hours": False, "impossible_travel": False, "device_first_seen": False,
+                        "distinct_citizens_1h": 1, "self_record": False, "related_party": False},
+        },
+        "result": {"effect": "permit", "risk": {"score": 10, "level": "low", "factors": []}, "reasons": [],
+                   "obligations": [], "permitted_fields": ["name", "address"]},
+        "bundles": {"revision": "r1"},
+        "metrics": {"timer_ns": 120000},
+    },
+    "provenance": {
+        "event_id": "", "time": "", "type": "pii.read", "actor": "emp-0001",
+        "via": {"system": "counter-app", "channel": "counter", "ip": "10.1.2.3"},
+        "citizen_ref": "cr_CITIZEN0001", "dataset": "labour_insurance", "record_id": "rec-0001",
+        "fields": ["name", "address"],
+        "purpose": {"code": "benefit_claim", "case_id": "case-0001", "legal_basis": "LIA-art-20"},
+        "decision_id": "dec-0001",
+    },
+    "key": {"event_id": "", "time": "", "type": "key.decrypt", "actor": "svc-benefits", "key_name": "pii-fields",
+            "key_version": 1, "dataset": "labour_insurance", "count": 10},
+    "policy": {"event_id": "", "time": "", "type": "policy.publish", "actor": "officer-1", "revision": "r2",
+               "digest": "sha256:00"},
+}
+_TIME_KEY = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time"}
+_ID_KEY = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id"}
+
+
+def _undot(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        v = _undot(v) if isinstance(v, dict) else v
+        parts = str(k).split(".")
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        if isinstance(v, dict) and isinstance(cur.get(parts[-1]), dict):
+            _merge(cur[parts[-1]], v)
+        else:
+            cur[parts[-1]] = v
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _fmt(v: Any, i: int) -> Any:
+    if isinstance(v, str) and "{i" in v:
+        return v.format(i=i)
+    if isinstance(v, dict):
+        return {k: _fmt(x, i) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_fmt(x, i) for x in v]
+    return v
+
+
+def _when(at: Any) -> datetime:
+    if at is None:
+        return BASE_TIME
+    text = str(at)
+    if text[:1] in "+-":
+        secs = parse_duration(text[1:])
+        return BASE_TIME + timedelta(seconds=secs if text[0] == "+" else -secs)
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise FixtureError(f"bad time {text!r}") from None
+
+
+def expand_events(specs: list[dict[str, Any]], prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    n = 0
+    for spec in specs:
+        kind = spec.get("kind")
+        if kind not in DEFAULTS:
+            raise FixtureError(f"{prefix}: event kind must be one of {', '.join(DEFAULTS)}")
+        start = _when(spec.get("at"))
+        every = parse_duration(spec.get("every", "1m"))
+        for i in range(int(spec.get("repeat", 1))):
+            n += 1
+            event = _merge(copy.deepcopy(DEFAULTS[kind]), _fmt(_undot(spec.get("event") or {}), i))
+            if not event.get(_TIME_KEY[kind]):
+                event[_TIME_KEY[kind]] = (start + timedelta(seconds=i * every)).isoformat()
+            if not event.get(_ID_KEY[kind]):
+                event[_ID_KEY[kind]] = f"{prefix}-{n:05d}"
+            out.append((kind, event))
+    return out
+
+
+@dataclass
+class CaseResult:
+    rule: str
+    expectation: str  # match | nomatch
+    name: str
+    passed: bool
+    alerts: int
+    detail: str = ""
+
+
+def load_fixture(rule: AlertingRule) -> dict[str, Any]:
+    path = rule.fixture_path
+    if not path.exists():
+        raise FixtureError(f"rule {rule.name}: no fixture file {path.name}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise FixtureError(f"{path.name}: not valid YAML ({exc})") from None
+    if not data.get("match") or not data.get("nomatch"):
+        raise FixtureError(f"{path.name}: needs at least one match and one nomatch case")
+    return data
+
+
+def run_case(rule: AlertingRule, base: SiemConfig, fixture: dict[str, Any], case: dict[str, Any],
+             expectation: str, index: int) -> CaseResult:
+    from .engine import Engine
+    from .store import connect
+
+    name = str(case.get("name") or f"{expectation} #{index + 1}")
+    config = base.with_overrides({**(fixture.get("config") or {}), **(case.get("config") or {})})
+    files = [] if rule.analytic else [rule.file]
+    pack = RulePack(config=config, files=files)
+    target = pack.find(rule.id)
+    conn: sqlite3.Connection = connect(":memory:")
+    try:
+        engine = Engine(conn, pack)
+        events = expand_events(case.get("events") or [], f"fx-{rule.name[:20]}-{expectation}{index}")
+        engine.store.ingest(events, where=f"{rule.name} fixture '{name}'")
+        engine.run([target])
+        alerts = engine.alerts.list(rule_id=target.id)
+    except SiemError as exc:
+        return CaseResult(rule.name, expectation, name, False, 0, f"error: {exc}")
+    finally:
+        conn.close()
+    n = len(alerts)
+    passed = n > 0 if expectation == "match" else n == 0
+    detail = ""
+    expect = case.get("expect") or {}
+    if passed and "alerts" in expect and n != int(expect["alerts"]):
+        passed, detail = False, f"expected {expect['alerts']} alert(s), got {n}"
+    if passed and "evidence" in expect and alerts and alerts[0].event_count != int(expect["evidence"]):
+        passed, detail = False, f"expected {expect['evidence']} evidence event(s), got {alerts[0].event_count}"
+    if not passed and not detail:
+        detail = "no alert raised" if expectation == "match" else f"{n} alert(s) raised"
+    return CaseResult(rule.name, expectation, name, passed, n, detail)
+
+
+def run_fixtures(pack: RulePack, rules: list[AlertingRule] | None = None) -> list[CaseResult]:
+    results = []
+    for rule in rules or pack.rules:
+        fixture = load_fixture(rule)
+        for expectation in ("match", "nomatch"):
+            for i, case in enumerate(fixture[expectation]):
+                results.append(run_case(rule, pack.config, fixture, case, expectation, i))
+    return results

@@ -1,0 +1,127 @@
+"""The engine's embedded event store (SQLite, WAL): one flat table per event kind, indexed by time.
+
+Rows get a monotonically increasing ``rid`` at ingestion; per-rule watermarks are rids, so "what
+is new since the last run" is a primary-key range, and the lookback a correlation needs is a
+range on the ``ts`` index. Neither grows with the total history. Re-ingesting an event (same
+event id) is a no-op, so a source can safely replay after a crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .events import FIELDS, KINDS, Flattener, validate
+
+TABLE = {kind: f"ev_{kind}" for kind in KINDS}
+
+
+def _ddl(kind: str) -> list[str]:
+    cols = []
+    for c in FIELDS[kind][1:]:  # [0] is the event id
+        coll = " COLLATE NOCASE" if c.sqltype == "TEXT" else ""
+        cols.append(f'"{c.column}" {c.sqltype}{coll}')
+    t = TABLE[kind]
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (rid INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
+        f"ts REAL NOT NULL, {', '.join(cols)})",
+        f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t}(ts)",
+    ]
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating 0600) the SIEM database with the pragmas the engine relies on."""
+    if str(path) != ":memory:":
+        p = Path(path)
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            import os
+
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+class EventStore:
+    """Flattened events of the four kinds, plus the ingestion cursors of each source."""
+
+    def __init__(self, conn: sqlite3.Connection, timezone: str = "Asia/Taipei") -> None:
+        self.conn = conn
+        self.timezone = timezone
+        self._flat = {kind: Flattener(kind, timezone) for kind in KINDS}
+        self._insert = {}
+        for kind in KINDS:
+            names = ["event_id", "ts"] + [f'"{c.column}"' for c in FIELDS[kind][1:]]
+            marks = ", ".join("?" * len(names))
+            self._insert[kind] = f"INSERT OR IGNORE INTO {TABLE[kind]} ({', '.join(names)}) VALUES ({marks})"
+        for kind in KINDS:
+            for stmt in _ddl(kind):
+                conn.execute(stmt)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS siem_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
+
+    def rows(self, kind: str, events: Iterable[dict[str, Any]], *, check: bool = True,
+             where: str = "event") -> list[tuple[Any, ...]]:
+        flat = self._flat[kind]
+        out = []
+        for n, event in enumerate(events):
+            if check:
+                validate(kind, event, f"{where} #{n + 1}")
+            out.append(flat.row(event))
+        return out
+
+    def insert_rows(self, kind: str, rows: list[tuple[Any, ...]]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany(self._insert[kind], rows)
+        return self.conn.total_changes - before
+
+    def ingest(self, batch: Iterable[tuple[str, dict[str, Any]]], *, check: bool = True,
+               cursor: tuple[str, str] | None = None, where: str = "event") -> int:
+        """Validate and store (kind, event) pairs atomically, with the source cursor if given.
+
+        All or nothing: one bad event refuses the whole batch and the cursor does not move, so
+        nothing is half-ingested and nothing is skipped.
+        """
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for kind, event in batch:
+            by_kind.setdefault(kind, []).append(event)
+        prepared = {kind: self.rows(kind, evs, check=check, where=where) for kind, evs in by_kind.items()}
+        added = 0
+        with transaction(self.conn):
+            for kind, rows in prepared.items():
+                added += self.insert_rows(kind, rows)
+            if cursor is not None:
+                self.conn.execute(
+                    "INSERT INTO siem_cursors(source, cursor) VALUES (?, ?) "
+                    "ON CONFLICT(source) DO UPDATE SET cursor=excluded.cursor", cursor)
+        return added
+
+    def cursor(self, source: str) -> str | None:
+        row = self.conn.execute("SELECT cursor FROM siem_cursors WHERE source=?", (source,)).fetchone()
+        return row[0] if row else None
+
+    def high_water(self, kind: str) -> int:
+        row = self.conn.execute(f"SELECT MAX(rid) FROM {TABLE[kind]}").fetchone()
+        return int(row[0] or 0)
+
+    def count(self, kind: str) -> int:
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {TABLE[kind]}").fetchone()[0])
