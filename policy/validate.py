@@ -12,7 +12,9 @@ explicitly with a top-level ``"x-ztcp-data-path": "bureau"`` (dotted, relative t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,23 @@ SCHEMA_PATH_KEY = "x-ztcp-data-path"
 DEFAULT_DATA_NAMESPACE = ("ztcp",)
 _DATA_NAMES = ("data.json", "data.yaml", "data.yml")
 _UNSUPPORTED = "not supported by the compiler"
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the Rust panic message regorus writes straight to fd 2 (we report it our way)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _is_data_file(name: str) -> bool:
@@ -106,24 +125,33 @@ def _compile_problems(modules: dict[str, str], data: dict[str, Any]) -> list[Pro
         if not entries:
             break
         try:
-            regorus.Program.compile_from_modules(data_json, sorted(remaining.items()), entries)
+            with _quiet_stderr():
+                regorus.Program.compile_from_modules(data_json, sorted(remaining.items()), entries)
             break
-        except Exception as exc:
-            problem = problem_from_engine_error(exc, next(iter(sorted(remaining))))
-            if problem.file not in remaining:
+        except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException derives from BaseException
+            if type(exc).__name__ != "PanicException":
+                if not isinstance(exc, Exception):
+                    raise
+                problem = problem_from_engine_error(exc, next(iter(sorted(remaining))))
+                if problem.file not in remaining:
+                    problems.append(problem)
+                    break
+                if _UNSUPPORTED in problem.message:
+                    # The RVM compiler lacks some constructs (`with`), which tests use everywhere: set
+                    # a test module aside silently; a policy module using them ends the compile pass
+                    # (its dependents would report false "unknown function" errors) and leaves the
+                    # rest to the evaluation check.
+                    if problem.file.endswith("_test.rego"):
+                        del remaining[problem.file]
+                        continue
+                    break
                 problems.append(problem)
-                break
-            if _UNSUPPORTED in problem.message:
-                # The RVM compiler lacks some constructs (`with`), which tests use everywhere: set a
-                # test module aside silently; a policy module using them ends the compile pass (its
-                # dependents would report false "unknown function" errors) and leaves the rest to
-                # the evaluation check.
-                if problem.file.endswith("_test.rego"):
-                    del remaining[problem.file]
-                    continue
-                break
-            problems.append(problem)
-            del remaining[problem.file]
+                del remaining[problem.file]
+                continue
+            # The RVM compiler has internal limits (e.g. "Register overflow" on very large rules) and
+            # reports them as Rust panics. That is the checker's limit, not a policy problem: leave
+            # these modules to the evaluation check.
+            break
     return problems
 
 
