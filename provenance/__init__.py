@@ -1,0 +1,45 @@
+"""Provenance: lineage events, the tamper-evident ledger, proofs, checkpoints, trace and exports."""
+
+from provenance import merkle
+from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
+from provenance.citizen_ref import citizen_ref, normalise_national_id
+from provenance.errors import (
+    CheckpointError,
+    IntegrityError,
+    InvalidNationalId,
+    LedgerUnavailable,
+    ProofError,
+    ProvenanceError,
+    UnknownEntry,
+)
+from provenance.events import Actor, ProvenanceEvent, Purpose, Recipient, Via, canonical_bytes
+from provenance.ledger import Ledger, Receipt, SignedCheckpoint, StoredEntry
+from provenance.recorder import Recorder
+
+__all__ = [
+    "Actor",
+    "Checkpoint",
+    "CheckpointError",
+    "IntegrityError",
+    "InvalidNationalId",
+    "Ledger",
+    "LedgerUnavailable",
+    "NoteSigner",
+    "NoteVerifier",
+    "ProofError",
+    "ProvenanceError",
+    "ProvenanceEvent",
+    "Purpose",
+    "Receipt",
+    "Recipient",
+    "Recorder",
+    "SignedCheckpoint",
+    "StoredEntry",
+    "UnknownEntry",
+    "Via",
+    "canonical_bytes",
+    "citizen_ref",
+    "merkle",
+    "normalise_national_id",
+    "open_checkpoint",
+]

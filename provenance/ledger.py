@@ -1,0 +1,500 @@
+"""The append-only provenance ledger on SQLite: RFC 9162 Merkle tree, stored nodes, signed checkpoints.
+
+Layout (one SQLite file, WAL, ``synchronous=FULL`` so a COMMIT is fsync'd before we acknowledge):
+
+* ``entries(seq, event_id UNIQUE, citizen_key, time_us, type, body, leaf_hash)`` — ``body`` is the
+  event's RFC 8785 canonical JSON, ``leaf_hash`` = SHA-256(0x00 ‖ body), ``seq`` the 0-based leaf index.
+  ``citizen_key`` is a 64-bit BLAKE2b of the citizen_ref: the citizen index is
+  random-access by nature, and an 8-byte key keeps it small enough to stay in cache at 10 M events
+  (matches are re-checked against the body). UUIDv7 event ids make the unique index append-only;
+* ``nodes(id, hash)`` — every complete subtree hash, keyed so that ids grow in creation order
+  (``last leaf << 6 | level``): an append writes ~2 rows and a proof is O(log n) point reads;
+* ``checkpoints(size, root, time_us, note)`` — C2SP signed notes, every N events, every T seconds
+  (checked on append and by ``Recorder``'s timer) and on demand.
+
+All writes go through ``append`` under one lock, in one transaction per batch (group commit is the
+``Recorder``'s job). Readers use their own per-thread connections (WAL readers never block the writer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance import merkle
+from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from provenance.errors import CheckpointError, LedgerUnavailable, ProvenanceError, UnknownEntry
+from provenance.events import ProvenanceEvent, canonical_bytes, event_from_bytes
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    citizen_key INTEGER,
+    time_us INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_citizen ON entries (citizen_key, time_us) WHERE citizen_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    time_us INTEGER NOT NULL,
+    note TEXT NOT NULL
+);
+"""
+
+_IN_CHUNK = 900  # stay under SQLite's host-parameter limit on any build
+
+
+def node_id(level: int, index: int) -> int:
+    """Storage key of node (level, index): its last leaf, shifted, plus its level."""
+    return ((((index + 1) << level) - 1) << 6) | level
+
+
+def node_from_id(nid: int) -> tuple[int, int]:
+    level = nid & 63
+    last = nid >> 6
+    return level, ((last + 1) >> level) - 1
+
+
+def citizen_key(ref: str) -> int:
+    """Compact index key of a citizen_ref (a 64-bit hash of it, signed for SQLite)."""
+    return int.from_bytes(hashlib.blake2b(ref.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000) if t.tzinfo else int(t.replace(tzinfo=UTC).timestamp() * 1_000_000)
+
+
+def _from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a caller gets once its event is durable."""
+
+    seq: int
+    leaf_hash: bytes
+    event_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    seq: int
+    event_id: str
+    leaf_hash: bytes
+    body: bytes
+
+    @property
+    def event(self) -> ProvenanceEvent:
+        return event_from_bytes(self.body)
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    checkpoint: Checkpoint
+    note: str
+    time: datetime
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self.checkpoint.root
+
+
+class Mirror(Protocol):
+    """A searchable secondary copy (e.g. Elasticsearch): fed after each durable commit."""
+
+    def index_entries(self, entries: Sequence[StoredEntry]) -> None: ...
+
+
+@dataclass
+class _State:
+    size: int = 0
+    frontier: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+    last_cp_size: int = 0
+    last_cp_time: float = 0.0
+
+
+class Ledger:
+    def __init__(
+        self,
+        path: str | Path,
+        signing_key: Ed25519PrivateKey,
+        origin: str,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
+        trusted_keys: Iterable[str] = (),
+        mirrors: Sequence[Mirror] = (),
+        on_mirror_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.origin = origin
+        self.signer = NoteSigner(signing_key, _note_name(origin))
+        self.verifiers = [self.signer.verifier(), *(NoteVerifier.from_vkey(k) for k in trusted_keys)]
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.mirrors = list(mirrors)
+        self._on_mirror_error = on_mirror_error
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._db = self._connect()
+            self._db.executescript(_SCHEMA)
+            self._init_meta()
+            self._state = self._load_state()
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"cannot open ledger {self.path}: {exc}") from None
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB: keeps the citizen index hot while appending
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerUnavailable("ledger is closed")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for db in self._readers:
+                    db.close()
+                self._readers.clear()
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init_meta(self) -> None:
+        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("origin", self.origin), ("schema", SCHEMA_VERSION), ("verifier_key", self.signer.verifier_key)],
+            )
+            self._db.execute("COMMIT")
+            return
+        if rows.get("origin") != self.origin:
+            raise ProvenanceError(f"ledger {self.path} belongs to origin {rows.get('origin')!r}, not {self.origin!r}")
+
+    def _load_state(self) -> _State:
+        row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
+        size = 0 if row[0] is None else row[0] + 1
+        nodes = merkle.range_nodes(0, size)
+        hashes = self._node_hashes(self._db, nodes) if nodes else {}
+        frontier = merkle.CompactRange(size, [hashes[n] for n in nodes])
+        st = _State(size=size, frontier=frontier)
+        cp = self._db.execute("SELECT size, time_us FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        if cp:
+            st.last_cp_size, st.last_cp_time = cp[0], cp[1] / 1e6
+        else:
+            st.last_cp_time = time.time()
+        return st
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._state.size
+
+    def append(self, events: Sequence[ProvenanceEvent]) -> list[Receipt]:
+        """Durably append a batch in one fsync'd transaction; idempotent by ``event_id``."""
+        if not events:
+            return []
+        with self._lock:
+            if self._closed:
+                raise LedgerUnavailable("ledger is closed")
+            try:
+                return self._append_locked(events)
+            except sqlite3.Error as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self._state = self._reload_state_or_none() or self._state
+                raise LedgerUnavailable(f"ledger write failed: {exc}") from None
+
+    def _reload_state_or_none(self) -> _State | None:
+        try:
+            return self._load_state()
+        except sqlite3.Error:
+            return None
+
+    def _lookup(self, ids: Sequence[str]) -> dict[str, Receipt]:
+        existing: dict[str, Receipt] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            q = f"SELECT event_id, seq, leaf_hash FROM entries WHERE event_id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            for eid, seq, lh in self._db.execute(q, chunk):
+                existing[eid] = Receipt(seq, lh, eid, duplicate=True)
+        return existing
+
+    def _append_locked(self, events: Sequence[ProvenanceEvent]) -> list[Receipt]:
+        # Fast path: assume no event id was seen before and let the UNIQUE index say otherwise;
+        # retries are rare, so the per-id lookup runs only when a duplicate is actually present.
+        try:
+            return self._write(events, {})
+        except sqlite3.IntegrityError:
+            self._db.execute("ROLLBACK")
+        return self._write(events, self._lookup([e.event_id for e in events]))
+
+    def _write(self, events: Sequence[ProvenanceEvent], existing: dict[str, Receipt]) -> list[Receipt]:
+        db = self._db
+        st = self._state
+        frontier = merkle.CompactRange(st.frontier.size, st.frontier.hashes())
+        seq = st.size
+        receipts: list[Receipt] = []
+        rows = []
+        node_rows = []
+        leaf = merkle.leaf_hash
+        for ev in events:
+            prior = existing.get(ev.event_id)
+            if prior is not None:
+                receipts.append(prior)
+                continue
+            body = canonical_bytes(ev)
+            lh = leaf(body)
+            for level, index, h in frontier.append(lh):
+                node_rows.append((node_id(level, index), h))
+            ck = citizen_key(ev.citizen_ref) if ev.citizen_ref else None
+            rows.append((seq, ev.event_id, ck, _us(ev.time), ev.type, body, lh))
+            receipts.append(Receipt(seq, lh, ev.event_id))
+            existing[ev.event_id] = Receipt(seq, lh, ev.event_id, duplicate=True)
+            seq += 1
+        if not rows:
+            return receipts
+        now = time.time()
+        cp_row = None
+        if seq - st.last_cp_size >= self.checkpoint_every or (now - st.last_cp_time) >= self.checkpoint_interval:
+            cp_row = self._checkpoint_row(seq, frontier.root(), now)
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO nodes VALUES (?, ?)", node_rows)
+        if cp_row:
+            db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", cp_row)
+        db.execute("COMMIT")
+        st.size, st.frontier = seq, frontier
+        if cp_row:
+            st.last_cp_size, st.last_cp_time = seq, now
+        if self.mirrors:
+            self._feed_mirrors([StoredEntry(r[0], r[1], r[6], r[5]) for r in rows])
+        return receipts
+
+    def _feed_mirrors(self, entries: list[StoredEntry]) -> None:
+        # The SQLite ledger is the record of truth; a mirror outage must not lose or block events.
+        for m in self.mirrors:
+            try:
+                m.index_entries(entries)
+            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                if self._on_mirror_error:
+                    self._on_mirror_error(exc)
+
+    def _checkpoint_row(self, size: int, root: bytes, now: float) -> tuple[int, bytes, int, str]:
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
+        return (size, root, int(now * 1_000_000), note)
+
+    def checkpoint(self) -> SignedCheckpoint:
+        """Sign the current tree now (returns the existing checkpoint if the size has not moved)."""
+        with self._lock:
+            st = self._state
+            if st.size == 0:
+                raise UnknownEntry("the ledger is empty: nothing to checkpoint")
+            if st.last_cp_size != st.size:
+                now = time.time()
+                row = self._checkpoint_row(st.size, st.frontier.root(), now)
+                try:
+                    self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)", row)
+                except sqlite3.Error as exc:
+                    raise LedgerUnavailable(f"cannot store checkpoint: {exc}") from None
+                st.last_cp_size, st.last_cp_time = st.size, now
+        cp = self.latest_checkpoint()
+        assert cp is not None
+        return cp
+
+    def maybe_checkpoint(self) -> SignedCheckpoint | None:
+        """Checkpoint if events are waiting and the interval has passed (called by a timer)."""
+        st = self._state
+        if st.size > st.last_cp_size and time.time() - st.last_cp_time >= self.checkpoint_interval:
+            return self.checkpoint()
+        return None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _node_hashes(self, db: sqlite3.Connection, nodes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        want = {node_id(lv, ix): (lv, ix) for lv, ix in nodes}
+        ids = list(want)
+        out: dict[tuple[int, int], bytes] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            q = f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            for nid, h in db.execute(q, chunk):
+                out[want[nid]] = h
+        if len(out) != len(want):
+            missing = sorted(set(want.values()) - set(out))
+            lv, ix = missing[0]
+            raise UnknownEntry(f"tree node for seq {ix << lv} (level {lv}) is missing from the ledger")
+        return out
+
+    def _materialise(self, plans: list[list[list[tuple[int, int]]]]) -> list[list[bytes]]:
+        needed = {n for plan in plans for rng in plan for n in rng}
+        hashes = self._node_hashes(self._reader(), needed) if needed else {}
+        return [[merkle.fold_range([hashes[n] for n in rng]) for rng in plan] for plan in plans]
+
+    def _check_size(self, size: int | None) -> int:
+        cur = self._state.size
+        if size is None:
+            return cur
+        if not 0 <= size <= cur:
+            raise UnknownEntry(f"tree size {size} is beyond the ledger's size {cur}")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self._check_size(size)
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        return self._materialise([[merkle.range_nodes(0, size)]])[0][0]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return self.inclusion_proofs([index], size)[0]
+
+    def inclusion_proofs(self, indices: Sequence[int], size: int | None = None) -> list[list[bytes]]:
+        """Proofs for several leaves against one tree size, with one batched node read."""
+        size = self._check_size(size)
+        plans = []
+        for index in indices:
+            if not 0 <= index < size:
+                raise UnknownEntry(f"seq {index} is not in a tree of size {size}")
+            plans.append(merkle.inclusion_plan(index, size))
+        return self._materialise(plans)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        size2 = self._check_size(size2)
+        if not 0 <= size1 <= size2:
+            raise UnknownEntry(f"size {size1} is not within 0..{size2}")
+        return self._materialise([merkle.consistency_plan(size1, size2)])[0]
+
+    def get(self, seq: int) -> StoredEntry:
+        row = self._reader().execute(
+            "SELECT seq, event_id, leaf_hash, body FROM entries WHERE seq = ?", (seq,)
+        ).fetchone()
+        if row is None:
+            raise UnknownEntry(f"no event with seq {seq}")
+        return StoredEntry(*row)
+
+    def get_by_event_ids(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
+        out: dict[str, StoredEntry] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            q = f"SELECT seq, event_id, leaf_hash, body FROM entries WHERE event_id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            for row in self._reader().execute(q, chunk):
+                out[row[1]] = StoredEntry(*row)
+        return out
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
+        end = self.size if end is None else end
+        cur = self._reader().execute(
+            "SELECT seq, event_id, leaf_hash, body FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end)
+        )
+        for row in cur:
+            yield StoredEntry(*row)
+
+    def citizen_entries(
+        self,
+        citizen_ref: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        limit: int | None = None,
+        after_seq: int = -1,
+    ) -> list[StoredEntry]:
+        lo = _us(since) if since else -(2**62)
+        hi = _us(until) if until else 2**62
+        q = (
+            "SELECT seq, event_id, leaf_hash, body FROM entries WHERE citizen_key = ? AND time_us >= ? "
+            "AND time_us < ? AND seq > ? ORDER BY seq"
+        )
+        needle = b'"citizen_ref":"' + citizen_ref.encode() + b'"'
+        out = []
+        for row in self._reader().execute(q, (citizen_key(citizen_ref), lo, hi, after_seq)):
+            if needle in row[3]:  # the 64-bit key could collide; the body is authoritative
+                out.append(StoredEntry(*row))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def _open(self, note: str, time_us: int) -> SignedCheckpoint:
+        return SignedCheckpoint(open_checkpoint(note, self.verifiers, self.origin), note, _from_us(time_us))
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest checkpoint, signature verified (raises ``CheckpointError`` if forged)."""
+        row = self._reader().execute("SELECT note, time_us FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return self._open(*row) if row else None
+
+    def checkpoint_at(self, size: int) -> SignedCheckpoint:
+        row = self._reader().execute("SELECT note, time_us FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        if row is None:
+            raise UnknownEntry(f"no checkpoint at size {size}")
+        return self._open(*row)
+
+    def raw_checkpoints(self) -> Iterator[tuple[int, bytes, int, str]]:
+        """(size, root, time_us, note) rows in size order, unverified: for ``verify``."""
+        yield from self._reader().execute("SELECT size, root, time_us, note FROM checkpoints ORDER BY size")
+
+    def raw_db(self) -> sqlite3.Connection:
+        """This thread's read connection (for the verifier and the Elasticsearch sync)."""
+        return self._reader()
+
+
+def _note_name(origin: str) -> str:
+    """A note key name from the origin (names may not contain spaces or '+')."""
+    name = "".join("-" if c.isspace() or c == "+" else c for c in origin)
+    if not name:
+        raise CheckpointError("ledger origin must not be empty")
+    return name

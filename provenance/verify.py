@@ -1,0 +1,218 @@
+"""Checking a stored ledger against its signed checkpoints, and locating what was tampered with.
+
+Quick check (default): every checkpoint's signature, consistency between consecutive checkpoints
+(RFC 9162 proofs built from the stored tree), the stored tree against the latest checkpoint and
+the sequence numbers for gaps — O(checkpoints · log n).
+
+Full check (``full=True``): additionally recompute every leaf from its stored event and every tree
+node from the leaves, comparing each with what is stored and with each checkpoint's root. The first
+difference is reported as an ``IntegrityError`` naming the seq and the kind of damage:
+``changed`` (event altered), ``missing`` (event removed), ``inserted`` (event added in the
+middle), ``reordered`` (events swapped), ``tree`` (stored node altered), ``forged-checkpoint``,
+``inconsistent-checkpoint`` or ``corrupt`` (the file itself cannot be read).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from provenance import merkle
+from provenance.checkpoint import open_checkpoint
+from provenance.errors import CheckpointError, IntegrityError, ProofError, UnknownEntry
+from provenance.ledger import Ledger, node_from_id, node_id
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    size: int
+    checkpoints: int
+    latest_checkpoint_size: int
+    full: bool
+    events_checked: int
+    unsigned_tail: int  # events after the latest checkpoint: protected once the next one is signed
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": True,
+            "size": self.size,
+            "checkpoints": self.checkpoints,
+            "latest_checkpoint_size": self.latest_checkpoint_size,
+            "full": self.full,
+            "events_checked": self.events_checked,
+            "unsigned_tail": self.unsigned_tail,
+        }
+
+
+def verify_ledger(ledger: Ledger, *, full: bool = False, progress: Progress | None = None) -> VerifyReport:
+    try:
+        return _verify(ledger, full, progress)
+    except sqlite3.DatabaseError as exc:
+        raise IntegrityError(f"ledger file is unreadable or corrupt: {exc}", kind="corrupt") from None
+
+
+def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyReport:
+    db = ledger.raw_db()
+    size = ledger.size
+    cps = []
+    prev = None
+    for cp_size, root, _t, note in ledger.raw_checkpoints():
+        try:
+            cp = open_checkpoint(note, ledger.verifiers, ledger.origin)
+        except CheckpointError as exc:
+            raise IntegrityError(
+                f"checkpoint at size {cp_size} is forged or altered: {exc}", seq=cp_size, kind="forged-checkpoint"
+            ) from None
+        if cp.size != cp_size or cp.root != root:
+            raise IntegrityError(
+                f"checkpoint row at size {cp_size} does not match its signed note",
+                seq=cp_size,
+                kind="forged-checkpoint",
+            )
+        if cp.size > size:
+            raise IntegrityError(
+                f"events missing: checkpoint signs {cp.size} events, the ledger holds {size} (first missing seq {size})",
+                seq=size,
+                kind="missing",
+            )
+        if prev is not None:
+            _check_consistency(ledger, prev, cp)
+        cps.append(cp)
+        prev = cp
+
+    count, max_seq = db.execute("SELECT count(*), max(seq) FROM entries").fetchone()
+    if count != size or (max_seq is not None and max_seq != size - 1):
+        gap = _first_gap(db)
+        raise IntegrityError(f"seq {gap} is missing from the ledger", seq=gap, kind="missing")
+
+    if cps:
+        latest = cps[-1]
+        try:
+            stored_root = ledger.root(latest.size)
+        except UnknownEntry as exc:
+            raise IntegrityError(str(exc), kind="tree") from None
+        if stored_root != latest.root:
+            raise IntegrityError(
+                f"stored tree at size {latest.size} does not match the signed checkpoint"
+                f" (changed at or after seq {cps[-2].size if len(cps) > 1 else 0}; run verify --full to locate)",
+                seq=cps[-2].size if len(cps) > 1 else 0,
+                kind="tree",
+            )
+
+    checked = 0
+    if full:
+        checked = _full(ledger, db, size, cps, progress)
+    latest_size = cps[-1].size if cps else 0
+    return VerifyReport(size, len(cps), latest_size, full, checked, size - latest_size)
+
+
+def _check_consistency(ledger: Ledger, a, b) -> None:  # noqa: ANN001 - two Checkpoints
+    if b.size == a.size:
+        if a.root != b.root:
+            raise IntegrityError(f"two checkpoints at size {a.size} disagree", seq=a.size, kind="inconsistent-checkpoint")
+        return
+    try:
+        proof = ledger.consistency_proof(a.size, b.size) if a.size else []
+        if a.size:
+            merkle.verify_consistency(a.size, b.size, proof, a.root, b.root)
+    except (ProofError, UnknownEntry) as exc:
+        raise IntegrityError(
+            f"checkpoint at size {b.size} is not consistent with checkpoint at size {a.size}: "
+            f"history before seq {a.size} was rewritten ({exc})",
+            seq=a.size,
+            kind="inconsistent-checkpoint",
+        ) from None
+
+
+def _first_gap(db: sqlite3.Connection) -> int:
+    row = db.execute(
+        "SELECT e.seq + 1 FROM entries e LEFT JOIN entries n ON n.seq = e.seq + 1 "
+        "WHERE n.seq IS NULL ORDER BY e.seq LIMIT 1"
+    ).fetchone()
+    first = db.execute("SELECT min(seq) FROM entries").fetchone()[0]
+    if first not in (None, 0):
+        return 0
+    return row[0] if row else 0
+
+
+def _full(ledger: Ledger, db: sqlite3.Connection, size: int, cps: list, progress: Progress | None) -> int:
+    cp_at = {cp.size: cp for cp in cps}
+    frontier = merkle.CompactRange()
+    entries = db.execute("SELECT seq, leaf_hash, body FROM entries ORDER BY seq")
+    nodes = db.execute("SELECT id, hash FROM nodes ORDER BY id")
+    expected = 0
+    leaf = merkle.leaf_hash
+    for seq, stored_leaf, body in entries:
+        if seq != expected:
+            raise IntegrityError(f"seq {expected} is missing from the ledger", seq=expected, kind="missing")
+        h = leaf(body)
+        if h != stored_leaf:
+            raise IntegrityError(
+                f"event at seq {seq} was changed (its content no longer matches its leaf hash)", seq=seq, kind="changed"
+            )
+        for level, index, nh in frontier.append(h):
+            row = nodes.fetchone()
+            want_id = node_id(level, index)
+            if row is None or row[0] != want_id or row[1] != nh:
+                raise _diagnose(ledger, db, seq, level, index, nh, row, want_id)
+        expected += 1
+        cp = cp_at.get(expected)
+        if cp is not None and frontier.root() != cp.root:
+            prev = max((s for s in cp_at if s < expected), default=0)
+            raise IntegrityError(
+                f"events in seq {prev}..{expected - 1} do not match the checkpoint signed at size {expected}",
+                seq=prev,
+                kind="changed",
+            )
+        if progress and expected % 65536 == 0:
+            progress(expected, size)
+    if progress:
+        progress(expected, size)
+    extra = nodes.fetchone()
+    if extra is not None:
+        level, index = node_from_id(extra[0])
+        seq = index << level
+        raise IntegrityError(f"events from seq {seq} are missing (tree nodes exist for them)", seq=seq, kind="missing")
+    return expected
+
+
+def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> IntegrityError:  # noqa: ANN001, PLR0913
+    """Name what happened at the first mismatch, comparing leaves with the stored level-0 nodes."""
+    if level > 0:
+        first = index << level
+        if row is not None and row[0] == want_id:
+            return IntegrityError(
+                f"stored tree node over seq {first}..{((index + 1) << level) - 1} was altered", seq=first, kind="tree"
+            )
+        return IntegrityError(f"tree node over seq {first}.. is missing or misplaced", seq=first, kind="tree")
+    # A leaf differs from the tree's record of leaf `seq`: find where this event really belongs.
+    window = 4096
+    lo, hi = max(0, seq - window), seq + window
+    stored_leaves = {}
+    for nid, h in db.execute("SELECT id, hash FROM nodes WHERE id >= ? AND id < ? AND (id & 63) = 0", (lo << 6, hi << 6)):
+        stored_leaves[h] = nid >> 6
+    original_pos = stored_leaves.get(computed)
+    if original_pos is not None and original_pos > seq:
+        # The event recorded at `original_pos` now sits at `seq`: either events were removed, or swapped.
+        back = db.execute("SELECT leaf_hash FROM entries WHERE seq = ?", (original_pos,)).fetchone()
+        tree_here = db.execute("SELECT hash FROM nodes WHERE id = ?", (node_id(0, seq),)).fetchone()
+        if back and tree_here and back[0] == tree_here[0]:
+            return IntegrityError(
+                f"events at seq {seq} and {original_pos} were swapped (reordered)", seq=seq, kind="reordered"
+            )
+        return IntegrityError(
+            f"event(s) from seq {seq} to {original_pos - 1} are missing (later events were renumbered)",
+            seq=seq,
+            kind="missing",
+        )
+    nxt = db.execute("SELECT leaf_hash FROM entries WHERE seq = ?", (seq + 1,)).fetchone()
+    tree_here = db.execute("SELECT hash FROM nodes WHERE id = ?", (node_id(0, seq),)).fetchone()
+    if nxt and tree_here and nxt[0] == tree_here[0]:
+        return IntegrityError(f"an event was inserted at seq {seq} (later events shifted)", seq=seq, kind="inserted")
+    if original_pos is not None and original_pos < seq:
+        return IntegrityError(f"event at seq {seq} duplicates or was moved from seq {original_pos}", seq=seq,
+                              kind="reordered")
+    return IntegrityError(f"event at seq {seq} was changed (it does not match the tree)", seq=seq, kind="changed")
