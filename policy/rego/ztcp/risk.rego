@@ -43,7 +43,9 @@ score := min([100, max([0, raw_score])])
 
 level_floor := max({m | some m in cfg.levels; m <= score})
 
-level := [n | some n, m in cfg.levels; m == level_floor][0]
+level_names := sort([n | some n; cfg.levels[n] == level_floor])
+
+level := level_names[0]
 
 # --- one detail per fired factor (each key defined by exactly one rule body) -------------------
 
