@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,24 @@ def engine_message(exc: BaseException) -> str:
     return text.split("Stack backtrace:", 1)[0].strip()
 
 
-def problem_from_engine_error(exc: BaseException, default_file: str) -> Problem:
-    """Map a regorus error (``--> file:line:col`` … ``error: message``) to a Problem."""
+def char_column(line_text: str, engine_col: int) -> int:
+    """Convert regorus' column (UTF-8 bytes, a tab counted as 4) to the 1-based character column
+    editors and CI annotations use."""
+    width = 0
+    for index, ch in enumerate(line_text):
+        if width >= engine_col - 1:
+            return index + 1
+        width += 4 if ch == "\t" else len(ch.encode("utf-8"))
+    return len(line_text) + 1 if width < engine_col - 1 else len(line_text) + 1
+
+
+def problem_from_engine_error(
+    exc: BaseException, default_file: str, sources: Mapping[str, str] | None = None
+) -> Problem:
+    """Map a regorus error (``--> file:line:col`` … ``error: message``) to a Problem.
+
+    With ``sources`` (path → module text), the column is converted to characters.
+    """
     text = engine_message(exc)
     loc = _LOCATION.search(text)
     err = _ERROR_LINE.search(text)
@@ -51,7 +68,12 @@ def problem_from_engine_error(exc: BaseException, default_file: str) -> Problem:
     if not message:
         message = "engine error"
     if loc:
-        return Problem(loc.group("file").strip(), int(loc.group("line")), int(loc.group("col")), message)
+        file, line, col = loc.group("file").strip(), int(loc.group("line")), int(loc.group("col"))
+        if sources is not None and file in sources:
+            lines = sources[file].splitlines()
+            if 1 <= line <= len(lines):
+                col = char_column(lines[line - 1], col)
+        return Problem(file, line, col, message)
     return Problem(default_file, 1, 1, message)
 
 

@@ -77,23 +77,28 @@ def parse_data_file(name: str, raw: bytes) -> Any:
         raise PackError(f"{where}: invalid data document: {exc}") from None
 
 
+def merge_data(files: dict[str, bytes]) -> dict[str, Any]:
+    """The ``data`` document of a pack: every data.json / data.yaml at its directory's path."""
+    data: dict[str, Any] = {}
+    for name in sorted(files):
+        if name.rsplit("/", 1)[-1] in _DATA_NAMES:
+            parts = [p for p in name.split("/")[:-1] if p]
+            _merge_at(data, parts, parse_data_file(name, files[name]), name)
+    return data
+
+
 def pack_from_files(
     files: dict[str, bytes], root: Path | None = None, revision: str | None = None
 ) -> PolicyPack:
     """Build a pack from relative path → bytes (a directory, a revision, or a bundle's files)."""
     modules: dict[str, str] = {}
-    data: dict[str, Any] = {}
     for name in sorted(files):
-        raw = files[name]
-        base = name.rsplit("/", 1)[-1]
         if name.endswith(".rego"):
             try:
-                modules[name] = raw.decode("utf-8")
+                modules[name] = files[name].decode("utf-8")
             except UnicodeDecodeError:
                 raise PackError(f"{name}: not UTF-8") from None
-        elif base in _DATA_NAMES:
-            parts = [p for p in name.split("/")[:-1] if p]
-            _merge_at(data, parts, parse_data_file(name, raw), name)
+    data = merge_data(files)
     if not any(not p.endswith("_test.rego") for p in modules):
         raise PackError(f"no policy modules (*.rego) in {root or 'the given files'}")
     return PolicyPack(

@@ -126,7 +126,7 @@ def run_tests(pack: PolicyPack, *, run: str | None = None, coverage: bool = Fals
     try:
         engine = new_engine(pack, coverage=coverage)
     except Exception as exc:
-        problem = problem_from_engine_error(exc, next(iter(sorted(pack.modules)), "."))
+        problem = problem_from_engine_error(exc, next(iter(sorted(pack.modules)), "."), pack.modules)
         raise ValidationFailed([str(problem)]) from None
     report = TestReport()
     for info in sorted(module_infos(engine), key=lambda i: (i.file, i.package)):

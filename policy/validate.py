@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 from policy.engine import Problem, module_infos, problem_from_engine_error
 from policy.errors import PackError
 from policy.locate import locate
-from policy.pack import PolicyPack, pack_from_files, read_pack_files
+from policy.pack import PolicyPack, merge_data, read_pack_files
 
 SCHEMA_DIR = "schema"
 SCHEMA_SUFFIX = ".schema.json"
@@ -91,7 +92,7 @@ def _parse_problems(modules: Mapping[str, str]) -> tuple[list[Problem], dict[str
         try:
             engine.add_policy(path, modules[path])
         except Exception as exc:  # regorus raises RuntimeError/ValueError with a located message
-            problems.append(problem_from_engine_error(exc, path))
+            problems.append(problem_from_engine_error(exc, path, modules))
             continue
         good[path] = modules[path]
     return problems, good
@@ -132,7 +133,7 @@ def _compile_problems(modules: dict[str, str], data: dict[str, Any]) -> list[Pro
             if type(exc).__name__ != "PanicException":
                 if not isinstance(exc, Exception):
                     raise
-                problem = problem_from_engine_error(exc, next(iter(sorted(remaining))))
+                problem = problem_from_engine_error(exc, next(iter(sorted(remaining))), modules)
                 if problem.file not in remaining:
                     problems.append(problem)
                     break
@@ -174,7 +175,7 @@ def _evaluation_problems(modules: dict[str, str], data: dict[str, Any]) -> list[
         try:
             engine.eval_query(info.package)
         except Exception as exc:
-            problems.append(problem_from_engine_error(exc, info.file))
+            problems.append(problem_from_engine_error(exc, info.file, modules))
     return problems
 
 
@@ -272,10 +273,13 @@ def validate_files(files: Mapping[str, bytes]) -> list[Problem]:
     data: dict[str, Any] | None = None
     if not problems or all(p.file.endswith(".rego") for p in problems):
         try:
-            pack = pack_from_files(dict(files))
-            data = pack.data
+            data = merge_data(dict(files))
         except PackError as exc:
-            problems.append(Problem(".", 1, 1, str(exc)))
+            m = re.match(r"^(?P<file>[^:\s]+?)(?::(?P<line>\d+))?: (?P<msg>.*)$", str(exc), re.DOTALL)
+            if m:
+                problems.append(Problem(m["file"], int(m["line"] or 1), 1, m["msg"]))
+            else:
+                problems.append(Problem(".", 1, 1, str(exc)))
     if data is not None:
         problems += _schema_problems(files, data)
         if parsed and not parse_problems:
