@@ -114,21 +114,26 @@ class DekStore:
         with self.engine.connect() as c:
             return [self._row(r) for r in c.execute(q)]
 
-    def reserve(self, dek_id: str, n: int) -> int | None:
-        """Reserve ``n`` encryptions; returns the new total, or None when the cap would be exceeded."""
-        with self.engine.begin() as c:
-            res = c.execute(
-                deks.update()
-                .where(
-                    deks.c.dek_id == dek_id,
-                    deks.c.state == "active",
-                    deks.c.uses_reserved + n <= deks.c.max_uses,
+    def reserve(self, dek_id: str, n: int) -> int:
+        """Reserve up to ``n`` encryptions of an active DEK; returns how many were granted (0 = spent)."""
+        for _ in range(8):  # optimistic: another writer may reserve between our read and update
+            with self.engine.begin() as c:
+                q = sa.select(deks.c.uses_reserved, deks.c.max_uses, deks.c.state)
+                row = c.execute(q.where(deks.c.dek_id == dek_id)).first()
+                if row is None or row.state != "active":
+                    return 0
+                grant = min(n, row.max_uses - row.uses_reserved)
+                if grant <= 0:
+                    return 0
+                res = c.execute(
+                    deks.update()
+                    .where(deks.c.dek_id == dek_id, deks.c.uses_reserved == row.uses_reserved,
+                           deks.c.state == "active")
+                    .values(uses_reserved=row.uses_reserved + grant)
                 )
-                .values(uses_reserved=deks.c.uses_reserved + n)
-            )
-            if res.rowcount != 1:
-                return None
-            return c.execute(sa.select(deks.c.uses_reserved).where(deks.c.dek_id == dek_id)).scalar_one()
+                if res.rowcount == 1:
+                    return grant
+        return 0
 
     def retire(self, dek_ids: Sequence[str]) -> int:
         if not dek_ids:

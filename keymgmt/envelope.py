@@ -114,10 +114,11 @@ class Envelope:
                 # Made while an older KEK version was current: no new writes (rotation semantics).
                 self.store.retire([row.dek_id])
                 continue
-            if self.store.reserve(row.dek_id, block) is None:
+            granted = self.store.reserve(row.dek_id, block)
+            if granted == 0:
                 self.store.retire([row.dek_id])  # encryption budget spent
                 continue
-            return _Writer(bytes.fromhex(row.dek_id), self._aead_for_row(row), block, latest, self._clock())
+            return _Writer(bytes.fromhex(row.dek_id), self._aead_for_row(row), granted, latest, self._clock())
         dek, wrapped = self.provider.generate_datakey(self.kek_name)
         version = self.provider.wrapped_version(wrapped)
         row = self.store.insert(

@@ -173,3 +173,104 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'protected.db'}"
     return request.getfixturevalue("pg_url")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared keymgmt objects: keyring, protected tables, decision tokens, the provenance recorder.
+
+import base64 as _b64  # noqa: E402
+
+import sqlalchemy as sa  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+import keymgmt  # noqa: E402
+
+
+def new_citizen_ref() -> str:
+    return "cr_" + _b64.b32encode(os.urandom(32)).decode().rstrip("=")
+
+
+def national_id(i: int) -> str:
+    return f"A1{i:08d}"
+
+
+def create_people(engine: sa.Engine, n: int, table: str = "people", start: int = 1) -> dict[int, dict]:
+    """A plaintext table of citizens; returns the rows it wrote (the expected plaintext)."""
+    rows = {
+        i: {"id": i, "national_id": national_id(i), "phone": f"09{i:08d}", "bank_account": f"822-{i:012d}",
+            "cref": new_citizen_ref(), "note": "ok"}
+        for i in range(start, start + n)
+    }
+    md = sa.MetaData()
+    t = sa.Table(
+        table, md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("national_id", sa.String(10)),
+        sa.Column("phone", sa.String(12)),
+        sa.Column("bank_account", sa.String(20)),
+        sa.Column("cref", sa.String(60)),
+        sa.Column("note", sa.String(20)),
+    )
+    md.create_all(engine)
+    with engine.begin() as c:
+        items = list(rows.values())
+        for i in range(0, len(items), 5000):
+            c.execute(t.insert(), items[i:i + 5000])
+    return rows
+
+
+PEOPLE_SPEC = dict(table="people", pk="id", columns=("national_id", "phone", "bank_account"),
+                   blind_index=("national_id",), citizen_ref_column="cref", dataset="insured_persons")
+
+
+@pytest.fixture
+def master_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def local_ring(tmp_path: Path, master_key: bytes) -> keymgmt.LocalKeyring:
+    ring = keymgmt.LocalKeyring.open(tmp_path / "keyring.sealed", master_key)
+    ring.ensure(keymgmt.DEFAULT_KEK, "aes256-gcm96")
+    ring.ensure(keymgmt.DEFAULT_BLIND_INDEX_KEY, "hmac")
+    return ring
+
+
+def make_table(engine: sa.Engine, provider: keymgmt.KeyProvider, **env_kw: object) -> keymgmt.EncryptedTable:
+    env = keymgmt.Envelope(provider, engine, **env_kw)  # type: ignore[arg-type]
+    blind = keymgmt.BlindIndexKeys(provider)
+    return keymgmt.EncryptedTable(engine, keymgmt.TableSpec(**PEOPLE_SPEC), env, blind)
+
+
+@pytest.fixture
+def decision_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def ledger_recorder(tmp_path: Path) -> Iterator[object]:
+    """The real provenance recorder over a real SQLite ledger."""
+    import provenance
+
+    ledger = provenance.Ledger(tmp_path / "ledger.db", Ed25519PrivateKey.generate(), "ztcp.test/keymgmt")
+    rec = provenance.Recorder(ledger)
+    try:
+        yield rec
+    finally:
+        rec.close()
+        ledger.close()
+
+
+class Kit:
+    """Helpers for test modules (importlib mode: tests cannot import conftest by name)."""
+
+    PEOPLE_SPEC = PEOPLE_SPEC
+    create_people = staticmethod(create_people)
+    make_table = staticmethod(make_table)
+    new_citizen_ref = staticmethod(new_citizen_ref)
+    national_id = staticmethod(national_id)
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit
