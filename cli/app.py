@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,19 +16,15 @@ log = logging.getLogger("ztcp.app")
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    """The app over ``runtime``. Whoever owns the runtime closes it (after the server stops), so
+    the decision log is drained after the last request, never before."""
     point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
     auth = BearerAuth(runtime.verifier)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        yield
-        runtime.close()  # drains the decision log and the signal history
 
     app = FastAPI(
         title="ztcp",
         version="0.1.0",
         summary="Zero-trust policy decisions, provenance, field encryption and SIEM for a public agency",
-        lifespan=lifespan,
     )
     install_problem_handlers(app)
     app.include_router(pdp_api.create_router(point, auth))

@@ -29,13 +29,14 @@ def command(host: str | None, port: int | None, log_level: str) -> None:
     click.echo(f"ztcp serving on {base}  (home {runtime.home}, policy {active.revision if active else 'none'})")
     if runtime.issuer is not None:
         click.echo("Try it:\n"
-                   "  export CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
-                   "  export SUBJECT=$(ztcp token issue --sub emp-1 --role case_officer --method fido2 --mfa)\n"
-                   f"  curl -s {base}/v1/decisions -H \"Authorization: Bearer $CALLER\" "
-                   "-H 'content-type: application/json' -d @- <<EOF\n"
-                   '  {"subject_token": "'"'"'$SUBJECT'"'"'", "device": {"id": "dev-1", "managed": true, '
-                   '"compliant": true}, "context": {"network_zone": "internal"}, "resource": {"type": '
-                   '"insured_person", "dataset": "insured_persons", "record_id": "r-1", "fields": ["name"]}, '
-                   '"action": "read", "purpose": {"code": "benefit_review", "case_id": "C-1"}}\n  EOF')
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+                   "  CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
+                   "  SUBJECT=$(ztcp token issue --sub emp-1 --role case_officer --method fido2 --mfa)\n"
+                   "  sed \"s/SUBJECT_TOKEN/$SUBJECT/\" examples/decision-request.json | \\\n"
+                   f"    curl -s {base}/v1/decisions -H \"Authorization: Bearer $CALLER\" "
+                   "-H 'content-type: application/json' -d @-")
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=10)
+    finally:
+        runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
+        click.echo("ztcp stopped; logs flushed")

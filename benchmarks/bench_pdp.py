@@ -1,0 +1,169 @@
+"""PDP benchmark: raw engine evaluation vs in-process decide vs HTTP, in one run.
+
+- raw engine: regorus evaluating the default pack on a permit input (the anchor);
+- in-process decide: token verification (cached) + signals + policy + decision token + log submit;
+- HTTP: `ztcp serve` in its own process, load from this process (asyncio, keep-alive connections).
+Targets (DESIGN §8): in-process ≥ 10,000/s per core; HTTP ≥ 2,500 req/s on 2 cores, p99 ≤ 10 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from benchmarks.common import percentiles, rate, result, write
+from pdp.calendar import BusinessCalendar
+from pdp.decision_log import DecisionLog
+from pdp.engine import create_engine
+from pdp.identity import JwtVerifier, StaticKeySource
+from pdp.issuer import DevIssuer
+from pdp.models import DecisionRequest
+from pdp.point import ActivePolicy, DecisionPoint, build_input
+from pdp.signals import SignalHistory
+from pdp.tokens import DecisionTokenSigner
+from policy import load_pack
+
+CITIZEN = "cr_SAMPLE" + "A" * 45 + "B"
+
+
+def request_doc(token: str) -> dict:
+    return {
+        "subject_token": token,
+        "device": {"id": "dev-1", "managed": True, "compliant": True},
+        "context": {"ip": "10.1.2.3", "network_zone": "internal", "channel": "counter",
+                    "geo": {"lat": 25.03, "lon": 121.56}},
+        "resource": {"type": "insured_person", "dataset": "insured_persons", "record_id": "r-1",
+                     "citizen_ref": CITIZEN, "fields": ["name", "address", "bank_account"]},
+        "action": "read",
+        "purpose": {"code": "benefit_review", "case_id": "C-2026-0001"},
+    }
+
+
+def in_process(n: int) -> tuple[float, float, float]:
+    pack = load_pack()
+    issuer = DevIssuer(Ed25519PrivateKey.generate(), "https://idp.bench", "ztcp")
+    verifier = JwtVerifier(StaticKeySource(issuer.jwks), "https://idp.bench", "ztcp")
+    engine = create_engine(pack, "regorus", revision="bench")
+    calendar = BusinessCalendar.from_config(pack.data.get("ztcp", {}).get("config", {}).get("calendar"))
+    with tempfile.TemporaryDirectory() as tmp:
+        log = DecisionLog(Path(tmp) / "decisions.db")
+        history = SignalHistory(Path(tmp) / "signals.db")
+        point = DecisionPoint(verifier=verifier, signer=DecisionTokenSigner(Ed25519PrivateKey.generate(), "b"),
+                              log=log, history=history, active=ActivePolicy(engine, calendar))
+        token = issuer.issue_subject("emp-0042", ["case_officer"], method="fido2", mfa=True, ttl_seconds=3600)
+        req = DecisionRequest.model_validate(request_doc(token))
+        subject = verifier.verify_subject(token)
+        input_doc = build_input(subject, req, history.compute(subject, req, time.time(), calendar),
+                                time.time(), calendar)
+        raw = rate(lambda: engine.evaluate(input_doc), n)
+        effect = point.decide(req).effect
+        decide = rate(lambda: point.decide(req), n)
+        # the same, but parsing the JSON body each time as the HTTP path does
+        body = request_doc(token)
+        parsed = rate(lambda: point.decide(DecisionRequest.model_validate(body)), n)
+        log.close()
+        history.close()
+        point.close()
+    assert effect in ("permit", "step_up"), effect
+    return raw, decide, parsed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _load(base: str, caller: str, body: dict, total: int, concurrency: int) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+    headers = {"Authorization": f"Bearer {caller}"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while not queue.empty():
+            queue.get_nowait()
+            t = time.perf_counter()
+            r = await client.post("/v1/decisions", json=body, headers=headers)
+            latencies.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        await asyncio.gather(*[worker(client) for _ in range(4)])  # warm-up connections
+        for _ in range(concurrency * 2):
+            queue.put_nowait(0)
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*[worker(client) for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, latencies, errors
+
+
+def over_http(total: int, concurrency: int) -> tuple[float, dict, int]:
+    port = _free_port()
+    home = tempfile.mkdtemp(prefix="ztcp-bench-")
+    env = {**os.environ, "ZTCP_HOME": home, "ZTCP_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not become ready: " + server.stderr.read(2000).decode())  # type: ignore[union-attr]
+
+        def ztcp(*args: str) -> str:
+            return subprocess.run([sys.executable, "-m", "cli.main", "token", "issue", *args], env=env,
+                                  check=True, capture_output=True, text=True).stdout.strip()
+
+        caller = ztcp("--client", "bench", "--scope", "pdp:decide", "--ttl", "1h")
+        subject = ztcp("--sub", "emp-0042", "--role", "case_officer", "--method", "fido2", "--mfa", "--ttl", "1h")
+        rps, latencies, errors = asyncio.run(_load(base, caller, request_doc(subject), total, concurrency))
+        return rps, percentiles(latencies), errors
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main(quick: bool = False) -> None:
+    n = 2000 if quick else 20000
+    raw, decide, parsed = in_process(n)
+    rows = [
+        result("raw engine eval (regorus, default pack)", raw, "evals/s", anchor="the anchor"),
+        result("decide in process (signals+policy+token+log)", decide, "decisions/s",
+               target="≥ 10,000/s per core", ok=decide >= 10_000,
+               anchor=f"{decide / raw:.0%} of raw engine rate"),
+        result("decide in process incl. JSON model validation", parsed, "decisions/s",
+               anchor=f"{parsed / raw:.0%} of raw engine rate"),
+    ]
+    print(f"raw {raw:,.0f}/s  decide {decide:,.0f}/s  decide+parse {parsed:,.0f}/s", flush=True)
+    rps, lat, errors = over_http(2000 if quick else 20000, 32)
+    rows.append(result("HTTP POST /v1/decisions (1 server process, 32 connections)", rps, "req/s",
+                       target="≥ 2,500 req/s, p99 ≤ 10 ms", ok=rps >= 2500 and lat["p99_ms"] <= 10,
+                       p50_ms=round(lat["p50_ms"], 2), p99_ms=round(lat["p99_ms"], 2), errors=errors,
+                       anchor=f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, {errors} errors"))
+    print(f"http {rps:,.0f} req/s p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms errors {errors}")
+    write("pdp", rows, quick=quick)
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)
