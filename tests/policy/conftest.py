@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,6 +148,12 @@ def make_pack(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def signing_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_eddsa_name() -> None:
+    # policy.bundle filters this at import; pytest resets filters per test, so repeat it here.
+    warnings.filterwarnings("ignore", message="EdDSA is deprecated")
 
 
 @pytest.fixture
