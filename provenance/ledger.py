@@ -225,8 +225,14 @@ class Ledger:
         row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
         size = 0 if row[0] is None else row[0] + 1
         nodes = merkle.range_nodes(0, size)
-        hashes = self._node_hashes(self._db, nodes) if nodes else {}
-        frontier = merkle.CompactRange(size, [hashes[n] for n in nodes])
+        try:
+            hashes = self._node_hashes(self._db, nodes) if nodes else {}
+            frontier = merkle.CompactRange(size, [hashes[n] for n in nodes])
+            self.damaged: str | None = None
+        except UnknownEntry as exc:
+            # Still open it, so `verify` can say what happened; appends refuse until it is repaired.
+            frontier = merkle.CompactRange()
+            self.damaged = str(exc)
         st = _State(size=size, frontier=frontier)
         cp = self._db.execute("SELECT size, time_us FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         if cp:
@@ -248,6 +254,8 @@ class Ledger:
         with self._lock:
             if self._closed:
                 raise LedgerUnavailable("ledger is closed")
+            if self.damaged:
+                raise LedgerUnavailable(f"ledger is damaged ({self.damaged}); run `ztcp audit verify`")
             try:
                 return self._append_locked(events)
             except sqlite3.Error as exc:

@@ -122,3 +122,8 @@ def test_canonical_bytes_equal_rfc8785(unit: str, system: str, record: str, code
 
 def test_citizen_ref_pattern() -> None:
     assert make_event(citizen_ref=cref(1)).citizen_ref == cref(1)
+
+
+def test_uuid_ids_are_not_mistaken_for_national_ids() -> None:
+    e = make_event(event_id="0193a1b2-c3d4-7e5f-8a9b-a12345678901", decision_id="0193a1b2-c3d4-7e5f-8a9b-0912345678ab")
+    assert ProvenanceEvent.model_validate_json(canonical_bytes(e)) == e

@@ -1,0 +1,136 @@
+"""The SQLite ledger: appends, idempotency, proofs against checkpoints, reopen, durability settings."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from provenance_testkit import cref, make_event
+
+from provenance import Ledger, LedgerUnavailable, ProvenanceError, UnknownEntry, merkle
+from provenance.events import canonical_bytes
+
+
+def test_append_returns_sequential_receipts(ledger: Ledger) -> None:
+    evs = [make_event(i) for i in range(10)]
+    rs = ledger.append(evs)
+    assert [r.seq for r in rs] == list(range(10))
+    assert all(r.leaf_hash == merkle.leaf_hash(canonical_bytes(e)) for r, e in zip(rs, evs, strict=True))
+    assert ledger.size == 10
+    assert ledger.get(3).event == evs[3]
+
+
+def test_duplicate_event_id_is_idempotent(ledger: Ledger) -> None:
+    e = make_event(1)
+    first = ledger.append([e])[0]
+    again = ledger.append([make_event(2), e, make_event(3)])
+    assert again[1].seq == first.seq and again[1].leaf_hash == first.leaf_hash and again[1].duplicate
+    assert [r.seq for r in again] == [1, 0, 2]
+    assert ledger.size == 3
+    within = ledger.append([make_event(9, event_id="same-id"), make_event(10, event_id="same-id")])
+    assert within[0].seq == within[1].seq == 3 and ledger.size == 4
+
+
+def test_root_matches_recomputation_and_proofs_verify(ledger: Ledger) -> None:
+    evs = [make_event(i) for i in range(137)]
+    for i in range(0, 137, 20):
+        ledger.append(evs[i : i + 20])
+    cp = ledger.checkpoint()
+    assert cp.size == 137
+    leaves = [merkle.leaf_hash(canonical_bytes(e)) for e in evs]
+    assert cp.root == merkle.root_from_leaf_hashes(leaves) == ledger.root()
+    for i in (0, 1, 64, 127, 128, 136):
+        merkle.verify_inclusion(leaves[i], i, 137, ledger.inclusion_proof(i, 137), cp.root)
+    for s1 in (1, 2, 50, 64, 100, 136, 137):
+        merkle.verify_consistency(s1, 137, ledger.consistency_proof(s1, 137), ledger.root(s1), cp.root)
+    with pytest.raises(UnknownEntry):
+        ledger.inclusion_proof(137, 137)
+    with pytest.raises(UnknownEntry):
+        ledger.root(500)
+
+
+def test_checkpoints_every_n_events(ledger: Ledger) -> None:
+    for i in range(0, 120, 10):
+        ledger.append([make_event(j) for j in range(i, i + 10)])
+    sizes = [row[0] for row in ledger.raw_checkpoints()]
+    assert sizes == [50, 100]
+    assert ledger.latest_checkpoint().size == 100
+
+
+def test_checkpoint_every_t_seconds(ledger_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    with Ledger(ledger_path, signing_key, "o", checkpoint_every=10_000, checkpoint_interval=0.0) as led:
+        led.append([make_event(1)])
+        assert led.latest_checkpoint().size == 1
+
+
+def test_checkpoint_on_demand_is_idempotent(ledger: Ledger) -> None:
+    ledger.append([make_event(1), make_event(2)])
+    a = ledger.checkpoint()
+    b = ledger.checkpoint()
+    assert a.note == b.note and a.size == 2
+    assert a.note.startswith("ztcp.test/provenance\n2\n")
+
+
+def test_empty_ledger_has_no_checkpoint(ledger: Ledger) -> None:
+    assert ledger.latest_checkpoint() is None
+    assert ledger.root() == merkle.EMPTY_ROOT
+    with pytest.raises(UnknownEntry, match="empty"):
+        ledger.checkpoint()
+
+
+def test_reopen_restores_tree(ledger_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    with Ledger(ledger_path, signing_key, "o") as led:
+        led.append([make_event(i) for i in range(21)])
+        root = led.root()
+    with Ledger(ledger_path, signing_key, "o") as led:
+        assert led.size == 21 and led.root() == root
+        led.append([make_event(i) for i in range(21, 40)])
+        leaves = [merkle.leaf_hash(canonical_bytes(e.event)) for e in led.entries()]
+        assert led.root() == merkle.root_from_leaf_hashes(leaves)
+
+
+def test_wrong_origin_refused(ledger_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    Ledger(ledger_path, signing_key, "a").close()
+    with pytest.raises(ProvenanceError, match="origin"):
+        Ledger(ledger_path, signing_key, "b")
+
+
+def test_durability_pragmas(ledger: Ledger) -> None:
+    db = ledger.raw_db()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_citizen_entries_filtered_by_ref_and_time(ledger: Ledger) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    ledger.append([make_event(i, time=t0 + timedelta(days=i)) for i in range(9)])
+    mine = ledger.citizen_entries(cref(0))
+    assert [e.seq for e in mine] == [0, 3, 6]
+    window = ledger.citizen_entries(cref(0), since=t0 + timedelta(days=1), until=t0 + timedelta(days=6))
+    assert [e.seq for e in window] == [3]
+
+
+def test_write_failure_raises_ledger_unavailable(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.append([make_event(1)])
+    # Another process holds the write lock (a real SQLite lock, not a mock): our write must fail closed.
+    other = sqlite3.connect(ledger_path, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    ledger._db.execute("PRAGMA busy_timeout=50")
+    try:
+        with pytest.raises(LedgerUnavailable):
+            ledger.append([make_event(2)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert ledger.size == 1
+    assert ledger.append([make_event(2)])[0].seq == 1
+
+
+def test_closed_ledger_unavailable(ledger: Ledger) -> None:
+    ledger.close()
+    with pytest.raises(LedgerUnavailable):
+        ledger.append([make_event(1)])
