@@ -22,9 +22,9 @@ from typing import Any, NoReturn, Protocol
 
 import pdp
 from keymgmt.audit import KeyAuditLog
-from keymgmt.errors import DecryptRefused, KeyMgmtError
+from keymgmt.errors import DecryptRefused, KeyMgmtError, ProviderUnavailable
 from keymgmt.masking import apply_masks
-from keymgmt.table import EncryptedTable
+from keymgmt.table import STATE_COLUMN, EncryptedTable
 
 READ_ACTIONS = frozenset({"read"})
 
@@ -102,6 +102,16 @@ class ProtectedReader:
         if spec.citizen_ref_column is not None and row[spec.citizen_ref_column] != claims.citizen_ref:
             self._refuse("wrong_citizen", claims, rid, requested, via)
 
+        protected = [f for f in requested if f in spec.columns]
+        if protected and row[STATE_COLUMN]:
+            # Unwrap the DEK before recording: if the key provider is down we fail closed here,
+            # without a ledger entry claiming a read that never happened.
+            try:
+                self.table.envelope.prefetch([row[STATE_COLUMN]])
+            except ProviderUnavailable:
+                self._audit_refusal("key_provider_unavailable", claims)
+                raise
+
         event = self._event("pii.read", claims, rid, requested, via, effect="permit")
         try:
             self.recorder.record(event)
@@ -109,7 +119,6 @@ class ProtectedReader:
             self._refuse("ledger_unavailable", claims, rid, requested, via, detail=type(exc).__name__,
                          record_denied=False)
 
-        protected = [f for f in requested if f in spec.columns]
         values: dict[str, str | None] = {f: row[f] for f in requested if f not in spec.columns}
         values.update(self.table._decrypt_row(row, protected))
         return apply_masks({f: values[f] for f in requested}, claims.obligations)
@@ -149,6 +158,10 @@ class ProtectedReader:
             # The refusal stands whether or not the ledger took the pii.denied event.
             with contextlib.suppress(Exception):
                 self.recorder.record(self._event("pii.denied", claims, rid, fields, via, effect="deny"))
+        self._audit_refusal(reason, claims)
+        raise DecryptRefused(reason, detail)
+
+    def _audit_refusal(self, reason: str, claims: Any) -> None:
         if self.audit is not None:
             with contextlib.suppress(KeyMgmtError):
                 self.audit.record(
@@ -159,4 +172,3 @@ class ProtectedReader:
                     reason=reason,
                     decision_id=claims.decision_id if claims else None,
                 )
-        raise DecryptRefused(reason, detail)

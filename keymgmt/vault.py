@@ -113,9 +113,10 @@ class VaultProvider:
             except _RETRYABLE as exc:
                 attempt += 1
                 if attempt > self.retries:
+                    errors = "; ".join(str(e) for e in (getattr(exc, "errors", None) or []))[:200]
                     raise ProviderUnavailable(
                         f"vault at {self.addr} unavailable for {what} after {attempt} attempts "
-                        f"({type(exc).__name__}); failing closed"
+                        f"({type(exc).__name__}{': ' + errors if errors else ''}); failing closed"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
@@ -180,11 +181,14 @@ class VaultProvider:
             raise KeyMgmtError(f"unknown key type {type!r}; expected one of {', '.join(KEY_TYPES)}")
         if self.exists(name):
             raise KeyExists(name)
+        body: dict[str, Any] = {"type": type}
+        if type == "hmac":
+            body["exportable"] = True
+            body["key_size"] = 32
+        # Raw write: hvac's create_key validates key types against a list that lacks "hmac".
         self._call(
             "create key",
-            lambda: self._transit.create_key(
-                name, key_type=type, exportable=True if type == "hmac" else None, mount_point=self.mount
-            ),
+            lambda: self._client.adapter.post(f"/v1/{self.mount}/keys/{name}", json=body),
             name,
         )
         return self.info(name)

@@ -269,6 +269,8 @@ class Kit:
     make_table = staticmethod(make_table)
     new_citizen_ref = staticmethod(new_citizen_ref)
     national_id = staticmethod(national_id)
+    start_bao = staticmethod(start_bao)
+    free_port = staticmethod(free_port)
 
 
 @pytest.fixture
