@@ -52,25 +52,66 @@ REGO_TESTS = _rego_tests()
 def officer_input(**changes: dict[str, Any]) -> dict[str, Any]:
     """A case officer (FIDO2 + MFA, managed compliant device, internal, 10:00) reading the sample case."""
     doc = {
-        "subject": {"id": "emp-0042", "type": "employee", "roles": ["case_officer"], "org_unit": "taipei-03",
-                    "citizen_ref": None,
-                    "auth": {"method": "fido2", "mfa": True, "auth_time": 1795300000, "token_age_s": 120}},
-        "device": {"id": "dev-9", "managed": True, "compliant": True,
-                   "posture": {"baseline_ok": True, "edr_running": True, "disk_encrypted": True,
-                               "patch_age_days": 12}},
-        "context": {"ip": "10.1.2.3", "network_zone": "internal", "channel": "counter",
-                    "time": "2026-11-23T10:00:00+08:00", "geo": {"lat": 25.03, "lon": 121.56, "country": "TW"}},
-        "resource": {"type": "insured_person", "dataset": "insured_persons", "record_id": "r-123",
-                     "citizen_ref": CITIZEN, "fields": ["name", "address", "bank_account"],
-                     "classification": "personal"},
+        "subject": {
+            "id": "emp-0042",
+            "type": "employee",
+            "roles": ["case_officer"],
+            "org_unit": "taipei-03",
+            "citizen_ref": None,
+            "auth": {"method": "fido2", "mfa": True, "auth_time": 1795300000, "token_age_s": 120},
+        },
+        "device": {
+            "id": "dev-9",
+            "managed": True,
+            "compliant": True,
+            "posture": {
+                "baseline_ok": True,
+                "edr_running": True,
+                "disk_encrypted": True,
+                "patch_age_days": 12,
+            },
+        },
+        "context": {
+            "ip": "10.1.2.3",
+            "network_zone": "internal",
+            "channel": "counter",
+            "time": "2026-11-23T10:00:00+08:00",
+            "geo": {"lat": 25.03, "lon": 121.56, "country": "TW"},
+        },
+        "resource": {
+            "type": "insured_person",
+            "dataset": "insured_persons",
+            "record_id": "r-123",
+            "citizen_ref": CITIZEN,
+            "fields": ["name", "address", "bank_account"],
+            "classification": "personal",
+        },
         "action": "read",
-        "purpose": {"code": "benefit_review", "case_id": "C-2026-0001", "legal_basis": "LIA-Art-10",
-                    "consent_id": None, "justification": None, "break_glass": False},
-        "signals": {"auth_strength": 3, "token_age_s": 120, "recent_denies_1h": 0, "failed_step_ups_1h": 0,
-                    "device_first_seen": False, "off_hours": False, "holiday": False, "local_hour": 10,
-                    "impossible_travel": False, "travel_speed_kmh": 0, "request_rate_1m": 3,
-                    "distinct_citizens_10m": 2, "distinct_citizens_1h": 5, "first_dataset_access": False,
-                    "self_record": False},
+        "purpose": {
+            "code": "benefit_review",
+            "case_id": "C-2026-0001",
+            "legal_basis": "LIA-Art-10",
+            "consent_id": None,
+            "justification": None,
+            "break_glass": False,
+        },
+        "signals": {
+            "auth_strength": 3,
+            "token_age_s": 120,
+            "recent_denies_1h": 0,
+            "failed_step_ups_1h": 0,
+            "device_first_seen": False,
+            "off_hours": False,
+            "holiday": False,
+            "local_hour": 10,
+            "impossible_travel": False,
+            "travel_speed_kmh": 0,
+            "request_rate_1m": 3,
+            "distinct_citizens_10m": 2,
+            "distinct_citizens_1h": 5,
+            "first_dataset_access": False,
+            "self_record": False,
+        },
     }
     for section, patch in changes.items():
         if isinstance(patch, dict):
@@ -89,8 +130,13 @@ NIGHT = {
 
 def agency_input(**changes: dict[str, Any]) -> dict[str, Any]:
     doc = officer_input(
-        subject={"id": "agency-tax", "type": "agency", "roles": ["external_agency"], "org_unit": "tax",
-                 "auth": {"method": "citizen_cert", "mfa": True, "auth_time": 1795300000, "token_age_s": 30}},
+        subject={
+            "id": "agency-tax",
+            "type": "agency",
+            "roles": ["external_agency"],
+            "org_unit": "tax",
+            "auth": {"method": "citizen_cert", "mfa": True, "auth_time": 1795300000, "token_age_s": 30},
+        },
         device={"id": "gw", "managed": False, "compliant": False, "posture": {}},
         context={"network_zone": "exchange", "channel": "exchange"},
         resource={"fields": ["name", "address", "national_id"]},
@@ -198,8 +244,11 @@ def test_officer_unmanaged_device_internet_at_night():
 
 
 def test_night_scenario_with_password_is_denied():
-    changes = {**NIGHT, "subject": {"auth": {"method": "password", "mfa": False}},
-               "signals": {**NIGHT["signals"], "auth_strength": 1}}
+    changes = {
+        **NIGHT,
+        "subject": {"auth": {"method": "password", "mfa": False}},
+        "signals": {**NIGHT["signals"], "auth_strength": 1},
+    }
     d = decide(officer_input(**changes))
     assert d["effect"] == "deny"
     assert d["reasons"] == ["risk_too_high"]
@@ -242,17 +291,28 @@ results = []
 for doc in job["inputs"]:
     interp.set_input_term(json.dumps(doc))
     out = interp.query("x = " + job["query"])
-    results.append(out.binding("x").json() if len(out) else None)
+    # Only the parsed Python results: str()/binding() on failed or undefined outputs crash regopy.
+    results.append(out.results[0].bindings.get("x") if len(out) else None)
 json.dump(results, sys.stdout)
 """
 
 
-def _regopy(inputs: list[dict], modules: dict[str, str] | None = None, data: Any = None,
-            query: str = DECISION) -> subprocess.CompletedProcess:
-    job = {"modules": PACK.policy_modules if modules is None else modules,
-           "data": PACK.data if data is None else data, "inputs": inputs, "query": query}
-    return subprocess.run([sys.executable, "-c", _REGOPY_CHILD], input=json.dumps(job), capture_output=True,
-                          text=True, timeout=300)
+def _regopy(
+    inputs: list[dict], modules: dict[str, str] | None = None, data: Any = None, query: str = DECISION
+) -> subprocess.CompletedProcess:
+    job = {
+        "modules": PACK.policy_modules if modules is None else modules,
+        "data": PACK.data if data is None else data,
+        "inputs": inputs,
+        "query": query,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", _REGOPY_CHILD],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def conformance_inputs() -> list[dict[str, Any]]:
@@ -267,30 +327,65 @@ def conformance_inputs() -> list[dict[str, Any]]:
         officer_input(purpose={"case_id": None}),
         officer_input(subject={"roles": ["counter_staff"]}, purpose={"case_id": None}),
         officer_input(purpose={"code": "marketing"}),
-        officer_input(resource={"dataset": "medical_records", "fields": ["diagnosis"], "classification": "special"},
-                      purpose={"case_id": None, "break_glass": True,
-                               "justification": "Unconscious citizen at the counter, ambulance waiting."}),
-        officer_input(resource={"dataset": "medical_records", "fields": ["diagnosis"]},
-                      subject={"auth": {"method": "otp", "mfa": True}}, signals={"auth_strength": 2}),
-        officer_input(subject={"roles": ["supervisor"]}, action="export",
-                      resource={"citizen_ref": None, "fields": ["name"]}, purpose={"case_id": None}),
-        officer_input(subject={"roles": ["supervisor"]}, action="bulk_search", context={"network_zone": "vpn"}),
-        officer_input(subject={"roles": ["auditor"]}, action="search",
-                      resource={"dataset": "provenance_events", "fields": ["actor"], "classification": "internal"}),
+        officer_input(
+            resource={"dataset": "medical_records", "fields": ["diagnosis"], "classification": "special"},
+            purpose={
+                "case_id": None,
+                "break_glass": True,
+                "justification": "Unconscious citizen at the counter, ambulance waiting.",
+            },
+        ),
+        officer_input(
+            resource={"dataset": "medical_records", "fields": ["diagnosis"]},
+            subject={"auth": {"method": "otp", "mfa": True}},
+            signals={"auth_strength": 2},
+        ),
+        officer_input(
+            subject={"roles": ["supervisor"]},
+            action="export",
+            resource={"citizen_ref": None, "fields": ["name"]},
+            purpose={"case_id": None},
+        ),
+        officer_input(
+            subject={"roles": ["supervisor"]}, action="bulk_search", context={"network_zone": "vpn"}
+        ),
+        officer_input(
+            subject={"roles": ["auditor"]},
+            action="search",
+            resource={"dataset": "provenance_events", "fields": ["actor"], "classification": "internal"},
+        ),
         officer_input(subject={"roles": ["auditor"]}),
         officer_input(signals={"token_age_s": None, "travel_speed_kmh": None}),
         agency_input(),
         agency_input(purpose={"legal_basis": "OTHER"}),
         agency_input(context={"time": "not a time"}),
-        agency_input(subject={"id": "mydata-bank-1", "type": "mydata_party", "roles": ["mydata_party"]},
-                     purpose={"consent_id": "CNS-0001", "legal_basis": None},
-                     resource={"fields": ["name", "insurance_type", "bank_account"]}),
-        officer_input(subject={"id": "cit-1", "type": "citizen", "roles": ["citizen"], "citizen_ref": CITIZEN,
-                               "auth": {"method": "citizen_cert", "mfa": True}},
-                      device={"managed": False, "compliant": False}, context={"network_zone": "internet"},
-                      purpose={"case_id": None, "code": "self_service"}),
-        officer_input(subject={"id": "cit-1", "type": "citizen", "roles": ["citizen"], "citizen_ref": "cr_OTHER",
-                               "auth": {"method": "password", "mfa": False}}, signals={"auth_strength": 1}),
+        agency_input(
+            subject={"id": "mydata-bank-1", "type": "mydata_party", "roles": ["mydata_party"]},
+            purpose={"consent_id": "CNS-0001", "legal_basis": None},
+            resource={"fields": ["name", "insurance_type", "bank_account"]},
+        ),
+        officer_input(
+            subject={
+                "id": "cit-1",
+                "type": "citizen",
+                "roles": ["citizen"],
+                "citizen_ref": CITIZEN,
+                "auth": {"method": "citizen_cert", "mfa": True},
+            },
+            device={"managed": False, "compliant": False},
+            context={"network_zone": "internet"},
+            purpose={"case_id": None, "code": "self_service"},
+        ),
+        officer_input(
+            subject={
+                "id": "cit-1",
+                "type": "citizen",
+                "roles": ["citizen"],
+                "citizen_ref": "cr_OTHER",
+                "auth": {"method": "password", "mfa": False},
+            },
+            signals={"auth_strength": 1},
+        ),
         {},
     ]
 
@@ -313,10 +408,37 @@ def test_conformance_covers_every_effect():
     assert effects == {"permit", "step_up", "deny"}
 
 
-def test_regopy_crashes_on_with_input():
-    """Known regopy 1.5.2 defect: a rule calling any builtin, evaluated under ``with input as``,
-    kills the process with SIGSEGV. That is why the pack's Rego tests (which use ``with``) run on
-    regorus only. If this starts passing, regopy fixed it: run REGO_TESTS on regopy too."""
+def test_regopy_with_input_divergence():
+    """Known regopy 1.5.2 defect: a rule that calls any builtin, evaluated under ``with input as``,
+    fails with an internal error ("shape `rego-localref` has no field `rego-refhead`") instead of
+    a value, and ``str()`` of that failed output segfaults the interpreter. Every Rego unit test
+    uses ``with input as``, so the pack's tests run on regorus only. If this starts failing,
+    regopy fixed it: run REGO_TESTS on regopy too."""
     module = "package probe\nimport rego.v1\nr := count(input.x)\n"
-    proc = _regopy([{}], modules={"probe.rego": module}, data={}, query='data.probe.r with input as {"x": [1]}')
-    assert proc.returncode != 0
+    query = 'data.probe.r with input as {"x": [1, 2]}'
+    engine = regorus.Engine()
+    engine.add_policy("probe.rego", module)
+    engine.set_input({})
+    assert engine.eval_query(query)["result"][0]["expressions"][0]["value"] == 2  # OPA semantics
+    proc = _regopy([{}], modules={"probe.rego": module}, data={}, query=query)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == [None]
+
+
+@pytest.mark.parametrize(
+    ("expression", "opa_value"),
+    [
+        ("min([100, 20])", 20),  # regopy 1.5.2: 100 (string order)
+        ('time.parse_rfc3339_ns("2027-12-31T00:00:00Z")', 1830211200000000000),  # regopy: undefined
+    ],
+)
+def test_regopy_builtin_divergences_the_pack_avoids(expression: str, opa_value: Any):
+    """Builtins regopy 1.5.2 gets wrong; the pack works around them (common.rego, risk.rego,
+    obligations.rego). If one starts matching, the workaround may go."""
+    module = f"package probe\nimport rego.v1\nr := {expression}\n"
+    engine = regorus.Engine()
+    engine.add_policy("probe.rego", module)
+    assert engine.eval_rule("data.probe.r") == opa_value
+    proc = _regopy([{}], modules={"probe.rego": module}, data={}, query="data.probe.r")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) != [opa_value]

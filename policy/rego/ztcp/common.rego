@@ -53,7 +53,10 @@ default registry_rank := -1
 
 registry_rank := object.get(class_rank, datasets[input.resource.dataset].classification, 3)
 
-classification := class_names[max({declared_rank, registry_rank})]
+# No max(): regopy 1.5 orders numbers as strings in min/max/sort (see README, engine notes).
+classification := class_names[declared_rank] if declared_rank >= registry_rank
+
+classification := class_names[registry_rank] if registry_rank > declared_rank
 
 personal if class_rank[classification] >= 2
 
@@ -77,11 +80,15 @@ num(x) := 0 if not is_number(x)
 # RFC 3339 is never passed to time.parse_rfc3339_ns (engines differ: some raise, some go undefined).
 rfc3339_re := `^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`
 
-parse_time(s) := ns if {
+parse_time(s) := time.parse_rfc3339_ns(utc_offset(s)) if {
 	is_string(s)
 	regex.match(rfc3339_re, s)
-	ns := time.parse_rfc3339_ns(s)
 }
+
+# "Z" is written as "+00:00": same instant, and regopy 1.5 cannot parse the "Z" form.
+utc_offset(s) := concat("", [substring(s, 0, count(s) - 1), "+00:00"]) if endswith(upper(s), "Z")
+
+utc_offset(s) := s if not endswith(upper(s), "Z")
 
 now_ns := parse_time(input.context.time)
 

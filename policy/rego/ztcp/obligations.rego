@@ -44,7 +44,13 @@ role_limits := [n |
 	n := cfg.max_rows[input.action][r]
 ]
 
-row_limit := min(role_limits) if count(role_limits) > 0
+# The tightest limit among the subject's roles (no min(): see common.rego).
+row_limit := n if {
+	some n in role_limits
+	every other in role_limits {
+		n <= other
+	}
+}
 
 row_limit := cfg.max_rows[input.action].default if count(role_limits) == 0
 

@@ -39,9 +39,28 @@ factors := [{"name": name, "points": points(name), "detail": detail[name]} |
 
 raw_score := sum([f.points | some f in factors])
 
-score := min([100, max([0, raw_score])])
+# Clamp and band with comparisons, not min()/max(): regopy 1.5 orders numbers as strings there.
+score := 100 if raw_score > 100
 
-level_floor := max({m | some m in cfg.levels; m <= score})
+score := 0 if raw_score < 0
+
+score := raw_score if {
+	raw_score >= 0
+	raw_score <= 100
+}
+
+# The band with the highest floor not above the score.
+reached contains m if {
+	some m in cfg.levels
+	m <= score
+}
+
+level_floor := m if {
+	some m in reached
+	every other in reached {
+		other <= m
+	}
+}
 
 level_names := sort([n | some n; cfg.levels[n] == level_floor])
 
