@@ -31,7 +31,7 @@ from .errors import SiemError
 from .events import KINDS, column_of
 from .rulepack import AlertingRule, RulePack
 from .sources import Source
-from .store import TABLE, EventStore, transaction
+from .store import TABLE, EventStore, paused_gc, transaction
 
 log = logging.getLogger(__name__)
 _ANALYTICS = {a.name: a for a in ANALYTICS}
@@ -101,8 +101,10 @@ class Engine:
             started = time.perf_counter()
             report = RunReport(started_at=_now())
             high = {k: self.store.high_water(k) for k in KINDS}
-            for rule in rules or self.pack.rules:
-                report.rules.append(self._run_rule(rule, high, since, report))
+            # Fetched rows are short-lived tuples; cyclic GC passes over a big heap would dominate.
+            with paused_gc():
+                for rule in rules or self.pack.rules:
+                    report.rules.append(self._run_rule(rule, high, since, report))
             report.seconds = time.perf_counter() - started
         if self.sinks and report.alerts_touched:
             changed = [self.alerts.get(a) for a in sorted(set(report.alerts_touched))]
@@ -187,13 +189,30 @@ class Engine:
         if anchor is None:
             return [], 0
         rows: list[Row] = []
+        lo_ts = anchor - corr.timespan
+        gcols_of = [[column_of(det.kind, mapping.get(g, g)) for g in corr.group_by] for det, mapping in corr.refs]
+        # When every referenced rule must match (temporal without a partial condition), a group can
+        # only qualify if it occurs in all of them: a semi-join keeps e.g. the millions of ordinary
+        # reads out of "read, then unrequested account change" unless that citizen had such a change.
+        need_all = corr.type.startswith("temporal") and corr.group_by and len(corr.refs) > 1 and (
+            corr.op is None or (corr.op == "gte" and corr.count == len(corr.refs)))
         for slot, (det, mapping) in enumerate(corr.refs):
-            gcols = [column_of(det.kind, mapping.get(g, g)) for g in corr.group_by]
+            gcols = gcols_of[slot]
             vcol = column_of(det.kind, mapping.get(corr.fieldref, corr.fieldref)) if corr.fieldref else None
             sel = ", ".join(["ts", "event_id"] + [f'"{c}"' for c in gcols] + ([f'"{vcol}"'] if vcol else []))
-            sql = (f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND rid <= ? AND ({det.predicate})")
+            sql = f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND rid <= ? AND ({det.predicate})"
+            args: list[Any] = [lo_ts, high[det.kind]]
+            if need_all:
+                for other, (odet, _) in enumerate(corr.refs):
+                    if other == slot:
+                        continue
+                    mine = ", ".join(f'"{c}"' for c in gcols)
+                    theirs = ", ".join(f'"{c}"' for c in gcols_of[other])
+                    sql += (f" AND ({mine}) IN (SELECT {theirs} FROM {TABLE[odet.kind]} WHERE ts >= ? AND "
+                            f"rid <= ? AND ({odet.predicate}))")
+                    args += [lo_ts, high[odet.kind]]
             ng = len(gcols)
-            for rec in self._query(rule, sql, (anchor - corr.timespan, high[det.kind])):
+            for rec in self._query(rule, sql, tuple(args)):
                 rows.append(Row(rec[0], slot, rec[1], tuple(rec[2:2 + ng]), rec[2 + ng] if vcol else None))
         hits = evaluate(corr.type, corr.timespan, len(corr.refs), corr.op, corr.count, rows,
                         corr.group_by, anchor)

@@ -8,6 +8,7 @@ event id) is a no-op, so a source can safely replay after a crash.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,18 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-65536")
     return conn
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Building hundreds of thousands of small dicts/tuples triggers repeated full GC passes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextmanager
@@ -104,7 +117,8 @@ class EventStore:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for kind, event in batch:
             by_kind.setdefault(kind, []).append(event)
-        prepared = {kind: self.rows(kind, evs, check=check, where=where) for kind, evs in by_kind.items()}
+        with paused_gc():
+            prepared = {kind: self.rows(kind, evs, check=check, where=where) for kind, evs in by_kind.items()}
         added = 0
         with transaction(self.conn):
             for kind, rows in prepared.items():
