@@ -130,8 +130,8 @@ def to_prov_json(trace: Trace) -> dict[str, Any]:
         for src in e.derived_from:
             rel("wasInformedBy", {"prov:informed": act, "prov:informant": f"ztcp:event/{src}"})
     # PROV-JSON has no null: drop absent attributes.
-    return {
-        k: {i: {a: b for a, b in attrs.items() if b is not None} for i, attrs in v.items()}
-        for k, v in doc.items()
-        if v
-    }
+    out: dict[str, Any] = {"prefix": doc.pop("prefix")}
+    for k, v in doc.items():
+        if v:
+            out[k] = {i: {a: b for a, b in attrs.items() if b is not None} for i, attrs in v.items()}
+    return out

@@ -1,0 +1,260 @@
+"""`ztcp audit …`: the auditor's tools over the provenance ledger (DESIGN §10, issue 4).
+
+``trace`` and ``export`` read a citizen's history, so they need an operator token with role
+``auditor`` (``ZTCP_TOKEN`` or ``--token @FILE``) and are themselves recorded (``audit.trace`` /
+``audit.export`` naming the auditor) *before* anything is shown: an unrecordable query is refused.
+``verify`` and ``checkpoint`` only touch hashes and signatures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import provenance
+from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
+from cli.settings import Settings, load_settings
+from provenance import reports
+from provenance.export import to_openlineage, to_prov_json
+from provenance.trace import Trace, trace_citizen
+from provenance.verify import verify_ledger
+
+LEDGER_FILE = "provenance.db"
+DEFAULT_ORIGIN = "ztcp.local/provenance"
+AUDITOR_ROLE = "auditor"
+
+
+def ledger_from_settings(settings: Settings, keys: object | None = None) -> provenance.Ledger:
+    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key."""
+    if keys is None:
+        from cli.bootstrap import system_keys
+
+        keys = system_keys(settings)
+    origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
+    return provenance.Ledger(settings.ensure_home() / LEDGER_FILE, keys.checkpoint_signing, origin)  # type: ignore[attr-defined]
+
+
+def _when(value: str | None, tz: str, *, end: bool) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            t = datetime.combine(d, time.min)
+            if end:  # --until 2026-03-31 includes that whole day
+                t = datetime.combine(date.fromordinal(d.toordinal() + 1), time.min)
+        else:
+            t = datetime.fromisoformat(value)
+    except ValueError:
+        raise CliFailure(f"{'--until' if end else '--since'} must be an ISO date or date-time") from None
+    return t if t.tzinfo else t.replace(tzinfo=ZoneInfo(tz))
+
+
+def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str | None) -> str:
+    if bool(national_id) == bool(ref):
+        raise CliFailure("give exactly one of --national-id or --citizen-ref")
+    if ref:
+        import re
+
+        from provenance.citizen_ref import CITIZEN_REF_PATTERN
+
+        if not re.fullmatch(CITIZEN_REF_PATTERN, ref):
+            raise CliFailure("--citizen-ref must be cr_ followed by 52 base32 characters")
+        return ref
+    if national_id == "-":
+        national_id = sys.stdin.readline()
+    return provenance.citizen_ref(national_id or "", keys.blind_index)  # type: ignore[attr-defined]
+
+
+def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str, query: str) -> None:
+    ev = provenance.ProvenanceEvent(
+        type=kind,
+        actor={"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
+        via={"system": "ztcp-cli", "channel": "cli"},
+        citizen_ref=ref,
+        query=query,
+    )
+    provenance.Recorder(ledger).record(ev)  # raises LedgerUnavailable → exit 2, nothing shown
+
+
+def _write(data: bytes, output: str | None) -> None:
+    if output:
+        # Reports describe who read a citizen's data: private to the auditor (0600 from creation).
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        click.echo(f"wrote {output} ({len(data)} bytes)", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _table(trace: Trace) -> None:
+    console = Console()
+    c = trace.counts()
+    title = f"{trace.citizen_ref}: {c['events']} events, {c['verified']} verified"
+    if trace.checkpoint:
+        title += f" against checkpoint {trace.checkpoint.size}"
+    table = Table(title=title, show_lines=False)
+    for col in reports.COLUMNS:
+        table.add_column(col, overflow="fold")
+    for r in reports.rows(trace):
+        style = None if r["proof"] == "verified" else "bold red" if r["proof"] == "NOT VERIFIED" else "yellow"
+        table.add_row(*(str(r[col]) for col in reports.COLUMNS), style=style)
+    console.print(table)
+    if trace.lineage:
+        lt = Table(title="lineage of disclosures")
+        for col in ("disclosure", "derived from", "source seq", "recipient"):
+            lt.add_column(col)
+        for li in trace.lineage:
+            lt.add_row(li.disclosure_id, li.source_id, "missing" if li.source_seq is None else str(li.source_seq),
+                       li.recipient)
+        console.print(lt)
+
+
+def _traced(settings: Settings, token: str | None, kind: str, national_id: str | None, citizen_ref: str | None,
+            since: str | None, until: str | None, what: str) -> tuple[Trace, provenance.Ledger]:
+    from cli.bootstrap import system_keys
+    from cli.operator import current_operator
+
+    operator = current_operator(settings, token, AUDITOR_ROLE)
+    keys = system_keys(settings)
+    ref = _citizen(settings, keys, national_id, citizen_ref)
+    lo, hi = _when(since, settings.timezone, end=False), _when(until, settings.timezone, end=True)
+    ledger = ledger_from_settings(settings, keys)
+    _record_query(ledger, kind, operator, ref, f"{what} since={since or '-'} until={until or '-'}")
+    cp = ledger.checkpoint()  # sign the tree now so every event, this query included, is provable
+    return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id), ledger  # type: ignore[attr-defined]
+
+
+@click.group("audit")
+def command() -> None:
+    """Trace a citizen's data-access history, verify the ledger, publish checkpoints, export lineage."""
+
+
+_token = click.option("--token", default=None, help="operator token (@FILE or - for stdin; default ZTCP_TOKEN)")
+_who = [
+    click.option("--national-id", default=None, help="the citizen's national ID (- reads it from stdin)"),
+    click.option("--citizen-ref", default=None, help="the citizen reference (cr_…) instead of the ID"),
+    click.option("--since", default=None, help="from this ISO date/date-time (local time zone if none)"),
+    click.option("--until", default=None, help="up to this ISO date (inclusive) or date-time (exclusive)"),
+]
+
+
+def _apply(opts):  # noqa: ANN001, ANN202
+    def deco(f):  # noqa: ANN001, ANN202
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+@command.command("trace")
+@_apply(_who)
+@click.option("--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", default=None, help="write the report to FILE (needed for pdf on a terminal)")
+@click.option("--json", "as_json", is_flag=True, help="shorthand for --format json")
+@_token
+@handle_errors
+def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -> None:  # noqa: ANN001, PLR0913
+    """A citizen's whole history with each event's inclusion proof checked against the signed checkpoint.
+
+    Exit 3 if any event cannot be proven included in the signed ledger.
+    """
+    settings = load_settings()
+    fmt = "json" if as_json else fmt
+    if fmt == "pdf" and not output and sys.stdout.isatty():
+        raise CliFailure("a PDF report needs -o FILE")
+    tr, ledger = _traced(settings, token, "audit.trace", national_id, citizen_ref, since, until, f"trace {fmt}")
+    try:
+        if fmt == "table" and not output:
+            _table(tr)
+        else:
+            _write(reports.render(tr, fmt), output)
+    finally:
+        ledger.close()
+    if not tr.all_verified:
+        bad = [t.seq for t in tr.events if t.verified is False]
+        raise CliFailure(f"{len(bad)} event(s) failed their inclusion proof (first seq {bad[0]}); "
+                         "run `ztcp audit verify`", EXIT_INTEGRITY) if bad else CliFailure(
+            "some events are not covered by a signed checkpoint", EXIT_INTEGRITY)
+
+
+@command.command("verify")
+@click.option("--full", is_flag=True, help="also re-validate and re-canonicalise every stored event")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+@handle_errors
+def verify(full: bool, as_json: bool) -> None:
+    """Recompute the Merkle tree from every event, check every checkpoint signature and their consistency.
+
+    Exit 0 if intact; exit 3 naming the first bad sequence number and what is wrong.
+    """
+    settings = load_settings()
+    ledger = ledger_from_settings(settings)
+    try:
+        show = sys.stderr.isatty() and not as_json
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), disable=not show) as progress:
+            task = progress.add_task("verify", total=ledger.size)
+            try:
+                report = verify_ledger(ledger, full=full, progress=lambda done, total: progress.update(task,
+                                                                                                        completed=done))
+            except provenance.IntegrityError as exc:
+                if as_json:
+                    click.echo(orjson.dumps({"ok": False, "seq": exc.seq, "kind": exc.kind, "error": str(exc)}))
+                raise CliFailure(f"ledger integrity failure ({exc.kind}) at seq {exc.seq}: {exc}"
+                                 if exc.seq is not None else f"ledger integrity failure ({exc.kind}): {exc}",
+                                 EXIT_INTEGRITY) from None
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict()))
+    else:
+        click.echo(f"ok: {report.size} events, {report.checkpoints} checkpoints verified "
+                   f"(latest signs {report.latest_checkpoint_size}; {report.unsigned_tail} newer events not yet signed)")
+
+
+@command.command("checkpoint")
+@click.option("--json", "as_json", is_flag=True, help="checkpoint fields and the verifier key as JSON")
+@handle_errors
+def checkpoint(as_json: bool) -> None:
+    """Sign the current tree if it grew, and print the latest signed checkpoint (C2SP signed note)."""
+    settings = load_settings()
+    ledger = ledger_from_settings(settings)
+    try:
+        cp = ledger.checkpoint()
+        vkey = ledger.signer.verifier_key
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(orjson.dumps({"origin": cp.checkpoint.origin, "size": cp.size, "root": cp.root.hex(),
+                                 "time": cp.time.isoformat(), "note": cp.note, "verifier_key": vkey}))
+    else:
+        click.echo(cp.note, nl=False)
+
+
+@command.command("export")
+@click.option("--format", "fmt", type=click.Choice(["openlineage", "prov-json"]), required=True)
+@_apply(_who)
+@click.option("-o", "--output", default=None, help="write to FILE instead of standard output")
+@_token
+@handle_errors
+def export(fmt, national_id, citizen_ref, since, until, output, token) -> None:  # noqa: ANN001, PLR0913
+    """Export a citizen's lineage as OpenLineage run events (JSON lines) or W3C PROV-JSON."""
+    settings = load_settings()
+    tr, ledger = _traced(settings, token, "audit.export", national_id, citizen_ref, since, until, f"export {fmt}")
+    ledger.close()
+    if fmt == "openlineage":
+        data = b"".join(orjson.dumps(e) + b"\n" for e in to_openlineage(tr))
+    else:
+        data = orjson.dumps(to_prov_json(tr), option=orjson.OPT_INDENT_2)
+    _write(data, output)
