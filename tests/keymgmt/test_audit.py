@@ -1,0 +1,52 @@
+"""The key audit store the SIEM reads incrementally."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from keymgmt import KeyAuditEvent, KeyAuditLog
+
+
+def test_record_and_iter_since(tmp_path: Path) -> None:
+    log = KeyAuditLog(tmp_path / "keyaudit.db")
+    assert (tmp_path / "keyaudit.db").stat().st_mode & 0o777 == 0o600
+    a = log.record(type="key.create", actor="os:alice", key_name="kek", key_version=1)
+    log.record(KeyAuditEvent(type="key.decrypt_refused", actor="staff-1", dataset="ds", count=1,
+                             reason="expired", decision_id="d-1"))
+    got = list(log.iter_since(0))
+    assert [s for s, _ in got] == [1, 2]
+    assert got[0][1] == a
+    assert got[1][1].reason == "expired" and got[1][1].decision_id == "d-1"
+    assert [e.type for _, e in log.iter_since(1)] == ["key.decrypt_refused"]
+    assert list(log.iter_since(2)) == []
+    assert len(list(log.iter_since(0, limit=1))) == 1
+    cols = [r[1] for r in sqlite3.connect(tmp_path / "keyaudit.db").execute("PRAGMA table_info(key_audit)")]
+    assert cols == ["seq", "event_id", "time", "type", "actor", "key_name", "key_version", "dataset", "count",
+                    "reason", "decision_id"]
+
+
+def test_unknown_type_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        KeyAuditLog(tmp_path / "a.db").record(type="key.steal", actor="x")
+
+
+def test_concurrent_writers_get_distinct_ordered_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "keyaudit.db"
+    logs = [KeyAuditLog(path) for _ in range(4)]
+
+    def work(log: KeyAuditLog) -> None:
+        for _ in range(50):
+            log.record(type="key.rotate", actor="t", key_name="k")
+
+    threads = [threading.Thread(target=work, args=(lg,)) for lg in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = [s for s, _ in KeyAuditLog(path).iter_since(0)]
+    assert seqs == list(range(1, 201))
