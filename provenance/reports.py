@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import orjson
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from provenance.trace import Trace
 
@@ -84,11 +85,12 @@ def to_csv(trace: Trace) -> str:
     return buf.getvalue()
 
 
-_env = Environment(loader=PackageLoader("provenance", "templates"), autoescape=select_autoescape(["html", "j2"]))
+# The template sits beside this module (package data "*.j2"), so wheels and editable installs agree.
+_env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(["html", "j2"]))
 
 
 def to_html(trace: Trace) -> str:
-    return _env.get_template("trace.html.j2").render(t=trace, c=trace.counts(), rows=rows(trace), headers=COLUMNS)
+    return _env.get_template("trace_report.html.j2").render(t=trace, c=trace.counts(), rows=rows(trace), headers=COLUMNS)
 
 
 def to_pdf(trace: Trace) -> bytes:
