@@ -74,9 +74,11 @@ def elastic_pipeline(config: SiemConfig) -> ProcessingPipeline:
     for kind in KINDS:
         mapping = {TIME_FIELD[kind]: "@timestamp"}
         mapping.update({c.field: f"ztcp.{c.field}" for c in FIELDS[kind] if c.derived})
-        cond = [LogsourceCondition(product="ztcp", service=SERVICE_OF_KIND[kind])]
+        def cond(kind: str = kind) -> list[LogsourceCondition]:  # one instance per item (pySigma binds it)
+            return [LogsourceCondition(product="ztcp", service=SERVICE_OF_KIND[kind])]
+
         items.append(ProcessingItem(FieldMappingTransformation(mapping), identifier=f"ztcp_es_{kind}",
-                                    rule_conditions=cond))
+                                    rule_conditions=cond()))
         items.append(ProcessingItem(SetStateTransformation("index", ES_INDEX[kind]),
-                                    identifier=f"ztcp_es_index_{kind}", rule_conditions=cond))
+                                    identifier=f"ztcp_es_index_{kind}", rule_conditions=cond()))
     return ProcessingPipeline(name="ztcp-elastic", priority=20, items=items, vars=config.placeholder_vars())

@@ -1,0 +1,270 @@
+"""`ztcp siem …`: list and test the Sigma pack, run it, triage alerts, export to Elasticsearch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli.errors import EXIT_INPUT, CliFailure, handle_errors
+from cli.settings import Settings, load_settings
+from siem_rules import (
+    ElasticAlertSink,
+    Engine,
+    JsonlSource,
+    RulePack,
+    Scheduler,
+    SiemError,
+    Source,
+    connect,
+    load_config,
+)
+from siem_rules.alerts import STATUSES
+from siem_rules.export import TARGETS, export
+from siem_rules.fixtures import run_fixtures
+from siem_rules.rulepack import parse_duration
+
+DB_NAME = "siem.db"
+CONFIG_NAME = "siem.yml"
+
+
+# ---- composition (also used by `ztcp serve`) ----------------------------------------------------
+
+
+def siem_pack(settings: Settings, config_path: Path | None = None) -> RulePack:
+    path = config_path or settings.ensure_home() / CONFIG_NAME
+    if config_path is not None and not config_path.exists():
+        raise CliFailure(f"no such config file: {config_path}", EXIT_INPUT)
+    return RulePack(load_config(path, timezone=settings.timezone))
+
+
+def alert_sinks(settings: Settings) -> list[Any]:
+    if not settings.es_url:
+        return []
+    from elasticsearch import Elasticsearch
+
+    api_key = settings.es_api_key.get_secret_value() if settings.es_api_key else None
+    return [ElasticAlertSink(Elasticsearch(settings.es_url, api_key=api_key))]
+
+
+def make_engine(settings: Settings, config_path: Path | None = None) -> Engine:
+    """The engine over ``ZTCP_HOME/siem.db`` with lists from ``ZTCP_HOME/siem.yml`` (if present)."""
+    conn = connect(settings.ensure_home() / DB_NAME)
+    return Engine(conn, siem_pack(settings, config_path), sinks=alert_sinks(settings))
+
+
+def live_sources(settings: Settings) -> list[Source]:
+    """Adapters for the live stores (decision log, provenance ledger, key and policy audit).
+
+    Each is a ``siem_rules.CallableSource(name, kind, fetch)`` around that store's "events after
+    cursor" query; the composition root adds them here as the stores land.
+    """
+    return []
+
+
+def make_scheduler(settings: Settings | None = None, interval: float = 60.0,
+                   sources: list[Source] | None = None) -> Scheduler:
+    """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
+    settings = settings or load_settings()
+    srcs = live_sources(settings) if sources is None else sources
+    return Scheduler(lambda: make_engine(settings), srcs, interval)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliFailure(f"--since: expected RFC 3339 time or a duration like 24h, got {text!r}") from None
+    if dt.tzinfo is None:
+        raise CliFailure("--since: the time needs a UTC offset (e.g. 2026-03-04T00:00:00+08:00)")
+    return dt
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+def _alerts_table(alerts: list[Any]) -> Table:
+    table = Table(title=f"{len(alerts)} alert(s)")
+    for col in ("id", "level", "rule", "group", "first seen", "last seen", "events", "status"):
+        table.add_column(col)
+    for a in alerts:
+        group = ", ".join(f"{k}={v}" for k, v in a.group_keys.items()) or "-"
+        table.add_row(a.alert_id, a.level, a.rule_name, group, a.first_seen[:19], a.last_seen[:19],
+                      str(a.event_count), a.status)
+    return table
+
+
+def _dump(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+@click.group(name="siem")
+def command() -> None:
+    """Detection rules (Sigma) over decisions, provenance, key and policy events; alerts."""
+
+
+config_option = click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                             help="SIEM lists/config YAML (default: $ZTCP_HOME/siem.yml if present)")
+
+
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print rules as JSON")
+@config_option
+@handle_errors
+def list_rules(as_json: bool, config_path: Path | None) -> None:
+    """List the rules with their level, type and logsource."""
+    pack = siem_pack(load_settings(), config_path)
+    rows = [{"name": r.name, "id": r.id, "title": r.title, "level": r.level, "type": r.rule_type,
+             "logsource": [f"ztcp/{s}" for s in r.logsource], "tags": r.tags} for r in pack.rules]
+    if as_json:
+        _dump(rows)
+        return
+    table = Table(title=f"{len(rows)} rules")
+    for col in ("name", "level", "type", "logsource", "title"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["level"], r["type"], ", ".join(r["logsource"]), r["title"])
+    _console().print(table)
+
+
+@command.command("test")
+@click.argument("rule", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print case results as JSON")
+@config_option
+@handle_errors
+def test_rules(rule: str | None, as_json: bool, config_path: Path | None) -> None:
+    """Run each rule's fixtures: `match` cases must alert, `nomatch` must not (exit 1 on failure)."""
+    pack = siem_pack(load_settings(), config_path)
+    rules = [pack.find(rule)] if rule else None
+    results = run_fixtures(pack, rules)
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        _dump([r.__dict__ for r in results])
+    else:
+        for r in results:
+            mark = "PASS" if r.passed else "FAIL"
+            click.echo(f"{mark}  {r.rule}  [{r.expectation}] {r.name}" + (f"  — {r.detail}" if r.detail else ""))
+        click.echo(f"{len(results) - len(failed)}/{len(results)} fixture cases passed")
+    if failed:
+        sys.exit(1)
+
+
+@command.command("run")
+@click.option("--since", help="re-evaluate events from this time (RFC 3339) or this long ago (24h, 7d)")
+@click.option("--events", "events_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help='JSONL file, one {"kind": "decision"|"provenance"|"key"|"policy", ...event} per line')
+@click.option("--json", "as_json", is_flag=True, help="print the alerts raised or extended by this run")
+@config_option
+@handle_errors
+def run(since: str | None, events_file: Path | None, as_json: bool, config_path: Path | None) -> None:
+    """Ingest new events and evaluate the pack incrementally (per-rule watermarks)."""
+    settings = load_settings()
+    since_dt = _parse_since(since)
+    engine = make_engine(settings, config_path)
+    try:
+        sources: list[Source] = [JsonlSource(events_file)] if events_file else live_sources(settings)
+        ingested = engine.ingest(sources)
+        report = engine.run(since=since_dt)
+        alerts = [engine.alerts.get(a) for a in sorted(set(report.alerts_touched))]
+    finally:
+        engine.conn.close()
+    if as_json:
+        _dump([a.model_dump() for a in alerts])
+        return
+    console = _console()
+    console.print(f"ingested {ingested} event(s); ran {len(report.rules)} rule(s) in {report.seconds:.2f}s")
+    if alerts:
+        console.print(_alerts_table(alerts))
+    else:
+        console.print("no new alerts")
+
+
+@command.command("alerts")
+@click.option("--status", type=click.Choice(STATUSES), help="only alerts with this status")
+@click.option("--rule", "rule_key", help="only alerts of this rule (name or id)")
+@click.option("--limit", type=int, help="at most this many")
+@click.option("--json", "as_json", is_flag=True, help="print alerts as JSON (with evidence event ids)")
+@config_option
+@handle_errors
+def alerts(status: str | None, rule_key: str | None, limit: int | None, as_json: bool,
+           config_path: Path | None) -> None:
+    """List alerts."""
+    engine = make_engine(load_settings(), config_path)
+    try:
+        rule_id = engine.pack.find(rule_key).id if rule_key else None
+        found = engine.alerts.list(status=status, rule_id=rule_id, limit=limit)
+    finally:
+        engine.conn.close()
+    if as_json:
+        _dump([a.model_dump() for a in found])
+    else:
+        _console().print(_alerts_table(found))
+
+
+@command.command("ack")
+@click.argument("alert_id")
+@click.option("--close", is_flag=True, help="close the alert instead of acknowledging it")
+@click.option("--reopen", is_flag=True, help="set the alert back to open")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
+    """Acknowledge (or --close / --reopen) an alert. New evidence keeps extending acknowledged alerts;
+    a closed alert is never extended (a recurrence opens a new one)."""
+    if close and reopen:
+        raise CliFailure("--close and --reopen are exclusive")
+    status = "closed" if close else "open" if reopen else "acknowledged"
+    settings = load_settings()
+    conn = connect(settings.ensure_home() / DB_NAME)
+    try:
+        from siem_rules.alerts import AlertStore
+
+        alert = AlertStore(conn).set_status(alert_id, status)
+        for sink in alert_sinks(settings):
+            try:
+                sink.publish([alert])
+            except (SiemError, OSError) as exc:
+                click.echo(f"ztcp: warning: alert not mirrored to Elasticsearch: {exc}", err=True)
+    finally:
+        conn.close()
+    if as_json:
+        _dump(alert.model_dump())
+    else:
+        click.echo(f"{alert.alert_id} {alert.status}")
+
+
+@command.command("export")
+@click.option("--target", type=click.Choice(TARGETS), required=True, help="query language or Kibana import")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="directory to write into")
+@click.option("--json", "as_json", is_flag=True, help="print the export report as JSON")
+@config_option
+@handle_errors
+def export_cmd(target: str, out_dir: Path, as_json: bool, config_path: Path | None) -> None:
+    """Convert the pack with pySigma's Elasticsearch backends (rules a target cannot express are listed)."""
+    pack = siem_pack(load_settings(), config_path)
+    report = export(pack, target, out_dir)
+    if as_json:
+        _dump(report.as_dict())
+        return
+    click.echo(f"exported {len(report.exported)} rule(s) to {out_dir}")
+    for name, reason in sorted(report.skipped.items()):
+        click.echo(f"  skipped {name}: {reason}")
