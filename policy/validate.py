@@ -173,7 +173,7 @@ def _evaluation_problems(modules: dict[str, str], data: dict[str, Any]) -> list[
             continue
         seen.add(info.package)
         try:
-            engine.eval_query(info.package)
+            engine.eval_query_as_json(info.package)  # JSON: sets of objects do not map to Python sets
         except Exception as exc:
             problems.append(problem_from_engine_error(exc, info.file, modules))
     return problems
