@@ -173,5 +173,7 @@ def test_data_key_defined_twice_names_the_file(base_files):
 
 
 def test_sets_of_objects_do_not_break_the_evaluation_check(base_files):
-    base_files["ztcp/s.rego"] = b'package ztcp.s\n\nimport rego.v1\n\nfactors contains {"name": "a", "points": 1}\n'
+    base_files["ztcp/s.rego"] = (
+        b'package ztcp.s\n\nimport rego.v1\n\nfactors contains {"name": "a", "points": 1}\n'
+    )
     assert validate_files(base_files) == []
