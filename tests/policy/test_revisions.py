@@ -355,3 +355,31 @@ def test_kill_9_mid_lifecycle_leaves_a_consistent_store(tmp_path, base_files, si
             assert pack.digest == s.get(state.active).digest
             events = [e.type for e in s.iter_since(None)]
             assert events.count("policy.publish") + events.count("policy.rollback") >= 2
+
+
+def test_rollback_restores_the_previous_decisions(published, signing_key, base_files):
+    """Decisions evaluated from the active bundle after rollback equal those before the change."""
+    from policy.engine import new_engine
+
+    inputs = [
+        {"action": a, "resource": {"fields": ["name"]}, "signals": {"recent_denies_1h": n}}
+        for a in ("read", "search", "export")
+        for n in range(7)
+    ]
+
+    def decisions() -> list[dict]:
+        pack = verify_bundle(published.active().bundle, [signing_key.public_key()])
+        engine = new_engine(pack, include_tests=False)
+        out = []
+        for doc in inputs:
+            engine.set_input(doc)
+            out.append(engine.eval_rule("data.ztcp.authz.decision"))
+        return out
+
+    before = decisions()
+    published.approve("r2", approver="bob")
+    published.publish("r2", actor="alice", signer=signing_key)
+    during = decisions()
+    assert during != before  # deny threshold 60 changes some outcomes
+    published.rollback(actor="carol")
+    assert decisions() == before
