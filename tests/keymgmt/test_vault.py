@@ -203,3 +203,24 @@ def test_vault_down_fails_closed_and_recovers(tmp_path: Path, kit, decision_key,
     # 3. Nothing listens any more: connection refused.
     with pytest.raises(ProviderUnavailable, match="unavailable"):
         VaultProvider(bao.addr, token=bao.token, retries=1, backoff=0.01).info("kek")
+
+
+@pytest.mark.slow
+def test_tls_and_namespace(tmp_path: Path, kit) -> None:
+    bao = kit.start_bao(tmp_path, tls=True)
+    try:
+        root = bao.client()
+        root.sys.create_namespace("bureau")
+        bao.client(namespace="bureau").sys.enable_secrets_engine("transit", path="transit")
+        p = VaultProvider(bao.addr, token=bao.token, namespace="bureau", verify=str(bao.ca))
+        p.create("kek", "aes256-gcm96")
+        dek, w = p.generate_datakey("kek")
+        assert p.unwrap("kek", w) == dek
+        # Outside the namespace the key does not exist.
+        root.sys.enable_secrets_engine("transit", path="transit")
+        assert not VaultProvider(bao.addr, token=bao.token, verify=str(bao.ca)).exists("kek")
+        # A server certificate we cannot verify is never trusted: fail closed.
+        with pytest.raises(ProviderUnavailable, match="SSLError|failing closed"):
+            VaultProvider(bao.addr, token=bao.token, namespace="bureau", retries=0).info("kek")
+    finally:
+        bao.stop()
