@@ -270,7 +270,7 @@ def _print_report(report: Any) -> None:
 
 
 @command.command("simulate")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", metavar="DIR|REV", type=click.Path(path_type=Path))
 @click.option("--since", type=DURATION, help="replay decisions from this long ago (e.g. 24h)")
 @click.option("--last", type=click.IntRange(min=1), help="replay the last N decisions")
 @click.option("--fail-on-change", is_flag=True, help="exit 1 when any decision would change")
@@ -289,7 +289,8 @@ def simulate_cmd(
     as_json: bool,
     token,
 ) -> None:
-    """Replay logged decisions (inputs and signals as at decision time) against a candidate pack.
+    """Replay logged decisions (inputs and signals as at decision time) against a candidate pack
+    (a working directory or a stored revision).
 
     Reports effect transitions (permit→deny, …), the top changed reasons, sample decision ids and
     risk level moves. Deterministic. Default window: the last 24h.
@@ -298,12 +299,16 @@ def simulate_cmd(
         fail("give --since or --last, not both")
     settings = load_settings()
     _officer(settings, token)
-    problems = validate_dir(directory)
-    if problems:
-        for p in problems:
-            click.echo(f"{_shown(directory, p.file)}:{p.line}:{p.col}: {p.message}", err=True)
-        fail(f"{directory}: the candidate has {len(problems)} problem(s); fix them before simulating")
-    pack = load_pack(directory)
+    if directory.is_dir():
+        problems = validate_dir(directory)
+        if problems:
+            for p in problems:
+                click.echo(f"{_shown(directory, p.file)}:{p.line}:{p.col}: {p.message}", err=True)
+            fail(f"{directory}: the candidate has {len(problems)} problem(s); fix them before simulating")
+        pack = load_pack(directory)
+    else:  # a stored revision (r3, a digest prefix, shadow …)
+        with _store(settings) as store:
+            pack = store.pack(str(directory))
 
     from cli.runtime import Runtime
 

@@ -691,6 +691,8 @@ class RevisionStore:
                 current_row = self._row(db, current)
                 db.execute("UPDATE revisions SET status = 'rolled_back' WHERE id = ?", (current,))
                 db.execute("UPDATE revisions SET status = 'published' WHERE id = ?", (target_row["id"],))
+                if self._slot(db, "shadow") == target_row["id"]:
+                    self._set_slot(db, "shadow", None, "promote", actor)
                 self._set_slot(db, "active", target_row["id"], "rollback", actor)
                 self._event(
                     db,

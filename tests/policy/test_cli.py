@@ -260,6 +260,10 @@ def test_simulate_against_the_decision_log(runner, make_pack, base_files, office
     )
     assert gate.exit_code == 1
     assert "step_up → deny" in gate.output and "dec-0004" in gate.output
+    assert run(runner, "propose", str(candidate), "-m", "deny at 50", token=officers["bob"]).exit_code == 0
+    by_revision = run(runner, "simulate", "r1", "--last", "70", "--json", token=officers["alice"])
+    assert json.loads(by_revision.output)["transitions"] == report["transitions"]
+    assert json.loads(by_revision.output)["candidate"]["revision"] == "r1"
     same = run(
         runner, "simulate", str(make_pack()), "--last", "5", "--fail-on-change", token=officers["alice"]
     )

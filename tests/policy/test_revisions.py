@@ -383,3 +383,13 @@ def test_rollback_restores_the_previous_decisions(published, signing_key, base_f
     assert during != before  # deny threshold 60 changes some outcomes
     published.rollback(actor="carol")
     assert decisions() == before
+
+
+def test_rollback_to_a_revision_in_shadow_clears_the_shadow_slot(published, signing_key):
+    published.approve("r2", approver="bob")
+    published.publish("r2", actor="alice", signer=signing_key)
+    published.publish("r1", actor="alice", signer=signing_key, shadow=True)
+    assert published.state().shadow == "r1"
+    published.rollback("r1", actor="carol")
+    state = published.state()
+    assert (state.active, state.shadow) == ("r1", None)
