@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import EventError
 
@@ -35,6 +35,15 @@ def _check_ref(value: str | None) -> str | None:
         # Never echo the value: it may be exactly the raw identifier we refuse to store.
         raise ValueError("citizen_ref must be a reference 'cr_…' (raw identifiers are refused)")
     return value
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be RFC 3339 text with a UTC offset")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 class _Open(BaseModel):
@@ -144,7 +153,7 @@ class Bundles(_Open):
 
 class DecisionEvent(_Open):
     decision_id: str
-    timestamp: datetime
+    timestamp: Rfc3339
     path: str | None = None
     input: DecisionInput
     result: DecisionResult
@@ -170,7 +179,7 @@ class Purpose(_Open):
 
 class ProvenanceEvent(_Open):
     event_id: str
-    time: datetime
+    time: Rfc3339
     type: str = Field(pattern=r"^(pii\.(read|search|export|disclose|update|denied)|audit\.[a-z_.]+)$")
     actor: str
     via: Via = Field(default_factory=Via)
@@ -199,7 +208,7 @@ class ProvenanceEvent(_Open):
 
 class KeyEvent(_Open):
     event_id: str
-    time: datetime
+    time: Rfc3339
     type: Literal[
         "key.create", "key.rotate", "key.rewrap", "key.retire", "key.decrypt",
         "key.decrypt_refused", "key.bulk_decrypt", "key.reencrypt",
@@ -217,7 +226,7 @@ class KeyEvent(_Open):
 
 class PolicyEvent(_Open):
     event_id: str
-    time: datetime
+    time: Rfc3339
     type: Literal[
         "policy.propose", "policy.approve", "policy.publish", "policy.emergency_publish",
         "policy.rollback", "policy.refused", "audit.verify_failed",
