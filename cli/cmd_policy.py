@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from cli.durations import DURATION
-from cli.errors import EXIT_INPUT, fail, handle_errors
+from cli.errors import EXIT_INPUT, fail, handle_errors, stdout_is_tty
 from cli.settings import Settings, load_settings
 from policy import (
     DEFAULT_PACK_DIR,
@@ -269,6 +269,27 @@ def _print_report(report: Any) -> None:
     )
 
 
+def _run_simulation(
+    pack: PolicyPack, entries: list, engine: Any, samples: int, *, show_progress: bool
+) -> Any:
+    def evaluate(_pack: PolicyPack, doc: dict) -> dict:
+        return engine.evaluate(doc)
+
+    if not show_progress:
+        return simulate(pack, entries, evaluate, samples=samples)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("replaying decisions", total=len(entries))
+        return simulate(
+            pack,
+            entries,
+            evaluate,
+            samples=samples,
+            progress=lambda done, _t: bar.update(task, completed=done),
+        )
+
+
 @command.command("simulate")
 @click.argument("directory", metavar="DIR|REV", type=click.Path(path_type=Path))
 @click.option("--since", type=DURATION, help="replay decisions from this long ago (e.g. 24h)")
@@ -321,7 +342,9 @@ def simulate_cmd(
         entries = dlog.entries(last=last) if last else dlog.entries(since=time.time() - (since or 86400))
         # The PDP's own engine (same kind, same bureau data) so replay matches production.
         engine = runtime.build_active(pack, revision="candidate").engine
-        report = simulate(pack, entries, lambda _pack, doc: engine.evaluate(doc), samples=samples)
+        report = _run_simulation(
+            pack, entries, engine, samples, show_progress=not as_json and stdout_is_tty()
+        )
     finally:
         runtime.close()
     if as_json:

@@ -146,8 +146,12 @@ def simulate(
     *,
     samples: int = 5,
     top: int = 10,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimulationReport:
-    """Replay ``entries`` (decision-log dicts) against ``pack`` and summarise the differences."""
+    """Replay ``entries`` (decision-log dicts) against ``pack`` and summarise the differences.
+
+    ``progress(done, total)`` is called every 100 entries and at the end (for a progress bar).
+    """
     if evaluate is None:
         raise SimulationError("no evaluator: simulation needs the decision engine")
     ordered = sorted(entries, key=_sort_key)
@@ -165,7 +169,9 @@ def simulate(
     deltas: list[float] = []
     first = last = None
 
-    for entry in ordered:
+    for done, entry in enumerate(ordered, start=1):
+        if progress is not None and done % 100 == 0:
+            progress(done, total)
         decision_id = str(entry.get("decision_id") or "")
         logged_input = entry.get("input")
         before = entry.get("result")
@@ -212,6 +218,8 @@ def simulate(
         else:
             unchanged += 1
 
+    if progress is not None:
+        progress(total, total)
     replayed = total - skipped
     if total and replayed == 0:
         raise SimulationError(f"none of the {total} log entries has a replayable input and result")

@@ -173,3 +173,11 @@ def test_opa_style_bundle_names_for_baseline(log, base_files):
     for entry in log:
         entry["bundles"] = {"revision": "r9"}
     assert simulate(pack_from_files(base_files), log, regorus_evaluator()).baseline_revisions == {"r9": 19}
+
+
+def test_progress_callback(log, base_files):
+    seen = []
+    simulate(
+        pack_from_files(base_files), log * 12, regorus_evaluator(), progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(100, 228), (200, 228), (228, 228)]
