@@ -61,11 +61,9 @@ def build_provider(settings: Settings) -> keymgmt.KeyProvider:
             verify=False if skip else (str(cacert) if cacert else True),
             client_cert=(str(client_cert), str(client_key)) if client_cert and client_key else None,
         )
-    home = settings.ensure_home()
-    master = keymgmt.load_master_key(
-        home, settings.master_key.get_secret_value() if settings.master_key else None
+    return keymgmt.open_local_keyring(
+        settings.ensure_home(), settings.master_key.get_secret_value() if settings.master_key else None
     )
-    return keymgmt.LocalKeyring.open(keymgmt.default_keyring_path(home), master)
 
 
 def _audit(settings: Settings) -> keymgmt.KeyAuditLog:

@@ -40,6 +40,7 @@ from keymgmt.keyring import (
     LocalKeyring,
     default_keyring_path,
     load_master_key,
+    open_local_keyring,
 )
 from keymgmt.masking import apply_masks, mask_value
 from keymgmt.provider import KeyProvider
@@ -93,6 +94,7 @@ __all__ = [
     "make_engine",
     "mask_value",
     "normalise",
+    "open_local_keyring",
     "parse_ciphertext",
     "reencrypt",
     "registered_specs",

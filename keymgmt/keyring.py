@@ -483,3 +483,8 @@ def parse_wrapped(wrapped: str) -> tuple[int, bytes]:
 
 def default_keyring_path(home: Path) -> Path:
     return Path(home) / KEYRING_FILENAME
+
+
+def open_local_keyring(home: Path, master_key_value: str | None) -> LocalKeyring:
+    """The embedded keyring of ``home``: master key from the ZTCP_MASTER_KEY value or home/master.key."""
+    return LocalKeyring.open(default_keyring_path(home), load_master_key(home, master_key_value))
