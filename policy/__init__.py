@@ -23,6 +23,7 @@ from policy.errors import (
     PolicyError,
     RevisionNotFound,
     SimulationError,
+    StoreIntegrityError,
     ValidationFailed,
 )
 from policy.events import EVENT_TYPES, AdminEvent
@@ -58,6 +59,7 @@ __all__ = [
     "SimulationError",
     "SimulationReport",
     "SlotState",
+    "StoreIntegrityError",
     "TestReport",
     "TestResult",
     "ValidationFailed",

@@ -29,6 +29,12 @@ class RevisionNotFound(PolicyError):
     """No revision matches the given reference."""
 
 
+class StoreIntegrityError(PolicyError):
+    """The revision store's content does not match its own digests (tampered or corrupted)."""
+
+    exit_code = 3
+
+
 class LifecycleRefused(PolicyError):
     """A lifecycle action is not allowed (self-approval, unapproved publish, …); recorded as refused."""
 

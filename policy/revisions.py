@@ -38,7 +38,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 
 from policy.bundle import ACTIVE_SCOPE, SHADOW_SCOPE, BundleSigner, as_signer, build_bundle
-from policy.errors import LifecycleRefused, PolicyError, RevisionNotFound, ValidationFailed
+from policy.errors import (
+    LifecycleRefused,
+    PolicyError,
+    RevisionNotFound,
+    StoreIntegrityError,
+    ValidationFailed,
+)
 from policy.events import AdminEvent
 from policy.pack import PolicyPack, pack_from_files
 
@@ -544,6 +550,13 @@ class RevisionStore:
 
     def _build(self, rev_id: str, signer: BundleSigner | Ed25519PrivateKey, scope: str, **meta: Any) -> bytes:
         pack = pack_from_files(self.files(rev_id), revision=rev_id)
+        approved_digest = self.get(rev_id).digest
+        if pack.digest != approved_digest:
+            # What was reviewed and approved is the digest; never sign anything else.
+            raise StoreIntegrityError(
+                f"{rev_id}: stored files hash to {pack.digest}, not the proposed {approved_digest};"
+                " refusing to sign"
+            )
         issued = int(self._clock().timestamp())
         return build_bundle(
             pack, rev_id, as_signer(signer).with_scope(scope), issued_at=issued, metadata=meta
@@ -647,10 +660,6 @@ class RevisionStore:
                     },
                 )
             return self._revision(db, self._row(db, rev_id))
-
-    def _slot_is(self, rev_id: str, slot: str) -> bool:
-        with self._lock:
-            return self._slot(self._db, slot) == rev_id
 
     def rollback(self, ref: str | None = None, *, actor: str, reason: str | None = None) -> Revision:
         """Re-activate a previously enforced revision (default: the one before the active one)."""

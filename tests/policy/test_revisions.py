@@ -393,3 +393,23 @@ def test_rollback_to_a_revision_in_shadow_clears_the_shadow_slot(published, sign
     published.rollback("r1", actor="carol")
     state = published.state()
     assert (state.active, state.shadow) == ("r1", None)
+
+
+def test_tampered_stored_files_are_never_signed(published, signing_key):
+    """Approval covers the digest: edit a stored file behind the store's back and publishing fails."""
+    import sqlite3
+
+    from policy import StoreIntegrityError
+
+    published.approve("r2", approver="bob")
+    db = sqlite3.connect(published.path)
+    with db:
+        db.execute(
+            "UPDATE revision_files SET content = ? WHERE revision = 'r2' AND path = 'ztcp/config/data.json'",
+            (b'{"allowed_actions": ["read", "search", "export"], "weights": {}, "thresholds": {}}',),
+        )
+    db.close()
+    with pytest.raises(StoreIntegrityError) as err:
+        published.publish("r2", actor="alice", signer=signing_key)
+    assert err.value.exit_code == 3
+    assert published.state().active == "r1"
