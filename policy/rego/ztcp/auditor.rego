@@ -7,19 +7,16 @@ package ztcp.auditor
 
 import rego.v1
 
-import data.ztcp.common
-import data.ztcp.roles
-
 deny contains "audit_role_required" if {
-	common.is_employee
-	common.audit_dataset
-	not common.has_any_role(common.config.audit.roles)
+	data.ztcp.common.is_employee
+	data.ztcp.common.audit_dataset
+	not data.ztcp.common.has_any_role(data.ztcp.config.audit.roles)
 }
 
 deny contains "auditor_no_personal_values" if {
-	common.is_employee
-	common.personal
-	not common.audit_dataset
-	"auditor" in common.roles
-	not roles.allowed
+	data.ztcp.common.is_employee
+	data.ztcp.common.personal
+	not data.ztcp.common.audit_dataset
+	"auditor" in data.ztcp.common.roles
+	not data.ztcp.roles.allowed
 }

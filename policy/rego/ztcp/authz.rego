@@ -11,50 +11,82 @@ package ztcp.authz
 
 import rego.v1
 
-import data.ztcp.auditor
-import data.ztcp.break_glass
-import data.ztcp.bulk
-import data.ztcp.citizen
-import data.ztcp.common
-import data.ztcp.external
-import data.ztcp.need_to_know
-import data.ztcp.obligations
-import data.ztcp.public
-import data.ztcp.risk
-import data.ztcp.roles
-import data.ztcp.special_category
+thresholds := data.ztcp.config.risk.thresholds
 
-thresholds := common.config.risk.thresholds
-
-base_deny contains "unknown_subject_type" if not input.subject.type in common.known_subject_types
+base_deny contains "unknown_subject_type" if not input.subject.type in data.ztcp.common.known_subject_types
 
 # Service accounts have no rule of their own yet: they fall to deny-by-default below.
 
-deny_reasons := (((((((((roles.deny | need_to_know.deny) | bulk.deny) | special_category.deny) | external.deny) |
-	citizen.deny) | auditor.deny) | break_glass.deny) | public.deny) | base_deny) | fields_deny
+# Each module's contribution, one line per module.
+deny_reasons contains r if some r in data.ztcp.roles.deny
 
-step_up_reasons := (need_to_know.step_up | special_category.step_up) | citizen.step_up
+deny_reasons contains r if some r in data.ztcp.need_to_know.deny
 
-step_up_methods := (need_to_know.step_up_methods | special_category.step_up_methods) | citizen.step_up_methods
+deny_reasons contains r if some r in data.ztcp.bulk.deny
 
-grants := (((((roles.grant | need_to_know.grant) | bulk.grant) | external.grant) | citizen.grant) |
-	break_glass.grant) | public.grant
+deny_reasons contains r if some r in data.ztcp.special_category.deny
 
-withheld := ((roles.withheld | external.withheld) | citizen.withheld) | unregistered_fields
+deny_reasons contains r if some r in data.ztcp.external.deny
+
+deny_reasons contains r if some r in data.ztcp.citizen.deny
+
+deny_reasons contains r if some r in data.ztcp.auditor.deny
+
+deny_reasons contains r if some r in data.ztcp.break_glass.deny
+
+deny_reasons contains r if some r in data.ztcp.public.deny
+
+deny_reasons contains r if some r in base_deny
+
+deny_reasons contains r if some r in fields_deny
+
+step_up_reasons contains r if some r in data.ztcp.need_to_know.step_up
+
+step_up_reasons contains r if some r in data.ztcp.special_category.step_up
+
+step_up_reasons contains r if some r in data.ztcp.citizen.step_up
+
+step_up_methods contains m if some m in data.ztcp.need_to_know.step_up_methods
+
+step_up_methods contains m if some m in data.ztcp.special_category.step_up_methods
+
+step_up_methods contains m if some m in data.ztcp.citizen.step_up_methods
+
+grants contains g if some g in data.ztcp.roles.grant
+
+grants contains g if some g in data.ztcp.need_to_know.grant
+
+grants contains g if some g in data.ztcp.bulk.grant
+
+grants contains g if some g in data.ztcp.external.grant
+
+grants contains g if some g in data.ztcp.citizen.grant
+
+grants contains g if some g in data.ztcp.break_glass.grant
+
+grants contains g if some g in data.ztcp.public.grant
+
+withheld contains f if some f in data.ztcp.roles.withheld
+
+withheld contains f if some f in data.ztcp.external.withheld
+
+withheld contains f if some f in data.ztcp.citizen.withheld
+
+withheld contains f if some f in unregistered_fields
 
 # Fields the dataset register does not list are never released (when the register lists fields).
 unregistered_fields contains f if {
-	registered := common.datasets[input.resource.dataset].fields
-	some f in common.requested_fields
+	registered := data.ztcp.common.datasets[input.resource.dataset].fields
+	some f in data.ztcp.common.requested_fields
 	not f in registered
 }
 
-fields := {f | some f in common.requested_fields; not f in withheld}
+fields := {f | some f in data.ztcp.common.requested_fields; not f in withheld}
 
 # Minimum necessary: asking only for fields one may not have is a deny, not an empty permit.
 fields_deny contains "no_permitted_fields" if {
 	count(grants) > 0
-	count(common.requested_fields) > 0
+	count(data.ztcp.common.requested_fields) > 0
 	count(fields) == 0
 }
 
@@ -76,10 +108,10 @@ rule_effect := "permit" if {
 	count(step_up_reasons) == 0
 }
 
-risk_deny if risk.score >= thresholds.deny
+risk_deny if data.ztcp.risk.score >= thresholds.deny
 
 risk_step_up if {
-	risk.score >= thresholds.step_up
+	data.ztcp.risk.score >= thresholds.step_up
 	not risk_deny
 }
 
@@ -123,15 +155,17 @@ reasons := ["risk_too_high"] if {
 	risk_deny
 }
 
-reasons := sort(step_up_reasons | {r | risk_step_up; r := "risk_too_high"}) if {
+reasons := sort(step_up_reasons | risk_reasons) if {
 	effect == "step_up"
 }
 
 reasons := sort(grants) if effect == "permit"
 
+risk_reasons contains "risk_too_high" if risk_step_up
+
 # --- obligations and fields -------------------------------------------------------------------
 
-risk_step_up_methods contains common.config.risk.step_up_method if {
+risk_step_up_methods contains data.ztcp.config.risk.step_up_method if {
 	rule_effect == "permit"
 	risk_step_up
 }
@@ -140,9 +174,11 @@ permitted_fields := sort(fields) if effect == "permit"
 
 permitted_fields := [] if effect != "permit"
 
-decision_obligations := obligations.for_permit(fields) if effect == "permit"
+decision_obligations := data.ztcp.obligations.for_permit(fields) if effect == "permit"
 
-decision_obligations := obligations.for_step_up(step_up_methods | risk_step_up_methods) if effect == "step_up"
+decision_obligations := data.ztcp.obligations.for_step_up(step_up_methods | risk_step_up_methods) if {
+	effect == "step_up"
+}
 
 decision_obligations := [] if effect == "deny"
 
@@ -157,7 +193,7 @@ default decision := {
 
 decision := {
 	"effect": effect,
-	"risk": {"score": risk.score, "level": risk.level, "factors": risk.factors},
+	"risk": {"score": data.ztcp.risk.score, "level": data.ztcp.risk.level, "factors": data.ztcp.risk.factors},
 	"reasons": reasons,
 	"obligations": decision_obligations,
 	"permitted_fields": permitted_fields,

@@ -5,9 +5,7 @@ package ztcp.break_glass
 
 import rego.v1
 
-import data.ztcp.common
-
-cfg := common.config.break_glass
+cfg := data.ztcp.config.break_glass
 
 requested if input.purpose.break_glass == true
 
@@ -17,8 +15,8 @@ justification_ok if {
 }
 
 role_ok if {
-	common.is_employee
-	common.has_any_role(cfg.roles)
+	data.ztcp.common.is_employee
+	data.ztcp.common.has_any_role(cfg.roles)
 }
 
 active if {
@@ -47,5 +45,5 @@ deny contains "break_glass_justification_required" if {
 
 grant contains "break_glass" if {
 	active
-	common.personal
+	data.ztcp.common.personal
 }

@@ -5,15 +5,13 @@ package ztcp.bulk
 
 import rego.v1
 
-import data.ztcp.common
-
-cfg := common.config.bulk
+cfg := data.ztcp.config.bulk
 
 applies if {
-	common.is_employee
-	common.personal
+	data.ztcp.common.is_employee
+	data.ztcp.common.personal
 	input.action in cfg.actions
-	not common.audit_dataset
+	not data.ztcp.common.audit_dataset
 }
 
 purpose_given if {
@@ -23,7 +21,7 @@ purpose_given if {
 
 deny contains "bulk_not_permitted" if {
 	applies
-	not common.has_any_role(cfg.roles)
+	not data.ztcp.common.has_any_role(cfg.roles)
 }
 
 deny contains "network_not_permitted" if {
@@ -33,13 +31,13 @@ deny contains "network_not_permitted" if {
 
 deny contains "device_not_managed" if {
 	applies
-	not common.device_managed
+	not data.ztcp.common.device_managed
 }
 
 deny contains "device_not_compliant" if {
 	applies
-	common.device_managed
-	not common.device_compliant
+	data.ztcp.common.device_managed
+	not data.ztcp.common.device_compliant
 }
 
 deny contains "purpose_required" if {
@@ -49,9 +47,9 @@ deny contains "purpose_required" if {
 
 grant contains "bulk_permitted" if {
 	applies
-	common.has_any_role(cfg.roles)
+	data.ztcp.common.has_any_role(cfg.roles)
 	input.context.network_zone in cfg.network_zones
-	common.device_managed
-	common.device_compliant
+	data.ztcp.common.device_managed
+	data.ztcp.common.device_compliant
 	purpose_given
 }

@@ -11,13 +11,11 @@ package ztcp.citizen
 
 import rego.v1
 
-import data.ztcp.common
-
-cfg := common.config.citizen
+cfg := data.ztcp.config.citizen
 
 applies if {
 	input.subject.type == "citizen"
-	common.classification != "public"
+	data.ztcp.common.classification != "public"
 }
 
 has_subject_ref if is_string(input.subject.citizen_ref)
@@ -39,13 +37,16 @@ own_record if {
 	input.signals.self_record == true
 }
 
-strong_auth if common.num(input.signals.auth_strength) >= cfg.min_auth_strength
+strong_auth if {
+	is_number(input.signals.auth_strength)
+	input.signals.auth_strength >= cfg.min_auth_strength
+}
 
 strong_auth if input.subject.auth.method in cfg.strong_methods
 
 deny contains "role_not_permitted" if {
 	applies
-	not "citizen" in common.roles
+	not "citizen" in data.ztcp.common.roles
 }
 
 deny contains "action_not_permitted" if {
@@ -71,12 +72,12 @@ step_up_methods contains cfg.step_up_method if {
 grant contains "own_record" if {
 	applies
 	own_record
-	"citizen" in common.roles
+	"citizen" in data.ztcp.common.roles
 	input.action in cfg.actions
 }
 
 withheld contains f if {
 	applies
-	some f in common.requested_fields
+	some f in data.ztcp.common.requested_fields
 	f in cfg.withheld_fields
 }

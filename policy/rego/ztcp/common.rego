@@ -58,23 +58,21 @@ classification := class_names[declared_rank] if declared_rank >= registry_rank
 
 classification := class_names[registry_rank] if registry_rank > declared_rank
 
-personal if class_rank[classification] >= 2
+rank := class_rank[classification]
+
+personal if rank >= 2
 
 special if classification == "special"
 
 # Audit datasets (provenance, decision log, …) carry citizen_ref and field names, never values.
 audit_dataset if input.resource.dataset in config.audit.datasets
 
-is_true(x) if x == true
-
 device_managed if input.device.managed == true
 
 device_compliant if input.device.compliant == true
 
-# A number, or 0 when the PDP sent null (never compare null: engines order it differently).
-num(x) := x if is_number(x)
-
-num(x) := 0 if not is_number(x)
+# Numeric signals are compared only after is_number(): engines order null against numbers
+# differently (regopy 1.5 says null > 3600), and a null signal must never fire or clear a rule.
 
 # Time: the PDP supplies input.context.time (deterministic, replayable). A string that is not
 # RFC 3339 is never passed to time.parse_rfc3339_ns (engines differ: some raise, some go undefined).

@@ -10,11 +10,9 @@ package ztcp.external
 
 import rego.v1
 
-import data.ztcp.common
+cfg := data.ztcp.config.external
 
-cfg := common.config.external
-
-governed if common.classification != "public"
+governed if data.ztcp.common.classification != "public"
 
 # --- agencies ---------------------------------------------------------------------------------
 
@@ -24,14 +22,14 @@ agency if {
 }
 
 candidates := [a |
-	some a in object.get(common.agreements, input.subject.id, [])
+	some a in object.get(data.ztcp.common.agreements, input.subject.id, [])
 	a.dataset == input.resource.dataset
 ]
 
 # Reasons an agreement cannot be used; empty means valid. An agreement without a status is taken
 # as approved (the register holds approved agreements); any other status is not.
 agreement_problems(a) := (({p | not_approved(a); p := "agreement_not_approved"} |
-	{p | not common.unexpired(a.expires); p := "agreement_expired"}) |
+	{p | not data.ztcp.common.unexpired(a.expires); p := "agreement_expired"}) |
 	{p | legal_basis_differs(a); p := "legal_basis_mismatch"})
 
 not_approved(a) if object.get(a, "status", "approved") != "approved"
@@ -46,7 +44,7 @@ valid_agreements := [a |
 	count(agreement_problems(a)) == 0
 ]
 
-agency_deny contains "role_not_permitted" if not "external_agency" in common.roles
+agency_deny contains "role_not_permitted" if not "external_agency" in data.ztcp.common.roles
 
 agency_deny contains "action_not_permitted" if not input.action in cfg.agency_actions
 
@@ -75,13 +73,13 @@ mydata if {
 	governed
 }
 
-consent := common.consents[input.purpose.consent_id] if is_string(input.purpose.consent_id)
+consent := data.ztcp.common.consents[input.purpose.consent_id] if is_string(input.purpose.consent_id)
 
-consent_revoked if common.is_true(consent.revoked)
+consent_revoked if consent.revoked == true
 
 consent_revoked if consent.status == "revoked"
 
-mydata_deny contains "role_not_permitted" if not "mydata_party" in common.roles
+mydata_deny contains "role_not_permitted" if not "mydata_party" in data.ztcp.common.roles
 
 mydata_deny contains "action_not_permitted" if not input.action in cfg.mydata_actions
 
@@ -105,7 +103,7 @@ mydata_deny contains "consent_dataset_mismatch" if consent.dataset != input.reso
 
 mydata_deny contains "consent_expired" if {
 	consent
-	not common.unexpired(consent.expires)
+	not data.ztcp.common.unexpired(consent.expires)
 }
 
 mydata_deny contains "consent_revoked" if consent_revoked
@@ -138,12 +136,12 @@ grant contains "consent_valid" if {
 
 withheld contains f if {
 	agency
-	some f in common.requested_fields
+	some f in data.ztcp.common.requested_fields
 	not f in agreement_fields
 }
 
 withheld contains f if {
 	mydata
-	some f in common.requested_fields
+	some f in data.ztcp.common.requested_fields
 	not f in consent_fields
 }

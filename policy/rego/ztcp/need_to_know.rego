@@ -6,17 +6,14 @@ package ztcp.need_to_know
 
 import rego.v1
 
-import data.ztcp.break_glass
-import data.ztcp.common
-
-cfg := common.config.need_to_know
+cfg := data.ztcp.config.need_to_know
 
 applies if {
-	common.is_employee
-	common.personal
+	data.ztcp.common.is_employee
+	data.ztcp.common.personal
 	input.action in cfg.actions
-	not common.audit_dataset
-	not break_glass.requested
+	not data.ztcp.common.audit_dataset
+	not data.ztcp.break_glass.requested
 }
 
 case_id := input.purpose.case_id if {
@@ -25,12 +22,12 @@ case_id := input.purpose.case_id if {
 }
 
 # An unknown case id is reported like a missing one: the reason must not reveal which ids exist.
-case := common.cases[case_id]
+case := data.ztcp.common.cases[case_id]
 
 assigned if input.subject.id in case.assignees
 
 unit_case if {
-	common.has_any_role(cfg.unit_roles)
+	data.ztcp.common.has_any_role(cfg.unit_roles)
 	is_string(case.org_unit)
 	case.org_unit == input.subject.org_unit
 }
@@ -39,7 +36,7 @@ failed contains "no_case" if not case
 
 failed contains "case_closed" if case.status != "open"
 
-failed contains "case_sealed" if common.is_true(case.sealed)
+failed contains "case_sealed" if case.sealed == true
 
 failed contains "not_assigned" if {
 	case
@@ -64,7 +61,7 @@ failed contains "purpose_mismatch" if {
 
 # step_up if any of the subject's roles says so for this reason, else the global outcome, else deny.
 outcome(reason) := "step_up" if {
-	some r in common.roles
+	some r in data.ztcp.common.roles
 	cfg.role_outcomes[r][reason] == "step_up"
 }
 
@@ -79,7 +76,7 @@ outcome(reason) := "deny" if {
 }
 
 role_step_up(reason) if {
-	some r in common.roles
+	some r in data.ztcp.common.roles
 	cfg.role_outcomes[r][reason] == "step_up"
 }
 

@@ -6,11 +6,7 @@ package ztcp.obligations
 
 import rego.v1
 
-import data.ztcp.break_glass
-import data.ztcp.common
-import data.ztcp.risk
-
-cfg := common.config
+cfg := data.ztcp.config
 
 # --- masking ----------------------------------------------------------------------------------
 
@@ -22,9 +18,9 @@ rule_matches_subject(rule) if {
 
 roles_ok(rule) if not rule.roles
 
-roles_ok(rule) if common.has_any_role(rule.roles)
+roles_ok(rule) if data.ztcp.common.has_any_role(rule.roles)
 
-exempt(rule) if common.has_any_role(rule.exempt_roles)
+exempt(rule) if data.ztcp.common.has_any_role(rule.exempt_roles)
 
 types_ok(rule) if not rule.subject_types
 
@@ -40,7 +36,7 @@ masks(permitted) := sort([{"type": "mask", "field": rule.field, "style": rule.st
 # --- max_rows ---------------------------------------------------------------------------------
 
 role_limits := [n |
-	some r in common.roles
+	some r in data.ztcp.common.roles
 	n := cfg.max_rows[input.action][r]
 ]
 
@@ -60,14 +56,22 @@ default max_rows := []
 
 # --- alerts -----------------------------------------------------------------------------------
 
-alert_list := array.concat(
-	[{"type": "alert", "severity": cfg.break_glass.alert_severity, "rule": "break_glass"} | break_glass.active],
-	[{"type": "alert", "severity": cfg.alerts.protected_citizen, "rule": "protected_citizen"} | risk.protected_citizen],
-)
+break_glass_alert := [{"type": "alert", "severity": cfg.break_glass.alert_severity, "rule": "break_glass"} |
+	data.ztcp.break_glass.active
+]
 
-provenance := [{"type": "record_provenance"} | common.personal]
+protected_citizen_alert := [{"type": "alert", "severity": cfg.alerts.protected_citizen, "rule": "protected_citizen"} |
+	data.ztcp.risk.protected_citizen
+]
+
+alert_list := array.concat(break_glass_alert, protected_citizen_alert)
+
+provenance := [{"type": "record_provenance"} | data.ztcp.common.personal]
 
 # The obligations of a permit over `permitted` fields.
-for_permit(permitted) := array.concat(array.concat(array.concat(provenance, masks(permitted)), max_rows), alert_list)
+for_permit(permitted) := array.concat(
+	array.concat(provenance, masks(permitted)),
+	array.concat(max_rows, alert_list),
+)
 
 for_step_up(methods) := [{"type": "step_up", "method": m} | some m in sort(methods)]

@@ -4,22 +4,23 @@ package ztcp.public
 
 import rego.v1
 
-import data.ztcp.common
+applies if data.ztcp.common.classification == "public"
 
-applies if common.classification == "public"
-
-authenticated if common.num(input.signals.auth_strength) >= 1
+authenticated if {
+	is_number(input.signals.auth_strength)
+	input.signals.auth_strength >= 1
+}
 
 grant contains "public_data" if {
 	applies
-	input.subject.type in common.known_subject_types
-	input.action in common.config.public.actions
+	input.subject.type in data.ztcp.common.known_subject_types
+	input.action in data.ztcp.config.public.actions
 	authenticated
 }
 
 deny contains "action_not_permitted" if {
 	applies
-	not input.action in common.config.public.actions
+	not input.action in data.ztcp.config.public.actions
 }
 
 deny contains "not_authenticated" if {

@@ -7,10 +7,7 @@ package ztcp.risk
 
 import rego.v1
 
-import data.ztcp.break_glass
-import data.ztcp.common
-
-cfg := common.config.risk
+cfg := data.ztcp.config.risk
 
 limits := cfg.limits
 
@@ -30,9 +27,10 @@ applicable(name) if name in cfg.subject_factors[input.subject.type]
 
 points(name) := object.get(cfg.weights, name, 0)
 
-factors := [{"name": name, "points": points(name), "detail": detail[name]} |
+factors := [{"name": name, "points": points(name), "detail": f.detail} |
 	some name in factor_order
-	detail[name]
+	some f in fired
+	f.name == name
 	applicable(name)
 	points(name) != 0
 ]
@@ -66,35 +64,45 @@ level_names := sort([n | some n; cfg.levels[n] == level_floor])
 
 level := level_names[0]
 
-# --- one detail per fired factor (each key defined by exactly one rule body) -------------------
+# --- fired factors: {"name", "detail"}, one rule body per name ---------------------------------
 
-auth_strength := common.num(sig.auth_strength)
+# A missing or non-numeric strength counts as 0 (no authentication).
+default auth_strength := 0
 
-detail["weak_auth"] := sprintf("auth strength %v below %v", [auth_strength, limits.min_auth_strength]) if {
+auth_strength := sig.auth_strength if is_number(sig.auth_strength)
+
+fired contains {"name": "weak_auth", "detail": d} if {
 	auth_strength < limits.min_auth_strength
+	d := sprintf("auth strength %v below %v", [auth_strength, limits.min_auth_strength])
 }
 
 # FIDO2 / citizen certificate (strength 3) are multi-factor by themselves.
-detail["no_mfa"] := "no second factor" if {
-	not common.is_true(input.subject.auth.mfa)
+fired contains {"name": "no_mfa", "detail": "no second factor"} if {
+	not input.subject.auth.mfa == true
 	auth_strength < 3
 }
 
-detail["stale_token"] := sprintf("token age %vs over %vs", [common.num(sig.token_age_s), limits.max_token_age_s]) if {
-	common.num(sig.token_age_s) > limits.max_token_age_s
+fired contains {"name": "stale_token", "detail": d} if {
+	is_number(sig.token_age_s)
+	sig.token_age_s > limits.max_token_age_s
+	d := sprintf("token age %vs over %vs", [sig.token_age_s, limits.max_token_age_s])
 }
 
-detail["recent_denies"] := sprintf("%v denies in the last hour", [common.num(sig.recent_denies_1h)]) if {
-	common.num(sig.recent_denies_1h) >= limits.recent_denies_1h
+fired contains {"name": "recent_denies", "detail": d} if {
+	is_number(sig.recent_denies_1h)
+	sig.recent_denies_1h >= limits.recent_denies_1h
+	d := sprintf("%v denies in the last hour", [sig.recent_denies_1h])
 }
 
-detail["failed_step_ups"] := sprintf("%v failed step-ups in the last hour", [common.num(sig.failed_step_ups_1h)]) if {
-	common.num(sig.failed_step_ups_1h) >= limits.failed_step_ups_1h
+fired contains {"name": "failed_step_ups", "detail": d} if {
+	is_number(sig.failed_step_ups_1h)
+	sig.failed_step_ups_1h >= limits.failed_step_ups_1h
+	d := sprintf("%v failed step-ups in the last hour", [sig.failed_step_ups_1h])
 }
 
-detail["unmanaged_device"] := "device not managed" if not common.device_managed
+fired contains {"name": "unmanaged_device", "detail": "device not managed"} if not data.ztcp.common.device_managed
 
-posture_failures contains "not compliant" if not common.device_compliant
+posture_failures contains "not compliant" if not data.ztcp.common.device_compliant
 
 posture_failures contains "baseline" if input.device.posture.baseline_ok == false
 
@@ -102,70 +110,96 @@ posture_failures contains "edr" if input.device.posture.edr_running == false
 
 posture_failures contains "disk_encryption" if input.device.posture.disk_encrypted == false
 
-posture_failures contains "patch_age" if common.num(input.device.posture.patch_age_days) > limits.max_patch_age_days
+posture_failures contains "patch_age" if {
+	is_number(input.device.posture.patch_age_days)
+	input.device.posture.patch_age_days > limits.max_patch_age_days
+}
 
 # Counted only for managed devices: an unmanaged device is already the bigger factor.
-detail["noncompliant_device"] := concat("", ["device posture failed: ", concat(", ", sort(posture_failures))]) if {
-	common.device_managed
+fired contains {"name": "noncompliant_device", "detail": d} if {
+	data.ztcp.common.device_managed
 	count(posture_failures) > 0
+	d := concat("", ["device posture failed: ", concat(", ", sort(posture_failures))])
 }
 
-detail["new_device"] := "first use of this device by the subject" if common.is_true(sig.device_first_seen)
+fired contains {"name": "new_device", "detail": "first use of this device by the subject"} if {
+	sig.device_first_seen == true
+}
 
-detail["network_internet"] := "request from the internet" if input.context.network_zone == "internet"
+fired contains {"name": "network_internet", "detail": "request from the internet"} if {
+	input.context.network_zone == "internet"
+}
 
-detail["network_vpn"] := "request over VPN" if input.context.network_zone == "vpn"
+fired contains {"name": "network_vpn", "detail": "request over VPN"} if input.context.network_zone == "vpn"
 
-detail["off_hours"] := sprintf("outside office hours (local hour %v)", [sig.local_hour]) if common.is_true(sig.off_hours)
+fired contains {"name": "off_hours", "detail": d} if {
+	sig.off_hours == true
+	d := sprintf("outside office hours (local hour %v)", [sig.local_hour])
+}
 
-detail["holiday"] := "public holiday" if common.is_true(sig.holiday)
+fired contains {"name": "holiday", "detail": "public holiday"} if sig.holiday == true
 
-detail["impossible_travel"] := sprintf("travel speed %v km/h since previous request", [common.num(sig.travel_speed_kmh)]) if {
+fired contains {"name": "impossible_travel", "detail": d} if {
 	impossible_travel
+	d := sprintf("travel speed %v km/h since previous request", [sig.travel_speed_kmh])
 }
 
-impossible_travel if common.is_true(sig.impossible_travel)
+impossible_travel if sig.impossible_travel == true
 
-impossible_travel if common.num(sig.travel_speed_kmh) > limits.max_travel_speed_kmh
-
-detail["high_request_rate"] := sprintf("%v requests in the last minute", [common.num(sig.request_rate_1m)]) if {
-	common.num(sig.request_rate_1m) > limits.request_rate_1m
+impossible_travel if {
+	is_number(sig.travel_speed_kmh)
+	sig.travel_speed_kmh > limits.max_travel_speed_kmh
 }
 
-detail["breadth_spike"] := sprintf("%v citizens in 10 min, %v in 1 h", [
-	common.num(sig.distinct_citizens_10m),
-	common.num(sig.distinct_citizens_1h),
-]) if {
+fired contains {"name": "high_request_rate", "detail": d} if {
+	is_number(sig.request_rate_1m)
+	sig.request_rate_1m > limits.request_rate_1m
+	d := sprintf("%v requests in the last minute", [sig.request_rate_1m])
+}
+
+fired contains {"name": "breadth_spike", "detail": d} if {
 	breadth_spike
+	d := sprintf("%v citizens in 10 min, %v in 1 h", [
+		sig.distinct_citizens_10m,
+		sig.distinct_citizens_1h,
+	])
 }
 
-breadth_spike if common.num(sig.distinct_citizens_10m) > limits.distinct_citizens_10m
+breadth_spike if {
+	is_number(sig.distinct_citizens_10m)
+	sig.distinct_citizens_10m > limits.distinct_citizens_10m
+}
 
-breadth_spike if common.num(sig.distinct_citizens_1h) > limits.distinct_citizens_1h
+breadth_spike if {
+	is_number(sig.distinct_citizens_1h)
+	sig.distinct_citizens_1h > limits.distinct_citizens_1h
+}
 
-detail["first_dataset_access"] := "first access to this dataset" if common.is_true(sig.first_dataset_access)
+fired contains {"name": "first_dataset_access", "detail": "first access to this dataset"} if {
+	sig.first_dataset_access == true
+}
 
-detail["protected_citizen"] := "record of a protected citizen" if protected_citizen
+fired contains {"name": "protected_citizen", "detail": "record of a protected citizen"} if protected_citizen
 
 # Large registers should be objects ({citizen_ref: true}) for O(1) lookup; arrays also work.
 protected_citizen if {
 	ref := input.resource.citizen_ref
 	is_string(ref)
-	is_object(common.protected_citizens)
-	common.protected_citizens[ref]
+	is_object(data.ztcp.common.protected_citizens)
+	data.ztcp.common.protected_citizens[ref]
 }
 
 protected_citizen if {
 	ref := input.resource.citizen_ref
 	is_string(ref)
-	is_array(common.protected_citizens)
-	ref in common.protected_citizens
+	is_array(data.ztcp.common.protected_citizens)
+	ref in data.ztcp.common.protected_citizens
 }
 
 # A staff member reading their own record (conflict of interest). For citizens it is the norm.
-detail["self_record"] := "staff member's own record" if {
-	common.is_employee
-	common.is_true(sig.self_record)
+fired contains {"name": "self_record", "detail": "staff member's own record"} if {
+	data.ztcp.common.is_employee
+	sig.self_record == true
 }
 
-detail["break_glass"] := "break-the-glass access" if break_glass.active
+fired contains {"name": "break_glass", "detail": "break-the-glass access"} if data.ztcp.break_glass.active

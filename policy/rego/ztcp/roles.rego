@@ -5,18 +5,16 @@ package ztcp.roles
 
 import rego.v1
 
-import data.ztcp.common
+matrix := data.ztcp.config.roles
 
-matrix := common.config.roles
-
-# Public data is governed by common.config.public for every subject type, not by the matrix.
+# Public data is governed by data.ztcp.config.public for every subject type, not by the matrix.
 governed if {
-	common.is_employee
-	common.classification != "public"
+	data.ztcp.common.is_employee
+	data.ztcp.common.classification != "public"
 }
 
 staff_roles contains r if {
-	some r in common.roles
+	some r in data.ztcp.common.roles
 	matrix[r]
 }
 
@@ -26,7 +24,7 @@ has_dataset(r) if "*" in matrix[r].datasets
 
 has_dataset(r) if input.resource.dataset in matrix[r].datasets
 
-has_class(r) if common.class_rank[common.classification] <= common.class_rank[matrix[r].max_classification]
+has_class(r) if data.ztcp.common.rank <= data.ztcp.common.class_rank[matrix[r].max_classification]
 
 allowing_roles contains r if {
 	some r in staff_roles
@@ -75,7 +73,7 @@ deny contains "classification_not_permitted" if {
 grant contains "role_permits" if {
 	governed
 	allowed
-	not common.personal
+	not data.ztcp.common.personal
 }
 
 # Field allow-lists: a role with "*" sees every requested field; otherwise the union of the
@@ -94,6 +92,6 @@ withheld contains f if {
 	governed
 	allowed
 	not unrestricted
-	some f in common.requested_fields
+	some f in data.ztcp.common.requested_fields
 	not f in allowlisted
 }

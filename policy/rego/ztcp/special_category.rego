@@ -6,12 +6,10 @@ package ztcp.special_category
 
 import rego.v1
 
-import data.ztcp.common
-
-cfg := common.config.special_category
+cfg := data.ztcp.config.special_category
 
 applies if {
-	common.special
+	data.ztcp.common.special
 	input.subject.type in {"employee", "citizen"}
 }
 
@@ -34,11 +32,11 @@ step_up_methods contains object.get(cfg.step_up_method, input.subject.type, "fid
 
 deny contains "device_not_managed" if {
 	device_rules
-	not common.device_managed
+	not data.ztcp.common.device_managed
 }
 
 deny contains "device_not_compliant" if {
 	device_rules
-	common.device_managed
-	not common.device_compliant
+	data.ztcp.common.device_managed
+	not data.ztcp.common.device_compliant
 }
