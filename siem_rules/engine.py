@@ -90,7 +90,8 @@ class Engine:
                     if new_cursor is not None and new_cursor != cursor:
                         self.store.ingest([], cursor=(src.name, new_cursor))
                     break
-                total += self.store.ingest(batch, cursor=(src.name, new_cursor or ""), where=src.name)
+                total += self.store.ingest(batch, cursor=(src.name, new_cursor or ""), where=src.name,
+                                           check=not getattr(src, "validated", False))
         return total
 
     # ---- running ----

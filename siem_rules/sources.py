@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import EventError
-from .events import KINDS
+from .events import KINDS, validate
 
 Batch = list[tuple[str, dict[str, Any]]]
 
@@ -37,6 +37,8 @@ class JsonlSource:
     The cursor is a byte offset; only complete lines are consumed, so a file still being
     appended to is read safely.
     """
+
+    validated = True  # each line is checked against its schema here, with its line number
 
     def __init__(self, path: Path, batch_lines: int = 50_000, name: str | None = None) -> None:
         self.path = Path(path)
@@ -60,7 +62,9 @@ class JsonlSource:
                 offset += len(line)
                 if not line.strip():
                     continue
-                batch.append(parse_line(line, f"{self.path.name}:{lineno}"))
+                where = f"{self.path.name}:{lineno}"
+                kind, event = parse_line(line, where)
+                batch.append((kind, validate(kind, event, where)))
         return batch, str(offset)
 
     def _line_of(self, offset: int) -> int:

@@ -1,0 +1,131 @@
+"""`ztcp siem …` end to end: exit codes, JSON output, crash safety of `run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import ztcp
+from siem_rules.simulate import Traffic, to_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(ztcp, ["siem", *args], catch_exceptions=False)
+
+
+@pytest.fixture
+def events_file(tmp_path: Path) -> Path:
+    t = Traffic(seed=8, employees=10)
+    events = t.benign(days=2) + [e for _, evs in t.incidents().values() for e in evs]
+    f = tmp_path / "events.jsonl"
+    f.write_text("".join(to_jsonl(events)), encoding="utf-8")
+    return f
+
+
+def test_list_and_help() -> None:
+    res = _invoke("list", "--json")
+    assert res.exit_code == 0
+    rules = json.loads(res.output)
+    assert len(rules) >= 16 and {"name", "level", "logsource", "type"} <= set(rules[0])
+    for sub in ("list", "test", "run", "alerts", "ack", "export"):
+        assert _invoke(sub, "--help").exit_code == 0
+
+
+def test_test_one_rule_and_unknown_rule() -> None:
+    res = _invoke("test", "curiosity_swarm")
+    assert res.exit_code == 0 and "fixture cases passed" in res.output
+    bad = _invoke("test", "no_such_rule")
+    assert bad.exit_code == 1 and "no such rule" in bad.output
+
+
+def test_test_exits_1_when_a_fixture_fails(tmp_path: Path) -> None:
+    # a config that empties the protected list makes the protected-record `match` cases fail
+    cfg = tmp_path / "siem.yml"
+    cfg.write_text("protected_citizens: []\n", encoding="utf-8")
+    # fixture overrides win over the file, so break another list the fixtures do not set
+    cfg.write_text("off_hours: [12]\nweekend_days: []\n", encoding="utf-8")
+    res = _invoke("test", "off_hours_access", "--config", str(cfg))
+    assert res.exit_code == 1 and "FAIL" in res.output
+
+
+def test_run_alerts_ack_flow(events_file: Path) -> None:
+    res = _invoke("run", "--events", str(events_file), "--json")
+    assert res.exit_code == 0, res.output
+    raised = json.loads(res.output)
+    assert len(raised) >= 20
+    assert {"alert_id", "rule_id", "level", "group_keys", "evidence", "first_seen", "last_seen",
+            "window_start", "window_end", "status"} <= set(raised[0])
+    again = _invoke("run", "--events", str(events_file), "--json")
+    assert json.loads(again.output) == []  # nothing new, nothing repeated
+    target = raised[0]["alert_id"]
+    assert _invoke("ack", target).exit_code == 0
+    acked = json.loads(_invoke("alerts", "--status", "acknowledged", "--json").output)
+    assert [a["alert_id"] for a in acked] == [target]
+    assert _invoke("ack", target, "--close").exit_code == 0
+    missing = _invoke("ack", "al_doesnotexist")
+    assert missing.exit_code == 1 and "no alert" in missing.output
+
+
+def test_run_rejects_bad_input_and_since(tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"kind": "decision", "decision_id": "x"}\n', encoding="utf-8")
+    res = _invoke("run", "--events", str(f))
+    assert res.exit_code == 1 and "bad.jsonl:1" in res.output
+    assert _invoke("run", "--since", "last tuesday").exit_code == 1
+    assert _invoke("alerts", "--status", "weird").exit_code == 2  # click usage error
+
+
+def test_export_targets_parse(tmp_path: Path) -> None:
+    for target in ("esql", "eql", "lucene", "kibana-ndjson"):
+        res = _invoke("export", "--target", target, "-o", str(tmp_path / target), "--json")
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output)
+        assert report["exported"]
+    lines = (tmp_path / "kibana-ndjson" / "ztcp-detection-rules.ndjson").read_text().splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert len(objs) >= 18
+    assert {o["risk_score"] for o in objs} <= {21, 47, 73, 99}
+    by_name = {o["name"]: o for o in objs}
+    crit = by_name["Provenance ledger verification failed"]
+    assert crit["severity"] == "critical" and crit["risk_score"] == 99
+
+
+@pytest.mark.slow
+def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_file: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    t = Traffic(seed=13, employees=120)
+    events = t.benign(days=3) + [e for _, evs in t.incidents().values() for e in evs]
+    big.write_text("".join(to_jsonl(events)), encoding="utf-8")
+    env = dict(os.environ, ZTCP_HOME=str(tmp_path / "crash-home"))
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    crashed = json.loads(listed.stdout)
+    clean_env = dict(os.environ, ZTCP_HOME=str(tmp_path / "clean-home"))
+    subprocess.run([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+                   cwd=ROOT, env=clean_env, check=True, capture_output=True, timeout=300)
+    clean = json.loads(subprocess.run([sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
+                                      cwd=ROOT, env=clean_env, capture_output=True, text=True).stdout)
+
+    def key(a):
+        return (a["alert_id"], a["event_count"], a["first_seen"], a["last_seen"])
+
+    assert sorted(map(key, crashed)) == sorted(map(key, clean))
