@@ -27,6 +27,7 @@ import json
 import tarfile
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -271,7 +272,7 @@ def _read_members(data: bytes, max_bytes: int) -> dict[str, bytes]:
                 members[name] = handle.read() if handle else b""
     except BundleRejected:
         raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise BundleRejected("not_an_archive", f"not a readable tar.gz ({type(exc).__name__})") from None
     return members
 

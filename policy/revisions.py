@@ -458,6 +458,16 @@ class RevisionStore:
                 detail=json.loads(r["detail"]),
             )
 
+    def events_after(
+        self, cursor: int | str | None, limit: int = 10_000
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """SIEM feed shape: ``(events as dicts without "kind", new cursor)``; the cursor does not move
+        when there is nothing new. Wire it as
+        ``siem_rules.CallableSource("policy-admin", "policy", store.events_after)``."""
+        events = list(self.iter_since(cursor, limit))
+        new_cursor = events[-1].cursor if events else (int(cursor) if cursor not in (None, "") else None)
+        return [e.model_dump(mode="json", exclude={"kind"}) for e in events], new_cursor
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     def propose(

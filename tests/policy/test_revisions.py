@@ -413,3 +413,17 @@ def test_tampered_stored_files_are_never_signed(published, signing_key):
         published.publish("r2", actor="alice", signer=signing_key)
     assert err.value.exit_code == 3
     assert published.state().active == "r1"
+
+
+def test_events_feed_for_the_siem(published):
+    """The shape siem_rules' CallableSource consumes, validated by the SIEM's own event schema."""
+    from siem_rules.events import validate
+
+    events, cursor = published.events_after(None, 2)
+    assert len(events) == 2 and cursor == 2
+    assert "kind" not in events[0]
+    for event in events:
+        validate("policy", dict(event), "policy.db")
+    rest, cursor2 = published.events_after(cursor)
+    assert [e["type"] for e in rest] == ["policy.propose"] and cursor2 == 3
+    assert published.events_after(cursor2) == ([], 3)
