@@ -158,9 +158,10 @@ def test_cmd(
             click.echo(
                 f"coverage {report.coverage_percent:.2f}% is below the threshold {threshold:.2f}%", err=True
             )
-    if not report.results and run:
-        click.echo(f"no test matches --run {run!r}", err=True)
-    sys.exit(0 if report.ok and not below else EXIT_INPUT)
+    none_ran = not report.results
+    if none_ran:  # a typo in --run (or a pack without tests) must not pass a CI gate silently
+        click.echo(f"no test matches --run {run!r}" if run else "no test_* rules found", err=True)
+    sys.exit(0 if report.ok and not below and not none_ran else EXIT_INPUT)
 
 
 # --- diff ------------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ def test_test_command(runner, make_pack, base_files):
     assert "PASS data.ztcp.authz_test.test_read_permitted" in result.output and " ms) " in result.output
     assert "ztcp/authz.rego" in result.output and "3 passed, 0 failed" in result.output
     assert run(runner, "test", str(good), "--run", "read_permitted", "--threshold", "100").exit_code == 1
+    assert run(runner, "test", str(good), "--run", "no_such_test").exit_code == 1
     doc = json.loads(run(runner, "test", str(good), "--json", "--threshold", "10").output)
     assert doc["ok"] and doc["passed"] == 3 and doc["coverage"]["percent"] > 10
 
