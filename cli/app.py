@@ -19,6 +19,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     """The app over ``runtime``. Whoever owns the runtime closes it (after the server stops), so
     the decision log is drained after the last request, never before."""
     point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
+    runtime.reloader.start()  # follow published revisions (hot reload within ~1 s)
     auth = BearerAuth(runtime.verifier)
 
     app = FastAPI(
@@ -48,6 +49,8 @@ def create_app(runtime: Runtime) -> FastAPI:
                        "engine": active.engine.kind if active else None},
             "decision_log": {"ok": point.log.healthy, "error": point.log.last_error},
         }
+        if runtime.reloader.last_error:
+            checks["policy"]["reload_error"] = runtime.reloader.last_error
         if point.shadow is not None:
             checks["shadow_policy"] = {"ok": True, "revision": point.shadow.revision}
         ready = all(c["ok"] for c in checks.values())

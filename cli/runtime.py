@@ -12,7 +12,7 @@ import logging
 import threading
 from functools import cached_property
 
-from cli.bootstrap import DECISION_SIGNING, SystemKeys, system_keys
+from cli.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
 from cli.identity import dev_issuer, token_verifier
 from cli.settings import Settings
 from pdp.calendar import BusinessCalendar
@@ -22,9 +22,10 @@ from pdp.identity import JwtVerifier
 from pdp.issuer import DevIssuer
 from pdp.metrics import PdpMetrics
 from pdp.point import ActivePolicy, DecisionPoint
+from pdp.reload import PolicyReloader
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
-from policy import PolicyPack, load_pack
+from policy import PolicyPack, RevisionStore, ensure_initial_revision, load_pack
 
 log = logging.getLogger("ztcp.runtime")
 BUREAU_DATA_FILE = "bureau-data.json"
@@ -112,16 +113,27 @@ class Runtime:
         return history
 
     @cached_property
+    def revision_store(self) -> RevisionStore:
+        store = RevisionStore.in_home(self.home)
+        self._closers.append(store.close)
+        return store
+
+    def bundle_public_keys(self) -> list:
+        return self.keys.public_keys(BUNDLE_SIGNING)
+
+    @cached_property
     def point(self) -> DecisionPoint:
-        active = self.build_active(self.pack(), revision=self.pack_revision())
+        """The decision point on the store's active revision (the default pack becomes r1 on first start)."""
+        ensure_initial_revision(self.revision_store, self.pack(), self.keys.bundle_signing)
         point = DecisionPoint(verifier=self.verifier, signer=self.decision_signer, log=self.decision_log,
-                              history=self.history, active=active,
+                              history=self.history, active=None,
                               timeout_ms=self.settings.engine_timeout_ms, metrics=self.metrics)
         self._closers.insert(0, point.close)
+        self.reloader = PolicyReloader(self.revision_store, self.bundle_public_keys, self.build_active, point,
+                                       watch_files=[self.home / BUREAU_DATA_FILE])
+        self.reloader.check()  # activate now; `ztcp serve` then keeps following the store
+        self._closers.insert(0, self.reloader.stop)
         return point
-
-    def pack_revision(self) -> str:
-        return "bundled:" + self.pack().digest.removeprefix("sha256:")[:12]
 
     def close(self) -> None:
         for close in self._closers:

@@ -14,8 +14,10 @@ deadline (the worker finishes or stays stuck on its own).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
@@ -51,6 +53,24 @@ def _merge_data(pack: PolicyPack, extra: dict | None) -> dict:
     return data
 
 
+_THREAD = threading.local()
+_LIVE: set[int] = set()
+_KEYS = itertools.count(1)
+
+
+def _thread_cache() -> dict[int, Any]:
+    """This thread's compiled engines, by engine key.
+
+    regorus engines are "unsendable": pinned to the thread that made them, including when they are
+    dropped. So they live in a dict owned by the thread itself (freed with the thread), never in
+    an object that another thread may garbage-collect; stale entries are pruned by their own thread.
+    """
+    cache = getattr(_THREAD, "engines", None)
+    if cache is None:
+        cache = _THREAD.engines = {}
+    return cache
+
+
 class RegorusEngine:
     kind = "regorus"
 
@@ -59,9 +79,9 @@ class RegorusEngine:
         self.digest = pack.digest
         self._modules = sorted(pack.policy_modules.items())
         self._data = _merge_data(pack, extra_data)
-        # regorus engines are "unsendable" (pinned to the thread that made them, even for clone()),
-        # so every thread compiles its own from the same sources, once.
-        self._local = threading.local()
+        self._key = next(_KEYS)
+        _LIVE.add(self._key)
+        weakref.finalize(self, _LIVE.discard, self._key)
         self._engine()  # compile errors surface at load time, not at the first request
 
     def _compile(self) -> Any:
@@ -77,10 +97,17 @@ class RegorusEngine:
         return engine
 
     def _engine(self) -> Any:
-        engine = getattr(self._local, "engine", None)
+        cache = _thread_cache()
+        engine = cache.get(self._key)
         if engine is None:
-            engine = self._local.engine = self._compile()
+            for stale in [k for k in cache if k not in _LIVE]:
+                del cache[stale]  # dropped on the thread that made it
+            engine = cache[self._key] = self._compile()
         return engine
+
+    def prepare(self) -> None:
+        """Compile for the calling thread now, so no request pays for it inside its budget."""
+        self._engine()
 
     def evaluate(self, input_doc: dict) -> dict:
         engine = self._engine()
@@ -108,6 +135,9 @@ class RegopyEngine:
         except EngineError as exc:
             if "undefined" not in str(exc):
                 raise
+
+    def prepare(self) -> None:
+        self._interpreter()
 
     def _interpreter(self) -> Any:
         interp = getattr(self._local, "interp", None)
@@ -197,16 +227,33 @@ def check_result(result: Any) -> dict:
 class GuardedEngine:
     """Holds the active engine (swapped atomically on reload) and enforces the evaluation budget."""
 
-    def __init__(self, engine: Engine | None, timeout_ms: int = 50, workers: int = 8) -> None:
-        self._engine = engine
+    def __init__(self, engine: Engine | None, timeout_ms: int = 50, workers: int = 4) -> None:
         self.timeout_s = timeout_ms / 1000.0
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ztcp-engine")
+        self._engine = None
+        self.swap(engine)
+
+    def prepare(self, engine: Engine | None) -> None:
+        """Run the engine's per-thread preparation on every worker before it takes traffic."""
+        prepare = getattr(engine, "prepare", None)
+        if prepare is None:
+            return
+        barrier = threading.Barrier(self._workers)
+
+        def on_each_worker() -> None:
+            prepare()
+            barrier.wait(timeout=60)  # holds this worker so the next task lands on another one
+
+        for future in [self._pool.submit(on_each_worker) for _ in range(self._workers)]:
+            future.result(timeout=120)
 
     @property
     def engine(self) -> Engine | None:
         return self._engine
 
     def swap(self, engine: Engine | None) -> None:
+        self.prepare(engine)
         # A single reference assignment: requests that already took the old engine finish on it.
         self._engine = engine
 

@@ -89,6 +89,8 @@ class DecisionPoint:
         self._guard.swap(active.engine if active else None)
 
     def set_shadow(self, shadow: ActivePolicy | None) -> None:
+        if shadow is not None:
+            self._guard.prepare(shadow.engine)
         self._shadow = shadow
 
     # -- deciding ---------------------------------------------------------------------------

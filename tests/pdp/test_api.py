@@ -18,7 +18,9 @@ from cli.settings import load_settings
 
 @pytest.fixture
 def runtime():
-    rt = Runtime(load_settings())
+    # A generous budget: these tests are about the API, and a loaded CI box must not turn a 2 ms
+    # evaluation into an engine_timeout deny (the timeout itself is tested in test_point.py).
+    rt = Runtime(load_settings(engine_timeout_ms=2000))
     yield rt
     rt.close()
 
@@ -75,7 +77,7 @@ def test_decision_over_http_with_verifiable_token(client, runtime, caller):
     r = client.post("/v1/decisions", json=body(runtime), headers={"Authorization": f"Bearer {caller}"})
     assert r.status_code == 200, r.text
     decision = r.json()
-    assert decision["effect"] in ("permit", "step_up")  # weekend/off-hours may raise risk
+    assert decision["effect"] in ("permit", "step_up"), decision["reasons"]  # off-hours may raise risk
     assert decision["risk"]["factors"] is not None
     if decision["effect"] == "permit":
         claims = runtime.decision_verifier.verify(decision["token"])
@@ -138,7 +140,7 @@ def test_ready_health_metrics(client, runtime, caller):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"]["policy"]["revision"].startswith("bundled:")
+    assert ready.json()["checks"]["policy"]["revision"] == "r1"
     client.post("/v1/decisions", json=body(runtime), headers={"Authorization": f"Bearer {caller}"})
     text = client.get("/metrics").text
     assert "ztcp_decisions_total" in text and "ztcp_decision_latency_seconds_bucket" in text

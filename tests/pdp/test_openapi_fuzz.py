@@ -16,7 +16,7 @@ def _app():
     global _runtime
     import tempfile
 
-    _runtime = Runtime(load_settings(home=tempfile.mkdtemp(prefix="ztcp-fuzz-")))
+    _runtime = Runtime(load_settings(home=tempfile.mkdtemp(prefix="ztcp-fuzz-"), engine_timeout_ms=2000))
     return create_app(_runtime)
 
 
