@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,16 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
             os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching to WAL needs a moment of exclusivity and SQLite reports BUSY without waiting, so
+    # a second process opening the store at the same time (serve + CLI) retries briefly.
+    for attempt in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-65536")
