@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 import subprocess
 import sys
@@ -146,6 +147,15 @@ def agency_input(**changes: dict[str, Any]) -> dict[str, Any]:
     for section, patch in changes.items():
         doc[section] = {**doc[section], **patch} if isinstance(patch, dict) else patch
     return doc
+
+
+_ENGINE: list[regorus.Engine] = []
+
+
+def _shared_engine() -> regorus.Engine:
+    if not _ENGINE:
+        _ENGINE.append(_engine())
+    return _ENGINE[0]
 
 
 def decide(doc: dict[str, Any], engine: regorus.Engine | None = None) -> dict[str, Any]:
@@ -400,12 +410,103 @@ def regopy_results() -> list[Any]:
 @pytest.mark.parametrize("index", range(len(conformance_inputs())))
 def test_regopy_matches_regorus(regopy_results: list[Any], index: int):
     doc = conformance_inputs()[index]
-    assert regopy_results[index] == decide(doc)
+    assert regopy_results[index] == decide(doc, _shared_engine())
 
 
 def test_conformance_covers_every_effect():
-    effects = {decide(doc)["effect"] for doc in conformance_inputs()}
+    engine = _engine()
+    effects = {decide(doc, engine)["effect"] for doc in conformance_inputs()}
     assert effects == {"permit", "step_up", "deny"}
+
+
+def random_inputs(count: int, seed: int) -> list[dict[str, Any]]:
+    """Seeded mixes of subject, role, device, network, dataset, action, purpose and signals."""
+    rng = random.Random(seed)
+    roles = ["case_officer", "reviewer", "supervisor", "counter_staff", "call_center", "auditor", "it_admin",
+             "security_officer", "key_custodian", "janitor"]
+    datasets = [("insured_persons", "personal"), ("claims", "personal"), ("medical_records", "special"),
+                ("provenance_events", "internal"), ("office_locations", "public"), ("unknown_ds", None)]
+    fields = ["name", "address", "national_id", "bank_account", "phone", "diagnosis", "employer", "salary"]
+    methods = [("password", 1), ("otp", 2), ("fido2", 3), ("citizen_cert", 3)]
+    docs = []
+    for _ in range(count):
+        dataset, classification = rng.choice(datasets)
+        method, strength = rng.choice(methods)
+        kind = rng.choice(["staff", "staff", "staff", "agency", "mydata", "citizen"])
+        changes: dict[str, Any] = {
+            "subject": {"roles": rng.sample(roles, rng.choice([1, 1, 2])),
+                        "auth": {"method": method, "mfa": rng.random() < 0.7}},
+            "device": {"managed": rng.random() < 0.7, "compliant": rng.random() < 0.7,
+                       "posture": {"baseline_ok": rng.random() < 0.9, "edr_running": rng.random() < 0.9,
+                                   "disk_encrypted": True, "patch_age_days": rng.choice([3, 40, None])}},
+            "context": {"network_zone": rng.choice(["internal", "vpn", "exchange", "internet"]),
+                        "time": rng.choice(["2026-11-23T10:00:00+08:00", "2028-03-01T09:00:00Z", "bogus"])},
+            "resource": {"dataset": dataset, "classification": classification,
+                         "citizen_ref": rng.choice([CITIZEN, "cr_OTHER", None]),
+                         "fields": rng.sample(fields, rng.randint(0, 4))},
+            "action": rng.choice(["read", "read", "search", "update", "export", "bulk_search", "disclose"]),
+            "purpose": {"code": rng.choice(["benefit_review", "marketing", None]),
+                        "case_id": rng.choice(["C-2026-0001", "C-2026-0002", "C-NONE", None]),
+                        "break_glass": rng.random() < 0.15,
+                        "justification": rng.choice([None, "too short", "Collapsed at counter, ambulance"])},
+            "signals": {"auth_strength": rng.choice([strength, strength, None]),
+                        "token_age_s": rng.choice([60, 5000, None]), "off_hours": rng.random() < 0.3,
+                        "device_first_seen": rng.random() < 0.2, "recent_denies_1h": rng.choice([0, 5]),
+                        "travel_speed_kmh": rng.choice([0, 2000, None]),
+                        "request_rate_1m": rng.choice([3, 90]),
+                        "distinct_citizens_10m": rng.choice([2, 50]), "self_record": rng.random() < 0.2,
+                        "holiday": rng.random() < 0.1, "first_dataset_access": rng.random() < 0.2},
+        }
+        if kind == "agency":
+            doc = agency_input(**{k: v for k, v in changes.items() if k not in {"subject"}})
+            doc["purpose"]["legal_basis"] = rng.choice(["TCA-Art-30", "OTHER", None])
+        elif kind == "mydata":
+            doc = officer_input(**changes)
+            doc["subject"] = {**doc["subject"], "id": "mydata-bank-1", "type": "mydata_party",
+                              "roles": ["mydata_party"]}
+            doc["purpose"]["consent_id"] = rng.choice(["CNS-0001", "CNS-NONE", None])
+        elif kind == "citizen":
+            doc = officer_input(**changes)
+            doc["subject"] = {**doc["subject"], "id": "cit-1", "type": "citizen", "roles": ["citizen"],
+                              "citizen_ref": rng.choice([CITIZEN, None])}
+        else:
+            doc = officer_input(**changes)
+        docs.append(doc)
+    return docs
+
+
+RANDOM_INPUTS = random_inputs(150, seed=20261122)
+
+
+def test_random_inputs_reach_every_effect():
+    engine = _engine()
+    effects = {decide(doc, engine)["effect"] for doc in RANDOM_INPUTS}
+    assert effects == {"permit", "step_up", "deny"}
+
+
+@pytest.mark.slow
+def test_regopy_matches_regorus_on_random_inputs():
+    """regopy is slow (tens of ms per decision here), so it gets a slice of the random inputs."""
+    sample = RANDOM_INPUTS[:40]
+    proc = _regopy(sample)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    engine = _engine()
+    mismatches = [i for i, got in enumerate(json.loads(proc.stdout)) if got != decide(sample[i], engine)]
+    assert mismatches == []
+
+
+def test_regorus_rvm_matches_interpreter():
+    """regorus' bytecode VM (Program/Rvm) compiles the pack and decides identically — the PDP may
+    use it for speed (see README, performance)."""
+    data_json = json.dumps(PACK.data)
+    program = regorus.Program.compile_from_modules(data_json, list(PACK.policy_modules.items()), [DECISION])
+    vm = regorus.Rvm()
+    vm.load_program(program)
+    vm.set_data_json(data_json)
+    engine = _engine()
+    for doc in conformance_inputs() + RANDOM_INPUTS:
+        vm.set_input_json(json.dumps(doc))
+        assert json.loads(vm.execute()) == decide(doc, engine), doc
 
 
 def test_regopy_with_input_divergence():
@@ -442,3 +543,22 @@ def test_regopy_builtin_divergences_the_pack_avoids(expression: str, opa_value: 
     proc = _regopy([{}], modules={"probe.rego": module}, data={}, query="data.probe.r")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) != [opa_value]
+
+
+def test_regorus_rvm_binds_undefined():
+    """Known regorus 0.13 RVM defect: ``x := <undefined ref>`` in a rule body succeeds (x becomes
+    "<undefined>") where OPA and the interpreter make the body fail — fail-open for a rule like
+    ``allow if { x := input.missing }``. The pack guards every such assignment (is_array /
+    is_string) so the RVM decides identically today; policy edits must keep doing so before the
+    PDP runs the RVM. If this starts failing, the RVM was fixed."""
+    module = "package probe\nimport rego.v1\nr if {\n\tx := input.missing\n}\n"
+    engine = regorus.Engine()
+    engine.add_policy("probe.rego", module)
+    engine.set_input({})
+    assert engine.eval_rule("data.probe.r") is None
+    program = regorus.Program.compile_from_modules("{}", [("probe.rego", module)], ["data.probe.r"])
+    vm = regorus.Rvm()
+    vm.load_program(program)
+    vm.set_data_json("{}")
+    vm.set_input_json("{}")
+    assert json.loads(vm.execute()) is True

@@ -75,10 +75,12 @@ withheld contains f if some f in data.ztcp.citizen.withheld
 withheld contains f if some f in unregistered_fields
 
 # Fields the dataset register does not list are never released (when the register lists fields).
+registered_fields := data.ztcp.common.datasets[input.resource.dataset].fields
+
 unregistered_fields contains f if {
-	registered := data.ztcp.common.datasets[input.resource.dataset].fields
+	is_array(registered_fields)
 	some f in data.ztcp.common.requested_fields
-	not f in registered
+	not f in registered_fields
 }
 
 fields := {f | some f in data.ztcp.common.requested_fields; not f in withheld}

@@ -35,9 +35,11 @@ masks(permitted) := sort([{"type": "mask", "field": rule.field, "style": rule.st
 
 # --- max_rows ---------------------------------------------------------------------------------
 
-role_limits := [n |
+action_limits := cfg.max_rows[input.action]
+
+role_limits := [action_limits[r] |
 	some r in data.ztcp.common.roles
-	n := cfg.max_rows[input.action][r]
+	action_limits[r]
 ]
 
 # The tightest limit among the subject's roles (no min(): see common.rego).

@@ -183,17 +183,15 @@ fired contains {"name": "protected_citizen", "detail": "record of a protected ci
 
 # Large registers should be objects ({citizen_ref: true}) for O(1) lookup; arrays also work.
 protected_citizen if {
-	ref := input.resource.citizen_ref
-	is_string(ref)
+	is_string(input.resource.citizen_ref)
 	is_object(data.ztcp.common.protected_citizens)
-	data.ztcp.common.protected_citizens[ref]
+	data.ztcp.common.protected_citizens[input.resource.citizen_ref]
 }
 
 protected_citizen if {
-	ref := input.resource.citizen_ref
-	is_string(ref)
+	is_string(input.resource.citizen_ref)
 	is_array(data.ztcp.common.protected_citizens)
-	ref in data.ztcp.common.protected_citizens
+	input.resource.citizen_ref in data.ztcp.common.protected_citizens
 }
 
 # A staff member reading their own record (conflict of interest). For citizens it is the norm.
