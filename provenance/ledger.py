@@ -18,6 +18,7 @@ All writes go through ``append`` under one lock, in one transaction per batch (g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -85,9 +86,19 @@ def _from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """What a caller gets once its event is durable."""
+class Prepared(NamedTuple):
+    """An event ready to append: its canonical bytes and leaf hash, and the indexed columns."""
+
+    event_id: str
+    citizen_key: int | None
+    time_us: int
+    type: str
+    body: bytes
+    leaf_hash: bytes
+
+
+class Receipt(NamedTuple):
+    """What a caller gets once its event is durable (a tuple: cheap at 100k/s)."""
 
     seq: int
     leaf_hash: bytes
@@ -178,6 +189,7 @@ class Ledger:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB: keeps the citizen index hot while appending
+        db.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger WAL checkpoints on the append path
         return db
 
     def _reader(self) -> sqlite3.Connection:
@@ -247,9 +259,23 @@ class Ledger:
     def size(self) -> int:
         return self._state.size
 
+    def prepare(self, events: Sequence[ProvenanceEvent]) -> list[Prepared]:
+        """Canonical bytes and leaf hashes, computed outside the write lock (callers' threads)."""
+        sha = hashlib.sha256
+        out = []
+        for ev in events:
+            body = canonical_bytes(ev)
+            ref = ev.citizen_ref
+            out.append(Prepared(ev.event_id, citizen_key(ref) if ref else None, _us(ev.time), ev.type, body,
+                                sha(b"\x00" + body).digest()))
+        return out
+
     def append(self, events: Sequence[ProvenanceEvent]) -> list[Receipt]:
         """Durably append a batch in one fsync'd transaction; idempotent by ``event_id``."""
-        if not events:
+        return self.append_prepared(self.prepare(events)) if events else []
+
+    def append_prepared(self, items: Sequence[Prepared]) -> list[Receipt]:
+        if not items:
             return []
         with self._lock:
             if self._closed:
@@ -257,12 +283,10 @@ class Ledger:
             if self.damaged:
                 raise LedgerUnavailable(f"ledger is damaged ({self.damaged}); run `ztcp audit verify`")
             try:
-                return self._append_locked(events)
+                return self._append_locked(items)
             except sqlite3.Error as exc:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 self._state = self._reload_state_or_none() or self._state
                 raise LedgerUnavailable(f"ledger write failed: {exc}") from None
 
@@ -281,16 +305,16 @@ class Ledger:
                 existing[eid] = Receipt(seq, lh, eid, duplicate=True)
         return existing
 
-    def _append_locked(self, events: Sequence[ProvenanceEvent]) -> list[Receipt]:
+    def _append_locked(self, items: Sequence[Prepared]) -> list[Receipt]:
         # Fast path: assume no event id was seen before and let the UNIQUE index say otherwise;
         # retries are rare, so the per-id lookup runs only when a duplicate is actually present.
         try:
-            return self._write(events, {})
+            return self._write(items, {})
         except sqlite3.IntegrityError:
             self._db.execute("ROLLBACK")
-        return self._write(events, self._lookup([e.event_id for e in events]))
+        return self._write(items, self._lookup([p.event_id for p in items]))
 
-    def _write(self, events: Sequence[ProvenanceEvent], existing: dict[str, Receipt]) -> list[Receipt]:
+    def _write(self, items: Sequence[Prepared], existing: dict[str, Receipt]) -> list[Receipt]:
         db = self._db
         st = self._state
         frontier = merkle.CompactRange(st.frontier.size, st.frontier.hashes())
@@ -298,20 +322,23 @@ class Ledger:
         receipts: list[Receipt] = []
         rows = []
         node_rows = []
-        leaf = merkle.leaf_hash
-        for ev in events:
-            prior = existing.get(ev.event_id)
+        seen: dict[str, int] = {}
+        append = frontier.append
+        for p in items:
+            eid = p.event_id
+            prior = existing.get(eid)
+            if prior is None and eid in seen:
+                r = receipts[seen[eid]]
+                prior = Receipt(r.seq, r.leaf_hash, eid, True)
             if prior is not None:
                 receipts.append(prior)
                 continue
-            body = canonical_bytes(ev)
-            lh = leaf(body)
-            for level, index, h in frontier.append(lh):
-                node_rows.append((node_id(level, index), h))
-            ck = citizen_key(ev.citizen_ref) if ev.citizen_ref else None
-            rows.append((seq, ev.event_id, ck, _us(ev.time), ev.type, body, lh))
-            receipts.append(Receipt(seq, lh, ev.event_id))
-            existing[ev.event_id] = Receipt(seq, lh, ev.event_id, duplicate=True)
+            lh = p.leaf_hash
+            for level, index, h in append(lh):
+                node_rows.append((((((index + 1) << level) - 1) << 6) | level, h))  # node_id(), inlined
+            rows.append((seq, eid, p.citizen_key, p.time_us, p.type, p.body, lh))
+            seen[eid] = len(receipts)
+            receipts.append(Receipt(seq, lh, eid))
             seq += 1
         if not rows:
             return receipts

@@ -1,8 +1,9 @@
 """In-process recording with group commit.
 
-``record`` blocks until its event is durable. Concurrent callers queue their events; whichever caller
-holds the commit lock writes everything queued so far in one fsync'd transaction (leader/follower
-group commit, no background thread to own or leak), so N threads pay ~1 fsync instead of N.
+``record`` blocks until its event is durable. Concurrent callers queue their events; one caller at a
+time is the leader and writes everything queued so far in one fsync'd transaction, repeating until
+its own events are in (leader/follower group commit, no background thread to own or leak), so N
+threads pay ~1 fsync instead of N.
 A failed write fails every caller in that batch with ``LedgerUnavailable``: callers that were about
 to release plaintext must not (DESIGN §2).
 """
@@ -14,13 +15,13 @@ from collections.abc import Sequence
 
 from provenance.errors import LedgerUnavailable
 from provenance.events import ProvenanceEvent
-from provenance.ledger import Ledger, Receipt
+from provenance.ledger import Ledger, Prepared, Receipt
 
 
 class _Ticket:
     __slots__ = ("events", "receipts", "error", "done")
 
-    def __init__(self, events: Sequence[ProvenanceEvent]) -> None:
+    def __init__(self, events: Sequence[Prepared]) -> None:
         self.events = events
         self.receipts: list[Receipt] = []
         self.error: BaseException | None = None
@@ -32,8 +33,9 @@ class Recorder:
         self.ledger = ledger
         self.max_batch = max_batch
         self._queue: list[_Ticket] = []
-        self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._leader = False
+        self._commit_lock = threading.Lock()  # serialises transactions with the checkpoint timer
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         if checkpoint_timer:
@@ -50,19 +52,38 @@ class Recorder:
         for e in events:
             if not isinstance(e, ProvenanceEvent):
                 raise TypeError("Recorder records ProvenanceEvent instances")
-        ticket = _Ticket(list(events))
-        with self._queue_lock:
+        # Canonical JSON and leaf hashes are computed here, in the caller's thread, while the leader's
+        # SQLite work runs with the GIL released: producers overlap with the commit.
+        ticket = _Ticket(self.ledger.prepare(events))
+        with self._cv:
             self._queue.append(ticket)
-        with self._commit_lock:
+            # Followers sleep on the condition (not on a lock), so while the leader's fsync runs every
+            # newcomer piles into the queue and the next transaction takes them all at once.
+            while not ticket.done and self._leader:
+                self._cv.wait()
             if not ticket.done:
-                self._commit_queued()
+                self._leader = True
+        if not ticket.done:
+            try:
+                while not ticket.done:
+                    with self._cv:
+                        batch, self._queue = self._queue, []
+                    self._commit(batch)
+                    with self._cv:
+                        self._cv.notify_all()
+            finally:
+                with self._cv:
+                    self._leader = False
+                    self._cv.notify_all()
         if ticket.error is not None:
             raise LedgerUnavailable(str(ticket.error)) from ticket.error
         return ticket.receipts
 
-    def _commit_queued(self) -> None:
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
+    def _commit(self, batch: list[_Ticket]) -> None:
+        with self._commit_lock:
+            self._commit_groups(batch)
+
+    def _commit_groups(self, batch: list[_Ticket]) -> None:
         # Split very large queues so one transaction stays bounded; order is preserved.
         start = 0
         while start < len(batch):
@@ -73,7 +94,7 @@ class Recorder:
                 start += 1
             events = [e for t in group for e in t.events]
             try:
-                receipts = self.ledger.append(events)
+                receipts = self.ledger.append_prepared(events)
             except Exception as exc:  # noqa: BLE001 - every waiter learns it failed
                 err = exc if isinstance(exc, LedgerUnavailable) else LedgerUnavailable(f"ledger write failed: {exc}")
                 for t in group:

@@ -14,13 +14,13 @@ from provenance import Ledger, LedgerUnavailable, Recorder
 def test_concurrent_records_are_batched_and_unique(ledger: Ledger) -> None:
     rec = Recorder(ledger)
     commits = []
-    orig = ledger.append
+    orig = ledger.append_prepared
 
     def counting_append(events):  # a real append, counted (not a mock of the ledger)
         commits.append(len(events))
         return orig(events)
 
-    ledger.append = counting_append  # type: ignore[method-assign]
+    ledger.append_prepared = counting_append  # type: ignore[method-assign]
     results: dict[int, int] = {}
     errors = []
 

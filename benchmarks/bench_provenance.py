@@ -1,0 +1,236 @@
+"""Provenance ledger benchmark (DESIGN §8, issue 4), every figure against its anchor in the same run.
+
+- raw SQLite insert rate (WAL, synchronous=FULL, 10k rows per transaction, same event bodies): the anchor;
+- ledger append, batched and durable: RFC 8785 bytes + leaf hash + tree nodes + indexes, fsync'd;
+- group commit: 16 threads each calling ``Recorder.record`` for single events;
+- single durable append latency p50/p99 (one fsync'd transaction per event);
+- trace of one citizen (~20 events) with every inclusion proof verified against the signed checkpoint,
+  at 1 M events (and 10 M when not quick);
+- full verification rate (recompute every leaf and node, compare, check checkpoints).
+Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms. Published anchor for a
+tamper-evident log on one core: ~10,500 events/s with signing offloaded (Crosby & Wallach 2009).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from benchmarks.common import percentiles, write
+from benchmarks.common import result as _result
+from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref
+from provenance.trace import trace_citizen
+from provenance.verify import verify_ledger
+
+BATCH = 10_000
+_T = time.perf_counter()
+
+
+def result(name: str, value: float, unit: str, **kw: object) -> dict:
+    row = _result(name, value, unit, **kw)
+    print(f"[{time.perf_counter() - _T:6.1f}s] {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
+    return row
+EVENTS_PER_CITIZEN = 20
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _template() -> ProvenanceEvent:
+    return ProvenanceEvent.model_validate(
+        {
+            "type": "pii.read",
+            "actor": {"id": "staff-00123", "unit": "Taipei District Office", "agency": "BLI", "roles": ["clerk"]},
+            "via": {"system": "counter-app", "channel": "counter", "ip": "10.1.2.3"},
+            "citizen_ref": "cr_" + "A" * 52,
+            "dataset": "insured_persons",
+            "record_id": "r-1",
+            "fields": ["name", "address", "bank_account"],
+            "purpose": {"code": "benefit_review", "case_id": "C-2026-0001"},
+            "decision_id": "0193a1b2-c3d4-7e5f-8a9b-000000000000",
+            "effect": "permit",
+        }
+    )
+
+
+class Population:
+    """Events for ``n`` accesses spread over ``n / 20`` citizens (built with model_copy: no re-validation)."""
+
+    def __init__(self, n: int, seed: int = 7) -> None:
+        self.n = n
+        self.citizens = [citizen_ref(_nid(i), b"bench-blind-index-key-0123456789") for i in range(max(1, n // 20))]
+        self.rng = random.Random(seed)
+        self.tpl = _template()
+        self.i = 0
+
+    def batch(self, k: int) -> list[ProvenanceEvent]:
+        out = []
+        cits, rng, tpl = self.citizens, self.rng, self.tpl
+        for _ in range(k):
+            i = self.i
+            self.i += 1
+            out.append(tpl.model_copy(update={
+                "event_id": f"bench-{i:012d}",
+                "time": T0 + timedelta(seconds=i),
+                "citizen_ref": cits[rng.randrange(len(cits))],
+                "record_id": f"r-{i}",
+            }))
+        return out
+
+
+def _nid(i: int) -> str:
+    """A checksum-valid national ID for index i (benchmark data only)."""
+    from provenance.citizen_ref import _LETTER_CODES, _WEIGHTS  # noqa: PLC2701
+
+    letter = "ABCDEFGHJKLMNPQRSTUVXYWZIO"[i % 26]
+    digits = f"{1 + (i // 26) % 2}{(i // 52):07d}"[:8]
+    code = _LETTER_CODES[letter]
+    total = code // 10 + (code % 10) * 9 + sum(int(d) * w for d, w in zip(digits, _WEIGHTS[:8], strict=True))
+    return f"{letter}{digits}{(10 - total % 10) % 10}"
+
+
+def raw_sqlite_rate(path: Path, bodies: list[bytes]) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    start = time.perf_counter()
+    for b in range(0, len(bodies), BATCH):
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO t VALUES (?, ?)", ((b + i, x) for i, x in enumerate(bodies[b : b + BATCH])))
+        db.execute("COMMIT")
+    rate = len(bodies) / (time.perf_counter() - start)
+    db.close()
+    return rate
+
+
+def populate(ledger: Ledger, pop: Population, n: int) -> float:
+    """Append n events in durable batches; returns events/s (event objects prebuilt outside the clock)."""
+    spent = 0.0
+    done = 0
+    while done < n:
+        evs = pop.batch(min(BATCH, n - done))
+        t = time.perf_counter()
+        ledger.append(evs)
+        spent += time.perf_counter() - t
+        done += len(evs)
+    return n / spent
+
+
+def group_commit_rate(ledger: Ledger, pop: Population, threads: int, per_thread: int) -> float:
+    rec = Recorder(ledger)
+    batches = [pop.batch(per_thread) for _ in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(evs: list[ProvenanceEvent]) -> None:
+        barrier.wait()
+        for e in evs:
+            rec.record(e)
+
+    ts = [threading.Thread(target=worker, args=(b,)) for b in batches]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in ts:
+        t.join()
+    return threads * per_thread / (time.perf_counter() - start)
+
+
+def single_latency(ledger: Ledger, pop: Population, n: int) -> dict:
+    samples = []
+    for e in pop.batch(n):
+        t = time.perf_counter()
+        ledger.append([e])
+        samples.append(time.perf_counter() - t)
+    return percentiles(samples)
+
+
+def trace_latency(ledger: Ledger, pop: Population, samples: int) -> tuple[dict, float]:
+    cp = ledger.checkpoint()
+    rng = random.Random(11)
+    times, sizes = [], []
+    for _ in range(samples):
+        ref = pop.citizens[rng.randrange(len(pop.citizens))]
+        t = time.perf_counter()
+        tr = trace_citizen(ledger, ref, checkpoint=cp)
+        times.append(time.perf_counter() - t)
+        assert tr.all_verified
+        sizes.append(len(tr.events))
+    return percentiles(times), statistics.mean(sizes)
+
+
+def main(quick: bool = True) -> list[dict]:
+    rows: list[dict] = []
+    key = Ed25519PrivateKey.generate()
+    sizes = [1_000_000] if quick else [1_000_000, 10_000_000]
+    with tempfile.TemporaryDirectory(prefix="ztcp-bench-prov-") as tmp:
+        tmpd = Path(tmp)
+        # -- anchor and batched append on the same bodies ------------------------------------------
+        n_rate = 200_000 if quick else 1_000_000
+        pop = Population(n_rate)
+        sample = pop.batch(n_rate)
+        bodies = [canonical_bytes(e) for e in sample]
+        raw = raw_sqlite_rate(tmpd / "raw.db", bodies)
+        rows.append(result("raw SQLite insert (WAL, synchronous=FULL, 10k/txn)", raw, "rows/s",
+                           anchor="the anchor", bytes_per_row=round(statistics.mean(map(len, bodies)))))
+        with Ledger(tmpd / "rate.db", key, "bench/rate", checkpoint_every=100_000) as led:
+            t = time.perf_counter()
+            for b in range(0, n_rate, BATCH):
+                led.append(sample[b : b + BATCH])
+            appended = n_rate / (time.perf_counter() - t)
+            rows.append(result("ledger append, batched 10k, durable (canonical JSON + Merkle + indexes)",
+                               appended, "events/s", target="≥ 100,000/s", ok=appended >= 100_000,
+                               anchor=f"{appended / raw:.0%} of raw SQLite insert; "
+                                      f"{appended / 10_500:.1f}× Crosby & Wallach's 10,500/s"))
+            gc = group_commit_rate(led, pop, threads=16, per_thread=300 if quick else 1000)
+            rows.append(result("Recorder.record from 16 threads (group commit)", gc, "events/s",
+                               anchor=f"{gc / appended:.0%} of batched append"))
+            lat = single_latency(led, pop, 200 if quick else 1000)
+            rows.append(result("single durable append p50", lat["p50_ms"], "ms", anchor="one fsync'd transaction"))
+            rows.append(result("single durable append p99", lat["p99_ms"], "ms"))
+        del sample, bodies
+        # -- trace and verify at scale -------------------------------------------------------------
+        for n in sizes:
+            pop = Population(n, seed=n)
+            path = tmpd / f"trace-{n}.db"
+            with Ledger(path, key, "bench/trace", checkpoint_every=1_000_000) as led:
+                fill = populate(led, pop, n)
+                rows.append(result(f"ledger append while filling {n:,}", fill, "events/s",
+                                   target="≥ 100,000/s", ok=fill >= 100_000))
+                pct, mean_events = trace_latency(led, pop, 100 if quick else 300)
+                rows.append(result(f"trace one citizen at {n:,} events, proofs verified, p50", pct["p50_ms"], "ms",
+                                   target="≤ 20 ms", ok=pct["p50_ms"] <= 20, p99_ms=round(pct["p99_ms"], 3),
+                                   events_per_trace=round(mean_events, 1)))
+                if n == sizes[0]:
+                    t = time.perf_counter()
+                    rep = verify_ledger(led)
+                    v = rep.events_checked / (time.perf_counter() - t)
+                    rows.append(result(f"full verify (recompute every leaf and node) at {n:,}", v, "events/s",
+                                       anchor=f"{n / v:.1f} s for the whole ledger"))
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        ev = _template().model_dump_json()
+        t = time.perf_counter()
+        for _ in range(20_000):
+            ProvenanceEvent.model_validate_json(ev)
+        rows.append(result("event validation (strict model + raw-ID screen)", 20_000 / (time.perf_counter() - t),
+                           "events/s", anchor="per core, before append"))
+    write("provenance", rows, quick=quick)
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+
+    for r in main(quick="--full" not in sys.argv):
+        print(json.dumps(r))
+    os._exit(0)
