@@ -47,7 +47,7 @@ from keymgmt.provider import KeyProvider
 from keymgmt.table import EncryptedTable, TableSpec, load_spec, registered_specs
 from keymgmt.vault import VaultProvider
 
-DEFAULT_BLIND_INDEX_KEY = "ztcp-blind-index"
+DEFAULT_BLIND_INDEX_KEY = "blind-index"  # also the citizen_ref key (DESIGN §5)
 
 __all__ = [
     "DEFAULT_BLIND_INDEX_KEY",

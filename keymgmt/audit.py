@@ -6,9 +6,10 @@ Stored in SQLite (``ZTCP_HOME/keyaudit.db``, WAL), table ``key_audit``::
     event_id    TEXT UNIQUE    UUIDv7
     time        TEXT           ISO-8601 UTC
     type        TEXT           key.create | key.rotate | key.rewrap | key.retire | key.decrypt |
-                               key.decrypt_refused | key.bulk_decrypt | key.reencrypt | key.encrypt_table
+                               key.decrypt_refused | key.bulk_decrypt | key.reencrypt
+                               (encrypt-table is key.reencrypt with reason "encrypt-table")
     actor       TEXT           OS user / service account / token subject
-    key_name    TEXT NULL
+    key_name    TEXT           the KEK / HMAC / signing key concerned (decrypt events: the KEK)
     key_version INTEGER NULL
     dataset     TEXT NULL
     count       INTEGER NULL   rows / DEKs affected
@@ -44,7 +45,6 @@ KeyAuditType = Literal[
     "key.decrypt_refused",
     "key.bulk_decrypt",
     "key.reencrypt",
-    "key.encrypt_table",
 ]
 AUDIT_FILENAME = "keyaudit.db"
 
@@ -127,6 +127,18 @@ class KeyAuditLog:
             args.append(limit)
         for r in self._conn().execute(q, args).fetchall():
             yield r[0], KeyAuditEvent(**dict(zip(_COLS, r[1:], strict=True)))
+
+    def events_after(self, cursor: object, limit: int = 50_000) -> tuple[list[dict], int]:
+        """For ``siem_rules.CallableSource``: JSON-ready events after ``cursor`` and the new cursor."""
+        start = int(cursor or 0)
+        out: list[dict] = []
+        last = start
+        for seq, ev in self.iter_since(start, limit):
+            d = ev.model_dump(mode="json", exclude_none=True)
+            d["time"] = ev.time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            out.append(d)
+            last = seq
+        return out, last
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

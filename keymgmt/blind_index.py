@@ -85,7 +85,7 @@ class BlindIndexKeys:
     """The blind-index HMAC key of a provider: the current version for writes, every trusted one for
     lookups. Key material is fetched once and kept in memory (see the vault provider's note)."""
 
-    def __init__(self, provider: object, key_name: str = "ztcp-blind-index", *, length: int = 8,
+    def __init__(self, provider: object, key_name: str = "blind-index", *, length: int = 8,
                  normaliser: Callable[[str], str] = normalise) -> None:
         self.provider = provider
         self.key_name = key_name

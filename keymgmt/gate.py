@@ -167,6 +167,7 @@ class ProtectedReader:
                 self.audit.record(
                     type="key.decrypt_refused",
                     actor=claims.subject if claims else "unknown",
+                    key_name=self.table.envelope.kek_name,
                     dataset=self.table.spec.dataset,
                     count=1,
                     reason=reason,

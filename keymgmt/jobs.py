@@ -181,8 +181,8 @@ def encrypt_table(
     with et.engine.begin() as c:
         done = _journal_finish(c, "encrypt", et.spec.table)
     if audit is not None:
-        audit.record(type="key.encrypt_table", actor=actor, key_name=et.envelope.kek_name,
-                     dataset=et.dataset, count=changed)
+        audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
+                     dataset=et.dataset, count=changed, reason="encrypt-table")
     return JobResult("encrypt-table", et.spec.table, changed, pending, total,
                      time.perf_counter() - started, done)
 

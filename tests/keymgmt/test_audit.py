@@ -50,3 +50,18 @@ def test_concurrent_writers_get_distinct_ordered_seqs(tmp_path: Path) -> None:
         t.join()
     seqs = [s for s, _ in KeyAuditLog(path).iter_since(0)]
     assert seqs == list(range(1, 201))
+
+
+def test_events_after_feeds_the_siem_key_event_schema(tmp_path: Path) -> None:
+    import siem_rules
+
+    log = KeyAuditLog(tmp_path / "keyaudit.db")
+    log.record(type="key.rotate", actor="os:alice", key_name="data-kek", key_version=2)
+    log.record(type="key.decrypt_refused", actor="staff-1", key_name="data-kek", dataset="ds", count=1,
+               reason="expired", decision_id="d-1")
+    events, cursor = log.events_after(None)
+    assert cursor == 2 and [e["type"] for e in events] == ["key.rotate", "key.decrypt_refused"]
+    for e in events:
+        siem_rules.KeyEvent.model_validate(e)
+        assert e["time"].endswith("Z")
+    assert log.events_after(cursor) == ([], cursor)

@@ -84,7 +84,7 @@ def test_table_commands(runner: CliRunner, tmp_path: Path, kit) -> None:
     assert r.exit_code == 3
     assert json.loads(r.output)["failures"] == {"blind_index_mismatch": 2}
     types = [e["type"] for e in json.loads(run(runner, "keys", "audit", "--json"))]
-    for t in ("key.create", "key.encrypt_table", "key.rotate", "key.rewrap", "key.reencrypt",
+    for t in ("key.create", "key.rotate", "key.rewrap", "key.reencrypt",
               "key.retire", "key.bulk_decrypt"):
         assert t in types
     human = run(runner, "keys", "status", "--db", url, "--table", "people")
