@@ -112,47 +112,64 @@ def _entry_points(modules: Mapping[str, str]) -> list[str]:
     return sorted(points)
 
 
+class _CompilerLimit(Exception):
+    """The RVM compiler cannot handle this input (a construct it lacks, or an internal limit)."""
+
+
+def _compile(
+    data_json: str, modules: Mapping[str, str], entries: list[str], sources: Mapping[str, str]
+) -> None:
+    """Compile; raise a Problem-carrying RuntimeError for policy errors, _CompilerLimit otherwise."""
+    try:
+        with _quiet_stderr():
+            regorus.Program.compile_from_modules(data_json, sorted(modules.items()), entries)
+    except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException derives from BaseException
+        if type(exc).__name__ == "PanicException":
+            # Internal limits (e.g. "Register overflow" on a very large rule) surface as Rust
+            # panics: the checker's limit, not a policy problem.
+            raise _CompilerLimit(str(exc)[:200]) from None
+        if not isinstance(exc, Exception):
+            raise
+        problem = problem_from_engine_error(exc, next(iter(sorted(modules))), sources)
+        if _UNSUPPORTED in problem.message:
+            raise _CompilerLimit(problem.message) from None
+        raise _Located(problem) from None
+
+
+class _Located(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
 def _compile_problems(modules: dict[str, str], data: dict[str, Any]) -> list[Problem]:
-    """Compile all modules together (unknown functions, unsafe variables, …).
+    """Compile the policy modules together (unknown functions, unsafe variables, …).
 
     regorus stops at the first error, so after each error the faulty module is set aside and the
-    rest compiled again: one problem per broken file, every broken file reported.
+    rest compiled again: one problem per broken file, every broken file reported. Test modules are
+    only parsed here: the RVM compiler lacks `with`, which tests use everywhere, and they share
+    helper modules, so a compile error in one would cascade; ``policy test`` reports their errors.
+    Where the compiler reaches its own limits the modules are left to the evaluation check.
     """
     problems: list[Problem] = []
-    remaining = dict(modules)
     data_json = json.dumps(data)
+    remaining = {p: s for p, s in modules.items() if not p.endswith("_test.rego")}
     while remaining:
         entries = _entry_points(remaining)
         if not entries:
             break
         try:
-            with _quiet_stderr():
-                regorus.Program.compile_from_modules(data_json, sorted(remaining.items()), entries)
+            _compile(data_json, remaining, entries, modules)
             break
-        except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException derives from BaseException
-            if type(exc).__name__ != "PanicException":
-                if not isinstance(exc, Exception):
-                    raise
-                problem = problem_from_engine_error(exc, next(iter(sorted(remaining))), modules)
-                if problem.file not in remaining:
-                    problems.append(problem)
-                    break
-                if _UNSUPPORTED in problem.message:
-                    # The RVM compiler lacks some constructs (`with`), which tests use everywhere: set
-                    # a test module aside silently; a policy module using them ends the compile pass
-                    # (its dependents would report false "unknown function" errors) and leaves the
-                    # rest to the evaluation check.
-                    if problem.file.endswith("_test.rego"):
-                        del remaining[problem.file]
-                        continue
-                    break
-                problems.append(problem)
-                del remaining[problem.file]
-                continue
-            # The RVM compiler has internal limits (e.g. "Register overflow" on very large rules) and
-            # reports them as Rust panics. That is the checker's limit, not a policy problem: leave
-            # these modules to the evaluation check.
-            break
+        except _CompilerLimit:
+            # A policy module beyond the compiler: its dependents would report false "unknown
+            # function" errors, so stop here and rely on evaluation.
+            return problems
+        except _Located as located:
+            problems.append(located.problem)
+            if located.problem.file not in remaining:
+                return problems
+            del remaining[located.problem.file]
     return problems
 
 

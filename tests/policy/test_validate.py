@@ -92,9 +92,7 @@ def test_invalid_json_data_reported_with_position(base_files):
 
 def test_schema_without_data_and_invalid_schema(base_files):
     base_files["schema/limits.schema.json"] = json.dumps({"type": "object"}).encode()
-    base_files["schema/bad.schema.json"] = json.dumps(
-        {"x-ztcp-data-path": "ztcp.config", "type": 12}
-    ).encode()
+    base_files["schema/bad.schema.json"] = json.dumps({"x-ztcp-data-path": "ztcp.config", "type": 12}).encode()
     messages = sorted(str(p) for p in validate_files(base_files))
     assert any(m.startswith("schema/limits.schema.json:1:1: no data at data.ztcp.limits") for m in messages)
     assert any(m.startswith("schema/bad.schema.json") and "invalid JSON Schema" in m for m in messages)
@@ -173,7 +171,26 @@ def test_data_key_defined_twice_names_the_file(base_files):
 
 
 def test_sets_of_objects_do_not_break_the_evaluation_check(base_files):
-    base_files["ztcp/s.rego"] = (
-        b'package ztcp.s\n\nimport rego.v1\n\nfactors contains {"name": "a", "points": 1}\n'
+    base_files["ztcp/s.rego"] = b'package ztcp.s\n\nimport rego.v1\n\nfactors contains {"name": "a", "points": 1}\n'
+    assert validate_files(base_files) == []
+
+
+def test_unknown_function_found_in_the_default_pack():
+    """Compile errors are found in a large real pack too (its tests use `with`, which the
+    compiler lacks, and must not hide policy errors)."""
+    files = dict(load_pack().files)
+    files["ztcp/extra.rego"] = (
+        b'package ztcp.extra\n\nimport rego.v1\n\ncheck if {\n\tinput.action == "read"\n\tnot_a_function(input.x)\n}\n'
+    )
+    problems = validate_files(files)
+    assert [(p.file, p.line, p.col) for p in problems] == [("ztcp/extra.rego", 7, 2)]
+    assert "not_a_function" in problems[0].message
+
+
+def test_test_modules_are_parsed_but_not_compiled(base_files):
+    base_files["ztcp/helper_test.rego"] = b"package ztcp.helper_test\n\nimport rego.v1\n\nfx(x) := x\n"
+    base_files["ztcp/uses_test.rego"] = (
+        b"package ztcp.uses_test\n\nimport rego.v1\n\nimport data.ztcp.helper_test as h\n\n"
+        b"test_uses_helper if h.fx(1) == 1 with input as {}\n"
     )
     assert validate_files(base_files) == []
