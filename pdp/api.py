@@ -1,6 +1,7 @@
 """HTTP API of the decision point: ``/v1/decisions`` and friends (DESIGN §10)."""
 
 import uuid
+
 from fastapi import APIRouter, Depends
 
 from pdp.http_auth import BearerAuth

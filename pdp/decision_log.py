@@ -49,8 +49,9 @@ class LogSink(Protocol):
 
 class DecisionLog:
     def __init__(self, path: Path, *, queue_size: int = 50_000, enqueue_timeout: float = 0.25,
-                 batch_size: int = 2000, sinks: list[LogSink] | None = None) -> None:
+                 batch_size: int = 2000, sinks: list[LogSink] | None = None, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
         self._enqueue_timeout = enqueue_timeout
         self._batch_size = batch_size
@@ -68,7 +69,7 @@ class DecisionLog:
         self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from pdp.errors import CallerTokenError, ConfigurationError, SubjectTokenError, TokenError
 
 ALLOWED_ALGORITHMS = ("Ed25519", "EdDSA", "ES256", "ES384", "PS256", "RS256")
-ACCESS_TOKEN_TYP = "at+jwt"
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
 
 AuthMethod = Literal["none", "password", "otp", "fido2", "citizen_cert"]
 # Strength ordering used by policy: password < OTP < FIDO2 / citizen digital certificate.

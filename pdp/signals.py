@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pdp.calendar import BusinessCalendar
@@ -204,7 +204,7 @@ class SignalHistory:
     # -- the two operations of the decide path ----------------------------------------------
     def compute(self, subject: SubjectIdentity, request: DecisionRequest, now: float,
                 calendar: BusinessCalendar) -> dict:
-        moment = datetime.fromtimestamp(now, tz=timezone.utc)
+        moment = datetime.fromtimestamp(now, tz=UTC)
         local = calendar.local(moment)
         res = request.resource
         geo = request.context.geo

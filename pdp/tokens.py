@@ -21,7 +21,7 @@ from pdp.errors import DecisionTokenError
 
 ALGORITHM = "Ed25519"
 DECISION_AUDIENCE = "ztcp:decision"
-TOKEN_TYPE = "ztcp-decision+jwt"
+TOKEN_TYPE = "ztcp-decision+jwt"  # noqa: S105 - a media type, not a secret
 _DEFAULT_LEEWAY = 2
 
 
