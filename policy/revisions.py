@@ -198,6 +198,9 @@ class RevisionStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(revisions)")}
+            if "shadow_bundle" not in columns:  # stores created before shadow bundles had their own scope
+                self._db.execute("ALTER TABLE revisions ADD COLUMN shadow_bundle BLOB")
 
     @classmethod
     def in_home(cls, home: Path | str, **kwargs: Any) -> RevisionStore:
