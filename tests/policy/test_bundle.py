@@ -281,3 +281,12 @@ def test_canonical_json_keeps_number_literals_and_go_escapes():
     raw = b'{"b": 1.50, "a": [1e3, "<&>", "\\u2028", "tab\\t", "\\u0001"]}'
     expected = '{"a":[1e3,"<&>","\\u2028","tab\\t","\\u0001"],"b":1.50}'
     assert hashlib.sha256(expected.encode()).hexdigest() == file_hash("data.json", raw)
+
+
+def test_decompression_bomb_refused_by_declared_sizes(signing_key):
+    """Sizes are checked from the tar headers before anything is read."""
+    bomb = _tar({"/ztcp/config/data.json": b"{" + b" " * 4_000_000 + b"}"})
+    assert len(bomb) < 20_000
+    with pytest.raises(BundleRejected) as err:
+        verify_bundle_full(bomb, [signing_key.public_key()], max_bytes=1_000_000)
+    assert err.value.reason == "too_large"
