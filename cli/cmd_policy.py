@@ -139,9 +139,7 @@ def test_cmd(
             if r.outcome != "pass" or verbose:
                 label = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[r.outcome]
                 extra = f": {r.message}" if r.message else ""
-                click.echo(
-                    f"{label} {r.id} ({r.duration_ms:.2f} ms) {_shown(directory, r.file)}:{r.line}{extra}"
-                )
+                click.echo(f"{label} {r.id} ({r.duration_ms:.2f} ms) {_shown(directory, r.file)}:{r.line}{extra}")
         if report.coverage is not None:
             click.echo("coverage:")
             for c in report.coverage:
@@ -151,13 +149,10 @@ def test_cmd(
                 )
             click.echo(f"  {report.coverage_percent:6.2f}%  total")
         click.echo(
-            f"{report.passed} passed, {report.failed} failed, {report.errors} errors"
-            f" ({len(report.results)} tests)"
+            f"{report.passed} passed, {report.failed} failed, {report.errors} errors ({len(report.results)} tests)"
         )
         if below:
-            click.echo(
-                f"coverage {report.coverage_percent:.2f}% is below the threshold {threshold:.2f}%", err=True
-            )
+            click.echo(f"coverage {report.coverage_percent:.2f}% is below the threshold {threshold:.2f}%", err=True)
     none_ran = not report.results
     if none_ran:  # a typo in --run (or a pack without tests) must not pass a CI gate silently
         click.echo(f"no test matches --run {run!r}" if run else "no test_* rules found", err=True)
@@ -234,9 +229,7 @@ def _print_report(report: Any) -> None:
         f"  replayed {r.replayed} of {r.total} logged decisions"
         f" ({r.window['first'] or '-'} … {r.window['last'] or '-'})"
     )
-    click.echo(
-        "baseline revisions: " + ", ".join(f"{k} ({v})" for k, v in r.baseline_revisions.items()) or "none"
-    )
+    click.echo("baseline revisions: " + ", ".join(f"{k} ({v})" for k, v in r.baseline_revisions.items()) or "none")
     click.echo(
         f"changed {r.changed}  (effect {r.effect_changed}, permitted fields {r.fields_changed},"
         f" obligations {r.obligations_changed}, risk level {sum(m.count for m in r.risk_level_moves)})"
@@ -261,18 +254,14 @@ def _print_report(report: Any) -> None:
         for c in r.reasons:
             click.echo(f"  {c.reason:<32} +{c.added:<6} -{c.removed}")
     if r.errors:
-        click.echo(
-            f"candidate failed to evaluate {r.errors} input(s) (would deny): {', '.join(r.error_samples)}"
-        )
+        click.echo(f"candidate failed to evaluate {r.errors} input(s) (would deny): {', '.join(r.error_samples)}")
     click.echo(
         f"risk score delta: mean {r.risk_score['mean_delta']:+}, max +{r.risk_score['max_increase']},"
         f" min {r.risk_score['max_decrease']}"
     )
 
 
-def _run_simulation(
-    pack: PolicyPack, entries: list, engine: Any, samples: int, *, show_progress: bool
-) -> Any:
+def _run_simulation(pack: PolicyPack, entries: list, engine: Any, samples: int, *, show_progress: bool) -> Any:
     def evaluate(_pack: PolicyPack, doc: dict) -> dict:
         return engine.evaluate(doc)
 
@@ -296,9 +285,7 @@ def _run_simulation(
 @click.option("--since", type=DURATION, help="replay decisions from this long ago (e.g. 24h)")
 @click.option("--last", type=click.IntRange(min=1), help="replay the last N decisions")
 @click.option("--fail-on-change", is_flag=True, help="exit 1 when any decision would change")
-@click.option(
-    "--samples", type=click.IntRange(0, 100), default=5, show_default=True, help="sample ids per row"
-)
+@click.option("--samples", type=click.IntRange(0, 100), default=5, show_default=True, help="sample ids per row")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @_token_option
 @handle_errors
@@ -343,9 +330,7 @@ def simulate_cmd(
         entries = dlog.entries(last=last) if last else dlog.entries(since=time.time() - (since or 86400))
         # The PDP's own engine (same kind, same bureau data) so replay matches production.
         engine = runtime.build_active(pack, revision="candidate").engine
-        report = _run_simulation(
-            pack, entries, engine, samples, show_progress=not as_json and stdout_is_tty()
-        )
+        report = _run_simulation(pack, entries, engine, samples, show_progress=not as_json and stdout_is_tty())
     finally:
         runtime.close()
     if as_json:
@@ -544,9 +529,7 @@ def show_cmd(rev: str, as_json: bool) -> None:
 
 @command.command("bundle")
 @click.argument("rev")
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="FILE.tar.gz"
-)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="FILE.tar.gz")
 @handle_errors
 def bundle_cmd(rev: str, output: Path) -> None:
     """Export the signed OPA bundle of a published revision."""

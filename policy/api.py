@@ -52,9 +52,7 @@ def create_router(store: RevisionStore, auth: Auth) -> APIRouter:
             404: {"description": "unknown bundle name, or nothing published in that slot"},
         },
     )
-    def get_bundle(
-        name: str, request: Request, _caller: Any = Depends(auth.require_scope(BUNDLE_SCOPE))
-    ) -> Response:
+    def get_bundle(name: str, request: Request, _caller: Any = Depends(auth.require_scope(BUNDLE_SCOPE))) -> Response:
         slot = BUNDLE_NAMES.get(name.removesuffix(".tar.gz"))
         if slot is None:
             raise HTTPException(404, f"no bundle named {name!r} (known: {', '.join(sorted(BUNDLE_NAMES))})")

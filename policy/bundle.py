@@ -65,9 +65,7 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 class BundleSigner:
     """Signs bundle file lists with one Ed25519 key."""
 
-    def __init__(
-        self, private_key: Ed25519PrivateKey, *, scope: str = DEFAULT_SCOPE, issuer: str = "ztcp"
-    ) -> None:
+    def __init__(self, private_key: Ed25519PrivateKey, *, scope: str = DEFAULT_SCOPE, issuer: str = "ztcp") -> None:
         self.public_key = private_key.public_key()
         self.kid = key_id(self.public_key)
         self.scope = scope
@@ -225,9 +223,7 @@ def build_bundle(
     }
     manifest_raw = json.dumps(manifest, sort_keys=True, indent=2).encode() + b"\n"
     files = {MANIFEST: manifest_raw, **{name: pack.files[name] for name in sorted(pack.files)}}
-    infos = [
-        {"name": n, "hash": file_hash(n, raw), "algorithm": HASH_ALG} for n, raw in sorted(files.items())
-    ]
+    infos = [{"name": n, "hash": file_hash(n, raw), "algorithm": HASH_ALG} for n, raw in sorted(files.items())]
     signatures = json.dumps({"signatures": [signer.sign(infos, iat=iat)]}, indent=1).encode() + b"\n"
     return _tar_bytes([*sorted(files.items()), (SIGNATURES, signatures)], mtime=iat)
 
@@ -282,18 +278,14 @@ def _public_keys(keys: Mapping[str, Ed25519PublicKey] | Iterable[Ed25519PublicKe
     return {kid: OKPKey.import_key(pub) for kid, pub in items}
 
 
-def _signed_files(
-    raw_signatures: bytes, keys: dict[str, Any], scope: str
-) -> tuple[dict[str, dict], str, Any]:
+def _signed_files(raw_signatures: bytes, keys: dict[str, Any], scope: str) -> tuple[dict[str, dict], str, Any]:
     try:
         doc = json.loads(raw_signatures)
         tokens = doc["signatures"]
         if not isinstance(tokens, list):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise BundleRejected(
-            "malformed", f'{SIGNATURES}: not {{"signatures": [JWT]}}', file=SIGNATURES
-        ) from None
+        raise BundleRejected("malformed", f'{SIGNATURES}: not {{"signatures": [JWT]}}', file=SIGNATURES) from None
     if len(tokens) != 1 or not isinstance(tokens[0], str):
         raise BundleRejected("malformed", f"{SIGNATURES}: expected exactly one JWT, found {len(tokens)}")
     token = tokens[0]
@@ -302,9 +294,7 @@ def _signed_files(
         header = unverified.protected
         claims = json.loads(unverified.payload)
     except (JoseError, ValueError, TypeError):
-        raise BundleRejected(
-            "malformed", f"{SIGNATURES}: the JWT cannot be decoded", file=SIGNATURES
-        ) from None
+        raise BundleRejected("malformed", f"{SIGNATURES}: the JWT cannot be decoded", file=SIGNATURES) from None
     if not isinstance(claims, dict):
         raise BundleRejected("malformed", f"{SIGNATURES}: JWT payload is not an object", file=SIGNATURES)
     alg = header.get("alg")
@@ -358,14 +348,10 @@ def verify_bundle_full(
         try:
             actual = file_hash(name, members[name])
         except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-            raise BundleRejected(
-                "digest_mismatch", f"{name}: content is not valid JSON/YAML", file=name
-            ) from None
+            raise BundleRejected("digest_mismatch", f"{name}: content is not valid JSON/YAML", file=name) from None
         expected = str(entry.get("hash", "")).lower()
         if not _equal(actual, expected):
-            raise BundleRejected(
-                "digest_mismatch", f"{name}: SHA-256 does not match the signature", file=name
-            )
+            raise BundleRejected("digest_mismatch", f"{name}: SHA-256 does not match the signature", file=name)
     if MANIFEST not in members:
         raise BundleRejected("malformed", f"{MANIFEST} is missing", file=MANIFEST)
     try:
@@ -373,9 +359,7 @@ def verify_bundle_full(
         meta = manifest["metadata"]["ztcp"]
         revision, digest = str(manifest["revision"]), str(meta["digest"])
     except (ValueError, KeyError, TypeError):
-        raise BundleRejected(
-            "malformed", f"{MANIFEST}: no revision / metadata.ztcp.digest", file=MANIFEST
-        ) from None
+        raise BundleRejected("malformed", f"{MANIFEST}: no revision / metadata.ztcp.digest", file=MANIFEST) from None
     if meta.get("revision") not in (None, revision):
         raise BundleRejected("malformed", f"{MANIFEST}: revision and metadata disagree", file=MANIFEST)
     recomputed = digest_files(members)
@@ -385,9 +369,7 @@ def verify_bundle_full(
         pack = pack_from_files(members, revision=revision)
     except PackError as exc:
         raise BundleRejected("malformed", f"signed content is not a policy pack: {exc}") from None
-    return VerifiedBundle(
-        pack=pack, revision=revision, digest=digest, manifest=manifest, kid=kid, issued_at=iat
-    )
+    return VerifiedBundle(pack=pack, revision=revision, digest=digest, manifest=manifest, kid=kid, issued_at=iat)
 
 
 def verify_bundle(

@@ -87,9 +87,7 @@ def merge_data(files: dict[str, bytes]) -> dict[str, Any]:
     return data
 
 
-def pack_from_files(
-    files: dict[str, bytes], root: Path | None = None, revision: str | None = None
-) -> PolicyPack:
+def pack_from_files(files: dict[str, bytes], root: Path | None = None, revision: str | None = None) -> PolicyPack:
     """Build a pack from relative path → bytes (a directory, a revision, or a bundle's files)."""
     modules: dict[str, str] = {}
     for name in sorted(files):

@@ -310,9 +310,7 @@ class RevisionStore:
     def _revision(self, db: sqlite3.Connection, row: sqlite3.Row) -> Revision:
         files = [
             r["path"]
-            for r in db.execute(
-                "SELECT path FROM revision_files WHERE revision = ? ORDER BY path", (row["id"],)
-            )
+            for r in db.execute("SELECT path FROM revision_files WHERE revision = ? ORDER BY path", (row["id"],))
         ]
         approvals = [
             Approval(approver=r["approver"], approved_at=r["approved_at"], comment=r["comment"])
@@ -341,9 +339,7 @@ class RevisionStore:
     def _slot(self, db: sqlite3.Connection, name: str) -> str | None:
         return db.execute("SELECT revision FROM slots WHERE name = ?", (name,)).fetchone()["revision"]
 
-    def _set_slot(
-        self, db: sqlite3.Connection, name: str, revision: str | None, action: str, actor: str
-    ) -> None:
+    def _set_slot(self, db: sqlite3.Connection, name: str, revision: str | None, action: str, actor: str) -> None:
         now = self._now()
         db.execute(
             "UPDATE slots SET revision = ?, generation = generation + 1, changed_at = ? WHERE name = ?",
@@ -377,9 +373,7 @@ class RevisionStore:
             row = self._row(self._db, ref)
             return {
                 r["path"]: bytes(r["content"])
-                for r in self._db.execute(
-                    "SELECT path, content FROM revision_files WHERE revision = ?", (row["id"],)
-                )
+                for r in self._db.execute("SELECT path, content FROM revision_files WHERE revision = ?", (row["id"],))
             }
 
     def pack(self, ref: str) -> PolicyPack:
@@ -428,9 +422,7 @@ class RevisionStore:
             ).fetchone()
         if row is None or row["bundle"] is None:
             return None
-        return PublishedBundle(
-            row["id"], row["digest"], bytes(row["bundle"]), row["published_at"], row["generation"]
-        )
+        return PublishedBundle(row["id"], row["digest"], bytes(row["bundle"]), row["published_at"], row["generation"])
 
     def active(self) -> PublishedBundle | None:
         """The enforced revision and its signed bundle (None before the first publish)."""
@@ -461,9 +453,7 @@ class RevisionStore:
                 detail=json.loads(r["detail"]),
             )
 
-    def events_after(
-        self, cursor: int | str | None, limit: int = 10_000
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    def events_after(self, cursor: int | str | None, limit: int = 10_000) -> tuple[list[dict[str, Any]], int | None]:
         """SIEM feed shape: ``(events as dicts without "kind", new cursor)``; the cursor does not move
         when there is nothing new. Wire it as
         ``siem_rules.CallableSource("policy-admin", "policy", store.events_after)``."""
@@ -567,13 +557,10 @@ class RevisionStore:
         if pack.digest != approved_digest:
             # What was reviewed and approved is the digest; never sign anything else.
             raise StoreIntegrityError(
-                f"{rev_id}: stored files hash to {pack.digest}, not the proposed {approved_digest};"
-                " refusing to sign"
+                f"{rev_id}: stored files hash to {pack.digest}, not the proposed {approved_digest}; refusing to sign"
             )
         issued = int(self._clock().timestamp())
-        return build_bundle(
-            pack, rev_id, as_signer(signer).with_scope(scope), issued_at=issued, metadata=meta
-        )
+        return build_bundle(pack, rev_id, as_signer(signer).with_scope(scope), issued_at=issued, metadata=meta)
 
     def publish(
         self,
@@ -598,9 +585,7 @@ class RevisionStore:
             author = row["author"]
         needs_approval = not shadow or self.shadow_requires_approval
         if current == rev_id:
-            raise self._refuse(
-                actor, "publish", "already_published", f"{rev_id} is already the {slot} revision", row
-            )
+            raise self._refuse(actor, "publish", "already_published", f"{rev_id} is already the {slot} revision", row)
         if needs_approval and approvals < self.required_approvals and not emergency:
             raise self._refuse(
                 actor,
@@ -626,17 +611,9 @@ class RevisionStore:
             now = self._now()
             if shadow:
                 if current is not None:
-                    back = (
-                        "approved"
-                        if self._approval_count(db, current) >= self.required_approvals
-                        else "proposed"
-                    )
-                    db.execute(
-                        "UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current)
-                    )
-                db.execute(
-                    "UPDATE revisions SET status = 'shadow', shadow_bundle = ? WHERE id = ?", (bundle, rev_id)
-                )
+                    back = "approved" if self._approval_count(db, current) >= self.required_approvals else "proposed"
+                    db.execute("UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current))
+                db.execute("UPDATE revisions SET status = 'shadow', shadow_bundle = ? WHERE id = ?", (bundle, rev_id))
                 self._set_slot(db, "shadow", rev_id, "publish_shadow", actor)
                 self._event(
                     db,
@@ -735,12 +712,8 @@ class RevisionStore:
         with self._tx() as db:
             current = self._slot(db, "shadow")
             if current is not None:
-                back = (
-                    "approved" if self._approval_count(db, current) >= self.required_approvals else "proposed"
-                )
-                db.execute(
-                    "UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current)
-                )
+                back = "approved" if self._approval_count(db, current) >= self.required_approvals else "proposed"
+                db.execute("UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current))
                 self._set_slot(db, "shadow", None, "clear", actor)
                 row = self._row(db, current)
                 self._event(
@@ -772,9 +745,7 @@ def ensure_initial_revision(
         return existing
     with store._tx() as db:  # one transaction: concurrent first starts publish once
         if store._slot(db, "active") is None:
-            row = db.execute(
-                "SELECT * FROM revisions WHERE digest = ? ORDER BY seq LIMIT 1", (pack.digest,)
-            ).fetchone()
+            row = db.execute("SELECT * FROM revisions WHERE digest = ? ORDER BY seq LIMIT 1", (pack.digest,)).fetchone()
             if row is None:
                 cur = db.execute(
                     "INSERT INTO revisions(id, parent, author, message, created_at, digest, status)"
@@ -787,9 +758,7 @@ def ensure_initial_revision(
                     "INSERT INTO revision_files(revision, path, content) VALUES (?, ?, ?)",
                     [(rev_id, name, raw) for name, raw in sorted(pack.files.items())],
                 )
-                store._event(
-                    db, "policy.propose", actor, revision=rev_id, digest=pack.digest, reason="bootstrap"
-                )
+                store._event(db, "policy.propose", actor, revision=rev_id, digest=pack.digest, reason="bootstrap")
             else:
                 rev_id = row["id"]
             bundle = build_bundle(

@@ -170,8 +170,6 @@ def _coverage(engine: Any, pack: PolicyPack) -> list[FileCoverage]:
     for path in sorted(pack.policy_modules):
         entry = by_file.get(path, {"covered": [], "not_covered": []})
         out.append(
-            FileCoverage(
-                path, tuple(sorted(entry.get("covered", []))), tuple(sorted(entry.get("not_covered", [])))
-            )
+            FileCoverage(path, tuple(sorted(entry.get("covered", []))), tuple(sorted(entry.get("not_covered", []))))
         )
     return out

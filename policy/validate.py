@@ -104,10 +104,7 @@ def _entry_points(modules: Mapping[str, str]) -> list[str]:
     for path in sorted(modules):
         engine.add_policy(path, modules[path])
     points = {
-        f"{info.package}.{rule.name}"
-        for info in module_infos(engine)
-        for rule in info.rules
-        if rule.kind != "Func"
+        f"{info.package}.{rule.name}" for info in module_infos(engine) for rule in info.rules if rule.kind != "Func"
     }
     return sorted(points)
 
@@ -116,9 +113,7 @@ class _CompilerLimit(Exception):
     """The RVM compiler cannot handle this input (a construct it lacks, or an internal limit)."""
 
 
-def _compile(
-    data_json: str, modules: Mapping[str, str], entries: list[str], sources: Mapping[str, str]
-) -> None:
+def _compile(data_json: str, modules: Mapping[str, str], entries: list[str], sources: Mapping[str, str]) -> None:
     """Compile; raise a Problem-carrying RuntimeError for policy errors, _CompilerLimit otherwise."""
     try:
         with _quiet_stderr():
@@ -214,9 +209,7 @@ def schema_data_path(name: str, schema: Mapping[str, Any]) -> tuple[str, ...]:
     return (*DEFAULT_DATA_NAMESPACE, *[p for p in stem.split(".") if p])
 
 
-def _locate_in_data_files(
-    files: Mapping[str, bytes], full_path: tuple[str | int, ...]
-) -> tuple[str, int, int] | None:
+def _locate_in_data_files(files: Mapping[str, bytes], full_path: tuple[str | int, ...]) -> tuple[str, int, int] | None:
     """The data file (and position) holding ``full_path``; the deepest match wins."""
     best: tuple[int, str, int, int] | None = None
     for name in sorted(files):

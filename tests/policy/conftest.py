@@ -138,9 +138,7 @@ def make_pack(tmp_path: Path) -> Callable[..., Path]:
 
     def make(files: dict[str, bytes] | None = None, name: str | None = None) -> Path:
         counter["n"] += 1
-        return write_pack(
-            tmp_path / (name or f"pack{counter['n']}"), files if files is not None else pack_files()
-        )
+        return write_pack(tmp_path / (name or f"pack{counter['n']}"), files if files is not None else pack_files())
 
     return make
 

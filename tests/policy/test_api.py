@@ -114,6 +114,4 @@ def test_etag_changes_on_publish_and_shadow_is_separate(setup, base_files, signi
     store.approve("r2", approver="bob")
     store.publish("r2", actor="alice", signer=signing_key)
     resp = client.get("/v1/bundles/ztcp", headers={**headers, "If-None-Match": first})
-    assert (
-        resp.status_code == 200 and resp.headers["etag"] != first and resp.headers["x-ztcp-revision"] == "r2"
-    )
+    assert resp.status_code == 200 and resp.headers["etag"] != first and resp.headers["x-ztcp-revision"] == "r2"

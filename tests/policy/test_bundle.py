@@ -47,9 +47,7 @@ def _claims(members: dict[str, bytes]) -> tuple[dict, dict]:
     token = json.loads(members["/.signatures.json"])["signatures"][0]
     header, payload, _ = token.split(".")
     pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    return json.loads(base64.urlsafe_b64decode(pad(header))), json.loads(
-        base64.urlsafe_b64decode(pad(payload))
-    )
+    return json.loads(base64.urlsafe_b64decode(pad(header))), json.loads(base64.urlsafe_b64decode(pad(payload)))
 
 
 @pytest.fixture

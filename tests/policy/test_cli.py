@@ -256,25 +256,18 @@ def test_simulate_against_the_decision_log(runner, make_pack, base_files, office
     again = run(runner, "simulate", str(candidate), "--last", "70", "--json", token=officers["alice"])
     assert again.output == result.output  # deterministic
 
-    gate = run(
-        runner, "simulate", str(candidate), "--since", "24h", "--fail-on-change", token=officers["alice"]
-    )
+    gate = run(runner, "simulate", str(candidate), "--since", "24h", "--fail-on-change", token=officers["alice"])
     assert gate.exit_code == 1
     assert "step_up → deny" in gate.output and "dec-0004" in gate.output
     assert run(runner, "propose", str(candidate), "-m", "deny at 50", token=officers["bob"]).exit_code == 0
     by_revision = run(runner, "simulate", "r1", "--last", "70", "--json", token=officers["alice"])
     assert json.loads(by_revision.output)["transitions"] == report["transitions"]
     assert json.loads(by_revision.output)["candidate"]["revision"] == "r1"
-    same = run(
-        runner, "simulate", str(make_pack()), "--last", "5", "--fail-on-change", token=officers["alice"]
-    )
+    same = run(runner, "simulate", str(make_pack()), "--last", "5", "--fail-on-change", token=officers["alice"])
     assert same.exit_code == 0, same.output
     assert run(runner, "simulate", str(candidate), "--last", "5", token=officers["eve"]).exit_code == 2
     assert (
-        run(
-            runner, "simulate", str(candidate), "--last", "5", "--since", "1h", token=officers["alice"]
-        ).exit_code
-        == 1
+        run(runner, "simulate", str(candidate), "--last", "5", "--since", "1h", token=officers["alice"]).exit_code == 1
     )
 
 

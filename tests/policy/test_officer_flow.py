@@ -84,9 +84,7 @@ def logged_decisions():
 
 
 def _cli(runner, *args, token=None):
-    return runner.invoke(
-        ztcp, ["policy", *args], env={"ZTCP_TOKEN": token} if token else {}, catch_exceptions=False
-    )
+    return runner.invoke(ztcp, ["policy", *args], env={"ZTCP_TOKEN": token} if token else {}, catch_exceptions=False)
 
 
 def _token(runner, sub):
@@ -142,9 +140,7 @@ def test_officer_tightens_simulates_publishes_and_rolls_back(logged_decisions, t
     assert expected, "tightening the step-up threshold must change some logged decisions"
     assert {(t["from"], t["to"]): t["count"] for t in report["transitions"]} == dict(expected)
     assert report["baseline_revisions"] == {"r1": 21}
-    assert (
-        _cli(runner, "simulate", str(work), "--last", "100", "--fail-on-change", token=alice).exit_code == 1
-    )
+    assert _cli(runner, "simulate", str(work), "--last", "100", "--fail-on-change", token=alice).exit_code == 1
 
     assert _cli(runner, "propose", str(work), "-m", "step up from risk 10", token=alice).exit_code == 0
     assert _cli(runner, "approve", "r2", token=alice).exit_code == 2

@@ -24,18 +24,14 @@ pytestmark = [
 
 
 def test_bundle_content_evaluates_identically_on_opa(base_files, signing_key):
-    pack = verify_bundle(
-        build_bundle(pack_from_files(base_files), "r1", signing_key), [signing_key.public_key()]
-    )
+    pack = verify_bundle(build_bundle(pack_from_files(base_files), "r1", signing_key), [signing_key.public_key()])
     root = f"conf{uuid.uuid4().hex[:8]}"
     url = os.environ["ZTCP_OPA_URL"].rstrip("/")
     with httpx.Client(base_url=url, timeout=10) as opa:
         ids = []
         try:
             for path, source in sorted(pack.policy_modules.items()):
-                moved = source.replace("package ztcp.", f"package {root}.").replace(
-                    "data.ztcp.", f"data.{root}."
-                )
+                moved = source.replace("package ztcp.", f"package {root}.").replace("data.ztcp.", f"data.{root}.")
                 ids.append(f"{root}/{path}")
                 opa.put(f"/v1/policies/{ids[-1]}", content=moved.encode()).raise_for_status()
             opa.put(f"/v1/data/{root}", json=pack.data["ztcp"]).raise_for_status()

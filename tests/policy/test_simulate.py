@@ -177,7 +177,5 @@ def test_opa_style_bundle_names_for_baseline(log, base_files):
 
 def test_progress_callback(log, base_files):
     seen = []
-    simulate(
-        pack_from_files(base_files), log * 12, regorus_evaluator(), progress=lambda d, t: seen.append((d, t))
-    )
+    simulate(pack_from_files(base_files), log * 12, regorus_evaluator(), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(100, 228), (200, 228), (228, 228)]

@@ -87,9 +87,7 @@ def test_broken_module_is_a_validation_failure(base_files):
 
 
 def test_prints_in_tests_do_not_leak(base_files, capfd):
-    base_files["ztcp/print_test.rego"] = (
-        b'package ztcp.print_test\nimport rego.v1\ntest_p if { print("hello") }\n'
-    )
+    base_files["ztcp/print_test.rego"] = b'package ztcp.print_test\nimport rego.v1\ntest_p if { print("hello") }\n'
     report = run_tests(pack_from_files(base_files))
     assert report.ok
     assert "hello" not in capfd.readouterr().out
@@ -100,8 +98,6 @@ def test_default_pack_tests_are_discovered_with_coverage():
     runs every test_* rule in the pack's *_test.rego files and measures every policy file."""
     pack = load_pack()
     report = run_tests(pack, coverage=True)
-    declared = sum(
-        len(set(re.findall(r"^test_\w+", src, re.MULTILINE))) for src in pack.test_modules.values()
-    )
+    declared = sum(len(set(re.findall(r"^test_\w+", src, re.MULTILINE))) for src in pack.test_modules.values())
     assert len(report.results) == declared > 0
     assert [c.file for c in report.coverage] == sorted(pack.policy_modules)
