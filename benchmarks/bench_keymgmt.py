@@ -259,6 +259,8 @@ def main(quick: bool = False) -> None:
         rows += bench_transit(work, quick)
         rows += bench_decrypt_with_decision(work, ring, quick)
         rows += bench_encrypt_table(work, ring, quick)
+        # The machine is shared: record how busy it was, since every figure here is CPU-bound.
+        rows[0]["load_average_1m"] = round(os.getloadavg()[0], 2)
         path = write("keymgmt", rows, quick=quick)
         for r in rows:
             print(f"  {r['name']}: {r['value']:,} {r['unit']}  {r.get('anchor', '')}")

@@ -30,7 +30,6 @@ from keymgmt.ciphertext import (
     PREFIX,
     aad_prefix,
     parse_ciphertext,
-    pk_part,
 )
 from keymgmt.dek_store import DekRow, DekStore
 from keymgmt.errors import CiphertextError, KeyMgmtError
@@ -174,19 +173,53 @@ class Envelope:
 
     def encrypt_row(self, dataset: str, pk: object, values: dict[str, str | None]) -> tuple[str, dict]:
         """Encrypt all fields of one row under one DEK; returns (dek_id, {column: ciphertext|None})."""
-        todo = [(c, v) for c, v in values.items() if v is not None]
-        w, k = self._take(dataset, max(1, len(todo)))
-        if k < len(todo):  # the block ran out mid-row: give the row a fresh writer with room
-            w, k = self._take(dataset, len(todo))
-        nonces = os.urandom(NONCE_LEN * max(1, len(todo)))
-        out: dict[str, str | None] = {c: None for c in values}
-        for j, (col, value) in enumerate(todo):
-            if not isinstance(value, str):
-                raise KeyMgmtError(f"column {col!r}: only text values can be protected")
-            nonce = nonces[NONCE_LEN * j:NONCE_LEN * (j + 1)]
-            ct = w.aead.encrypt(nonce, value.encode(), w.header + self._prefix(dataset, col) + pk_part(pk))
-            out[col] = PREFIX + _b64(w.header + nonce + ct).decode("ascii")
-        return w.dek_id.hex(), out
+        cols = list(values)
+        ((dek, cts),) = self.encrypt_rows(dataset, cols, [(pk, [values[c] for c in cols])])
+        return dek, dict(zip(cols, cts, strict=True))
+
+    def encrypt_rows(
+        self, dataset: str, columns: Sequence[str], rows: Sequence[tuple[object, Sequence[str | None]]]
+    ) -> list[tuple[str, list[str | None]]]:
+        """Encrypt many rows; every field of a row is under the same DEK. Returns (dek_id, ciphertexts)
+        per row, ciphertexts in ``columns`` order (None stays None). The bulk jobs' hot path."""
+        ncol = len(columns)
+        if ncol == 0:
+            raise KeyMgmtError("no columns to encrypt")
+        hps_base = [self._prefix(dataset, c) for c in columns]
+        out: list[tuple[str, list[str | None]]] = []
+        i, n = 0, len(rows)
+        while i < n:
+            w, k = self._take(dataset, (n - i) * ncol)
+            take_rows = k // ncol
+            if take_rows == 0:
+                w.remaining = 0  # too little budget left for a whole row: spend it, use a new DEK
+                continue
+            with self._lock:
+                w.remaining += k - take_rows * ncol  # hand back a partial row's grant
+            header = w.header
+            dek = w.dek_id.hex()
+            enc = w.aead.encrypt
+            hps = [header + p for p in hps_base]
+            nonces = os.urandom(NONCE_LEN * take_rows * ncol)
+            j = 0
+            for pk, values in rows[i:i + take_rows]:
+                pkb = str(pk).encode()
+                pkp = _PACK_LEN(len(pkb)) + pkb
+                cts: list[str | None] = []
+                for c in range(ncol):
+                    v = values[c]
+                    if v is None:
+                        cts.append(None)
+                    elif type(v) is not str:
+                        raise KeyMgmtError(f"column {columns[c]!r}: only text values can be protected")
+                    else:
+                        nonce = nonces[j:j + NONCE_LEN]
+                        ct = enc(nonce, v.encode(), hps[c] + pkp)
+                        cts.append(PREFIX + _b64(header + nonce + ct).decode("ascii"))
+                    j += NONCE_LEN
+                out.append((dek, cts))
+            i += take_rows
+        return out
 
     def current_dek(self, dataset: str) -> str:
         """The DEK id new writes of ``dataset`` use now (creating one if needed)."""

@@ -217,6 +217,23 @@ class EncryptedTable:
         out[STATE_COLUMN] = dek
         return out
 
+    def stored_columns(self) -> list[str]:
+        """Columns written by :meth:`encrypt_rows`, in its tuple order."""
+        return [*self.spec.columns, *(self.spec.bidx_column(c) for c in self.spec.blind_index), STATE_COLUMN]
+
+    def encrypt_rows(self, rows: Sequence[tuple[Any, Sequence[str | None]]]) -> list[tuple]:
+        """Bulk form of :meth:`encrypt_values`: ``(pk, values in spec.columns order)`` → tuples of
+        :meth:`stored_columns` values (ciphertexts, blind indexes, state)."""
+        enc = self.envelope.encrypt_rows(self.dataset, self.spec.columns, rows)
+        if not self.spec.blind_index:
+            return [(*cts, dek) for dek, cts in enc]
+        bi = self.blind.current()  # type: ignore[union-attr]
+        idx = [(self.spec.columns.index(c), bi.column_indexer(self.dataset, c)) for c in self.spec.blind_index]
+        out = []
+        for (_, values), (dek, cts) in zip(rows, enc, strict=True):
+            out.append((*cts, *(None if values[i] is None else f(values[i]) for i, f in idx), dek))
+        return out
+
     def insert(self, row: dict[str, Any]) -> None:
         self.insert_many([row])
 

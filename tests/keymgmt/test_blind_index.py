@@ -57,3 +57,9 @@ def test_keys_follow_provider_versions(local_ring: keymgmt.LocalKeyring) -> None
     local_ring.set_min_decryption_version(keymgmt.DEFAULT_BLIND_INDEX_KEY, 2)
     keys.refresh()
     assert [b.version for b in keys.trusted()] == [2]
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_bulk_indexer_equals_compute(value: str) -> None:
+    bi = BlindIndexer(b"k" * 32, 4, length=8)
+    assert bi.column_indexer("ds", "national_id")(value) == bi.compute("ds", "national_id", value)
