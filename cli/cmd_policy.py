@@ -233,7 +233,8 @@ def _print_report(report: Any) -> None:
     click.echo(
         f"changed {r.changed}  (effect {r.effect_changed}, permitted fields {r.fields_changed},"
         f" obligations {r.obligations_changed}, risk level {sum(m.count for m in r.risk_level_moves)})"
-        f"  unchanged {r.unchanged}  skipped {r.skipped}  candidate errors {r.errors}"
+        f"  unchanged {r.unchanged}  skipped {r.skipped}  fail-closed (not replayed) {r.fail_closed}"
+        f"  candidate errors {r.errors}"
     )
     click.echo(
         "effects before: "

@@ -25,6 +25,20 @@ from policy.pack import PolicyPack
 
 Evaluate = Callable[[PolicyPack, dict], Mapping[str, Any]]
 EFFECTS = ("permit", "step_up", "deny")
+# Decisions the PDP refused before or instead of evaluating the policy (fail closed). They say
+# nothing about the policy, so they are counted apart, not compared.
+FAIL_CLOSED_REASONS = frozenset({"engine_timeout", "engine_error", "no_policy", "decision_log_unavailable"})
+
+
+def is_fail_closed(result: Mapping[str, Any]) -> bool:
+    reasons = [str(r) for r in result.get("reasons") or []]
+    if reasons and all(r in FAIL_CLOSED_REASONS or r.startswith("subject_token_") for r in reasons):
+        return True
+    risk = result.get("risk") or {}
+    factors = risk.get("factors") if isinstance(risk, Mapping) else None
+    return any(isinstance(f, Mapping) and f.get("detail") == "fail closed" for f in factors or [])
+
+
 LEVELS = ("low", "medium", "high", "critical")
 
 
@@ -56,6 +70,7 @@ class SimulationReport(BaseModel):
     total: int
     replayed: int
     skipped: int
+    fail_closed: int  # logged refusals that never reached the policy (engine timeout, bad token, …)
     errors: int
     error_samples: list[str]
     unchanged: int
@@ -156,7 +171,7 @@ def simulate(
         raise SimulationError("no evaluator: simulation needs the decision engine")
     ordered = sorted(entries, key=_sort_key)
     total = len(ordered)
-    skipped = errors = unchanged = changed = effect_changed = fields_changed = obligations_changed = 0
+    skipped = fail_closed = errors = unchanged = changed = effect_changed = fields_changed = obligations_changed = 0
     error_ids: list[str] = []
     changed_ids: list[str] = []
     before_counts: Counter[str] = Counter()
@@ -177,6 +192,9 @@ def simulate(
         before = entry.get("result")
         if not isinstance(logged_input, Mapping) or not isinstance(before, Mapping) or "effect" not in before:
             skipped += 1
+            continue
+        if is_fail_closed(before):
+            fail_closed += 1
             continue
         first = first or entry.get("timestamp")
         last = entry.get("timestamp")
@@ -220,8 +238,8 @@ def simulate(
 
     if progress is not None:
         progress(total, total)
-    replayed = total - skipped
-    if total and replayed == 0:
+    replayed = total - skipped - fail_closed
+    if total and replayed == 0 and fail_closed == 0:
         raise SimulationError(f"none of the {total} log entries has a replayable input and result")
     reasons = sorted(
         (ReasonChange(reason=r, added=added[r], removed=removed[r]) for r in set(added) | set(removed)),
@@ -234,6 +252,7 @@ def simulate(
         total=total,
         replayed=replayed,
         skipped=skipped,
+        fail_closed=fail_closed,
         errors=errors,
         error_samples=error_ids[:samples],
         unchanged=unchanged,

@@ -20,6 +20,7 @@ from cli.settings import load_settings
 from pdp.engine import create_engine
 from pdp.models import DecisionRequest
 from policy import DEFAULT_PACK_DIR, load_pack, replay_input, verify_bundle
+from policy.simulate import is_fail_closed
 
 CITIZEN = "cr_SAMPLE" + "A" * 45 + "B"  # the sample case C-2026-0001 in the pack's bureau data
 
@@ -96,7 +97,10 @@ def test_replaying_real_decisions_against_the_same_pack_changes_nothing(logged_d
     """Replay fidelity: the logged input (signals included, justification minimised) reproduces
     every logged decision exactly under the revision that made it."""
     engine = create_engine(load_pack(), "regorus")
-    for entry in logged_decisions:
+    # A loaded machine can make the PDP fail closed (engine_timeout); those never reached the policy.
+    policy_decisions = [e for e in logged_decisions if not is_fail_closed(e["result"])]
+    assert len(policy_decisions) >= len(logged_decisions) // 2
+    for entry in policy_decisions:
         again = engine.evaluate(replay_input(entry["input"]))
         logged = entry["result"]
         assert again["effect"] == logged["effect"], entry["decision_id"]
@@ -105,7 +109,7 @@ def test_replaying_real_decisions_against_the_same_pack_changes_nothing(logged_d
         assert sorted(again["permitted_fields"]) == sorted(logged["permitted_fields"])
         assert sorted(map(json.dumps, again["obligations"])) == sorted(map(json.dumps, logged["obligations"]))
         assert again["risk"]["score"] == entry["result"]["risk"]["score"]
-    assert {e["result"]["effect"] for e in logged_decisions} >= {"deny", "permit"}
+    assert {e["result"]["effect"] for e in policy_decisions} >= {"deny", "permit"}
 
 
 def test_officer_tightens_simulates_publishes_and_rolls_back(logged_decisions, tmp_path):
@@ -134,6 +138,8 @@ def test_officer_tightens_simulates_publishes_and_rolls_back(logged_decisions, t
     candidate = create_engine(load_pack(work), "regorus")
     expected = Counter()
     for entry in logged_decisions:
+        if is_fail_closed(entry["result"]):
+            continue
         after = candidate.evaluate(replay_input(entry["input"]))["effect"]
         if after != entry["result"]["effect"]:
             expected[(entry["result"]["effect"], after)] += 1

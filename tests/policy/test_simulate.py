@@ -179,3 +179,22 @@ def test_progress_callback(log, base_files):
     seen = []
     simulate(pack_from_files(base_files), log * 12, regorus_evaluator(), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(100, 228), (200, 228), (228, 228)]
+
+
+def test_fail_closed_refusals_are_counted_apart(log, base_files):
+    """An engine timeout logged as deny says nothing about the policy: never a "deny→permit" change."""
+    refused = dict(log[0], decision_id="d-900")
+    refused["result"] = {
+        "effect": "deny",
+        "risk": {
+            "score": 100,
+            "level": "critical",
+            "factors": [{"name": "engine_timeout", "points": 100, "detail": "fail closed"}],
+        },
+        "reasons": ["engine_timeout"],
+        "obligations": [],
+        "permitted_fields": [],
+    }
+    token = dict(log[1], decision_id="d-901", result={"effect": "deny", "reasons": ["subject_token_expired"]})
+    report = simulate(pack_from_files(base_files), [*log, refused, token], regorus_evaluator())
+    assert (report.total, report.fail_closed, report.replayed, report.changed) == (21, 2, 19, 0)
