@@ -36,7 +36,7 @@ from policy.revisions import (
     SlotState,
     ensure_initial_revision,
 )
-from policy.simulate import SimulationReport, replay_input, simulate
+from policy.simulate import SimulationReport, is_fail_closed, replay_input, simulate
 from policy.testing import TestReport, TestResult, run_tests
 from policy.validate import validate_dir, validate_files, validate_pack
 
@@ -68,6 +68,7 @@ __all__ = [
     "changed_files",
     "diff_packs",
     "ensure_initial_revision",
+    "is_fail_closed",
     "key_id",
     "load_pack",
     "pack_from_files",
