@@ -105,3 +105,12 @@ test_deny_reasons_sorted_and_complete if {
 	d.effect == "deny"
 	d.reasons == ["not_assigned", "purpose_mismatch"]
 }
+
+test_public_data_cannot_be_exported if {
+	inp := fx.patch(fx.officer, "resource", {
+		"dataset": "office_locations", "citizen_ref": null, "fields": ["address"], "classification": "public",
+	})
+	d := authz.decision with input as fx.with_action(inp, "export") with data.bureau as fx.bureau
+	d.effect == "deny"
+	d.reasons == ["action_not_permitted"]
+}

@@ -69,3 +69,10 @@ test_citizen_does_not_see_internal_notes if {
 	d.effect == "permit"
 	d.permitted_fields == ["name"]
 }
+
+test_citizen_subject_needs_citizen_role if {
+	inp := fx.patch(fx.citizen, "subject", {"roles": []})
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	d.effect == "deny"
+	d.reasons == ["role_not_permitted"]
+}

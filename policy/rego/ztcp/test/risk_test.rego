@@ -171,3 +171,10 @@ test_stale_token_and_recent_denies if {
 	d.risk.score == 45
 	d.effect == "step_up"
 }
+
+test_first_dataset_access_factor if {
+	inp := fx.patch(fx.officer, "signals", {"first_dataset_access": true})
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	d.risk.factors == [{"name": "first_dataset_access", "points": 5, "detail": "first access to this dataset"}]
+	d.effect == "permit"
+}
