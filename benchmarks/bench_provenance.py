@@ -4,15 +4,16 @@
 - ledger append, batched and durable: RFC 8785 bytes + leaf hash + tree nodes + indexes, fsync'd;
 - group commit: 16 threads each calling ``Recorder.record`` for single events;
 - single durable append latency p50/p99 (one fsync'd transaction per event);
-- trace of one citizen (~20 events) with every inclusion proof verified against the signed checkpoint,
-  at 1 M events (and 10 M when not quick);
+- trace of one citizen (~20 events) with every inclusion proof verified against the signed checkpoint;
 - full verification rate (recompute every leaf and node, compare, check checkpoints).
-Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms. Published anchor for a
+Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms (DESIGN §8 says at 10 M events; quick
+mode traces a 300k-event ledger to stay under 60 s, the full run does 1 M and 10 M). Published anchor for a
 tamper-evident log on one core: ~10,500 events/s with signing offloaded (Crosby & Wallach 2009).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sqlite3
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from benchmarks.common import percentiles, write
 from benchmarks.common import result as _result
 from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref
+from provenance.ledger import Prepared, citizen_key
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger
 
@@ -40,6 +42,8 @@ def result(name: str, value: float, unit: str, **kw: object) -> dict:
     row = _result(name, value, unit, **kw)
     print(f"[{time.perf_counter() - _T:6.1f}s] {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
     return row
+
+
 EVENTS_PER_CITIZEN = 20
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -77,12 +81,60 @@ class Population:
         for _ in range(k):
             i = self.i
             self.i += 1
-            out.append(tpl.model_copy(update={
-                "event_id": f"bench-{i:012d}",
-                "time": T0 + timedelta(seconds=i),
-                "citizen_ref": cits[rng.randrange(len(cits))],
-                "record_id": f"r-{i}",
-            }))
+            out.append(
+                tpl.model_copy(
+                    update={
+                        "event_id": f"bench-{i:012d}",
+                        "time": T0 + timedelta(seconds=i),
+                        "citizen_ref": cits[rng.randrange(len(cits))],
+                        "record_id": f"r-{i}",
+                    }
+                )
+            )
+        return out
+
+    def prepared(self, k: int) -> list[Prepared]:
+        """The same events as ``batch`` would make, serialised by filling a canonical template.
+
+        Used only to fill big ledgers quickly for the trace/verify figures: every body is exactly what
+        ``canonical_bytes`` produces for that event (the template comes from it), and each row still
+        goes through the real append path (tree nodes, indexes, fsync'd transactions).
+        """
+        if not hasattr(self, "_parts"):
+            probe = self.tpl.model_copy(
+                update={"event_id": "bench-@EID@", "time": T0, "citizen_ref": "cr_" + "Q" * 52, "record_id": "r-@REC@"}
+            )
+            body = canonical_bytes(probe).decode()
+            body = body.replace("cr_" + "Q" * 52, "@CR@").replace(T0.strftime("%Y-%m-%dT%H:%M:%SZ"), "@T@")
+            self._parts = (
+                body.replace("{", "{{")
+                .replace("}", "}}")
+                .replace("@EID@", "{eid}")
+                .replace("@CR@", "{cr}")
+                .replace("@T@", "{t}")
+                .replace("@REC@", "{rec}")
+            )
+        fmt = self._parts.format
+        sha = hashlib.sha256
+        out = []
+        cits, rng = self.citizens, self.rng
+        for _ in range(k):
+            i = self.i
+            self.i += 1
+            cr = cits[rng.randrange(len(cits))]
+            t = T0 + timedelta(seconds=i)
+            eid = f"{i:012d}"
+            body = fmt(eid=eid, cr=cr, t=t.strftime("%Y-%m-%dT%H:%M:%SZ"), rec=i).encode()
+            out.append(
+                Prepared(
+                    f"bench-{eid}",
+                    citizen_key(cr),
+                    int(t.timestamp() * 1e6),
+                    "pii.read",
+                    body,
+                    sha(b"\x00" + body).digest(),
+                )
+            )
         return out
 
 
@@ -113,15 +165,15 @@ def raw_sqlite_rate(path: Path, bodies: list[bytes]) -> float:
 
 
 def populate(ledger: Ledger, pop: Population, n: int) -> float:
-    """Append n events in durable batches; returns events/s (event objects prebuilt outside the clock)."""
+    """Fill with n pre-serialised events in durable 10k batches; returns the append rate (events/s)."""
     spent = 0.0
     done = 0
     while done < n:
-        evs = pop.batch(min(BATCH, n - done))
+        items = pop.prepared(min(BATCH, n - done))
         t = time.perf_counter()
-        ledger.append(evs)
+        ledger.append_prepared(items)
         spent += time.perf_counter() - t
-        done += len(evs)
+        done += len(items)
     return n / spent
 
 
@@ -171,30 +223,53 @@ def trace_latency(ledger: Ledger, pop: Population, samples: int) -> tuple[dict, 
 def main(quick: bool = True) -> list[dict]:
     rows: list[dict] = []
     key = Ed25519PrivateKey.generate()
-    sizes = [1_000_000] if quick else [1_000_000, 10_000_000]
+    # Quick mode must finish in < 60 s on a shared 2-core machine, so its trace ledger is 300k events;
+    # the DESIGN §8 sizes (1 M and 10 M) run in the full benchmark (`make bench`).
+    sizes = [300_000] if quick else [1_000_000, 10_000_000]
     with tempfile.TemporaryDirectory(prefix="ztcp-bench-prov-") as tmp:
         tmpd = Path(tmp)
         # -- anchor and batched append on the same bodies ------------------------------------------
-        n_rate = 200_000 if quick else 1_000_000
+        n_rate = 100_000 if quick else 1_000_000
         pop = Population(n_rate)
         sample = pop.batch(n_rate)
         bodies = [canonical_bytes(e) for e in sample]
         raw = raw_sqlite_rate(tmpd / "raw.db", bodies)
-        rows.append(result("raw SQLite insert (WAL, synchronous=FULL, 10k/txn)", raw, "rows/s",
-                           anchor="the anchor", bytes_per_row=round(statistics.mean(map(len, bodies)))))
+        rows.append(
+            result(
+                "raw SQLite insert (WAL, synchronous=FULL, 10k/txn)",
+                raw,
+                "rows/s",
+                anchor="the anchor",
+                bytes_per_row=round(statistics.mean(map(len, bodies))),
+                load_avg_1m=round(os.getloadavg()[0], 2),
+            )
+        )
         with Ledger(tmpd / "rate.db", key, "bench/rate", checkpoint_every=100_000) as led:
             t = time.perf_counter()
             for b in range(0, n_rate, BATCH):
                 led.append(sample[b : b + BATCH])
             appended = n_rate / (time.perf_counter() - t)
-            rows.append(result("ledger append, batched 10k, durable (canonical JSON + Merkle + indexes)",
-                               appended, "events/s", target="≥ 100,000/s", ok=appended >= 100_000,
-                               anchor=f"{appended / raw:.0%} of raw SQLite insert; "
-                                      f"{appended / 10_500:.1f}× Crosby & Wallach's 10,500/s"))
-            gc = group_commit_rate(led, pop, threads=16, per_thread=300 if quick else 1000)
-            rows.append(result("Recorder.record from 16 threads (group commit)", gc, "events/s",
-                               anchor=f"{gc / appended:.0%} of batched append"))
-            lat = single_latency(led, pop, 200 if quick else 1000)
+            rows.append(
+                result(
+                    "ledger append, batched 10k, durable (canonical JSON + Merkle + indexes)",
+                    appended,
+                    "events/s",
+                    target="≥ 100,000/s",
+                    ok=appended >= 100_000,
+                    anchor=f"{appended / raw:.0%} of raw SQLite insert; "
+                    f"{appended / 10_500:.1f}× Crosby & Wallach's 10,500/s",
+                )
+            )
+            gc = group_commit_rate(led, pop, threads=16, per_thread=150 if quick else 1000)
+            rows.append(
+                result(
+                    "Recorder.record from 16 threads (group commit)",
+                    gc,
+                    "events/s",
+                    anchor=f"{gc / appended:.0%} of batched append",
+                )
+            )
+            lat = single_latency(led, pop, 150 if quick else 1000)
             rows.append(result("single durable append p50", lat["p50_ms"], "ms", anchor="one fsync'd transaction"))
             rows.append(result("single durable append p99", lat["p99_ms"], "ms"))
         del sample, bodies
@@ -204,26 +279,52 @@ def main(quick: bool = True) -> list[dict]:
             path = tmpd / f"trace-{n}.db"
             with Ledger(path, key, "bench/trace", checkpoint_every=1_000_000) as led:
                 fill = populate(led, pop, n)
-                rows.append(result(f"ledger append while filling {n:,}", fill, "events/s",
-                                   target="≥ 100,000/s", ok=fill >= 100_000))
-                pct, mean_events = trace_latency(led, pop, 100 if quick else 300)
-                rows.append(result(f"trace one citizen at {n:,} events, proofs verified, p50", pct["p50_ms"], "ms",
-                                   target="≤ 20 ms", ok=pct["p50_ms"] <= 20, p99_ms=round(pct["p99_ms"], 3),
-                                   events_per_trace=round(mean_events, 1)))
+                rows.append(
+                    result(
+                        f"append of pre-serialised events (tree + indexes + fsync) filling {n:,}",
+                        fill,
+                        "events/s",
+                        anchor=f"{fill / raw:.0%} of raw SQLite insert",
+                    )
+                )
+                pct, mean_events = trace_latency(led, pop, 60 if quick else 300)
+                rows.append(
+                    result(
+                        f"trace one citizen at {n:,} events, proofs verified, p50",
+                        pct["p50_ms"],
+                        "ms",
+                        target="≤ 20 ms",
+                        ok=pct["p50_ms"] <= 20,
+                        p99_ms=round(pct["p99_ms"], 3),
+                        events_per_trace=round(mean_events, 1),
+                    )
+                )
                 if n == sizes[0]:
                     t = time.perf_counter()
                     rep = verify_ledger(led)
                     v = rep.events_checked / (time.perf_counter() - t)
-                    rows.append(result(f"full verify (recompute every leaf and node) at {n:,}", v, "events/s",
-                                       anchor=f"{n / v:.1f} s for the whole ledger"))
+                    rows.append(
+                        result(
+                            f"full verify (recompute every leaf and node) at {n:,}",
+                            v,
+                            "events/s",
+                            anchor=f"{n / v:.1f} s for the whole ledger",
+                        )
+                    )
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         ev = _template().model_dump_json()
         t = time.perf_counter()
         for _ in range(20_000):
             ProvenanceEvent.model_validate_json(ev)
-        rows.append(result("event validation (strict model + raw-ID screen)", 20_000 / (time.perf_counter() - t),
-                           "events/s", anchor="per core, before append"))
+        rows.append(
+            result(
+                "event validation (strict model + raw-ID screen)",
+                20_000 / (time.perf_counter() - t),
+                "events/s",
+                anchor="per core, before append",
+            )
+        )
     write("provenance", rows, quick=quick)
     return rows
 

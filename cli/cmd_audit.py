@@ -115,13 +115,22 @@ def _table(trace: Trace) -> None:
         for col in ("disclosure", "derived from", "source seq", "recipient"):
             lt.add_column(col)
         for li in trace.lineage:
-            lt.add_row(li.disclosure_id, li.source_id, "missing" if li.source_seq is None else str(li.source_seq),
-                       li.recipient)
+            lt.add_row(
+                li.disclosure_id, li.source_id, "missing" if li.source_seq is None else str(li.source_seq), li.recipient
+            )
         console.print(lt)
 
 
-def _traced(settings: Settings, token: str | None, kind: str, national_id: str | None, citizen_ref: str | None,
-            since: str | None, until: str | None, what: str) -> tuple[Trace, provenance.Ledger]:
+def _traced(
+    settings: Settings,
+    token: str | None,
+    kind: str,
+    national_id: str | None,
+    citizen_ref: str | None,
+    since: str | None,
+    until: str | None,
+    what: str,
+) -> tuple[Trace, provenance.Ledger]:
     from cli.bootstrap import system_keys
     from cli.operator import current_operator
 
@@ -184,9 +193,14 @@ def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -
         ledger.close()
     if not tr.all_verified:
         bad = [t.seq for t in tr.events if t.verified is False]
-        raise CliFailure(f"{len(bad)} event(s) failed their inclusion proof (first seq {bad[0]}); "
-                         "run `ztcp audit verify`", EXIT_INTEGRITY) if bad else CliFailure(
-            "some events are not covered by a signed checkpoint", EXIT_INTEGRITY)
+        raise (
+            CliFailure(
+                f"{len(bad)} event(s) failed their inclusion proof (first seq {bad[0]}); run `ztcp audit verify`",
+                EXIT_INTEGRITY,
+            )
+            if bad
+            else CliFailure("some events are not covered by a signed checkpoint", EXIT_INTEGRITY)
+        )
 
 
 @command.command("verify")
@@ -202,25 +216,37 @@ def verify(full: bool, as_json: bool) -> None:
     ledger = ledger_from_settings(settings)
     try:
         show = sys.stderr.isatty() and not as_json
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True), disable=not show) as progress:
+        with Progress(
+            TextColumn("verifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not show,
+        ) as progress:
             task = progress.add_task("verify", total=ledger.size)
             try:
-                report = verify_ledger(ledger, full=full, progress=lambda done, total: progress.update(task,
-                                                                                                        completed=done))
+                report = verify_ledger(
+                    ledger, full=full, progress=lambda done, total: progress.update(task, completed=done)
+                )
             except provenance.IntegrityError as exc:
                 if as_json:
                     click.echo(orjson.dumps({"ok": False, "seq": exc.seq, "kind": exc.kind, "error": str(exc)}))
-                raise CliFailure(f"ledger integrity failure ({exc.kind}) at seq {exc.seq}: {exc}"
-                                 if exc.seq is not None else f"ledger integrity failure ({exc.kind}): {exc}",
-                                 EXIT_INTEGRITY) from None
+                raise CliFailure(
+                    f"ledger integrity failure ({exc.kind}) at seq {exc.seq}: {exc}"
+                    if exc.seq is not None
+                    else f"ledger integrity failure ({exc.kind}): {exc}",
+                    EXIT_INTEGRITY,
+                ) from None
     finally:
         ledger.close()
     if as_json:
         click.echo(orjson.dumps(report.as_dict()))
     else:
-        click.echo(f"ok: {report.size} events, {report.checkpoints} checkpoints verified "
-                   f"(latest signs {report.latest_checkpoint_size}; {report.unsigned_tail} newer events not yet signed)")
+        click.echo(
+            f"ok: {report.size} events, {report.checkpoints} checkpoints verified "
+            f"(latest signs {report.latest_checkpoint_size}; {report.unsigned_tail} newer events not yet signed)"
+        )
 
 
 @command.command("checkpoint")
@@ -236,8 +262,18 @@ def checkpoint(as_json: bool) -> None:
     finally:
         ledger.close()
     if as_json:
-        click.echo(orjson.dumps({"origin": cp.checkpoint.origin, "size": cp.size, "root": cp.root.hex(),
-                                 "time": cp.time.isoformat(), "note": cp.note, "verifier_key": vkey}))
+        click.echo(
+            orjson.dumps(
+                {
+                    "origin": cp.checkpoint.origin,
+                    "size": cp.size,
+                    "root": cp.root.hex(),
+                    "time": cp.time.isoformat(),
+                    "note": cp.note,
+                    "verifier_key": vkey,
+                }
+            )
+        )
     else:
         click.echo(cp.note, nl=False)
 

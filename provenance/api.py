@@ -63,12 +63,20 @@ def _b64(b: bytes) -> str:
 def _int_param(name: str, raw: str | None, *, required: bool) -> int | JSONResponse | None:
     if raw is None or raw == "":
         if required:
-            return problem(422, "Invalid request", f"query parameter {name} is required",
-                           errors=[{"field": name, "message": "required"}])
+            return problem(
+                422,
+                "Invalid request",
+                f"query parameter {name} is required",
+                errors=[{"field": name, "message": "required"}],
+            )
         return None
     if not raw.isdigit() or len(raw) > 18:
-        return problem(422, "Invalid request", f"query parameter {name} must be a non-negative integer",
-                       errors=[{"field": name, "message": "must be a non-negative integer"}])
+        return problem(
+            422,
+            "Invalid request",
+            f"query parameter {name} must be a non-negative integer",
+            errors=[{"field": name, "message": "must be a non-negative integer"}],
+        )
     return int(raw)
 
 
@@ -91,11 +99,19 @@ def create_router(
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return problem(422, "Invalid request", "body is not valid JSON", errors=[{"field": "(body)",
-                                                                                     "message": "invalid JSON"}])
+            return problem(
+                422,
+                "Invalid request",
+                "body is not valid JSON",
+                errors=[{"field": "(body)", "message": "invalid JSON"}],
+            )
         if isinstance(data, dict) and isinstance(data.get("events"), list) and len(data["events"]) > MAX_BATCH:
-            return problem(413, "Batch too large", f"at most {MAX_BATCH} events per request",
-                           errors=[{"field": "events", "message": f"at most {MAX_BATCH} events"}])
+            return problem(
+                413,
+                "Batch too large",
+                f"at most {MAX_BATCH} events per request",
+                errors=[{"field": "events", "message": f"at most {MAX_BATCH} events"}],
+            )
         try:
             batch = EventBatch.model_validate_json(raw)
         except ValidationError as exc:
@@ -105,8 +121,12 @@ def create_router(
         except LedgerUnavailable as exc:
             return problem(503, "Ledger unavailable", str(exc))
         return JSONResponse(
-            {"receipts": [{"event_id": r.event_id, "seq": r.seq, "leaf_hash": _b64(r.leaf_hash),
-                           "duplicate": r.duplicate} for r in receipts]}
+            {
+                "receipts": [
+                    {"event_id": r.event_id, "seq": r.seq, "leaf_hash": _b64(r.leaf_hash), "duplicate": r.duplicate}
+                    for r in receipts
+                ]
+            }
         )
 
     @router.get("/v1/provenance/citizens/{citizen_ref}/events", summary="A citizen's events with inclusion proofs")
@@ -114,11 +134,21 @@ def create_router(
         import re
 
         if not re.fullmatch(CITIZEN_REF_PATTERN, citizen_ref):
-            return problem(422, "Invalid request", "citizen_ref is not a citizen reference (cr_…)",
-                           errors=[{"field": "citizen_ref", "message": "must match cr_ + 52 base32 characters"}])
+            return problem(
+                422,
+                "Invalid request",
+                "citizen_ref is not a citizen reference (cr_…)",
+                errors=[{"field": "citizen_ref", "message": "must match cr_ + 52 base32 characters"}],
+            )
         try:
-            recorder.record(ProvenanceEvent(type="audit.read", actor={"id": caller.sub, "type": "service"},
-                                            citizen_ref=citizen_ref, query="GET citizen events"))
+            recorder.record(
+                ProvenanceEvent(
+                    type="audit.read",
+                    actor={"id": caller.sub, "type": "service"},
+                    citizen_ref=citizen_ref,
+                    query="GET citizen events",
+                )
+            )
         except LedgerUnavailable as exc:  # an unrecorded audit query is not served
             return problem(503, "Ledger unavailable", str(exc))
         try:
@@ -131,12 +161,23 @@ def create_router(
                 "citizen_ref": citizen_ref,
                 "checkpoint": {"size": cp.size, "root": _b64(cp.root), "note": cp.note} if cp else None,
                 "events": [
-                    {"seq": t.seq, "leaf_hash": _b64(t.leaf_hash), "proof_status": t.status,
-                     "event": t.event.model_dump(mode="json", exclude_none=True)}
+                    {
+                        "seq": t.seq,
+                        "leaf_hash": _b64(t.leaf_hash),
+                        "proof_status": t.status,
+                        "event": t.event.model_dump(mode="json", exclude_none=True),
+                    }
                     for t in tr.events
                 ],
-                "lineage": [{"disclosure": li.disclosure_id, "derived_from": li.source_id,
-                             "source_seq": li.source_seq, "recipient": li.recipient} for li in tr.lineage],
+                "lineage": [
+                    {
+                        "disclosure": li.disclosure_id,
+                        "derived_from": li.source_id,
+                        "source_seq": li.source_seq,
+                        "recipient": li.recipient,
+                    }
+                    for li in tr.lineage
+                ],
             }
         )
 
@@ -145,8 +186,15 @@ def create_router(
         cp = ledger.latest_checkpoint()
         if cp is None:
             return problem(404, "No checkpoint", "the ledger has no signed checkpoint yet")
-        return JSONResponse({"origin": cp.checkpoint.origin, "size": cp.size, "root": _b64(cp.root),
-                             "note": cp.note, "time": cp.time.isoformat()})
+        return JSONResponse(
+            {
+                "origin": cp.checkpoint.origin,
+                "size": cp.size,
+                "root": _b64(cp.root),
+                "note": cp.note,
+                "time": cp.time.isoformat(),
+            }
+        )
 
     @router.get("/v1/provenance/proofs/inclusion", summary="RFC 9162 inclusion proof")
     def inclusion(request: Request, caller: Any = reader) -> Response:
@@ -165,8 +213,15 @@ def create_router(
             root = ledger.root(size)
         except UnknownEntry as exc:
             return problem(404, "Not found", str(exc))
-        return JSONResponse({"seq": seq, "size": size, "leaf_hash": _b64(entry.leaf_hash),
-                             "proof": [_b64(h) for h in proof], "root": _b64(root)})
+        return JSONResponse(
+            {
+                "seq": seq,
+                "size": size,
+                "leaf_hash": _b64(entry.leaf_hash),
+                "proof": [_b64(h) for h in proof],
+                "root": _b64(root),
+            }
+        )
 
     @router.get("/v1/provenance/proofs/consistency", summary="RFC 9162 consistency proof")
     def consistency(request: Request, caller: Any = reader) -> Response:
@@ -177,23 +232,29 @@ def create_router(
         if isinstance(second, JSONResponse):
             return second
         if first > second:
-            return problem(422, "Invalid request", "from must not exceed to",
-                           errors=[{"field": "from", "message": "must be <= to"}])
+            return problem(
+                422,
+                "Invalid request",
+                "from must not exceed to",
+                errors=[{"field": "from", "message": "must be <= to"}],
+            )
         try:
             proof = ledger.consistency_proof(first, second)
             r1, r2 = ledger.root(first), ledger.root(second)
         except UnknownEntry as exc:
             return problem(404, "Not found", str(exc))
-        return JSONResponse({"from": first, "to": second, "proof": [_b64(h) for h in proof],
-                             "root1": _b64(r1), "root2": _b64(r2)})
+        return JSONResponse(
+            {"from": first, "to": second, "proof": [_b64(h) for h in proof], "root1": _b64(r1), "root2": _b64(r2)}
+        )
 
     @router.get("/v1/citizens/me/accesses", summary="Who accessed my data, when and why (citizen token)")
     def my_accesses(ident: Any = subject) -> Response:
         ref = getattr(ident, "citizen_ref", None)
         if getattr(ident, "type", None) != "citizen" or not ref:
             return problem(403, "Forbidden", "this view needs a citizen's own token")
-        items = citizen_accesses(ledger, ref, sealed_cases=sealed_cases,
-                                 **({"show_staff": show_staff} if show_staff else {}))
+        items = citizen_accesses(
+            ledger, ref, sealed_cases=sealed_cases, **({"show_staff": show_staff} if show_staff else {})
+        )
         return JSONResponse({"accesses": [a.model_dump(mode="json") for a in items]})
 
     return router

@@ -37,9 +37,7 @@ def normalise_national_id(national_id: str) -> str:
         raise InvalidNationalId("national ID must be a string")
     nid = "".join(national_id.split()).upper()
     if not _FORMAT.fullmatch(nid):
-        raise InvalidNationalId(
-            "national ID must be 10 characters: one letter, then 1, 2, 8, 9 or 0, then 8 digits"
-        )
+        raise InvalidNationalId("national ID must be 10 characters: one letter, then 1, 2, 8, 9 or 0, then 8 digits")
     if not _checksum_ok(nid):
         raise InvalidNationalId("national ID check digit is wrong (mistyped?)")
     return nid

@@ -34,14 +34,33 @@ _MAPPINGS = {
         "decision_id": {"type": "keyword"},
         "effect": {"type": "keyword"},
         "derived_from": {"type": "keyword"},
-        "actor": {"properties": {"id": {"type": "keyword"}, "type": {"type": "keyword"},
-                                 "unit": {"type": "keyword"}, "agency": {"type": "keyword"}}},
-        "via": {"properties": {"system": {"type": "keyword"}, "channel": {"type": "keyword"},
-                               "ip": {"type": "keyword"}}},
-        "purpose": {"properties": {"code": {"type": "keyword"}, "case_id": {"type": "keyword"},
-                                   "legal_basis": {"type": "keyword"}, "consent_id": {"type": "keyword"}}},
-        "recipient": {"properties": {"type": {"type": "keyword"}, "id": {"type": "keyword"},
-                                     "name": {"type": "keyword"}, "channel": {"type": "keyword"}}},
+        "actor": {
+            "properties": {
+                "id": {"type": "keyword"},
+                "type": {"type": "keyword"},
+                "unit": {"type": "keyword"},
+                "agency": {"type": "keyword"},
+            }
+        },
+        "via": {
+            "properties": {"system": {"type": "keyword"}, "channel": {"type": "keyword"}, "ip": {"type": "keyword"}}
+        },
+        "purpose": {
+            "properties": {
+                "code": {"type": "keyword"},
+                "case_id": {"type": "keyword"},
+                "legal_basis": {"type": "keyword"},
+                "consent_id": {"type": "keyword"},
+            }
+        },
+        "recipient": {
+            "properties": {
+                "type": {"type": "keyword"},
+                "id": {"type": "keyword"},
+                "name": {"type": "keyword"},
+                "channel": {"type": "keyword"},
+            }
+        },
     },
 }
 

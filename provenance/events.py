@@ -166,7 +166,8 @@ def _payload(event: ProvenanceEvent) -> dict[str, Any]:
 def _fields_sorted(model: type[BaseModel]) -> bool:
     names = list(model.model_fields)
     return names == sorted(names) and all(
-        _fields_sorted(f.annotation) for f in model.model_fields.values()
+        _fields_sorted(f.annotation)
+        for f in model.model_fields.values()
         if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
     )
 

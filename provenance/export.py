@@ -111,13 +111,21 @@ def to_prov_json(trace: Trace) -> dict[str, Any]:
             "ztcp:fields": " ".join(e.fields),
         }
         agent = f"ztcp:actor/{e.actor.id}"
-        doc["agent"].setdefault(agent, {"prov:type": "prov:Person" if e.actor.type == "staff" else "prov:SoftwareAgent",
-                                        "ztcp:unit": e.actor.unit, "ztcp:agency": e.actor.agency})
+        doc["agent"].setdefault(
+            agent,
+            {
+                "prov:type": "prov:Person" if e.actor.type == "staff" else "prov:SoftwareAgent",
+                "ztcp:unit": e.actor.unit,
+                "ztcp:agency": e.actor.agency,
+            },
+        )
         rel("wasAssociatedWith", {"prov:activity": act, "prov:agent": agent})
         record = f"ztcp:record/{e.dataset}/{e.record_id}" if e.dataset and e.record_id else None
         if record:
-            doc["entity"].setdefault(record, {"prov:type": "ztcp:PersonalRecord", "ztcp:citizenRef": e.citizen_ref,
-                                              "ztcp:dataset": e.dataset})
+            doc["entity"].setdefault(
+                record,
+                {"prov:type": "ztcp:PersonalRecord", "ztcp:citizenRef": e.citizen_ref, "ztcp:dataset": e.dataset},
+            )
             rel("used", {"prov:activity": act, "prov:entity": record})
         if e.recipient:
             copy = f"ztcp:disclosure/{e.event_id}"

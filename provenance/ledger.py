@@ -266,8 +266,16 @@ class Ledger:
         for ev in events:
             body = canonical_bytes(ev)
             ref = ev.citizen_ref
-            out.append(Prepared(ev.event_id, citizen_key(ref) if ref else None, _us(ev.time), ev.type, body,
-                                sha(b"\x00" + body).digest()))
+            out.append(
+                Prepared(
+                    ev.event_id,
+                    citizen_key(ref) if ref else None,
+                    _us(ev.time),
+                    ev.type,
+                    body,
+                    sha(b"\x00" + body).digest(),
+                )
+            )
         return out
 
     def append(self, events: Sequence[ProvenanceEvent]) -> list[Receipt]:
@@ -453,9 +461,11 @@ class Ledger:
         return self._materialise([merkle.consistency_plan(size1, size2)])[0]
 
     def get(self, seq: int) -> StoredEntry:
-        row = self._reader().execute(
-            "SELECT seq, event_id, leaf_hash, body FROM entries WHERE seq = ?", (seq,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT seq, event_id, leaf_hash, body FROM entries WHERE seq = ?", (seq,))
+            .fetchone()
+        )
         if row is None:
             raise UnknownEntry(f"no event with seq {seq}")
         return StoredEntry(*row)

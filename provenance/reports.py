@@ -13,8 +13,20 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from provenance.trace import Trace
 
 COLUMNS = (
-    "seq", "time", "type", "actor", "unit", "system", "fields", "purpose", "case", "legal_basis",
-    "decision", "effect", "recipient", "proof",
+    "seq",
+    "time",
+    "type",
+    "actor",
+    "unit",
+    "system",
+    "fields",
+    "purpose",
+    "case",
+    "legal_basis",
+    "decision",
+    "effect",
+    "recipient",
+    "proof",
 )
 FORMATS = ("table", "json", "csv", "html", "pdf")
 
@@ -67,8 +79,12 @@ def to_json(trace: Trace) -> bytes:
             for t in trace.events
         ],
         "lineage": [
-            {"disclosure": li.disclosure_id, "derived_from": li.source_id, "source_seq": li.source_seq,
-             "recipient": li.recipient}
+            {
+                "disclosure": li.disclosure_id,
+                "derived_from": li.source_id,
+                "source_seq": li.source_seq,
+                "recipient": li.recipient,
+            }
             for li in trace.lineage
         ],
     }
@@ -90,7 +106,9 @@ _env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=se
 
 
 def to_html(trace: Trace) -> str:
-    return _env.get_template("trace_report.html.j2").render(t=trace, c=trace.counts(), rows=rows(trace), headers=COLUMNS)
+    return _env.get_template("trace_report.html.j2").render(
+        t=trace, c=trace.counts(), rows=rows(trace), headers=COLUMNS
+    )
 
 
 def to_pdf(trace: Trace) -> bytes:
@@ -106,10 +124,20 @@ def to_pdf(trace: Trace) -> bytes:
     meta = [
         ("Citizen reference", trace.citizen_ref),
         ("Period", f"{trace.since or 'beginning'} - {trace.until or 'now'}"),
-        ("Generated", f"{trace.generated_at:%Y-%m-%d %H:%M:%S}Z" + (f" by auditor {trace.auditor}" if trace.auditor else "")),
-        ("Events", f"{c['events']} ({c['verified']} verified, {c['not_verified']} not verified, {c['pending']} pending)"),
-        ("Integrity", "every event proven included in the signed ledger" if trace.all_verified
-         else "SOME EVENTS COULD NOT BE PROVEN"),
+        (
+            "Generated",
+            f"{trace.generated_at:%Y-%m-%d %H:%M:%S}Z" + (f" by auditor {trace.auditor}" if trace.auditor else ""),
+        ),
+        (
+            "Events",
+            f"{c['events']} ({c['verified']} verified, {c['not_verified']} not verified, {c['pending']} pending)",
+        ),
+        (
+            "Integrity",
+            "every event proven included in the signed ledger"
+            if trace.all_verified
+            else "SOME EVENTS COULD NOT BE PROVEN",
+        ),
     ]
     if trace.checkpoint:
         meta.append(("Checkpoint", f"size {trace.checkpoint.size}, root {trace.checkpoint.root.hex()}"))
@@ -141,8 +169,12 @@ def to_pdf(trace: Trace) -> bytes:
                 head.cell(h)
             for li in trace.lineage:
                 row = table.row()
-                for v in (li.disclosure_id, li.source_id, "missing" if li.source_seq is None else str(li.source_seq),
-                          li.recipient):
+                for v in (
+                    li.disclosure_id,
+                    li.source_id,
+                    "missing" if li.source_seq is None else str(li.source_seq),
+                    li.recipient,
+                ):
                     row.cell(_latin(v))
     return bytes(pdf.output())
 

@@ -67,8 +67,9 @@ def prove_entries(ledger: Ledger, entries: list[StoredEntry], cp: SignedCheckpoi
     if cp is None:
         return [TracedEvent(e.seq, e.leaf_hash, e.event, None, "no signed checkpoint yet") for e in entries]
     covered = [e for e in entries if e.seq < cp.size]
-    proofs = dict(zip((e.seq for e in covered), ledger.inclusion_proofs([e.seq for e in covered], cp.size),
-                      strict=True))
+    proofs = dict(
+        zip((e.seq for e in covered), ledger.inclusion_proofs([e.seq for e in covered], cp.size), strict=True)
+    )
     out = []
     for e in entries:
         if e.seq >= cp.size:

@@ -103,7 +103,9 @@ def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyRepo
 def _check_consistency(ledger: Ledger, a, b) -> None:  # noqa: ANN001 - two Checkpoints
     if b.size == a.size:
         if a.root != b.root:
-            raise IntegrityError(f"two checkpoints at size {a.size} disagree", seq=a.size, kind="inconsistent-checkpoint")
+            raise IntegrityError(
+                f"two checkpoints at size {a.size} disagree", seq=a.size, kind="inconsistent-checkpoint"
+            )
         return
     try:
         proof = ledger.consistency_proof(a.size, b.size) if a.size else []
@@ -179,8 +181,9 @@ def _deep_check(seq: int, body: bytes) -> None:
         ev = event_from_bytes(body)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(event)" for e in exc.errors(include_input=False))
-        raise IntegrityError(f"event at seq {seq} is not a valid event (fields: {fields})", seq=seq,
-                             kind="changed") from None
+        raise IntegrityError(
+            f"event at seq {seq} is not a valid event (fields: {fields})", seq=seq, kind="changed"
+        ) from None
     if canonical_bytes_reference(ev) != body:
         raise IntegrityError(f"event at seq {seq} is not in RFC 8785 canonical form", seq=seq, kind="changed")
 
@@ -202,7 +205,9 @@ def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> Integrit
     window = 4096
     lo, hi = max(0, seq - window), seq + window
     stored_leaves = {}
-    for nid, h in db.execute("SELECT id, hash FROM nodes WHERE id >= ? AND id < ? AND (id & 63) = 0", (lo << 6, hi << 6)):
+    for nid, h in db.execute(
+        "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? AND (id & 63) = 0", (lo << 6, hi << 6)
+    ):
         stored_leaves[h] = nid >> 6
     original_pos = stored_leaves.get(computed)
     if original_pos is not None and original_pos > seq:
@@ -223,6 +228,7 @@ def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> Integrit
     if nxt and tree_here and nxt[0] == tree_here[0]:
         return IntegrityError(f"an event was inserted at seq {seq} (later events shifted)", seq=seq, kind="inserted")
     if original_pos is not None and original_pos < seq:
-        return IntegrityError(f"event at seq {seq} duplicates or was moved from seq {original_pos}", seq=seq,
-                              kind="reordered")
+        return IntegrityError(
+            f"event at seq {seq} duplicates or was moved from seq {original_pos}", seq=seq, kind="reordered"
+        )
     return IntegrityError(f"event at seq {seq} was changed (it does not match the tree)", seq=seq, kind="changed")

@@ -10,8 +10,6 @@ BLIND_KEY = b"test-blind-index-key-32-bytes-ok"
 VALID_IDS = ["A123456789", "F131104093", "B287654326"]  # check digits valid
 
 
-
-
 def cref(i: int = 0) -> str:
     return citizen_ref(VALID_IDS[i % len(VALID_IDS)], BLIND_KEY)
 

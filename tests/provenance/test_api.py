@@ -141,11 +141,11 @@ def test_checkpoint_and_proofs(client: TestClient, ledger: Ledger) -> None:
     assert cp["size"] == 11 and cp["note"].startswith("ztcp.test/provenance\n11\n")
     root = base64.b64decode(cp["root"])
     inc = client.get("/v1/provenance/proofs/inclusion?seq=4&size=11", headers=R).json()
-    merkle.verify_inclusion(base64.b64decode(inc["leaf_hash"]), 4, 11,
-                            [base64.b64decode(h) for h in inc["proof"]], root)
+    merkle.verify_inclusion(
+        base64.b64decode(inc["leaf_hash"]), 4, 11, [base64.b64decode(h) for h in inc["proof"]], root
+    )
     con = client.get("/v1/provenance/proofs/consistency?from=3&to=11", headers=R).json()
-    merkle.verify_consistency(3, 11, [base64.b64decode(h) for h in con["proof"]],
-                              base64.b64decode(con["root1"]), root)
+    merkle.verify_consistency(3, 11, [base64.b64decode(h) for h in con["proof"]], base64.b64decode(con["root1"]), root)
     assert client.get("/v1/provenance/proofs/inclusion?seq=x", headers=R).json()["errors"][0]["field"] == "seq"
     assert client.get("/v1/provenance/proofs/inclusion", headers=R).status_code == 422
     assert client.get("/v1/provenance/proofs/inclusion?seq=50&size=11", headers=R).status_code == 404

@@ -58,13 +58,21 @@ def test_trace_json_by_national_id_is_proven_and_recorded(seeded: dict) -> None:
     assert types == ["pii.read", "pii.read", "pii.read", "pii.disclose", "audit.trace"]
     assert doc["events"][-1]["event"]["actor"]["id"] == "auditor-7"  # the query names the auditor
     assert {(li["derived_from"], li["source_seq"]) for li in doc["lineage"]} == {
-        (seeded["reads"][0].event_id, 0), (seeded["reads"][1].event_id, 1)}
+        (seeded["reads"][0].event_id, 0),
+        (seeded["reads"][1].event_id, 1),
+    }
     assert VALID_IDS[0] not in r.stdout
 
 
 def test_trace_national_id_from_stdin_and_table(seeded: dict) -> None:
-    r = run("audit", "trace", "--national-id", "-", env={"ZTCP_TOKEN": seeded["auditor"], "COLUMNS": "250"},
-            input=VALID_IDS[0] + "\n")
+    r = run(
+        "audit",
+        "trace",
+        "--national-id",
+        "-",
+        env={"ZTCP_TOKEN": seeded["auditor"], "COLUMNS": "250"},
+        input=VALID_IDS[0] + "\n",
+    )
     assert r.exit_code == 0, r.output
     assert "verified" in r.stdout and "Ministry of Labor" in r.stdout
 
@@ -72,8 +80,17 @@ def test_trace_national_id_from_stdin_and_table(seeded: dict) -> None:
 @pytest.mark.parametrize("fmt", ["csv", "html", "pdf"])
 def test_trace_files(seeded: dict, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"report.{fmt}"
-    r = run("audit", "trace", "--citizen-ref", seeded["ref"], "--format", fmt, "-o", str(out),
-            env={"ZTCP_TOKEN": seeded["auditor"]})
+    r = run(
+        "audit",
+        "trace",
+        "--citizen-ref",
+        seeded["ref"],
+        "--format",
+        fmt,
+        "-o",
+        str(out),
+        env={"ZTCP_TOKEN": seeded["auditor"]},
+    )
     assert r.exit_code == 0, r.output
     data = out.read_bytes()
     assert out.stat().st_mode & 0o077 == 0
@@ -105,8 +122,16 @@ def test_trace_bad_input(seeded: dict) -> None:
 
 
 def test_trace_window(seeded: dict) -> None:
-    r = run("audit", "trace", "--citizen-ref", seeded["ref"], "--json", "--until", "2000-01-01",
-            env={"ZTCP_TOKEN": seeded["auditor"]})
+    r = run(
+        "audit",
+        "trace",
+        "--citizen-ref",
+        seeded["ref"],
+        "--json",
+        "--until",
+        "2000-01-01",
+        env={"ZTCP_TOKEN": seeded["auditor"]},
+    )
     assert r.exit_code == 0 and json.loads(r.stdout)["events"] == []
 
 

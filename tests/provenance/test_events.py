@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import rfc8785
-from provenance_testkit import cref, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from provenance_testkit import cref, make_event
 from pydantic import ValidationError
 
 from provenance import ProvenanceEvent

@@ -83,7 +83,12 @@ def test_any_byte_change_in_an_event_is_located(pristine: Path, tmp_path: Path, 
 
 
 @_settings
-@given(seq=st.integers(0, N - 1), pos=st.integers(0, 31), bit=st.integers(1, 255), column=st.sampled_from(["entry", "node"]))
+@given(
+    seq=st.integers(0, N - 1),
+    pos=st.integers(0, 31),
+    bit=st.integers(1, 255),
+    column=st.sampled_from(["entry", "node"]),
+)
 def test_any_byte_change_in_stored_hashes_is_located(
     pristine: Path, tmp_path: Path, seq: int, pos: int, bit: int, column: str
 ) -> None:
