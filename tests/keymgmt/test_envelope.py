@@ -120,3 +120,20 @@ def test_key_table_holds_only_wrapped_keys(env: Envelope) -> None:
 def test_non_text_refused(env: Envelope) -> None:
     with pytest.raises(keymgmt.KeyMgmtError, match="only text"):
         env.encrypt_row("ds", 1, {"c": 42})  # type: ignore[dict-item]
+
+
+def test_roundtrip_any_text_any_pk(tmp_path: Path, local_ring: keymgmt.LocalKeyring) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    env = Envelope(local_ring, keymgmt.make_engine(f"sqlite:///{tmp_path / 'h.db'}"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=200), st.one_of(st.integers(), st.text(max_size=30)), st.text(min_size=1, max_size=20))
+    def check(value: str, pk: object, column: str) -> None:
+        ct = env.encrypt("ds", column, pk, value)
+        assert env.decrypt("ds", column, pk, ct) == value
+        (dek, cts), = env.encrypt_rows("ds", [column], [(pk, [value])])
+        assert parse_ciphertext(cts[0]).dek_hex == dek and env.decrypt("ds", column, pk, cts[0]) == value
+
+    check()

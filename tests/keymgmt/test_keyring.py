@@ -215,3 +215,20 @@ def test_concurrent_processes_lose_no_update(tmp_path: Path, master: bytes) -> N
     assert ring.info("shared").latest_version == 1 + 4 * 15
     assert {f"own{i}" for i in range(4)} <= {k.name for k in ring.list()}
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_wrapped_parser_fuzz() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from keymgmt.keyring import parse_wrapped
+
+    @given(st.text(max_size=80))
+    def check(s: str) -> None:
+        try:
+            version, blob = parse_wrapped(s)
+        except CiphertextError:
+            return
+        assert s.startswith(f"ztcp:v{version}:") and len(blob) >= 28
+
+    check()

@@ -238,3 +238,32 @@ def test_tls_and_namespace(tmp_path: Path, kit) -> None:
             VaultProvider(bao.addr, token=bao.token, namespace="bureau", retries=0).info("kek")
     finally:
         bao.stop()
+
+
+def test_rate_limited_calls_are_retried_with_backoff(bao_server, transit_mount) -> None:
+    client = bao_server.client()
+    name = f"rl-{transit_mount}"
+    client.write_data(f"sys/quotas/rate-limit/{name}", data={"rate": 5, "path": f"{transit_mount}/",
+                                                              "interval": "1s"})
+    try:
+        p = _provider(bao_server, transit_mount, retries=8, backoff=0.1)
+        p.create("kek", "aes256-gcm96")
+        # Bursts well above 5 req/s: the server answers 429 and the provider backs off and retries.
+        raw = hvac.Client(url=bao_server.addr, token=bao_server.token)
+        hit_429 = False
+        for _ in range(20):
+            try:
+                raw.secrets.transit.read_key("kek", mount_point=transit_mount)
+            except hvac.exceptions.RateLimitExceeded:
+                hit_429 = True
+                break
+        assert hit_429, "the quota is not enforced; the test would prove nothing"
+        dek = os.urandom(32)
+        wrapped = [p.wrap("kek", dek) for _ in range(25)]
+        assert all(p.unwrap("kek", w) == dek for w in wrapped[:3])
+        impatient = _provider(bao_server, transit_mount, retries=0)
+        with pytest.raises(ProviderUnavailable, match="RateLimitExceeded"):
+            for _ in range(50):
+                impatient.wrap("kek", dek)
+    finally:
+        client.delete(f"sys/quotas/rate-limit/{name}")
