@@ -297,6 +297,11 @@ class Ledger:
                     self._db.execute("ROLLBACK")
                 self._state = self._reload_state_or_none() or self._state
                 raise LedgerUnavailable(f"ledger write failed: {exc}") from None
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
 
     def _reload_state_or_none(self) -> _State | None:
         try:
@@ -313,13 +318,36 @@ class Ledger:
                 existing[eid] = Receipt(seq, lh, eid, duplicate=True)
         return existing
 
+    def _begin(self) -> None:
+        """Take SQLite's write lock, then catch up if another process (or Ledger) appended meanwhile.
+
+        ``ztcp serve`` and a CLI command (``audit trace`` records its query) may append to the same
+        file; the tree state cached here must be the file's, or seqs would collide.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
+        if (0 if row[0] is None else row[0] + 1) != self._state.size:
+            self._state = self._load_state()
+            if self.damaged:
+                self._db.execute("ROLLBACK")
+                raise LedgerUnavailable(f"ledger is damaged ({self.damaged}); run `ztcp audit verify`")
+
+    def refresh(self) -> None:
+        """Pick up appends made through another connection (cheap when nothing changed)."""
+        with self._lock:
+            row = self._reader().execute("SELECT max(seq) FROM entries").fetchone()
+            if (0 if row[0] is None else row[0] + 1) != self._state.size:
+                self._state = self._load_state()
+
     def _append_locked(self, items: Sequence[Prepared]) -> list[Receipt]:
         # Fast path: assume no event id was seen before and let the UNIQUE index say otherwise;
         # retries are rare, so the per-id lookup runs only when a duplicate is actually present.
+        self._begin()
         try:
             return self._write(items, {})
         except sqlite3.IntegrityError:
             self._db.execute("ROLLBACK")
+        self._begin()
         return self._write(items, self._lookup([p.event_id for p in items]))
 
     def _write(self, items: Sequence[Prepared], existing: dict[str, Receipt]) -> list[Receipt]:
@@ -349,12 +377,12 @@ class Ledger:
             receipts.append(Receipt(seq, lh, eid))
             seq += 1
         if not rows:
+            self._db.execute("ROLLBACK")
             return receipts
         now = time.time()
         cp_row = None
         if seq - st.last_cp_size >= self.checkpoint_every or (now - st.last_cp_time) >= self.checkpoint_interval:
             cp_row = self._checkpoint_row(seq, frontier.root(), now)
-        db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         db.executemany("INSERT INTO nodes VALUES (?, ?)", node_rows)
         if cp_row:
@@ -383,17 +411,24 @@ class Ledger:
     def checkpoint(self) -> SignedCheckpoint:
         """Sign the current tree now (returns the existing checkpoint if the size has not moved)."""
         with self._lock:
-            st = self._state
-            if st.size == 0:
-                raise UnknownEntry("the ledger is empty: nothing to checkpoint")
-            if st.last_cp_size != st.size:
-                now = time.time()
-                row = self._checkpoint_row(st.size, st.frontier.root(), now)
-                try:
+            if self._closed:
+                raise LedgerUnavailable("ledger is closed")
+            try:
+                self._begin()
+                st = self._state
+                if st.size == 0:
+                    self._db.execute("ROLLBACK")
+                    raise UnknownEntry("the ledger is empty: nothing to checkpoint")
+                if st.last_cp_size != st.size:
+                    now = time.time()
+                    row = self._checkpoint_row(st.size, st.frontier.root(), now)
                     self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)", row)
-                except sqlite3.Error as exc:
-                    raise LedgerUnavailable(f"cannot store checkpoint: {exc}") from None
-                st.last_cp_size, st.last_cp_time = st.size, now
+                    st.last_cp_size, st.last_cp_time = st.size, now
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise LedgerUnavailable(f"cannot store checkpoint: {exc}") from None
         cp = self.latest_checkpoint()
         assert cp is not None
         return cp
@@ -429,6 +464,9 @@ class Ledger:
 
     def _check_size(self, size: int | None) -> int:
         cur = self._state.size
+        if size is not None and size > cur:
+            self.refresh()  # e.g. a checkpoint signed by another process over events we have not seen
+            cur = self._state.size
         if size is None:
             return cur
         if not 0 <= size <= cur:

@@ -60,6 +60,7 @@ def verify_ledger(ledger: Ledger, *, full: bool = False, progress: Progress | No
 
 
 def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyReport:
+    ledger.refresh()
     db = ledger.raw_db()
     size = ledger.size
     cps = []

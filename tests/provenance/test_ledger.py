@@ -134,3 +134,26 @@ def test_closed_ledger_unavailable(ledger: Ledger) -> None:
     ledger.close()
     with pytest.raises(LedgerUnavailable):
         ledger.append([make_event(1)])
+
+
+def test_two_writers_on_one_file_stay_consistent(ledger_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    """`ztcp serve` and a CLI command may append to the same ledger file: seqs must never collide."""
+    from provenance.verify import verify_ledger
+
+    a = Ledger(ledger_path, signing_key, "o", checkpoint_every=7)
+    b = Ledger(ledger_path, signing_key, "o", checkpoint_every=5)
+    try:
+        seqs = []
+        for i in range(12):
+            w = a if i % 3 else b
+            seqs += [r.seq for r in w.append([make_event(i * 10 + j) for j in range(i % 4 + 1)])]
+        assert seqs == list(range(len(seqs)))
+        cp = b.checkpoint()
+        assert cp.size == len(seqs)
+        # a has not seen b's last appends, yet can prove against b's checkpoint
+        proof = a.inclusion_proof(len(seqs) - 1, cp.size)
+        merkle.verify_inclusion(a.get(len(seqs) - 1).leaf_hash, len(seqs) - 1, cp.size, proof, cp.root)
+        verify_ledger(a, full=True)
+    finally:
+        a.close()
+        b.close()
