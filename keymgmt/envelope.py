@@ -162,12 +162,16 @@ class Envelope:
             nonces = os.urandom(NONCE_LEN * k)
             hp = header + prefix
             append = out.append
-            for j in range(k):
-                pk, value = items[i + j]
-                nonce = nonces[NONCE_LEN * j:NONCE_LEN * (j + 1)]
+            pack = _PACK_LEN
+            b64 = binascii.b2a_base64
+            pfx = PREFIX.encode()
+            off = 0
+            for pk, value in items[i:i + k]:
+                nonce = nonces[off:off + NONCE_LEN]
+                off += NONCE_LEN
                 pkb = str(pk).encode()
-                ct = enc(nonce, value.encode(), hp + _PACK_LEN(len(pkb)) + pkb)
-                append(PREFIX + _b64(header + nonce + ct).decode("ascii"))
+                ct = enc(nonce, value.encode(), hp + pack(len(pkb)) + pkb)
+                append((pfx + b64(header + nonce + ct, newline=False)).decode("ascii"))
             i += k
         return out
 
