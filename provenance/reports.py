@@ -111,15 +111,44 @@ def to_html(trace: Trace) -> str:
     )
 
 
-def to_pdf(trace: Trace) -> bytes:
+# Unicode fonts tried in order for the PDF (CJK first: unit and agency names are often Chinese).
+# Install fonts-noto-cjk or fonts-wqy-zenhei for Chinese; without any, Latin-1 core fonts are used
+# and characters they lack are printed as '?'.
+PDF_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+)
+
+
+def _unicode_font(pdf: Any, font_path: str | None) -> bool:
+    for path in ([font_path] if font_path else []) + list(PDF_FONTS):
+        if path and Path(path).is_file():
+            try:
+                pdf.add_font("report", "", path)
+                pdf.add_font("report", "B", path)
+                return True
+            except Exception:  # noqa: BLE001, S112 - an unreadable font: try the next one
+                continue
+    return False
+
+
+def to_pdf(trace: Trace, font_path: str | None = None) -> bytes:
     from fpdf import FPDF  # imported lazily: only the PDF report needs it
 
     pdf = FPDF(orientation="L", unit="mm", format="A4")
+    unicode_ok = _unicode_font(pdf, font_path)
+    family = "report" if unicode_ok else "Helvetica"
+
+    def _latin(s: str) -> str:
+        return s if unicode_ok else _latin1(s)
+
     pdf.set_auto_page_break(auto=True, margin=12)
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 14)
+    pdf.set_font(family, "B", 14)
     pdf.cell(0, 8, "Personal-data access trace", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", size=9)
+    pdf.set_font(family, size=9)
     c = trace.counts()
     meta = [
         ("Citizen reference", trace.citizen_ref),
@@ -142,14 +171,14 @@ def to_pdf(trace: Trace) -> bytes:
     if trace.checkpoint:
         meta.append(("Checkpoint", f"size {trace.checkpoint.size}, root {trace.checkpoint.root.hex()}"))
     for k, v in meta:
-        pdf.set_font("Helvetica", "B", 9)
+        pdf.set_font(family, "B", 9)
         pdf.cell(40, 5, _latin(k))
-        pdf.set_font("Helvetica", size=9)
+        pdf.set_font(family, size=9)
         pdf.multi_cell(0, 5, _latin(v), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     cols = ("seq", "time", "type", "actor", "unit", "fields", "purpose", "case", "legal_basis", "recipient", "proof")
     widths = (12, 34, 20, 22, 38, 36, 26, 18, 26, 26, 19)
-    pdf.set_font("Helvetica", size=7)
+    pdf.set_font(family, size=7)
     with pdf.table(col_widths=widths, text_align="LEFT", line_height=4) as table:
         head = table.row()
         for col in cols:
@@ -160,9 +189,9 @@ def to_pdf(trace: Trace) -> bytes:
                 row.cell(_latin(str(r[col])))
     if trace.lineage:
         pdf.ln(3)
-        pdf.set_font("Helvetica", "B", 10)
+        pdf.set_font(family, "B", 10)
         pdf.cell(0, 6, "Lineage of disclosures", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", size=7)
+        pdf.set_font(family, size=7)
         with pdf.table(col_widths=(70, 70, 20, 60), text_align="LEFT", line_height=4) as table:
             head = table.row()
             for h in ("disclosure", "derived from", "source seq", "recipient"):
@@ -179,7 +208,7 @@ def to_pdf(trace: Trace) -> bytes:
     return bytes(pdf.output())
 
 
-def _latin(s: str) -> str:
+def _latin1(s: str) -> str:
     # Core PDF fonts are Latin-1; unit names in other scripts are transliterated to '?' rather than failing.
     return s.encode("latin-1", "replace").decode("latin-1")
 
