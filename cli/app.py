@@ -12,6 +12,7 @@ from cli.runtime import Runtime
 from pdp import api as pdp_api
 from pdp.http_auth import BearerAuth
 from pdp.problems import install_problem_handlers
+from policy import api as policy_api
 
 log = logging.getLogger("ztcp.app")
 
@@ -30,6 +31,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(pdp_api.create_router(point, auth))
+    app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
 
     @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
     async def jwks() -> dict:

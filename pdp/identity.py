@@ -58,6 +58,11 @@ class SubjectIdentity(BaseModel):
     def auth_strength(self) -> int:
         return AUTH_STRENGTH.get(self.auth_method, 0)
 
+    @property
+    def sub(self) -> str:
+        """The JWT ``sub`` claim (same as ``id``), for code written against claim names."""
+        return self.id
+
 
 class CallerIdentity(BaseModel):
     """A calling system (PEP) authenticated by its bearer token."""

@@ -181,3 +181,13 @@ def test_200_concurrent_requests_all_answered(runtime, caller, unused_tcp_port):
     assert codes == [200] * 200
     assert runtime.point.log.flush()
     assert runtime.point.log.count() == 200
+
+
+def test_bundle_service_serves_the_active_signed_bundle_with_etag(client, runtime):
+    token = runtime.issuer.issue_client("opa-sidecar", ["bundles:read"])
+    r = client.get("/v1/bundles/ztcp", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.content[:2] == b"\x1f\x8b"  # gzip
+    etag = r.headers["etag"]
+    again = client.get("/v1/bundles/ztcp", headers={"Authorization": f"Bearer {token}", "If-None-Match": etag})
+    assert again.status_code == 304
+    assert client.get("/v1/bundles/ztcp").status_code == 401
