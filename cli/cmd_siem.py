@@ -68,8 +68,9 @@ def live_sources(settings: Settings) -> list[Source]:
     return []
 
 
-def make_scheduler(settings: Settings | None = None, interval: float = 60.0,
-                   sources: list[Source] | None = None) -> Scheduler:
+def make_scheduler(
+    settings: Settings | None = None, interval: float = 60.0, sources: list[Source] | None = None
+) -> Scheduler:
     """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
     settings = settings or load_settings()
     srcs = live_sources(settings) if sources is None else sources
@@ -105,8 +106,9 @@ def _alerts_table(alerts: list[Any]) -> Table:
         table.add_column(col)
     for a in alerts:
         group = ", ".join(f"{k}={v}" for k, v in a.group_keys.items()) or "-"
-        table.add_row(a.alert_id, a.level, a.rule_name, group, a.first_seen[:19], a.last_seen[:19],
-                      str(a.event_count), a.status)
+        table.add_row(
+            a.alert_id, a.level, a.rule_name, group, a.first_seen[:19], a.last_seen[:19], str(a.event_count), a.status
+        )
     return table
 
 
@@ -122,8 +124,12 @@ def command() -> None:
     """Detection rules (Sigma) over decisions, provenance, key and policy events; alerts."""
 
 
-config_option = click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-                             help="SIEM lists/config YAML (default: $ZTCP_HOME/siem.yml if present)")
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="SIEM lists/config YAML (default: $ZTCP_HOME/siem.yml if present)",
+)
 
 
 @command.command("list")
@@ -133,8 +139,18 @@ config_option = click.option("--config", "config_path", type=click.Path(path_typ
 def list_rules(as_json: bool, config_path: Path | None) -> None:
     """List the rules with their level, type and logsource."""
     pack = siem_pack(load_settings(), config_path)
-    rows = [{"name": r.name, "id": r.id, "title": r.title, "level": r.level, "type": r.rule_type,
-             "logsource": [f"ztcp/{s}" for s in r.logsource], "tags": r.tags} for r in pack.rules]
+    rows = [
+        {
+            "name": r.name,
+            "id": r.id,
+            "title": r.title,
+            "level": r.level,
+            "type": r.rule_type,
+            "logsource": [f"ztcp/{s}" for s in r.logsource],
+            "tags": r.tags,
+        }
+        for r in pack.rules
+    ]
     if as_json:
         _dump(rows)
         return
@@ -170,8 +186,12 @@ def test_rules(rule: str | None, as_json: bool, config_path: Path | None) -> Non
 
 @command.command("run")
 @click.option("--since", help="re-evaluate events from this time (RFC 3339) or this long ago (24h, 7d)")
-@click.option("--events", "events_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help='JSONL file, one {"kind": "decision"|"provenance"|"key"|"policy", ...event} per line')
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help='JSONL file, one {"kind": "decision"|"provenance"|"key"|"policy", ...event} per line',
+)
 @click.option("--json", "as_json", is_flag=True, help="print the alerts raised or extended by this run")
 @config_option
 @handle_errors
@@ -205,8 +225,9 @@ def run(since: str | None, events_file: Path | None, as_json: bool, config_path:
 @click.option("--json", "as_json", is_flag=True, help="print alerts as JSON (with evidence event ids)")
 @config_option
 @handle_errors
-def alerts(status: str | None, rule_key: str | None, limit: int | None, as_json: bool,
-           config_path: Path | None) -> None:
+def alerts(
+    status: str | None, rule_key: str | None, limit: int | None, as_json: bool, config_path: Path | None
+) -> None:
     """List alerts."""
     engine = make_engine(load_settings(), config_path)
     try:
@@ -253,8 +274,14 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
 
 @command.command("export")
 @click.option("--target", type=click.Choice(TARGETS), required=True, help="query language or Kibana import")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="directory to write into")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="directory to write into",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the export report as JSON")
 @config_option
 @handle_errors

@@ -122,22 +122,49 @@ class AlertStore:
                     "INSERT OR IGNORE INTO siem_alerts (alert_id, rule_id, rule_name, rule_title, rule_type, "
                     "level, group_json, group_hash, window_start, window_end, first_ts, last_ts, metric, "
                     "status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?,?)",
-                    (alert_id, rule.id, rule.name, rule.title, rule.rule_type, rule.level,
-                     json.dumps(hit.group, sort_keys=True, default=str), gh, hit.window_start,
-                     hit.window_end, hit.first_ts, hit.last_ts, hit.metric, now, now),
+                    (
+                        alert_id,
+                        rule.id,
+                        rule.name,
+                        rule.title,
+                        rule.rule_type,
+                        rule.level,
+                        json.dumps(hit.group, sort_keys=True, default=str),
+                        gh,
+                        hit.window_start,
+                        hit.window_end,
+                        hit.first_ts,
+                        hit.last_ts,
+                        hit.metric,
+                        now,
+                        now,
+                    ),
                 )
             else:
                 alert_id, first_ts, last_ts, ws, we, metric = row
-                new_metric = hit.metric if metric is None else (
-                    max(metric, hit.metric) if hit.metric is not None else metric)
-                changed = (hit.first_ts < first_ts or hit.last_ts > last_ts or hit.window_start < ws
-                           or hit.window_end > we or new_metric != metric)
+                new_metric = (
+                    hit.metric if metric is None else (max(metric, hit.metric) if hit.metric is not None else metric)
+                )
+                changed = (
+                    hit.first_ts < first_ts
+                    or hit.last_ts > last_ts
+                    or hit.window_start < ws
+                    or hit.window_end > we
+                    or new_metric != metric
+                )
                 if changed:
                     self.conn.execute(
                         "UPDATE siem_alerts SET first_ts=?, last_ts=?, window_start=?, window_end=?, metric=?, "
                         "updated_at=? WHERE alert_id=?",
-                        (min(first_ts, hit.first_ts), max(last_ts, hit.last_ts), min(ws, hit.window_start),
-                         max(we, hit.window_end), new_metric, now, alert_id),
+                        (
+                            min(first_ts, hit.first_ts),
+                            max(last_ts, hit.last_ts),
+                            min(ws, hit.window_start),
+                            max(we, hit.window_end),
+                            new_metric,
+                            now,
+                            alert_id,
+                        ),
                     )
             before = self.conn.total_changes
             self.conn.executemany(
@@ -153,26 +180,62 @@ class AlertStore:
     # ---- reading and triage ----
 
     def _to_alert(self, row: tuple[Any, ...]) -> Alert:
-        (alert_id, rule_id, rule_name, rule_title, rule_type, level, group_json, ws, we, first_ts, last_ts,
-         metric, status, created_at, updated_at) = row
-        count, = self.conn.execute(
-            "SELECT COUNT(*) FROM siem_alert_evidence WHERE alert_id=?", (alert_id,)).fetchone()
-        evidence = [r[0] for r in self.conn.execute(
-            "SELECT event_id FROM siem_alert_evidence WHERE alert_id=? ORDER BY ts, event_id LIMIT ?",
-            (alert_id, self.evidence_cap))]
-        return Alert(alert_id=alert_id, rule_id=rule_id, rule_name=rule_name, rule_title=rule_title,
-                     rule_type=rule_type, level=level, group_keys=json.loads(group_json),
-                     window_start=iso(ws), window_end=iso(we), first_seen=iso(first_ts), last_seen=iso(last_ts),
-                     event_count=count, evidence=evidence, metric=metric, status=status,
-                     created_at=created_at, updated_at=updated_at)
+        (
+            alert_id,
+            rule_id,
+            rule_name,
+            rule_title,
+            rule_type,
+            level,
+            group_json,
+            ws,
+            we,
+            first_ts,
+            last_ts,
+            metric,
+            status,
+            created_at,
+            updated_at,
+        ) = row
+        (count,) = self.conn.execute(
+            "SELECT COUNT(*) FROM siem_alert_evidence WHERE alert_id=?", (alert_id,)
+        ).fetchone()
+        evidence = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT event_id FROM siem_alert_evidence WHERE alert_id=? ORDER BY ts, event_id LIMIT ?",
+                (alert_id, self.evidence_cap),
+            )
+        ]
+        return Alert(
+            alert_id=alert_id,
+            rule_id=rule_id,
+            rule_name=rule_name,
+            rule_title=rule_title,
+            rule_type=rule_type,
+            level=level,
+            group_keys=json.loads(group_json),
+            window_start=iso(ws),
+            window_end=iso(we),
+            first_seen=iso(first_ts),
+            last_seen=iso(last_ts),
+            event_count=count,
+            evidence=evidence,
+            metric=metric,
+            status=status,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
 
-    _COLS = ("alert_id, rule_id, rule_name, rule_title, rule_type, level, group_json, window_start, window_end, "
-             "first_ts, last_ts, metric, status, created_at, updated_at")
+    _COLS = (
+        "alert_id, rule_id, rule_name, rule_title, rule_type, level, group_json, window_start, window_end, "
+        "first_ts, last_ts, metric, status, created_at, updated_at"
+    )
 
     def list(self, status: str | None = None, rule_id: str | None = None, limit: int | None = None) -> list[Alert]:
         if status is not None and status not in STATUSES:
             raise SiemError(f"status must be one of {', '.join(STATUSES)}")
-        sql = f"SELECT {self._COLS} FROM siem_alerts WHERE 1"
+        sql = f"SELECT {self._COLS} FROM siem_alerts WHERE 1"  # noqa: S608 (table names and compiled Sigma predicates)
         args: list[Any] = []
         if status:
             sql += " AND status=?"
@@ -186,7 +249,7 @@ class AlertStore:
         return [self._to_alert(r) for r in self.conn.execute(sql, args).fetchall()]
 
     def get(self, alert_id: str) -> Alert:
-        row = self.conn.execute(f"SELECT {self._COLS} FROM siem_alerts WHERE alert_id=?", (alert_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._COLS} FROM siem_alerts WHERE alert_id=?", (alert_id,)).fetchone()  # noqa: S608 (table names and compiled Sigma predicates)
         if row is None:
             raise AlertNotFound(alert_id)
         return self._to_alert(row)
@@ -195,8 +258,9 @@ class AlertStore:
         if status not in STATUSES:
             raise SiemError(f"status must be one of {', '.join(STATUSES)}")
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        cur = self.conn.execute("UPDATE siem_alerts SET status=?, updated_at=? WHERE alert_id=?",
-                                (status, now, alert_id))
+        cur = self.conn.execute(
+            "UPDATE siem_alerts SET status=?, updated_at=? WHERE alert_id=?", (status, now, alert_id)
+        )
         if cur.rowcount == 0:
             raise AlertNotFound(alert_id)
         return self.get(alert_id)
@@ -221,12 +285,24 @@ class ElasticAlertSink:
         name = f"{self.data_stream}-template"
         if not self.client.indices.exists_index_template(name=name):
             self.client.indices.put_index_template(
-                name=name, index_patterns=[f"{self.data_stream}*"], data_stream={}, priority=200,
-                template={"mappings": {"properties": {
-                    "@timestamp": {"type": "date"}, "alert_id": {"type": "keyword"},
-                    "rule_id": {"type": "keyword"}, "level": {"type": "keyword"},
-                    "status": {"type": "keyword"}, "evidence": {"type": "keyword"},
-                    "group_keys": {"type": "flattened"}}}})
+                name=name,
+                index_patterns=[f"{self.data_stream}*"],
+                data_stream={},
+                priority=200,
+                template={
+                    "mappings": {
+                        "properties": {
+                            "@timestamp": {"type": "date"},
+                            "alert_id": {"type": "keyword"},
+                            "rule_id": {"type": "keyword"},
+                            "level": {"type": "keyword"},
+                            "status": {"type": "keyword"},
+                            "evidence": {"type": "keyword"},
+                            "group_keys": {"type": "flattened"},
+                        }
+                    }
+                },
+            )
         self._ready = True
 
     def publish(self, alerts: list[Alert]) -> None:
@@ -235,9 +311,14 @@ class ElasticAlertSink:
         from elasticsearch import helpers
 
         self._ensure()
-        actions = [{"_op_type": "create", "_index": self.data_stream,
-                    "_source": {"@timestamp": a.updated_at, "risk_score": RISK_SCORE.get(a.level, 21),
-                                **a.model_dump()}} for a in alerts]
+        actions = [
+            {
+                "_op_type": "create",
+                "_index": self.data_stream,
+                "_source": {"@timestamp": a.updated_at, "risk_score": RISK_SCORE.get(a.level, 21), **a.model_dump()},
+            }
+            for a in alerts
+        ]
         ok, errors = helpers.bulk(self.client, actions, raise_on_error=False, refresh="wait_for")
         if errors:
             raise SiemError(f"{len(errors)} alert document(s) refused by Elasticsearch")

@@ -26,27 +26,34 @@ class SiemConfig(BaseModel):
     # ---- lists (placeholders) ----
     protected_citizens: list[str] = Field(default_factory=list, description="VIP / protected citizen_refs")
     protected_record_custodians: list[str] = Field(
-        default_factory=list, description="actors allowed to handle protected records")
+        default_factory=list, description="actors allowed to handle protected records"
+    )
     employee_citizen_refs: list[str] = Field(
-        default_factory=list, description="citizen_refs of the bureau's own staff (co-worker records)")
+        default_factory=list, description="citizen_refs of the bureau's own staff (co-worker records)"
+    )
     batch_principals: list[str] = Field(
-        default_factory=lambda: ["svc-*"], description="service principals exempt from human-behaviour rules")
+        default_factory=lambda: ["svc-*"], description="service principals exempt from human-behaviour rules"
+    )
     off_hours: list[int] = Field(
-        default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 21, 22, 23], description="local hours counted as off-hours")
+        default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 21, 22, 23], description="local hours counted as off-hours"
+    )
     weekend_days: list[str] = Field(default_factory=lambda: ["sat", "sun"])
     change_window_slots: list[str] = Field(
         default_factory=lambda: [f"sat-{h:02d}" for h in range(1, 6)],
-        description="recurring change windows as local weekday-hour slots, e.g. sat-02")
-    change_window_dates: list[str] = Field(
-        default_factory=list, description="approved change dates (local YYYY-MM-DD)")
+        description="recurring change windows as local weekday-hour slots, e.g. sat-02",
+    )
+    change_window_dates: list[str] = Field(default_factory=list, description="approved change dates (local YYYY-MM-DD)")
     account_change_purposes: list[str] = Field(
         default_factory=lambda: ["bank_account_change", "address_change"],
-        description="purpose codes of a citizen-requested payout/address change")
+        description="purpose codes of a citizen-requested payout/address change",
+    )
     external_recipients_allowed: list[str] = Field(
-        default_factory=list, description="recipients exempt from the mass-disclosure rule")
+        default_factory=list, description="recipients exempt from the mass-disclosure rule"
+    )
     # ---- analytics ----
     first_seen_learning_hours: float = Field(
-        default=24.0, description="first-seen analytics only learn during this long after their first event")
+        default=24.0, description="first-seen analytics only learn during this long after their first event"
+    )
     # ---- alerts ----
     evidence_cap: int = Field(default=500, description="evidence ids kept per alert (count is exact)")
     default_suppression_seconds: int = 3600

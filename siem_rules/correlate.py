@@ -17,6 +17,7 @@ whose events overlap in time are one episode (one alert).
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections import Counter
 from collections.abc import Iterable
@@ -24,8 +25,14 @@ from dataclasses import dataclass
 
 from .alerts import Hit
 
-_OPS = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt,
-        "eq": operator.eq, "neq": operator.ne}
+_OPS = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+    "eq": operator.eq,
+    "neq": operator.ne,
+}
 
 
 @dataclass(slots=True)
@@ -41,8 +48,16 @@ def _key(v: object) -> object:
     return v.lower() if isinstance(v, str) else v
 
 
-def evaluate(ctype: str, span: float, slots: int, op: str | None, count: float | None,
-             rows: Iterable[Row], group_fields: list[str], anchor_from: float) -> list[Hit]:
+def evaluate(
+    ctype: str,
+    span: float,
+    slots: int,
+    op: str | None,
+    count: float | None,
+    rows: Iterable[Row],
+    group_fields: list[str],
+    anchor_from: float,
+) -> list[Hit]:
     """Episodes of qualifying windows anchored at events with ``ts >= anchor_from``."""
     groups: dict[tuple, list[Row]] = {}
     display: dict[tuple, tuple] = {}
@@ -68,8 +83,9 @@ def evaluate(ctype: str, span: float, slots: int, op: str | None, count: float |
     return hits
 
 
-def _sliding(ctype: str, rs: list[Row], span: float, slots: int, cmp, threshold, anchor_from: float,
-             group: dict) -> list[Hit]:
+def _sliding(
+    ctype: str, rs: list[Row], span: float, slots: int, cmp, threshold, anchor_from: float, group: dict
+) -> list[Hit]:
     hits: list[Hit] = []
     i = 0
     values: Counter = Counter()
@@ -86,10 +102,8 @@ def _sliding(ctype: str, rs: list[Row], span: float, slots: int, cmp, threshold,
             if values[v] == 0:
                 del values[v]
         elif ctype == "value_sum":
-            try:
+            with contextlib.suppress(TypeError, ValueError):  # non-numeric values do not count
                 total += sign * float(r.value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                pass
         elif ctype == "temporal":
             slot_n[r.slot] += sign
             if slot_n[r.slot] == 0:
@@ -103,7 +117,7 @@ def _sliding(ctype: str, rs: list[Row], span: float, slots: int, cmp, threshold,
         if r.ts < anchor_from:
             continue
         if ctype == "event_count":
-            metric = float(len({x.event_id for x in rs[i:j + 1]}) if slots > 1 else j - i + 1)
+            metric = float(len({x.event_id for x in rs[i : j + 1]}) if slots > 1 else j - i + 1)
         elif ctype == "value_count":
             metric = float(len(values))
         elif ctype == "value_sum":
@@ -114,12 +128,17 @@ def _sliding(ctype: str, rs: list[Row], span: float, slots: int, cmp, threshold,
             continue
         if episode is not None and rs[i].ts <= rs[upto].ts:
             start = max(i, upto + 1)
-            episode.evidence.extend((x.ts, x.event_id) for x in rs[start:j + 1])
+            episode.evidence.extend((x.ts, x.event_id) for x in rs[start : j + 1])
             episode.window_end = r.ts
             episode.metric = max(episode.metric or 0.0, metric)
         else:
-            episode = Hit(group=group, window_start=r.ts - span, window_end=r.ts,
-                          evidence=[(x.ts, x.event_id) for x in rs[i:j + 1]], metric=metric)
+            episode = Hit(
+                group=group,
+                window_start=r.ts - span,
+                window_end=r.ts,
+                evidence=[(x.ts, x.event_id) for x in rs[i : j + 1]],
+                metric=metric,
+            )
             hits.append(episode)
         upto = j
     for h in hits:
@@ -157,8 +176,9 @@ def _ordered(rs: list[Row], span: float, slots: int, anchor_from: float, group: 
                 ep_last = r.ts
             else:
                 ep_last = r.ts
-                episode = Hit(group=group, window_start=r.ts - span, window_end=r.ts, evidence=evidence,
-                              metric=float(slots))
+                episode = Hit(
+                    group=group, window_start=r.ts - span, window_end=r.ts, evidence=evidence, metric=float(slots)
+                )
                 hits.append(episode)
     for h in hits:
         h.evidence = sorted(set(h.evidence))

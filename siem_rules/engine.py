@@ -55,16 +55,20 @@ class RunReport:
     alerts_touched: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"started_at": self.started_at, "seconds": round(self.seconds, 4),
-                "alerts_touched": len(self.alerts_touched),
-                "rules": [r.__dict__ | {"seconds": round(r.seconds, 4)} for r in self.rules]}
+        return {
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 4),
+            "alerts_touched": len(self.alerts_touched),
+            "rules": [r.__dict__ | {"seconds": round(r.seconds, 4)} for r in self.rules],
+        }
 
 
 class Engine:
     """One SIEM database (events, watermarks, alerts) and one compiled rule pack."""
 
-    def __init__(self, conn: sqlite3.Connection, pack: RulePack | None = None,
-                 sinks: list[AlertSink] | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, pack: RulePack | None = None, sinks: list[AlertSink] | None = None
+    ) -> None:
         self.conn = conn
         self.pack = pack or RulePack()
         self.config: SiemConfig = self.pack.config
@@ -72,8 +76,10 @@ class Engine:
         self.alerts = AlertStore(conn, self.config.evidence_cap)
         self.sinks = list(sinks or [])
         self._lock = threading.Lock()
-        conn.execute("CREATE TABLE IF NOT EXISTS siem_watermarks (rule_id TEXT NOT NULL, kind TEXT NOT NULL, "
-                     "rid INTEGER NOT NULL, PRIMARY KEY (rule_id, kind)) WITHOUT ROWID")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS siem_watermarks (rule_id TEXT NOT NULL, kind TEXT NOT NULL, "
+            "rid INTEGER NOT NULL, PRIMARY KEY (rule_id, kind)) WITHOUT ROWID"
+        )
         for a in ANALYTICS:
             a.init(conn)
 
@@ -90,8 +96,12 @@ class Engine:
                     if new_cursor is not None and new_cursor != cursor:
                         self.store.ingest([], cursor=(src.name, new_cursor))
                     break
-                total += self.store.ingest(batch, cursor=(src.name, new_cursor or ""), where=src.name,
-                                           check=not getattr(src, "validated", False))
+                total += self.store.ingest(
+                    batch,
+                    cursor=(src.name, new_cursor or ""),
+                    where=src.name,
+                    check=not getattr(src, "validated", False),
+                )
         return total
 
     # ---- running ----
@@ -117,17 +127,16 @@ class Engine:
         return report
 
     def _watermark(self, rule_id: str, kind: str) -> int:
-        row = self.conn.execute("SELECT rid FROM siem_watermarks WHERE rule_id=? AND kind=?",
-                                (rule_id, kind)).fetchone()
+        row = self.conn.execute(
+            "SELECT rid FROM siem_watermarks WHERE rule_id=? AND kind=?", (rule_id, kind)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def _since_rid(self, kind: str, since: datetime) -> int:
-        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?",
-                                (since.timestamp(),)).fetchone()
+        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?", (since.timestamp(),)).fetchone()  # noqa: S608 (table names and compiled Sigma predicates)
         return int(row[0]) - 1 if row[0] is not None else self.store.high_water(kind)
 
-    def _run_rule(self, rule: AlertingRule, high: dict[str, int], since: datetime | None,
-                  report: RunReport) -> RuleRun:
+    def _run_rule(self, rule: AlertingRule, high: dict[str, int], since: datetime | None, report: RunReport) -> RuleRun:
         t0 = time.perf_counter()
         kinds = rule.kinds
         lo = {k: (self._since_rid(k, since) if since else self._watermark(rule.id, k)) for k in kinds}
@@ -146,17 +155,21 @@ class Engine:
             for k in kinds:
                 self.conn.execute(
                     "INSERT INTO siem_watermarks(rule_id, kind, rid) VALUES (?,?,?) ON CONFLICT(rule_id, kind) "
-                    "DO UPDATE SET rid=max(rid, excluded.rid)", (rule.id, k, high[k]))
+                    "DO UPDATE SET rid=max(rid, excluded.rid)",
+                    (rule.id, k, high[k]),
+                )
         report.alerts_touched.extend(touched)
         return RuleRun(rule.id, rule.name, time.perf_counter() - t0, nrows, len(hits), len(touched))
 
+    # Range scans over new events say NOT INDEXED: the rowid (primary key) range is still used,
+    # but the planner may not walk the whole ts index for ORDER BY ts / MIN(ts), which costs time
+    # proportional to history when late or back-filled rows make rid and ts order disagree.
     def _detect(self, rule: AlertingRule, lo: dict[str, int], high: dict[str, int]) -> tuple[list[Hit], int]:
         det = rule.detection
         assert det is not None
         cols = [column_of(det.kind, f) for f in rule.suppress_by]
         sel = ", ".join(["ts", "event_id"] + [f'"{c}"' for c in cols])
-        sql = (f"SELECT {sel} FROM {TABLE[det.kind]} WHERE rid > ? AND rid <= ? AND ({det.predicate}) "
-               "ORDER BY ts, rid")
+        sql = f"SELECT {sel} FROM {TABLE[det.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? AND ({det.predicate}) ORDER BY ts, rid"  # noqa: S608 (table names and compiled Sigma predicates)
         rows = self._query(rule, sql, (lo[det.kind], high[det.kind]))
         gap = float(rule.suppress_seconds)
         if not rule.suppress_by and not gap:
@@ -171,8 +184,13 @@ class Engine:
                 h.evidence.append((ts, eid))
                 h.window_end = ts
             else:
-                h = Hit(group=dict(zip(rule.suppress_by, group, strict=True)), window_start=ts, window_end=ts,
-                        evidence=[(ts, eid)], gap=gap)
+                h = Hit(
+                    group=dict(zip(rule.suppress_by, group, strict=True)),
+                    window_start=ts,
+                    window_end=ts,
+                    evidence=[(ts, eid)],
+                    gap=gap,
+                )
                 open_[key] = h
                 hits.append(h)
         return hits, len(rows)
@@ -183,7 +201,7 @@ class Engine:
         # Earliest new matching event over all referenced detections.
         anchor = None
         for det, _ in corr.refs:
-            sql = (f"SELECT MIN(ts) FROM {TABLE[det.kind]} WHERE rid > ? AND rid <= ? AND ({det.predicate})")
+            sql = f"SELECT MIN(ts) FROM {TABLE[det.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? AND ({det.predicate})"  # noqa: S608 (table names and compiled Sigma predicates)
             (m,) = self._query(rule, sql, (lo[det.kind], high[det.kind]))[0]
             if m is not None and (anchor is None or m < anchor):
                 anchor = m
@@ -195,13 +213,17 @@ class Engine:
         # When every referenced rule must match (temporal without a partial condition), a group can
         # only qualify if it occurs in all of them: a semi-join keeps e.g. the millions of ordinary
         # reads out of "read, then unrequested account change" unless that citizen had such a change.
-        need_all = corr.type.startswith("temporal") and corr.group_by and len(corr.refs) > 1 and (
-            corr.op is None or (corr.op == "gte" and corr.count == len(corr.refs)))
+        need_all = (
+            corr.type.startswith("temporal")
+            and corr.group_by
+            and len(corr.refs) > 1
+            and (corr.op is None or (corr.op == "gte" and corr.count == len(corr.refs)))
+        )
         for slot, (det, mapping) in enumerate(corr.refs):
             gcols = gcols_of[slot]
             vcol = column_of(det.kind, mapping.get(corr.fieldref, corr.fieldref)) if corr.fieldref else None
             sel = ", ".join(["ts", "event_id"] + [f'"{c}"' for c in gcols] + ([f'"{vcol}"'] if vcol else []))
-            sql = f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND rid <= ? AND ({det.predicate})"
+            sql = f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND rid <= ? AND ({det.predicate})"  # noqa: S608 (table names and compiled Sigma predicates)
             args: list[Any] = [lo_ts, high[det.kind]]
             if need_all:
                 for other, (odet, _) in enumerate(corr.refs):
@@ -209,15 +231,44 @@ class Engine:
                         continue
                     mine = ", ".join(f'"{c}"' for c in gcols)
                     theirs = ", ".join(f'"{c}"' for c in gcols_of[other])
-                    sql += (f" AND ({mine}) IN (SELECT {theirs} FROM {TABLE[odet.kind]} WHERE ts >= ? AND "
-                            f"rid <= ? AND ({odet.predicate}))")
+                    sql += (
+                        f" AND ({mine}) IN (SELECT {theirs} FROM {TABLE[odet.kind]} WHERE ts >= ? AND "  # noqa: S608 (table names and compiled Sigma predicates)
+                        f"rid <= ? AND ({odet.predicate}))"
+                    )
                     args += [lo_ts, high[odet.kind]]
+            if self._count_bound_applies(corr) and gcols:
+                sql, args = self._hot_groups_only(corr, gcols, vcol, sel, sql, args, anchor)
             ng = len(gcols)
             for rec in self._query(rule, sql, tuple(args)):
-                rows.append(Row(rec[0], slot, rec[1], tuple(rec[2:2 + ng]), rec[2 + ng] if vcol else None))
-        hits = evaluate(corr.type, corr.timespan, len(corr.refs), corr.op, corr.count, rows,
-                        corr.group_by, anchor)
+                rows.append(Row(rec[0], slot, rec[1], tuple(rec[2 : 2 + ng]), rec[2 + ng] if vcol else None))
+        hits = evaluate(corr.type, corr.timespan, len(corr.refs), corr.op, corr.count, rows, corr.group_by, anchor)
         return hits, len(rows)
+
+    @staticmethod
+    def _count_bound_applies(corr: Any) -> bool:
+        """For "at least N" event_count / value_count over one detection, a window can only qualify
+        if it holds at least N events (distinct values never outnumber events)."""
+        return (
+            corr.type in ("event_count", "value_count") and len(corr.refs) == 1 and corr.op in ("gte", "gt")
+        )
+
+    @staticmethod
+    def _hot_groups_only(corr: Any, gcols: list[str], vcol: str | None, sel: str, sql: str, args: list[Any],
+                         anchor: float) -> tuple[str, list[Any]]:
+        """Let SQLite's window function count events per group over the sliding window and keep only
+        groups where some window ending at a new event reaches the threshold; Python then evaluates
+        the exact condition on those few groups (the bound is exact for event_count)."""
+        groups = ", ".join(f'"{c}"' for c in gcols)
+        present = " AND ".join(f'"{c}" IS NOT NULL' for c in gcols + ([vcol] if vcol else []))
+        cmp = ">=" if corr.op == "gte" else ">"
+        wrapped = (
+            f"WITH w AS ({sql} AND {present}), "
+            f"n AS (SELECT {groups}, ts, COUNT(*) OVER (PARTITION BY {groups} ORDER BY ts "
+            f"RANGE BETWEEN {float(corr.timespan)} PRECEDING AND CURRENT ROW) AS n FROM w), "
+            f"hot AS (SELECT DISTINCT {groups} FROM n WHERE n {cmp} ? AND ts >= ?) "
+            f"SELECT {sel} FROM w WHERE ({groups}) IN (SELECT {groups} FROM hot)"
+        )
+        return wrapped, [*args, corr.count, anchor]
 
     def _query(self, rule: AlertingRule, sql: str, args: tuple) -> list[tuple]:
         try:

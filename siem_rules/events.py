@@ -210,8 +210,14 @@ class KeyEvent(_Open):
     event_id: str
     time: Rfc3339
     type: Literal[
-        "key.create", "key.rotate", "key.rewrap", "key.retire", "key.decrypt",
-        "key.decrypt_refused", "key.bulk_decrypt", "key.reencrypt",
+        "key.create",
+        "key.rotate",
+        "key.rewrap",
+        "key.retire",
+        "key.decrypt",
+        "key.decrypt_refused",
+        "key.bulk_decrypt",
+        "key.reencrypt",
     ]
     actor: str
     key_name: str
@@ -228,8 +234,13 @@ class PolicyEvent(_Open):
     event_id: str
     time: Rfc3339
     type: Literal[
-        "policy.propose", "policy.approve", "policy.publish", "policy.emergency_publish",
-        "policy.rollback", "policy.refused", "audit.verify_failed",
+        "policy.propose",
+        "policy.approve",
+        "policy.publish",
+        "policy.emergency_publish",
+        "policy.rollback",
+        "policy.refused",
+        "audit.verify_failed",
     ]
     actor: str
     revision: str | None = None
@@ -367,10 +378,18 @@ FIELDS: dict[str, tuple[Column, ...]] = {
 }
 
 # Array fields: stored "|a|b|"; the sqlite pipeline turns ``field: a`` into a membership test.
-LIST_FIELDS = frozenset({
-    "input.subject.roles", "input.resource.fields", "result.risk.factors", "result.reasons",
-    "result.obligations", "result.permitted_fields", "fields", "changed",
-})
+LIST_FIELDS = frozenset(
+    {
+        "input.subject.roles",
+        "input.resource.fields",
+        "result.risk.factors",
+        "result.reasons",
+        "result.obligations",
+        "result.permitted_fields",
+        "fields",
+        "changed",
+    }
+)
 
 TIME_FIELD = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time"}
 ID_FIELD = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id"}

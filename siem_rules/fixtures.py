@@ -40,37 +40,86 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timestamp": "",
         "path": "ztcp/authz/decision",
         "input": {
-            "subject": {"id": "emp-0001", "type": "employee", "roles": ["counter_clerk"], "org_unit": "taipei-1",
-                        "auth": {"method": "smartcard", "mfa": True}},
+            "subject": {
+                "id": "emp-0001",
+                "type": "employee",
+                "roles": ["counter_clerk"],
+                "org_unit": "taipei-1",
+                "auth": {"method": "smartcard", "mfa": True},
+            },
             "device": {"id": "dev-0001", "managed": True, "compliant": True},
-            "context": {"ip": "10.1.2.3", "network_zone": "internal", "channel": "counter",
-                        "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"}},
-            "resource": {"type": "insured_person", "dataset": "labour_insurance", "record_id": "rec-0001",
-                         "citizen_ref": "cr_CITIZEN0001", "fields": ["name", "address"],
-                         "classification": "personal"},
+            "context": {
+                "ip": "10.1.2.3",
+                "network_zone": "internal",
+                "channel": "counter",
+                "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"},
+            },
+            "resource": {
+                "type": "insured_person",
+                "dataset": "labour_insurance",
+                "record_id": "rec-0001",
+                "citizen_ref": "cr_CITIZEN0001",
+                "fields": ["name", "address"],
+                "classification": "personal",
+            },
             "action": "read",
-            "purpose": {"code": "benefit_claim", "case_id": "case-0001", "legal_basis": "LIA-art-20",
-                        "break_glass": False, "justification_present": False},
-            "signals": {"off_hours": False, "impossible_travel": False, "device_first_seen": False,
-                        "distinct_citizens_1h": 1, "self_record": False, "related_party": False},
+            "purpose": {
+                "code": "benefit_claim",
+                "case_id": "case-0001",
+                "legal_basis": "LIA-art-20",
+                "break_glass": False,
+                "justification_present": False,
+            },
+            "signals": {
+                "off_hours": False,
+                "impossible_travel": False,
+                "device_first_seen": False,
+                "distinct_citizens_1h": 1,
+                "self_record": False,
+                "related_party": False,
+            },
         },
-        "result": {"effect": "permit", "risk": {"score": 10, "level": "low", "factors": []}, "reasons": [],
-                   "obligations": [], "permitted_fields": ["name", "address"]},
+        "result": {
+            "effect": "permit",
+            "risk": {"score": 10, "level": "low", "factors": []},
+            "reasons": [],
+            "obligations": [],
+            "permitted_fields": ["name", "address"],
+        },
         "bundles": {"revision": "r1"},
         "metrics": {"timer_ns": 120000},
     },
     "provenance": {
-        "event_id": "", "time": "", "type": "pii.read", "actor": "emp-0001",
+        "event_id": "",
+        "time": "",
+        "type": "pii.read",
+        "actor": "emp-0001",
         "via": {"system": "counter-app", "channel": "counter", "ip": "10.1.2.3"},
-        "citizen_ref": "cr_CITIZEN0001", "dataset": "labour_insurance", "record_id": "rec-0001",
+        "citizen_ref": "cr_CITIZEN0001",
+        "dataset": "labour_insurance",
+        "record_id": "rec-0001",
         "fields": ["name", "address"],
         "purpose": {"code": "benefit_claim", "case_id": "case-0001", "legal_basis": "LIA-art-20"},
         "decision_id": "dec-0001",
     },
-    "key": {"event_id": "", "time": "", "type": "key.decrypt", "actor": "svc-benefits", "key_name": "pii-fields",
-            "key_version": 1, "dataset": "labour_insurance", "count": 10},
-    "policy": {"event_id": "", "time": "", "type": "policy.publish", "actor": "officer-1", "revision": "r2",
-               "digest": "sha256:00"},
+    "key": {
+        "event_id": "",
+        "time": "",
+        "type": "key.decrypt",
+        "actor": "svc-benefits",
+        "key_name": "pii-fields",
+        "key_version": 1,
+        "dataset": "labour_insurance",
+        "count": 10,
+    },
+    "policy": {
+        "event_id": "",
+        "time": "",
+        "type": "policy.publish",
+        "actor": "officer-1",
+        "revision": "r2",
+        "digest": "sha256:00",
+    },
 }
 _TIME_KEY = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time"}
 _ID_KEY = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id"}
@@ -166,8 +215,9 @@ def load_fixture(rule: AlertingRule) -> dict[str, Any]:
     return data
 
 
-def run_case(rule: AlertingRule, base: SiemConfig, fixture: dict[str, Any], case: dict[str, Any],
-             expectation: str, index: int) -> CaseResult:
+def run_case(
+    rule: AlertingRule, base: SiemConfig, fixture: dict[str, Any], case: dict[str, Any], expectation: str, index: int
+) -> CaseResult:
     from .engine import Engine
     from .store import connect
 

@@ -54,8 +54,11 @@ class ListMembershipTransformation(ValueTransformation):
 def sqlite_pipeline(config: SiemConfig) -> ProcessingPipeline:
     items = [
         _placeholders(config),
-        ProcessingItem(ListMembershipTransformation(), identifier="ztcp_list_membership",
-                       field_name_conditions=[IncludeFieldCondition(fields=sorted(LIST_FIELDS))]),
+        ProcessingItem(
+            ListMembershipTransformation(),
+            identifier="ztcp_list_membership",
+            field_name_conditions=[IncludeFieldCondition(fields=sorted(LIST_FIELDS))],
+        ),
     ]
     for kind in KINDS:
         mapping = {c.field: c.column for c in FIELDS[kind]}
@@ -74,11 +77,18 @@ def elastic_pipeline(config: SiemConfig) -> ProcessingPipeline:
     for kind in KINDS:
         mapping = {TIME_FIELD[kind]: "@timestamp"}
         mapping.update({c.field: f"ztcp.{c.field}" for c in FIELDS[kind] if c.derived})
+
         def cond(kind: str = kind) -> list[LogsourceCondition]:  # one instance per item (pySigma binds it)
             return [LogsourceCondition(product="ztcp", service=SERVICE_OF_KIND[kind])]
 
-        items.append(ProcessingItem(FieldMappingTransformation(mapping), identifier=f"ztcp_es_{kind}",
-                                    rule_conditions=cond()))
-        items.append(ProcessingItem(SetStateTransformation("index", ES_INDEX[kind]),
-                                    identifier=f"ztcp_es_index_{kind}", rule_conditions=cond()))
+        items.append(
+            ProcessingItem(FieldMappingTransformation(mapping), identifier=f"ztcp_es_{kind}", rule_conditions=cond())
+        )
+        items.append(
+            ProcessingItem(
+                SetStateTransformation("index", ES_INDEX[kind]),
+                identifier=f"ztcp_es_index_{kind}",
+                rule_conditions=cond(),
+            )
+        )
     return ProcessingPipeline(name="ztcp-elastic", priority=20, items=items, vars=config.placeholder_vars())

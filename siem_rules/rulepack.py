@@ -151,8 +151,9 @@ def read_documents(files: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
 class RulePack:
     """The rule pack, compiled against one configuration."""
 
-    def __init__(self, config: SiemConfig | None = None, rules_dir: Path | None = None,
-                 files: list[Path] | None = None) -> None:
+    def __init__(
+        self, config: SiemConfig | None = None, rules_dir: Path | None = None, files: list[Path] | None = None
+    ) -> None:
         self.config = config or SiemConfig()
         self.rules_dir = rules_dir or RULES_DIR
         self.files = files if files is not None else sorted(self.rules_dir.glob("*.yml"))
@@ -213,14 +214,21 @@ class RulePack:
                 group = list(sup.get("group_by") or [])
                 for f in group:
                     if column_of(det.kind, f) is None:
-                        raise RuleError(path.name, f"alert_suppression.group_by field {f!r} is not a "
-                                                   f"{det.kind} field")
+                        raise RuleError(path.name, f"alert_suppression.group_by field {f!r} is not a {det.kind} field")
                 try:
                     secs = parse_duration(sup.get("duration", 0)) if sup else 0
                 except ValueError as exc:
                     raise RuleError(path.name, str(exc)) from None
-                out.append(AlertingRule(**meta, file=path, logsource=[rule.logsource.service],
-                                        detection=det, suppress_by=group, suppress_seconds=secs))
+                out.append(
+                    AlertingRule(
+                        **meta,
+                        file=path,
+                        logsource=[rule.logsource.service],
+                        detection=det,
+                        suppress_by=group,
+                        suppress_seconds=secs,
+                    )
+                )
         for path, n in per_file.items():
             if n != 1:
                 raise RuleError(path.name, f"holds {n} alerting rules; one per file")
@@ -247,8 +255,7 @@ class RulePack:
     def _detection(self, rule: SigmaRule, path: Path, backend: PredicateBackend) -> Detection:
         ls = rule.logsource
         if ls.product != "ztcp" or ls.service not in KIND_OF_SERVICE:
-            raise RuleError(path.name, "logsource must be product: ztcp with service: "
-                                       + " | ".join(KIND_OF_SERVICE))
+            raise RuleError(path.name, "logsource must be product: ztcp with service: " + " | ".join(KIND_OF_SERVICE))
         kind = KIND_OF_SERVICE[ls.service]
         used: set[str] = set()
         for det in rule.detection.detections.values():
@@ -267,8 +274,7 @@ class RulePack:
         predicate = " OR ".join(f"({q})" for q in queries)
         return Detection(name=rule.name or str(rule.id), kind=kind, predicate=predicate, sigma=rule)
 
-    def _correlation(self, rule: SigmaCorrelationRule, path: Path,
-                     detections: dict[int, Detection]) -> Correlation:
+    def _correlation(self, rule: SigmaCorrelationRule, path: Path, detections: dict[int, Detection]) -> Correlation:
         refs = []
         group = list(rule.group_by or [])
         for ref in rule.rules or []:
@@ -303,5 +309,12 @@ class RulePack:
             raise RuleError(path.name, f"correlation type {kind} is not supported by the engine")
         if kind == "temporal_ordered" and op is not None and (op, count) != ("gte", float(len(refs))):
             raise RuleError(path.name, "temporal_ordered supports only 'all rules in order'")
-        return Correlation(type=kind, timespan=int(rule.timespan.seconds), group_by=group, refs=refs,
-                           op=op, count=count, fieldref=fieldref)
+        return Correlation(
+            type=kind,
+            timespan=int(rule.timespan.seconds),
+            group_by=group,
+            refs=refs,
+            op=op,
+            count=count,
+            fieldref=fieldref,
+        )

@@ -55,42 +55,89 @@ class Traffic:
 
     # ---- event builders ----
 
-    def decision(self, t: datetime, actor: str, citizen: str, *, effect: str = "permit", action: str = "read",
-                 purpose: dict[str, Any] | None = None, signals: dict[str, Any] | None = None,
-                 classification: str = "personal", dataset: str = "labour_insurance",
-                 event_id: str | None = None, device: str | None = None) -> Event:
-        purpose = purpose or {"code": "benefit_claim", "case_id": f"case-{self.rng.randrange(10**7):07d}",
-                              "legal_basis": "LIA-art-20"}
-        sig = {"off_hours": False, "impossible_travel": False, "device_first_seen": False,
-               "distinct_citizens_1h": 3, "self_record": False, "related_party": False}
+    def decision(
+        self,
+        t: datetime,
+        actor: str,
+        citizen: str,
+        *,
+        effect: str = "permit",
+        action: str = "read",
+        purpose: dict[str, Any] | None = None,
+        signals: dict[str, Any] | None = None,
+        classification: str = "personal",
+        dataset: str = "labour_insurance",
+        event_id: str | None = None,
+        device: str | None = None,
+    ) -> Event:
+        purpose = purpose or {
+            "code": "benefit_claim",
+            "case_id": f"case-{self.rng.randrange(10**7):07d}",
+            "legal_basis": "LIA-art-20",
+        }
+        sig = {
+            "off_hours": False,
+            "impossible_travel": False,
+            "device_first_seen": False,
+            "distinct_citizens_1h": 3,
+            "self_record": False,
+            "related_party": False,
+        }
         sig.update(signals or {})
         return "decision", {
             "decision_id": event_id or self._id("dec"),
             "timestamp": _iso(t),
             "path": "ztcp/authz/decision",
             "input": {
-                "subject": {"id": actor, "type": "employee", "roles": ["case_officer"], "org_unit": "branch-1",
-                            "auth": {"method": "smartcard", "mfa": True}},
+                "subject": {
+                    "id": actor,
+                    "type": "employee",
+                    "roles": ["case_officer"],
+                    "org_unit": "branch-1",
+                    "auth": {"method": "smartcard", "mfa": True},
+                },
                 "device": {"id": device or f"dev-{actor}", "managed": True, "compliant": True},
-                "context": {"ip": "10.20.0.5", "network_zone": "internal", "channel": "counter",
-                            "time": _iso(t), "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"}},
-                "resource": {"type": "insured_person", "dataset": dataset, "record_id": f"rec-{citizen[4:]}",
-                             "citizen_ref": citizen, "fields": ["name", "address", "insured_salary"],
-                             "classification": classification},
+                "context": {
+                    "ip": "10.20.0.5",
+                    "network_zone": "internal",
+                    "channel": "counter",
+                    "time": _iso(t),
+                    "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"},
+                },
+                "resource": {
+                    "type": "insured_person",
+                    "dataset": dataset,
+                    "record_id": f"rec-{citizen[4:]}",
+                    "citizen_ref": citizen,
+                    "fields": ["name", "address", "insured_salary"],
+                    "classification": classification,
+                },
                 "action": action,
                 "purpose": {"break_glass": False, "justification_present": False, **purpose},
                 "signals": sig,
             },
-            "result": {"effect": effect, "risk": {"score": 12, "level": "low", "factors": []},
-                       "reasons": [] if effect == "permit" else ["no_case"],
-                       "obligations": [{"type": "mask", "fields": ["national_id"]}],
-                       "permitted_fields": ["name", "address"] if effect == "permit" else []},
+            "result": {
+                "effect": effect,
+                "risk": {"score": 12, "level": "low", "factors": []},
+                "reasons": [] if effect == "permit" else ["no_case"],
+                "obligations": [{"type": "mask", "fields": ["national_id"]}],
+                "permitted_fields": ["name", "address"] if effect == "permit" else [],
+            },
             "bundles": {"revision": "r42"},
             "metrics": {"timer_ns": 180000},
         }
 
-    def prov(self, t: datetime, actor: str, citizen: str | None, type_: str = "pii.read", *,
-             purpose: dict[str, Any] | None = None, event_id: str | None = None, **extra: Any) -> Event:
+    def prov(
+        self,
+        t: datetime,
+        actor: str,
+        citizen: str | None,
+        type_: str = "pii.read",
+        *,
+        purpose: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        **extra: Any,
+    ) -> Event:
         ev = {
             "event_id": event_id or self._id("pv"),
             "time": _iso(t),
@@ -101,22 +148,47 @@ class Traffic:
             "dataset": "labour_insurance",
             "record_id": f"rec-{citizen[4:]}" if citizen else None,
             "fields": ["name", "address", "insured_salary"],
-            "purpose": purpose if purpose is not None else {"code": "benefit_claim", "case_id": "case-1",
-                                                            "legal_basis": "LIA-art-20"},
+            "purpose": purpose
+            if purpose is not None
+            else {"code": "benefit_claim", "case_id": "case-1", "legal_basis": "LIA-art-20"},
             "decision_id": self._id("dec"),
         }
         ev.update(extra)
         return "provenance", ev
 
-    def key(self, t: datetime, actor: str, type_: str = "key.decrypt", *, key_name: str = "pii-fields",
-            count: int | None = 100, event_id: str | None = None, **extra: Any) -> Event:
-        return "key", {"event_id": event_id or self._id("key"), "time": _iso(t), "type": type_, "actor": actor,
-                       "key_name": key_name, "key_version": 3, "dataset": "labour_insurance", "count": count,
-                       **extra}
+    def key(
+        self,
+        t: datetime,
+        actor: str,
+        type_: str = "key.decrypt",
+        *,
+        key_name: str = "pii-fields",
+        count: int | None = 100,
+        event_id: str | None = None,
+        **extra: Any,
+    ) -> Event:
+        return "key", {
+            "event_id": event_id or self._id("key"),
+            "time": _iso(t),
+            "type": type_,
+            "actor": actor,
+            "key_name": key_name,
+            "key_version": 3,
+            "dataset": "labour_insurance",
+            "count": count,
+            **extra,
+        }
 
     def policy(self, t: datetime, actor: str, type_: str, *, event_id: str | None = None, **extra: Any) -> Event:
-        return "policy", {"event_id": event_id or self._id("pol"), "time": _iso(t), "type": type_,
-                          "actor": actor, "revision": "r43", "digest": "sha256:ab", **extra}
+        return "policy", {
+            "event_id": event_id or self._id("pol"),
+            "time": _iso(t),
+            "type": type_,
+            "actor": actor,
+            "revision": "r43",
+            "digest": "sha256:ab",
+            **extra,
+        }
 
     # ---- a benign week ----
 
@@ -146,28 +218,52 @@ class Traffic:
         while t < end:
             # one case: a citizen, a few reads of their record, sometimes an update
             citizen = self.citizen()
-            case = {"code": rng.choice(["benefit_claim", "enrolment", "injury_claim", "pension_review"]),
-                    "case_id": f"case-{rng.randrange(10**7):07d}", "legal_basis": "LIA-art-20"}
+            case = {
+                "code": rng.choice(["benefit_claim", "enrolment", "injury_claim", "pension_review"]),
+                "case_id": f"case-{rng.randrange(10**7):07d}",
+                "legal_basis": "LIA-art-20",
+            }
             special = case["code"] == "injury_claim"
             for _ in range(rng.randint(1, 4)):
+                if t >= end:
+                    break  # the office day is over; the case continues tomorrow
                 when = d0 + timedelta(seconds=t)
                 # A small share of requests is denied (wrong purpose); clerks move on to the next case.
                 if rng.random() < 0.01:
                     out.append(self.decision(when, emp, self.citizen(), effect="deny", purpose=case))
-                dec = self.decision(when, emp, citizen, purpose=case,
-                                    classification="special_category" if special else "personal",
-                                    dataset="occupational_injury" if special else "labour_insurance")
+                dec = self.decision(
+                    when,
+                    emp,
+                    citizen,
+                    purpose=case,
+                    classification="special_category" if special else "personal",
+                    dataset="occupational_injury" if special else "labour_insurance",
+                )
                 out.append(dec)
-                out.append(self.prov(when + timedelta(milliseconds=40), emp, citizen, purpose=case,
-                                     decision_id=dec[1]["decision_id"]))
+                out.append(
+                    self.prov(
+                        when + timedelta(milliseconds=40), emp, citizen, purpose=case, decision_id=dec[1]["decision_id"]
+                    )
+                )
                 t += int(rng.expovariate(rate / 3600.0)) + 20
             if rng.random() < 0.03:  # a citizen-requested account/address change at the counter
                 when = d0 + timedelta(seconds=t)
                 kind = rng.choice(["bank_account", "address"])
                 extra = {"bank_account_ref": f"ba_{citizen[4:]}"} if kind == "bank_account" else {}
-                out.append(self.prov(when, emp, citizen, "pii.update", changed=[kind],
-                                     purpose={"code": f"{kind}_change" if kind == "bank_account" else "address_change",
-                                              "case_id": case["case_id"]}, **extra))
+                out.append(
+                    self.prov(
+                        when,
+                        emp,
+                        citizen,
+                        "pii.update",
+                        changed=[kind],
+                        purpose={
+                            "code": f"{kind}_change" if kind == "bank_account" else "address_change",
+                            "case_id": case["case_id"],
+                        },
+                        **extra,
+                    )
+                )
         return out
 
     def _day_extras(self, d0: datetime) -> list[Event]:
@@ -176,20 +272,45 @@ class Traffic:
         # a couple of justified break-glass uses by different officers
         for _ in range(rng.randint(0, 1)):
             emp = rng.choice(self.employees)
-            out.append(self.decision(d0 + timedelta(hours=rng.uniform(9, 16)), emp, self.citizen(),
-                                     purpose={"code": "emergency", "case_id": "case-em", "break_glass": True,
-                                              "justification_present": True}))
+            out.append(
+                self.decision(
+                    d0 + timedelta(hours=rng.uniform(9, 16)),
+                    emp,
+                    self.citizen(),
+                    purpose={
+                        "code": "emergency",
+                        "case_id": "case-em",
+                        "break_glass": True,
+                        "justification_present": True,
+                    },
+                )
+            )
         # new laptops on ordinary data
         for _ in range(rng.randint(0, 3)):
             emp = rng.choice(self.employees)
-            out.append(self.decision(d0 + timedelta(hours=rng.uniform(9, 16)), emp, self.citizen(),
-                                     signals={"device_first_seen": True}, device=f"dev-new-{emp}"))
+            out.append(
+                self.decision(
+                    d0 + timedelta(hours=rng.uniform(9, 16)),
+                    emp,
+                    self.citizen(),
+                    signals={"device_first_seen": True},
+                    device=f"dev-new-{emp}",
+                )
+            )
         # spouses sharing one payout account (two citizens, one account)
         a, b = self.citizen(), self.citizen()
         for c in (a, b):
-            out.append(self.prov(d0 + timedelta(hours=rng.uniform(9, 16)), rng.choice(self.employees), c,
-                                 "pii.update", changed=["bank_account"], bank_account_ref=f"ba_H{a[4:]}",
-                                 purpose={"code": "bank_account_change", "case_id": "case-h"}))
+            out.append(
+                self.prov(
+                    d0 + timedelta(hours=rng.uniform(9, 16)),
+                    rng.choice(self.employees),
+                    c,
+                    "pii.update",
+                    changed=["bank_account"],
+                    bank_account_ref=f"ba_H{a[4:]}",
+                    purpose={"code": "bank_account_change", "case_id": "case-h"},
+                )
+            )
         return out
 
     def _services(self, d0: datetime, weekday: int) -> list[Event]:
@@ -198,26 +319,51 @@ class Traffic:
         # nightly payment batch 01:00-04:00 local (off hours, but a service principal)
         for i in range(300):
             when = d0 + timedelta(hours=1, seconds=i * 36)
-            out.append(self.prov(when, "svc-benefits", self.citizen(), purpose={
-                "code": "monthly_payment", "legal_basis": "LIA-art-20"}))
+            out.append(
+                self.prov(
+                    when,
+                    "svc-benefits",
+                    self.citizen(),
+                    purpose={"code": "monthly_payment", "legal_basis": "LIA-art-20"},
+                )
+            )
         # exchange backbone and MyData disclosures through the day
         for i in range(400):
             when = d0 + timedelta(hours=8, seconds=i * 90)
             if rng.random() < 0.7:
-                out.append(self.prov(when, "svc-exchange", self.citizen(), "pii.disclose",
-                                     recipient=rng.choice(ALLOWED_RECIPIENTS[:2]),
-                                     purpose={"code": "inter_agency", "legal_basis": "SIA-art-9"}))
+                out.append(
+                    self.prov(
+                        when,
+                        "svc-exchange",
+                        self.citizen(),
+                        "pii.disclose",
+                        recipient=rng.choice(ALLOWED_RECIPIENTS[:2]),
+                        purpose={"code": "inter_agency", "legal_basis": "SIA-art-9"},
+                    )
+                )
             else:
-                out.append(self.prov(when, "svc-mydata", self.citizen(), "pii.disclose",
-                                     recipient=f"mydata:bank-{rng.randint(1, 9)}",
-                                     purpose={"code": "mydata", "consent_id": "cons-1", "legal_basis": "consent"}))
+                out.append(
+                    self.prov(
+                        when,
+                        "svc-mydata",
+                        self.citizen(),
+                        "pii.disclose",
+                        recipient=f"mydata:bank-{rng.randint(1, 9)}",
+                        purpose={"code": "mydata", "consent_id": "cons-1", "legal_basis": "consent"},
+                    )
+                )
         # key service: decrypts by known principals every 5 minutes
         for i in range(288):
             when = d0 + timedelta(minutes=5 * i)
             for svc in ("svc-benefits", "svc-pension", "pep-gateway"):
-                out.append(self.key(when + timedelta(seconds=rng.randrange(60)), svc,
-                                    "key.bulk_decrypt" if svc == "svc-benefits" else "key.decrypt",
-                                    count=rng.randint(20, 3000)))
+                out.append(
+                    self.key(
+                        when + timedelta(seconds=rng.randrange(60)),
+                        svc,
+                        "key.bulk_decrypt" if svc == "svc-benefits" else "key.decrypt",
+                        count=rng.randint(20, 3000),
+                    )
+                )
             if rng.random() < 0.02:  # an occasional expired token
                 out.append(self.key(when, "pep-gateway", "key.decrypt_refused", count=None, reason="expired"))
         if weekday == 5:  # Saturday 02:30 local: planned rotation + rewrap inside the change window
@@ -240,68 +386,199 @@ class Traffic:
         iid = lambda name: f"inc-{name}-{next(n):05d}"  # noqa: E731
         inc: dict[str, tuple[str, list[Event]]] = {}
 
-        inc["self_record"] = ("self_record_read", [
-            self.decision(at(10, 5), "emp-0123", "cr_STAFF000123", signals={"self_record": True},
-                          event_id=iid("self"))])
-        inc["relative"] = ("related_record_read_without_case", [
-            self.decision(at(11), "emp-0200", "cr_C000000777", signals={"related_party": True},
-                          purpose={"code": "inquiry", "case_id": None}, event_id=iid("rel"))])
-        inc["vip"] = ("protected_record_access", [
-            self.prov(at(14), "emp-0300", PROTECTED[0], event_id=iid("vip"))])
-        inc["no_purpose"] = ("access_without_case_or_purpose", [
-            self.prov(at(15), "emp-0301", self.citizen(), purpose={}, event_id=iid("nop"))])
-        inc["bulk"] = ("bulk_reads_by_actor", [
-            self.prov(at(13, 0) + timedelta(seconds=10 * i), "emp-0666", f"cr_B{i % 40:08d}", event_id=iid("bulk"))
-            for i in range(250)])
-        inc["breadth"] = ("breadth_spike_distinct_citizens", [
-            self.prov(at(9, 30) + timedelta(seconds=40 * i), "emp-0777", f"cr_W{i:08d}", event_id=iid("wide"))
-            for i in range(80)])
-        inc["swarm"] = ("curiosity_swarm", [
-            self.prov(at(9 + i), f"emp-04{i:02d}", "cr_NEWS0000001", event_id=iid("swarm")) for i in range(7)])
-        inc["off_hours"] = ("off_hours_access", [
-            self.prov(at(23, 30) + timedelta(minutes=3 * i), "emp-0444", self.citizen(), event_id=iid("night"))
-            for i in range(5)])
-        inc["break_glass"] = ("break_glass_without_justification", [
-            self.decision(at(12), "emp-0250", self.citizen(), purpose={"code": "emergency", "break_glass": True},
-                          event_id=iid("bg"))])
-        inc["break_glass_repeat"] = ("break_glass_repeated", [
-            self.decision(at(9 + 3 * i), "emp-0251", self.citizen(),
-                          purpose={"code": "emergency", "break_glass": True, "justification_present": True},
-                          event_id=iid("bgr")) for i in range(3)])
+        inc["self_record"] = (
+            "self_record_read",
+            [
+                self.decision(
+                    at(10, 5), "emp-0123", "cr_STAFF000123", signals={"self_record": True}, event_id=iid("self")
+                )
+            ],
+        )
+        inc["relative"] = (
+            "related_record_read_without_case",
+            [
+                self.decision(
+                    at(11),
+                    "emp-0200",
+                    "cr_C000000777",
+                    signals={"related_party": True},
+                    purpose={"code": "inquiry", "case_id": None},
+                    event_id=iid("rel"),
+                )
+            ],
+        )
+        inc["vip"] = ("protected_record_access", [self.prov(at(14), "emp-0300", PROTECTED[0], event_id=iid("vip"))])
+        inc["no_purpose"] = (
+            "access_without_case_or_purpose",
+            [self.prov(at(15), "emp-0301", self.citizen(), purpose={}, event_id=iid("nop"))],
+        )
+        inc["bulk"] = (
+            "bulk_reads_by_actor",
+            [
+                self.prov(at(13, 0) + timedelta(seconds=10 * i), "emp-0666", f"cr_B{i % 40:08d}", event_id=iid("bulk"))
+                for i in range(250)
+            ],
+        )
+        inc["breadth"] = (
+            "breadth_spike_distinct_citizens",
+            [
+                self.prov(at(9, 30) + timedelta(seconds=40 * i), "emp-0777", f"cr_W{i:08d}", event_id=iid("wide"))
+                for i in range(80)
+            ],
+        )
+        inc["swarm"] = (
+            "curiosity_swarm",
+            [self.prov(at(9 + i), f"emp-04{i:02d}", "cr_NEWS0000001", event_id=iid("swarm")) for i in range(7)],
+        )
+        inc["off_hours"] = (
+            "off_hours_access",
+            [
+                self.prov(at(23, 30) + timedelta(minutes=3 * i), "emp-0444", self.citizen(), event_id=iid("night"))
+                for i in range(5)
+            ],
+        )
+        inc["break_glass"] = (
+            "break_glass_without_justification",
+            [
+                self.decision(
+                    at(12),
+                    "emp-0250",
+                    self.citizen(),
+                    purpose={"code": "emergency", "break_glass": True},
+                    event_id=iid("bg"),
+                )
+            ],
+        )
+        inc["break_glass_repeat"] = (
+            "break_glass_repeated",
+            [
+                self.decision(
+                    at(9 + 3 * i),
+                    "emp-0251",
+                    self.citizen(),
+                    purpose={"code": "emergency", "break_glass": True, "justification_present": True},
+                    event_id=iid("bgr"),
+                )
+                for i in range(3)
+            ],
+        )
         probe = "cr_C000000888"
-        inc["probe"] = ("deny_then_permit_probing", [
-            self.decision(at(16), "emp-0260", probe, effect="deny", purpose={"code": "inquiry"}, event_id=iid("pr")),
-            self.decision(at(16, 2), "emp-0260", probe, effect="deny", purpose={"code": "audit"}, event_id=iid("pr")),
-            self.decision(at(16, 5), "emp-0260", probe, event_id=iid("pr"))])
+        inc["probe"] = (
+            "deny_then_permit_probing",
+            [
+                self.decision(
+                    at(16), "emp-0260", probe, effect="deny", purpose={"code": "inquiry"}, event_id=iid("pr")
+                ),
+                self.decision(
+                    at(16, 2), "emp-0260", probe, effect="deny", purpose={"code": "audit"}, event_id=iid("pr")
+                ),
+                self.decision(at(16, 5), "emp-0260", probe, event_id=iid("pr")),
+            ],
+        )
         victim = "cr_C000000999"
-        inc["fraud"] = ("fraud_broker_read_then_account_change", [
-            self.prov(at(10), "emp-0321", victim, event_id=iid("fraud")),
-            self.prov(at(15), "emp-0321", victim, "pii.update", changed=["bank_account"],
-                      bank_account_ref="ba_MULE000001", purpose={"code": "data_correction"}, event_id=iid("fraud"))])
-        inc["mule"] = ("shared_bank_account", [
-            self.prov(at(10 + i), "emp-0330", f"cr_M{i:08d}", "pii.update", changed=["bank_account"],
-                      bank_account_ref="ba_MULE000002", purpose={"code": "bank_account_change", "case_id": "c"},
-                      event_id=iid("mule")) for i in range(3)])
-        inc["takeover"] = ("risky_access_special_category", [
-            self.decision(at(11, 30), "emp-0340", self.citizen(), classification="special_category",
-                          dataset="occupational_injury", signals={"impossible_travel": True}, event_id=iid("ato"))])
-        inc["exfil"] = ("mass_export_or_disclosure", [
-            self.prov(at(14) + timedelta(seconds=20 * i), "emp-0350", f"cr_X{i:08d}", "pii.disclose",
-                      recipient="broker-unknown", event_id=iid("exfil")) for i in range(70)])
-        inc["decrypt_spike"] = ("key_decrypt_spike", [
-            self.key(at(13) + timedelta(minutes=5 * i), "emp-0360", "key.bulk_decrypt", count=12000,
-                     event_id=iid("dspike")) for i in range(6)])
-        inc["refused"] = ("key_decrypt_refused_burst", [
-            self.key(at(17) + timedelta(seconds=30 * i), "pep-rogue", "key.decrypt_refused", count=None,
-                     reason="bad_signature", event_id=iid("refused")) for i in range(8)])
-        inc["retire"] = ("key_lifecycle_outside_change_window", [
-            self.key(at(15), "admin-keys", "key.retire", count=None, event_id=iid("retire"))])
-        inc["emergency"] = ("emergency_policy_publish", [
-            self.policy(at(18), "officer-3", "policy.emergency_publish", reason="hotfix", event_id=iid("emerg"))])
-        inc["verify"] = ("ledger_verification_failure", [
-            self.policy(at(19), "auditor-1", "audit.verify_failed", reason="root_mismatch", event_id=iid("verify"))])
-        inc["first_seen"] = ("first_seen_key_principal", [
-            self.key(at(20), "svc-unknown", "key.decrypt", count=5, event_id=iid("fs"))])
+        inc["fraud"] = (
+            "fraud_broker_read_then_account_change",
+            [
+                self.prov(at(10), "emp-0321", victim, event_id=iid("fraud")),
+                self.prov(
+                    at(15),
+                    "emp-0321",
+                    victim,
+                    "pii.update",
+                    changed=["bank_account"],
+                    bank_account_ref="ba_MULE000001",
+                    purpose={"code": "data_correction"},
+                    event_id=iid("fraud"),
+                ),
+            ],
+        )
+        inc["mule"] = (
+            "shared_bank_account",
+            [
+                self.prov(
+                    at(10 + i),
+                    "emp-0330",
+                    f"cr_M{i:08d}",
+                    "pii.update",
+                    changed=["bank_account"],
+                    bank_account_ref="ba_MULE000002",
+                    purpose={"code": "bank_account_change", "case_id": "c"},
+                    event_id=iid("mule"),
+                )
+                for i in range(3)
+            ],
+        )
+        inc["takeover"] = (
+            "risky_access_special_category",
+            [
+                self.decision(
+                    at(11, 30),
+                    "emp-0340",
+                    self.citizen(),
+                    classification="special_category",
+                    dataset="occupational_injury",
+                    signals={"impossible_travel": True},
+                    event_id=iid("ato"),
+                )
+            ],
+        )
+        inc["exfil"] = (
+            "mass_export_or_disclosure",
+            [
+                self.prov(
+                    at(14) + timedelta(seconds=20 * i),
+                    "emp-0350",
+                    f"cr_X{i:08d}",
+                    "pii.disclose",
+                    recipient="broker-unknown",
+                    event_id=iid("exfil"),
+                )
+                for i in range(70)
+            ],
+        )
+        inc["decrypt_spike"] = (
+            "key_decrypt_spike",
+            [
+                self.key(
+                    at(13) + timedelta(minutes=5 * i),
+                    "emp-0360",
+                    "key.bulk_decrypt",
+                    count=12000,
+                    event_id=iid("dspike"),
+                )
+                for i in range(6)
+            ],
+        )
+        inc["refused"] = (
+            "key_decrypt_refused_burst",
+            [
+                self.key(
+                    at(17) + timedelta(seconds=30 * i),
+                    "pep-rogue",
+                    "key.decrypt_refused",
+                    count=None,
+                    reason="bad_signature",
+                    event_id=iid("refused"),
+                )
+                for i in range(8)
+            ],
+        )
+        inc["retire"] = (
+            "key_lifecycle_outside_change_window",
+            [self.key(at(15), "admin-keys", "key.retire", count=None, event_id=iid("retire"))],
+        )
+        inc["emergency"] = (
+            "emergency_policy_publish",
+            [self.policy(at(18), "officer-3", "policy.emergency_publish", reason="hotfix", event_id=iid("emerg"))],
+        )
+        inc["verify"] = (
+            "ledger_verification_failure",
+            [self.policy(at(19), "auditor-1", "audit.verify_failed", reason="root_mismatch", event_id=iid("verify"))],
+        )
+        inc["first_seen"] = (
+            "first_seen_key_principal",
+            [self.key(at(20), "svc-unknown", "key.decrypt", count=5, event_id=iid("fs"))],
+        )
         return inc
 
 

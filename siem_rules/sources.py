@@ -88,8 +88,13 @@ def parse_line(line: bytes | str, where: str) -> tuple[str, dict[str, Any]]:
 class CallableSource:
     """A live store exposed as ``fetch(cursor, limit) -> (events, new_cursor)`` of one kind."""
 
-    def __init__(self, name: str, kind: str, fetch: Callable[[str | None, int], tuple[list[dict[str, Any]], Any]],
-                 limit: int = 50_000) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        fetch: Callable[[str | None, int], tuple[list[dict[str, Any]], Any]],
+        limit: int = 50_000,
+    ) -> None:
         if kind not in KINDS:
             raise EventError(name, f"unknown kind {kind!r}")
         self.name, self.kind, self.fetch, self.limit = name, kind, fetch, limit

@@ -95,15 +95,15 @@ class EventStore:
         for kind in KINDS:
             names = ["event_id", "ts"] + [f'"{c.column}"' for c in FIELDS[kind][1:]]
             marks = ", ".join("?" * len(names))
-            self._insert[kind] = f"INSERT OR IGNORE INTO {TABLE[kind]} ({', '.join(names)}) VALUES ({marks})"
+            self._insert[kind] = f"INSERT OR IGNORE INTO {TABLE[kind]} ({', '.join(names)}) VALUES ({marks})"  # noqa: S608 (table names and compiled Sigma predicates)
         for kind in KINDS:
             for stmt in _ddl(kind):
                 conn.execute(stmt)
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS siem_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS siem_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
 
-    def rows(self, kind: str, events: Iterable[dict[str, Any]], *, check: bool = True,
-             where: str = "event") -> list[tuple[Any, ...]]:
+    def rows(
+        self, kind: str, events: Iterable[dict[str, Any]], *, check: bool = True, where: str = "event"
+    ) -> list[tuple[Any, ...]]:
         flat = self._flat[kind]
         out = []
         for n, event in enumerate(events):
@@ -117,8 +117,14 @@ class EventStore:
         self.conn.executemany(self._insert[kind], rows)
         return self.conn.total_changes - before
 
-    def ingest(self, batch: Iterable[tuple[str, dict[str, Any]]], *, check: bool = True,
-               cursor: tuple[str, str] | None = None, where: str = "event") -> int:
+    def ingest(
+        self,
+        batch: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        check: bool = True,
+        cursor: tuple[str, str] | None = None,
+        where: str = "event",
+    ) -> int:
         """Validate and store (kind, event) pairs atomically, with the source cursor if given.
 
         All or nothing: one bad event refuses the whole batch and the cursor does not move, so
@@ -136,7 +142,9 @@ class EventStore:
             if cursor is not None:
                 self.conn.execute(
                     "INSERT INTO siem_cursors(source, cursor) VALUES (?, ?) "
-                    "ON CONFLICT(source) DO UPDATE SET cursor=excluded.cursor", cursor)
+                    "ON CONFLICT(source) DO UPDATE SET cursor=excluded.cursor",
+                    cursor,
+                )
         return added
 
     def cursor(self, source: str) -> str | None:
@@ -144,8 +152,8 @@ class EventStore:
         return row[0] if row else None
 
     def high_water(self, kind: str) -> int:
-        row = self.conn.execute(f"SELECT MAX(rid) FROM {TABLE[kind]}").fetchone()
+        row = self.conn.execute(f"SELECT MAX(rid) FROM {TABLE[kind]}").fetchone()  # noqa: S608 (table names and compiled Sigma predicates)
         return int(row[0] or 0)
 
     def count(self, kind: str) -> int:
-        return int(self.conn.execute(f"SELECT COUNT(*) FROM {TABLE[kind]}").fetchone()[0])
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {TABLE[kind]}").fetchone()[0])  # noqa: S608 (table names and compiled Sigma predicates)

@@ -63,8 +63,18 @@ def test_run_alerts_ack_flow(events_file: Path) -> None:
     assert res.exit_code == 0, res.output
     raised = json.loads(res.output)
     assert len(raised) >= 20
-    assert {"alert_id", "rule_id", "level", "group_keys", "evidence", "first_seen", "last_seen",
-            "window_start", "window_end", "status"} <= set(raised[0])
+    assert {
+        "alert_id",
+        "rule_id",
+        "level",
+        "group_keys",
+        "evidence",
+        "first_seen",
+        "last_seen",
+        "window_start",
+        "window_end",
+        "status",
+    } <= set(raised[0])
     again = _invoke("run", "--events", str(events_file), "--json")
     assert json.loads(again.output) == []  # nothing new, nothing repeated
     target = raised[0]["alert_id"]
@@ -107,23 +117,52 @@ def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_f
     events = t.benign(days=3) + [e for _, evs in t.incidents().values() for e in evs]
     big.write_text("".join(to_jsonl(events)), encoding="utf-8")
     env = dict(os.environ, ZTCP_HOME=str(tmp_path / "crash-home"))
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(2.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = subprocess.run([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    listed = subprocess.run([sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert listed.returncode == 0, listed.stderr
     crashed = json.loads(listed.stdout)
     clean_env = dict(os.environ, ZTCP_HOME=str(tmp_path / "clean-home"))
-    subprocess.run([sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
-                   cwd=ROOT, env=clean_env, check=True, capture_output=True, timeout=300)
-    clean = json.loads(subprocess.run([sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
-                                      cwd=ROOT, env=clean_env, capture_output=True, text=True).stdout)
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "siem", "run", "--events", str(big)],
+        cwd=ROOT,
+        env=clean_env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    clean = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "cli.main", "siem", "alerts", "--json"],
+            cwd=ROOT,
+            env=clean_env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
 
     def key(a):
         return (a["alert_id"], a["event_count"], a["first_seen"], a["last_seen"])

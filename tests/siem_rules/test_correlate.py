@@ -16,8 +16,7 @@ from siem_rules.correlate import Row, evaluate
 
 
 def rows(times: list[float], group: str = "a", slot: int = 0, values: list | None = None) -> list[Row]:
-    return [Row(t, slot, f"{slot}-{group}-{i}", (group,), values[i] if values else None)
-            for i, t in enumerate(times)]
+    return [Row(t, slot, f"{slot}-{group}-{i}", (group,), values[i] if values else None) for i, t in enumerate(times)]
 
 
 @pytest.mark.parametrize(("last", "fires"), [(3600.0, True), (3599.0, True), (3600.5, False), (3601.0, False)])
@@ -57,13 +56,20 @@ def test_groups_are_separate_and_missing_group_ignored() -> None:
 
 
 def _stream():
-    return st.lists(st.tuples(st.integers(0, 5000), st.sampled_from(["a", "b", "c"]), st.integers(0, 1),
-                              st.sampled_from(["v1", "v2", "v3", "v4"])), min_size=1, max_size=60)
+    return st.lists(
+        st.tuples(
+            st.integers(0, 5000),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(0, 1),
+            st.sampled_from(["v1", "v2", "v3", "v4"]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(_stream(), st.sampled_from(["event_count", "value_count", "temporal", "temporal_ordered"]),
-       st.integers(0, 5000))
+@given(_stream(), st.sampled_from(["event_count", "value_count", "temporal", "temporal_ordered"]), st.integers(0, 5000))
 def test_anchoring_at_new_events_finds_every_window_ending_there(data, ctype, cut) -> None:
     """Windows anchored at ts >= cut, computed from rows with ts >= cut - span only (the lookback
     an incremental run fetches), are exactly the full evaluation's windows anchored there."""
@@ -107,8 +113,9 @@ correlation:
 """
 
 
-@pytest.mark.parametrize(("ctype", "cond"), [("event_count", "{gte: 3}"),
-                                              ("value_count", "{gte: 3, field: citizen_ref}")])
+@pytest.mark.parametrize(
+    ("ctype", "cond"), [("event_count", "{gte: 3}"), ("value_count", "{gte: 3, field: citizen_ref}")]
+)
 def test_agrees_with_pysigma_sqlite_plan_on_which_groups_fire(ctype: str, cond: str) -> None:
     """pySigma-backend-sqlite's own correlation SQL (a sliding window) and our evaluator agree."""
     import random
@@ -117,8 +124,9 @@ def test_agrees_with_pysigma_sqlite_plan_on_which_groups_fire(ctype: str, cond: 
     data = [(rng.uniform(0, 7200), rng.choice("abcdef"), f"cr_{rng.randint(0, 5)}") for _ in range(200)]
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE logs (timestamp TEXT, type TEXT, actor TEXT, citizen_ref TEXT)")
-    conn.executemany("INSERT INTO logs VALUES (datetime(?, 'unixepoch'), 'pii.read', ?, ?)",
-                     [(int(t), a, c) for t, a, c in data])
+    conn.executemany(
+        "INSERT INTO logs VALUES (datetime(?, 'unixepoch'), 'pii.read', ?, ?)", [(int(t), a, c) for t, a, c in data]
+    )
     backend = sqliteBackend(table="logs")
     coll = SigmaCollection.from_yaml(RULES % (ctype, cond))
     backend.convert(coll, "zircolite")

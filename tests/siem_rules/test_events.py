@@ -9,15 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siem_rules import EventError
-from siem_rules.events import Flattener, validate, FIELDS
+from siem_rules.events import FIELDS, Flattener, validate
 from siem_rules.fixtures import DEFAULTS
 from siem_rules.sources import parse_line
 
 
 def _event(kind: str, **over) -> dict:
     ev = copy.deepcopy(DEFAULTS[kind])
-    ev.update({"event_id": "e1", "time": "2026-03-04T02:00:00Z"} if kind != "decision"
-              else {"decision_id": "d1", "timestamp": "2026-03-04T02:00:00Z"})
+    ev.update(
+        {"event_id": "e1", "time": "2026-03-04T02:00:00Z"}
+        if kind != "decision"
+        else {"decision_id": "d1", "timestamp": "2026-03-04T02:00:00Z"}
+    )
     ev.update(over)
     return ev
 
@@ -58,8 +61,15 @@ def test_decision_effect_is_constrained() -> None:
 
 def test_flatten_local_time_lists_booleans() -> None:
     flat = Flattener("provenance", "Asia/Taipei")
-    row = flat.row(_event("provenance", time="2026-03-07T15:30:00Z", fields=["name", "bank_account"],
-                          changed=[], purpose={"code": "x", "case_id": ""}))
+    row = flat.row(
+        _event(
+            "provenance",
+            time="2026-03-07T15:30:00Z",
+            fields=["name", "bank_account"],
+            changed=[],
+            purpose={"code": "x", "case_id": ""},
+        )
+    )
     cols = ["event_id", "ts"] + [c.column for c in FIELDS["provenance"][1:]]
     r = dict(zip(cols, row, strict=True))
     assert r["local_hour"] == "23" and r["local_weekday"] == "sat" and r["local_slot"] == "sat-23"
@@ -68,8 +78,9 @@ def test_flatten_local_time_lists_booleans() -> None:
     assert r["changed"] is None  # empty list = absent
     assert r["case_id"] is None  # empty string = absent
     dflat = Flattener("decision")
-    drow = dict(zip(["event_id", "ts"] + [c.column for c in FIELDS["decision"][1:]],
-                    dflat.row(_event("decision")), strict=True))
+    drow = dict(
+        zip(["event_id", "ts"] + [c.column for c in FIELDS["decision"][1:]], dflat.row(_event("decision")), strict=True)
+    )
     assert drow["sig_self_record"] == 0 and drow["auth_mfa"] == 1
     assert drow["obligations"] is None
 
@@ -92,10 +103,16 @@ def test_jsonl_parser_never_crashes_on_garbage(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dictionaries(st.sampled_from(["event_id", "time", "type", "actor", "citizen_ref", "via", "fields"]),
-                       st.one_of(st.none(), st.text(max_size=12), st.integers(), st.lists(st.text(max_size=5)))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["event_id", "time", "type", "actor", "citizen_ref", "via", "fields"]),
+        st.one_of(st.none(), st.text(max_size=12), st.integers(), st.lists(st.text(max_size=5))),
+    )
+)
 def test_validation_only_raises_event_error(ev: dict) -> None:
     try:
-        validate("provenance", ev)
-    except EventError:
-        pass
+        out = validate("provenance", ev)
+    except EventError as exc:
+        assert exc.problem.startswith("provenance event field")
+    else:
+        assert out is ev and {"event_id", "time", "type", "actor"} <= set(ev)

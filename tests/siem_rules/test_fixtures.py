@@ -37,13 +37,27 @@ def test_every_scenario_of_the_issue_has_a_rule() -> None:
     names = {r.name for r in PACK.rules}
     types = {r.name: r.rule_type for r in PACK.rules}
     for needed in [
-        "self_record_read", "related_record_read_without_case", "protected_record_access",
-        "access_without_case_or_purpose", "bulk_reads_by_actor", "breadth_spike_distinct_citizens",
-        "curiosity_swarm", "off_hours_access", "break_glass_without_justification", "break_glass_repeated",
-        "deny_then_permit_probing", "fraud_broker_read_then_account_change", "shared_bank_account",
-        "risky_access_special_category", "mass_export_or_disclosure", "key_decrypt_spike",
-        "key_decrypt_refused_burst", "first_seen_key_principal", "key_lifecycle_outside_change_window",
-        "emergency_policy_publish", "ledger_verification_failure",
+        "self_record_read",
+        "related_record_read_without_case",
+        "protected_record_access",
+        "access_without_case_or_purpose",
+        "bulk_reads_by_actor",
+        "breadth_spike_distinct_citizens",
+        "curiosity_swarm",
+        "off_hours_access",
+        "break_glass_without_justification",
+        "break_glass_repeated",
+        "deny_then_permit_probing",
+        "fraud_broker_read_then_account_change",
+        "shared_bank_account",
+        "risky_access_special_category",
+        "mass_export_or_disclosure",
+        "key_decrypt_spike",
+        "key_decrypt_refused_burst",
+        "first_seen_key_principal",
+        "key_lifecycle_outside_change_window",
+        "emergency_policy_publish",
+        "ledger_verification_failure",
     ]:
         assert needed in names
     assert types["bulk_reads_by_actor"] == "event_count"

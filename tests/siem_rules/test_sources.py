@@ -45,15 +45,22 @@ def test_partial_last_line_waits_for_the_writer(tmp_path: Path) -> None:
     assert engine.ingest([JsonlSource(f)]) == 1
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ("not json", "not valid JSON"),
-    ('{"kind": "alert"}', "'kind' must be one of"),
-    ('[1, 2]', "expected a JSON object"),
-    ('{"kind": "provenance", "event_id": "x", "time": "2026-03-04T00:00:00Z", "type": "pii.read", '
-     '"actor": "a", "citizen_ref": "F223456789"}', "citizen_ref"),
-])
-def test_bad_line_is_refused_with_its_line_number_and_nothing_is_ingested(tmp_path: Path, line: str,
-                                                                          problem: str) -> None:
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("not json", "not valid JSON"),
+        ('{"kind": "alert"}', "'kind' must be one of"),
+        ("[1, 2]", "expected a JSON object"),
+        (
+            '{"kind": "provenance", "event_id": "x", "time": "2026-03-04T00:00:00Z", "type": "pii.read", '
+            '"actor": "a", "citizen_ref": "F223456789"}',
+            "citizen_ref",
+        ),
+    ],
+)
+def test_bad_line_is_refused_with_its_line_number_and_nothing_is_ingested(
+    tmp_path: Path, line: str, problem: str
+) -> None:
     t = Traffic(seed=2, employees=1)
     good = list(to_jsonl(t.benign(days=1)[:5]))
     f = tmp_path / "ev.jsonl"
@@ -74,7 +81,7 @@ def test_callable_source_adapts_a_live_store() -> None:
 
     def events_after(cursor: str | None, limit: int):
         pos = int(cursor or 0)
-        batch = ledger[pos:pos + limit]
+        batch = ledger[pos : pos + limit]
         return batch, pos + len(batch)
 
     engine = _engine()
