@@ -100,14 +100,18 @@ class _Ctx:
 
     def table(self, db: str | None, table: str, kek: str,
               spec: keymgmt.TableSpec | None = None) -> keymgmt.EncryptedTable:
+        """The protected table; keys are created only when a new spec is being applied (encrypt-table)."""
         engine = keymgmt.make_engine(_db_url(self.settings, db))
-        self.ensure_key(kek, "aes256-gcm96")
+        create = spec is not None
+        if create:
+            self.ensure_key(kek, "aes256-gcm96")
         env = keymgmt.Envelope(self.provider, engine, kek)
         if spec is None:
             spec = keymgmt.load_spec(engine, table)
         blind = None
         if spec.blind_index:
-            self.ensure_key(BLIND, "hmac")
+            if create:
+                self.ensure_key(BLIND, "hmac")
             blind = keymgmt.BlindIndexKeys(self.provider, BLIND, length=spec.bi_length)
         return keymgmt.EncryptedTable(engine, spec, env, blind)
 

@@ -108,6 +108,8 @@ def load_master_key(home: Path, env_value: str | None) -> bytes:
     st = path.stat()
     if not stat.S_ISREG(st.st_mode):
         raise MasterKeyError(f"{path} is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise MasterKeyError(f"{path} is owned by another user (uid {st.st_uid}); refusing to use it")
     if st.st_mode & 0o077:
         raise MasterKeyError(
             f"{path} is accessible by group/others (mode {st.st_mode & 0o777:o}); "

@@ -246,10 +246,8 @@ class VaultProvider:
 
     def list(self) -> list[KeyInfo]:
         try:
-            resp = self._call("list keys", lambda: self._transit.list_keys(mount_point=self.mount))
-        except ProviderError:
-            return []
-        except KeyNotFound:
+            resp = self._call("list keys", lambda: self._transit.list_keys(mount_point=self.mount), "*")
+        except KeyNotFound:  # transit answers 404 when the mount has no keys yet
             return []
         names = (resp or {}).get("data", {}).get("keys", []) if resp else []
         return [self.info(n) for n in sorted(names)]

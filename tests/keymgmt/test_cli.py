@@ -119,3 +119,10 @@ def test_vault_provider_from_settings(runner, monkeypatch, bao_server, transit_m
                                  "retire", "verify", "audit"])
 def test_help(runner: CliRunner, cmd: str) -> None:
     assert "Usage" in run(runner, "keys", cmd, "--help")
+
+
+def test_read_only_commands_create_no_keys(runner: CliRunner, tmp_path: Path, kit) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    kit.create_people(keymgmt.make_engine(url), 2)
+    run(runner, "keys", "status", "--db", url, "--table", "people", code=1)
+    assert json.loads(run(runner, "keys", "list", "--json")) == []

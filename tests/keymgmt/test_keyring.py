@@ -232,3 +232,12 @@ def test_wrapped_parser_fuzz() -> None:
         assert s.startswith(f"ztcp:v{version}:") and len(blob) >= 28
 
     check()
+
+
+def test_master_key_file_of_another_user_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown the key file to another user")
+    load_master_key(tmp_path, None)
+    os.chown(tmp_path / "master.key", 65534, 65534)
+    with pytest.raises(MasterKeyError, match="owned by another user"):
+        load_master_key(tmp_path, None)
