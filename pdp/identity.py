@@ -206,7 +206,7 @@ class JwtVerifier:
 
     # -- the generic part -------------------------------------------------------------------
     def _key_set_with(self, kid: str) -> KeySet | None:
-        keys = self.keys.key_set()
+        keys = self.keys.key_set()  # may raise ConfigurationError: the caller maps it to a refusal
         if self._has_kid(keys, kid):
             return keys
         with self._refresh_lock:  # key rotation at the IdP: look again, but not on every request
@@ -243,7 +243,10 @@ class JwtVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise error("missing_kid")
-        keys = self._key_set_with(kid)
+        try:
+            keys = self._key_set_with(kid)
+        except ConfigurationError:
+            raise error("keys_unavailable", "the issuer's JWKS cannot be loaded") from None
         if keys is None:
             raise error("unknown_kid")
         try:
