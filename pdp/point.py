@@ -9,6 +9,7 @@ the step (``subject_token_<why>``, ``engine_error``, ``engine_timeout``, ``no_po
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from pdp.models import Decision, DecisionRequest, PolicyRef, Risk, RiskFactor, r
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner
 
+log = logging.getLogger("ztcp.pdp")
 QUERY_PATH = "ztcp/authz/decision"
 # Obligations the decryption path must enforce travel inside the decision token.
 _TOKEN_OBLIGATIONS = {"mask", "max_rows", "record_provenance"}
@@ -95,6 +97,16 @@ class DecisionPoint:
 
     # -- deciding ---------------------------------------------------------------------------
     def decide(self, request: DecisionRequest, *, caller: str | None = None) -> Decision:
+        """Decide one request. Never raises for a request: any unexpected failure is a deny."""
+        try:
+            return self._decide(request, caller)
+        except Exception as exc:  # fail closed on our own bugs too, and say so in the server log
+            log.exception("decision failed unexpectedly (%s); answering deny", type(exc).__name__)
+            now = float(self._clock())
+            return self._refuse(str(uuid7()), now, time.perf_counter(), request, None, self._active,
+                                "internal_error", caller)
+
+    def _decide(self, request: DecisionRequest, caller: str | None) -> Decision:
         started = time.perf_counter()
         now = float(self._clock())
         decision_id = str(uuid7())

@@ -168,3 +168,16 @@ def test_shadow_revision_disagreement_is_logged_not_enforced(point, officer_toke
 
 def test_engine_error_type_is_exported():
     assert issubclass(EngineError, Exception)
+
+
+def test_unexpected_failure_inside_the_pdp_is_a_deny(point, officer_token, make_request):
+    class BrokenHistory:
+        def compute(self, *a, **k):
+            raise KeyError("bug")
+
+        def observe(self, *a, **k):
+            pass
+
+    point.history = BrokenHistory()
+    decision = decide(point, make_request(officer_token()))
+    assert (decision.effect, decision.reasons, decision.token) == ("deny", ["internal_error"], None)
