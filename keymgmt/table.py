@@ -121,6 +121,7 @@ class EncryptedTable:
         self.envelope = envelope
         self.blind = blind
         self._table: sa.Table | None = None
+        self._fetch_stmt: sa.Select | None = None
 
     @classmethod
     def load(
@@ -198,6 +199,7 @@ class EncryptedTable:
                 conn.execute(registry.update().where(registry.c.table_name == self.spec.table)
                              .values(spec=body))
         self._table = None
+        self._fetch_stmt = None
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -287,9 +289,11 @@ class EncryptedTable:
 
     def fetch_row(self, pk: object) -> dict[str, Any] | None:
         """The stored row (protected columns as ciphertext)."""
-        t = self.table
+        if self._fetch_stmt is None:  # built once: statement construction costs more than the query
+            t = self.table
+            self._fetch_stmt = sa.select(t).where(t.c[self.spec.pk] == sa.bindparam("pk"))
         with self.engine.connect() as c:
-            r = c.execute(sa.select(t).where(t.c[self.spec.pk] == pk)).mappings().first()
+            r = c.execute(self._fetch_stmt, {"pk": pk}).mappings().first()
         return dict(r) if r else None
 
     # -- internal: used by ProtectedReader and admin jobs only ----------------------------------
