@@ -70,7 +70,7 @@ class Envelope:
         kek_name: str = DEFAULT_KEK,
         *,
         max_uses: int = DEFAULT_MAX_USES,
-        reserve_block: int = 1 << 20,
+        reserve_block: int = 1 << 16,
         cache_ttl: float = 300.0,
         kek_check_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
