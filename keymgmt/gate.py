@@ -112,7 +112,11 @@ class ProtectedReader:
                 self._audit_refusal("key_provider_unavailable", claims)
                 raise
 
-        event = self._event("pii.read", claims, rid, requested, via, effect="permit")
+        try:
+            event = self._event("pii.read", claims, rid, requested, via, effect="permit")
+        except ValueError as exc:  # the event schema refused something (e.g. an id shaped like a national ID)
+            self._refuse("provenance_rejected", claims, rid, requested, via, detail=type(exc).__name__,
+                         record_denied=False)
         try:
             self.recorder.record(event)
         except Exception as exc:  # noqa: BLE001 - any ledger failure must fail closed

@@ -148,3 +148,12 @@ def test_unknown_field_is_input_error(setup) -> None:
     rows, et, signer, reader, *_ = setup
     with pytest.raises(keymgmt.KeyMgmtError, match="unknown field"):
         reader.read(_token(signer, rows[3], fields=["ztcp_dek"]), 3, ["ztcp_dek"])
+
+
+def test_event_the_ledger_schema_refuses_means_no_plaintext(setup) -> None:
+    rows, et, signer, reader, rec, audit = setup
+    with pytest.raises(DecryptRefused) as exc:
+        # A caller puts a phone number in the channel: provenance refuses raw personal values.
+        reader.read(_token(signer, rows[3]), 3, ["national_id"], via={"channel": "0912345678"})
+    assert exc.value.reason == "provenance_rejected"
+    assert not [e for e in _events(rec) if e.type == "pii.read"]
