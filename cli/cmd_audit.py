@@ -39,7 +39,14 @@ def ledger_from_settings(settings: Settings, keys: object | None = None) -> prov
 
         keys = system_keys(settings)
     origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
-    return provenance.Ledger(settings.ensure_home() / LEDGER_FILE, keys.checkpoint_signing, origin)  # type: ignore[attr-defined]
+    # Every version of the checkpoint key still in the keyring verifies old checkpoints after rotation.
+    older = keys.public_keys("checkpoint-signing") if hasattr(keys, "public_keys") else []
+    return provenance.Ledger(
+        settings.ensure_home() / LEDGER_FILE,
+        keys.checkpoint_signing,  # type: ignore[attr-defined]
+        origin,
+        trusted_keys=older,
+    )
 
 
 def _when(value: str | None, tz: str, *, end: bool) -> datetime | None:

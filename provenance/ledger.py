@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
@@ -156,14 +157,19 @@ class Ledger:
         *,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
-        trusted_keys: Iterable[str] = (),
+        trusted_keys: Iterable[str | Ed25519PublicKey] = (),
         mirrors: Sequence[Mirror] = (),
         on_mirror_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.origin = origin
         self.signer = NoteSigner(signing_key, _note_name(origin))
-        self.verifiers = [self.signer.verifier(), *(NoteVerifier.from_vkey(k) for k in trusted_keys)]
+        self.verifiers = [self.signer.verifier()]
+        for k in trusted_keys:  # earlier checkpoint keys (rotation): vkey strings or Ed25519 public keys
+            if isinstance(k, str):
+                self.verifiers.append(NoteVerifier.from_vkey(k))
+            else:
+                self.verifiers.append(NoteVerifier(self.signer.name, k.public_bytes(Encoding.Raw, PublicFormat.Raw)))
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self.mirrors = list(mirrors)

@@ -68,7 +68,14 @@ class Recorder:
                 while not ticket.done:
                     with self._cv:
                         batch, self._queue = self._queue, []
-                    self._commit(batch)
+                    try:
+                        self._commit(batch)
+                    except BaseException:
+                        # Interrupted mid-commit: nobody may wait forever on a batch that left the queue.
+                        for t in batch:
+                            if not t.done:
+                                t.error, t.done = LedgerUnavailable("recording was interrupted"), True
+                        raise
                     with self._cv:
                         self._cv.notify_all()
             finally:

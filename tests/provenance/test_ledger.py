@@ -157,3 +157,18 @@ def test_two_writers_on_one_file_stay_consistent(ledger_path: Path, signing_key:
     finally:
         a.close()
         b.close()
+
+
+def test_checkpoints_by_a_rotated_key_still_verify(ledger_path: Path) -> None:
+    from provenance.verify import verify_ledger
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    with Ledger(ledger_path, old, "o") as led:
+        led.append([make_event(1)])
+        led.checkpoint()
+    with Ledger(ledger_path, new, "o", trusted_keys=[old.public_key()]) as led:
+        led.append([make_event(2)])
+        led.checkpoint()
+        assert verify_ledger(led).checkpoints == 2
+    with Ledger(ledger_path, new, "o") as led, pytest.raises(Exception, match="forged"):
+        verify_ledger(led)
