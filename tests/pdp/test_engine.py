@@ -60,18 +60,26 @@ def _same(ra: dict, rb: dict) -> bool:
             and sorted(ra.get("permitted_fields", [])) == sorted(rb.get("permitted_fields", [])))
 
 
-# Scenarios whose clamped score is below 100: rego-cpp (regopy 1.5.2) gets min([100, 60]) wrong.
-_REGOPY_MIN_BUG = {2, 3}
+@pytest.mark.parametrize("kind", ["regorus-interpreter", "regopy"])
+def test_engines_agree_with_the_default_rvm_engine_on_the_default_pack(pack, kind):
+    """Our conformance check: regorus RVM (the default) vs regorus's interpreter vs regopy.
+
+    The pack avoids the builtins where regopy 1.5.2 is wrong (see the next test), so all agree."""
+    rvm = create_engine(pack, "regorus")
+    assert rvm.mode == "rvm"
+    other = create_engine(pack, kind)
+    for doc in SCENARIOS:
+        assert _same(rvm.evaluate(doc), other.evaluate(doc)), doc["subject"]["roles"]
 
 
-@pytest.mark.parametrize("index", range(len(SCENARIOS)))
-def test_regorus_and_regopy_agree_on_the_default_pack(pack, index):
-    """Our conformance check between the two in-process candidates."""
-    if index in _REGOPY_MIN_BUG:
-        pytest.xfail("regopy 1.5.2: min([100, 60]) evaluates to 100 (see README, engine choice)")
-    a = create_engine(pack, "regorus")
-    b = create_engine(pack, "regopy")
-    assert _same(a.evaluate(SCENARIOS[index]), b.evaluate(SCENARIOS[index]))
+def test_pack_outside_the_rvm_subset_falls_back_to_the_interpreter():
+    files = {"ztcp/authz.rego": b"package ztcp.authz\nimport rego.v1\n"
+                                b"detail[\"x\"] := 1 if input.a\n"
+                                b"decision := {\"effect\": \"deny\", \"reasons\": [\"r\"], \"risk\": {\"score\": 1}, "
+                                b"\"detail\": detail}\n"}
+    engine = create_engine(pack_from_files(files), "regorus")
+    assert engine.mode == "interpreter"
+    assert engine.evaluate({"a": True})["effect"] == "deny"
 
 
 def test_regopy_min_divergence_is_real():
@@ -143,3 +151,28 @@ def test_remote_opa_matches_embedded(pack):
     local = create_engine(pack, "regorus")
     for doc in SCENARIOS:
         assert remote.evaluate(doc)["effect"] == local.evaluate(doc)["effect"]
+
+
+def test_rvm_is_used_only_when_it_agrees_with_the_interpreter():
+    """A pack whose conformance input exposes an RVM/interpreter disagreement runs interpreted.
+
+    ``x := input.missing`` in a body: the interpreter (like OPA) makes the body fail, regorus 0.13's
+    RVM binds a placeholder and carries on — fail-open (pinned in tests/policy/test_default_pack.py)."""
+    import json
+
+    files = {
+        "ztcp/authz.rego": b"package ztcp.authz\nimport rego.v1\n"
+                           b"default decision := {\"effect\": \"deny\", \"reasons\": [\"default\"], "
+                           b"\"risk\": {\"score\": 0}}\n"
+                           b"decision := {\"effect\": \"permit\", \"reasons\": [\"x\"], \"risk\": {\"score\": 0}} if {\n"
+                           b"  allow\n}\n"
+                           b"allow if {\n  x := input.missing\n}\n",
+        "conformance/inputs.json": json.dumps([{"other": 1}]).encode(),
+    }
+    pack = pack_from_files(files)
+    engine = create_engine(pack, "regorus")
+    assert engine.mode == "interpreter"  # the gate caught the disagreement
+    assert engine.evaluate({"other": 1})["effect"] == "deny"
+    without_corpus = create_engine(pack_from_files({"ztcp/authz.rego": files["ztcp/authz.rego"]}), "regorus")
+    # the probe input alone also exposes it here; a pack's corpus covers what the probe cannot
+    assert without_corpus.mode == "interpreter"
