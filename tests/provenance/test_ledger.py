@@ -198,3 +198,24 @@ def test_any_appended_sequence_verifies(tmp_path: Path, batches: list[list[int]]
         assert led.root() == merkle.root_from_leaf_hashes(leaves)
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_citizen_lookup_spans_index_segments(ledger: Ledger) -> None:
+    """The citizen index is partitioned every 2^18 events; a trace must see every partition."""
+    from provenance.ledger import SEGMENT_BITS
+
+    tpl = make_event(0, citizen_ref=cref(1))
+    n = (1 << SEGMENT_BITS) + 5000
+    marked = {7, 100_007, n - 3}
+    for start in range(0, n, 20_000):
+        ledger.append(
+            [
+                tpl.model_copy(update={"event_id": f"seg-{i}", "citizen_ref": cref(1) if i in marked else cref(2)})
+                for i in range(start, min(n, start + 20_000))
+            ]
+        )
+    found = [e.seq for e in ledger.citizen_entries(cref(1))]
+    assert found == sorted(marked)
+    assert found[-1] >> SEGMENT_BITS == 1
+    assert [e.seq for e in ledger.citizen_entries(cref(1), after_seq=found[-2])] == [found[-1]]
