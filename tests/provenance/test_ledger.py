@@ -219,3 +219,13 @@ def test_citizen_lookup_spans_index_segments(ledger: Ledger) -> None:
     assert found == sorted(marked)
     assert found[-1] >> SEGMENT_BITS == 1
     assert [e.seq for e in ledger.citizen_entries(cref(1), after_seq=found[-2])] == [found[-1]]
+
+
+def test_events_after_is_an_incremental_feed(ledger: Ledger) -> None:
+    ledger.append([make_event(i) for i in range(5)])
+    first, cur = ledger.events_after(None, limit=3)
+    assert [e["seq"] for e in first] == [0, 1, 2] and cur == "2"
+    rest, cur = ledger.events_after(cur)
+    assert [e["seq"] for e in rest] == [3, 4] and cur == "4" and rest[0]["type"] == "pii.read"
+    assert ledger.events_after(cur) == ([], "4")
+    assert len(rest[0]["leaf_hash"]) == 64
