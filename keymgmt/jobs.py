@@ -11,6 +11,8 @@ row twice — whether the earlier run was killed, or another writer changed the 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 from keymgmt.audit import KeyAuditLog
 from keymgmt.blind_index import index_version
 from keymgmt.dek_store import deks, metadata
-from keymgmt.errors import CiphertextError, KeyMgmtError, RetireRefused
+from keymgmt.errors import CiphertextError, KeyMgmtError, RetireRefused, TableJobError
 from keymgmt.provider import KeyProvider
 from keymgmt.table import STATE_COLUMN, EncryptedTable, registered_specs
 
@@ -132,6 +134,59 @@ def _executemany(conn: sa.Connection, sql: str, params: list[tuple]) -> int:
     return n if n is not None and n >= 0 else len(params)
 
 
+class _BatchWriter:
+    """Commits batches on a second thread while the caller encrypts the next one.
+
+    The database driver releases the GIL while it executes and syncs, so writing batch *i* overlaps
+    with encrypting batch *i+1*. Each batch is still one transaction (rows + journal line); at most
+    ``depth`` batches wait in memory; the first failure stops the job and is re-raised.
+    """
+
+    def __init__(self, engine: sa.Engine, sql: str, kind: str, table: str,
+                 progress: Progress | None, depth: int = 2) -> None:
+        self.engine, self.sql, self.kind, self.table, self.progress = engine, sql, kind, table, progress
+        self.changed = 0
+        self.error: BaseException | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name=f"ztcp-{kind}-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain: the job is failing
+            try:
+                with self.engine.begin() as c:
+                    n = _executemany(c, self.sql, item)
+                    _journal_advance(c, self.kind, self.table, n)
+                self.changed += n
+                if self.progress:
+                    self.progress(len(item))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+                # First line only: drivers put row values in their DETAIL lines.
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                err = TableJobError(f"the database refused a {self.kind} batch of {self.table} "
+                                    f"({type(exc).__name__}: {first}); committed batches stay done, re-run to resume")
+                err.__cause__ = exc
+                self.error = err
+
+    def submit(self, params: list[tuple]) -> None:
+        if self.error is not None:
+            self.close()
+        self._q.put(params)
+
+    def close(self) -> int:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.changed
+
+
 def _count(engine: sa.Engine, q: sa.Select) -> int:
     with engine.connect() as c:
         return int(c.execute(q).scalar_one())
@@ -158,27 +213,24 @@ def encrypt_table(
     started = time.perf_counter()
     with et.engine.begin() as c:
         _journal_begin(c, "encrypt", et.spec.table)
-    sql = _raw_update_sql(et, f"{STATE_COLUMN} IS NULL")
+    writer = _BatchWriter(et.engine, _raw_update_sql(et, f"{STATE_COLUMN} IS NULL"), "encrypt",
+                          et.spec.table, progress)
     cols = [pkc, *(t.c[x] for x in et.spec.columns)]
-    changed = 0
     last: Any = None
-    while True:
-        q = sa.select(*cols).where(state.is_(None))
-        if last is not None:
-            q = q.where(pkc > last)
-        with et.engine.connect() as c:
-            rows = c.execute(q.order_by(pkc).limit(batch)).all()
-        if not rows:
-            break
-        stored = et.encrypt_rows([(r[0], r[1:]) for r in rows])
-        params = [(*vals, r[0]) for r, vals in zip(rows, stored, strict=True)]
-        with et.engine.begin() as c:
-            n = _executemany(c, sql, params)
-            _journal_advance(c, "encrypt", et.spec.table, n)
-        changed += n
-        last = rows[-1][0]
-        if progress:
-            progress(len(rows))
+    try:
+        while writer.error is None:
+            q = sa.select(*cols).where(state.is_(None))
+            if last is not None:
+                q = q.where(pkc > last)
+            with et.engine.connect() as c:
+                rows = c.execute(q.order_by(pkc).limit(batch)).all()
+            if not rows:
+                break
+            stored = et.encrypt_rows([(r[0], r[1:]) for r in rows])
+            writer.submit([(*vals, r[0]) for r, vals in zip(rows, stored, strict=True)])
+            last = rows[-1][0]
+    finally:
+        changed = writer.close()
     with et.engine.begin() as c:
         done = _journal_finish(c, "encrypt", et.spec.table)
     if audit is not None:
@@ -230,28 +282,25 @@ def reencrypt(
     started = time.perf_counter()
     with et.engine.begin() as c:
         _journal_begin(c, "reencrypt", et.spec.table)
-    sql = _raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}")
-    changed = 0
+    writer = _BatchWriter(et.engine, _raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}"), "reencrypt",
+                          et.spec.table, progress)
     last: Any = None
-    while True:
-        q = sa.select(t).where(cond)
-        if last is not None:
-            q = q.where(pkc > last)
-        with et.engine.connect() as c:
-            rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
-        if not rows:
-            break
-        plain = [et._decrypt_row(r, et.spec.columns) for r in rows]
-        stored = et.encrypt_rows([(r[et.spec.pk], [p[c] for c in et.spec.columns])
-                                  for r, p in zip(rows, plain, strict=True)])
-        params = [(*vals, r[et.spec.pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)]
-        with et.engine.begin() as c:
-            n = _executemany(c, sql, params)
-            _journal_advance(c, "reencrypt", et.spec.table, n)
-        changed += n
-        last = rows[-1][et.spec.pk]
-        if progress:
-            progress(len(rows))
+    try:
+        while writer.error is None:
+            q = sa.select(t).where(cond)
+            if last is not None:
+                q = q.where(pkc > last)
+            with et.engine.connect() as c:
+                rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
+            if not rows:
+                break
+            plain = [et._decrypt_row(r, et.spec.columns) for r in rows]
+            stored = et.encrypt_rows([(r[et.spec.pk], [p[c] for c in et.spec.columns])
+                                      for r, p in zip(rows, plain, strict=True)])
+            writer.submit([(*vals, r[et.spec.pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)])
+            last = rows[-1][et.spec.pk]
+    finally:
+        changed = writer.close()
     with et.engine.begin() as c:
         done = _journal_finish(c, "reencrypt", et.spec.table)
     if audit is not None:

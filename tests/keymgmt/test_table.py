@@ -154,3 +154,24 @@ def test_spec_validation(engine: sa.Engine, local_ring, kit) -> None:
     other = TableSpec(**{**kit.PEOPLE_SPEC, "dataset": "else"})
     with pytest.raises(TableJobError, match="different spec"):
         EncryptedTable(engine, other, env, keymgmt.BlindIndexKeys(local_ring)).prepare()
+
+
+def test_database_failure_mid_job_stops_cleanly_and_resumes(tmp_path, local_ring, kit) -> None:
+    engine = keymgmt.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    rows = kit.create_people(engine, 500)
+    et = kit.make_table(engine, local_ring)
+    et.prepare()
+    with engine.begin() as c:  # the database refuses the batch that holds row 260
+        c.execute(sa.text("CREATE TRIGGER boom BEFORE UPDATE ON people WHEN NEW.id = 260 "
+                          "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"))
+    with pytest.raises(TableJobError, match="disk says no"):
+        keymgmt.encrypt_table(et, batch=100)
+    with engine.connect() as c:
+        states = dict(c.execute(sa.text("SELECT id, ztcp_dek IS NOT NULL FROM people")).all())
+        assert c.execute(sa.text("SELECT count(*) FROM people WHERE ztcp_dek IS NULL "
+                                 "AND national_id LIKE 'ze1:%'")).scalar_one() == 0  # no half rows
+    assert all(states[i] for i in range(1, 201)) and not any(states[i] for i in range(201, 301))
+    with engine.begin() as c:
+        c.execute(sa.text("DROP TRIGGER boom"))
+    assert keymgmt.encrypt_table(et, batch=100).rows_changed == 300
+    _assert_intact(et, rows)
