@@ -235,7 +235,7 @@ class AlertStore:
     def list(self, status: str | None = None, rule_id: str | None = None, limit: int | None = None) -> list[Alert]:
         if status is not None and status not in STATUSES:
             raise SiemError(f"status must be one of {', '.join(STATUSES)}")
-        sql = f"SELECT {self._COLS} FROM siem_alerts WHERE 1"  # noqa: S608 (table names and compiled Sigma predicates)
+        sql = f"SELECT {self._COLS} FROM siem_alerts WHERE 1"  # noqa: S608
         args: list[Any] = []
         if status:
             sql += " AND status=?"
@@ -249,7 +249,7 @@ class AlertStore:
         return [self._to_alert(r) for r in self.conn.execute(sql, args).fetchall()]
 
     def get(self, alert_id: str) -> Alert:
-        row = self.conn.execute(f"SELECT {self._COLS} FROM siem_alerts WHERE alert_id=?", (alert_id,)).fetchone()  # noqa: S608 (table names and compiled Sigma predicates)
+        row = self.conn.execute(f"SELECT {self._COLS} FROM siem_alerts WHERE alert_id=?", (alert_id,)).fetchone()  # noqa: S608
         if row is None:
             raise AlertNotFound(alert_id)
         return self._to_alert(row)

@@ -54,7 +54,7 @@ class FirstSeenKeyPrincipal:
         learning = config.first_seen_learning_hours * 3600
         marks = ",".join("?" * len(self.types))
         rows = conn.execute(
-            f"SELECT ts, event_id, key_name, actor FROM {TABLE[self.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? "  # noqa: S608 (table names and compiled Sigma predicates)
+            f"SELECT ts, event_id, key_name, actor FROM {TABLE[self.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? "  # noqa: S608
             f"AND type IN ({marks}) ORDER BY ts, rid",
             (lo_rid, hi_rid, *self.types),
         ).fetchall()

@@ -133,7 +133,7 @@ class Engine:
         return int(row[0]) if row else 0
 
     def _since_rid(self, kind: str, since: datetime) -> int:
-        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?", (since.timestamp(),)).fetchone()  # noqa: S608 (table names and compiled Sigma predicates)
+        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?", (since.timestamp(),)).fetchone()  # noqa: S608
         return int(row[0]) - 1 if row[0] is not None else self.store.high_water(kind)
 
     def _run_rule(self, rule: AlertingRule, high: dict[str, int], since: datetime | None, report: RunReport) -> RuleRun:
@@ -169,7 +169,10 @@ class Engine:
         assert det is not None
         cols = [column_of(det.kind, f) for f in rule.suppress_by]
         sel = ", ".join(["ts", "event_id"] + [f'"{c}"' for c in cols])
-        sql = f"SELECT {sel} FROM {TABLE[det.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? AND ({det.predicate}) ORDER BY ts, rid"  # noqa: S608 (table names and compiled Sigma predicates)
+        sql = (
+            f"SELECT {sel} FROM {TABLE[det.kind]} NOT INDEXED "  # noqa: S608
+            f"WHERE rid > ? AND rid <= ? AND ({det.predicate}) ORDER BY ts, rid"
+        )
         rows = self._query(rule, sql, (lo[det.kind], high[det.kind]))
         gap = float(rule.suppress_seconds)
         if not rule.suppress_by and not gap:
@@ -201,7 +204,7 @@ class Engine:
         # Earliest new matching event over all referenced detections.
         anchor = None
         for det, _ in corr.refs:
-            sql = f"SELECT MIN(ts) FROM {TABLE[det.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? AND ({det.predicate})"  # noqa: S608 (table names and compiled Sigma predicates)
+            sql = f"SELECT MIN(ts) FROM {TABLE[det.kind]} NOT INDEXED WHERE rid > ? AND rid <= ? AND ({det.predicate})"  # noqa: S608
             (m,) = self._query(rule, sql, (lo[det.kind], high[det.kind]))[0]
             if m is not None and (anchor is None or m < anchor):
                 anchor = m
@@ -209,6 +212,8 @@ class Engine:
             return [], 0
         rows: list[Row] = []
         lo_ts = anchor - corr.timespan
+        # Lookback is a ts-index range; "+rid" keeps the planner from scanning the rowid range
+        # (all history) instead, which it would otherwise prefer without statistics.
         gcols_of = [[column_of(det.kind, mapping.get(g, g)) for g in corr.group_by] for det, mapping in corr.refs]
         # When every referenced rule must match (temporal without a partial condition), a group can
         # only qualify if it occurs in all of them: a semi-join keeps e.g. the millions of ordinary
@@ -223,7 +228,7 @@ class Engine:
             gcols = gcols_of[slot]
             vcol = column_of(det.kind, mapping.get(corr.fieldref, corr.fieldref)) if corr.fieldref else None
             sel = ", ".join(["ts", "event_id"] + [f'"{c}"' for c in gcols] + ([f'"{vcol}"'] if vcol else []))
-            sql = f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND rid <= ? AND ({det.predicate})"  # noqa: S608 (table names and compiled Sigma predicates)
+            sql = f"SELECT {sel} FROM {TABLE[det.kind]} WHERE ts >= ? AND +rid <= ? AND ({det.predicate})"  # noqa: S608
             args: list[Any] = [lo_ts, high[det.kind]]
             if need_all:
                 for other, (odet, _) in enumerate(corr.refs):
@@ -232,8 +237,8 @@ class Engine:
                     mine = ", ".join(f'"{c}"' for c in gcols)
                     theirs = ", ".join(f'"{c}"' for c in gcols_of[other])
                     sql += (
-                        f" AND ({mine}) IN (SELECT {theirs} FROM {TABLE[odet.kind]} WHERE ts >= ? AND "  # noqa: S608 (table names and compiled Sigma predicates)
-                        f"rid <= ? AND ({odet.predicate}))"
+                        f" AND ({mine}) IN (SELECT {theirs} FROM {TABLE[odet.kind]} WHERE ts >= ? AND "  # noqa: S608
+                        f"+rid <= ? AND ({odet.predicate}))"
                     )
                     args += [lo_ts, high[odet.kind]]
             if self._count_bound_applies(corr) and gcols:
@@ -253,22 +258,27 @@ class Engine:
         )
 
     @staticmethod
-    def _hot_groups_only(corr: Any, gcols: list[str], vcol: str | None, sel: str, sql: str, args: list[Any],
-                         anchor: float) -> tuple[str, list[Any]]:
-        """Let SQLite's window function count events per group over the sliding window and keep only
-        groups where some window ending at a new event reaches the threshold; Python then evaluates
-        the exact condition on those few groups (the bound is exact for event_count)."""
+    def _hot_groups_only(
+        corr: Any, gcols: list[str], vcol: str | None, sel: str, sql: str, args: list[Any], anchor: float
+    ) -> tuple[str, list[Any]]:
+        """Keep only groups that can reach the threshold, decided in SQL: count events per group in
+        fixed buckets of one timespan; any sliding window lies within two adjacent buckets, so a
+        group whose adjacent-bucket sums stay below N cannot qualify. Python then evaluates the exact
+        sliding condition on the few remaining groups. (Cheaper than a window function's sort.)"""
         groups = ", ".join(f'"{c}"' for c in gcols)
         present = " AND ".join(f'"{c}" IS NOT NULL' for c in gcols + ([vcol] if vcol else []))
+        join = " AND ".join(f'b2."{c}" = b1."{c}"' for c in gcols)
+        b1_groups = ", ".join(f'b1."{c}"' for c in gcols)
+        span = float(corr.timespan)
         cmp = ">=" if corr.op == "gte" else ">"
         wrapped = (
-            f"WITH w AS ({sql} AND {present}), "
-            f"n AS (SELECT {groups}, ts, COUNT(*) OVER (PARTITION BY {groups} ORDER BY ts "
-            f"RANGE BETWEEN {float(corr.timespan)} PRECEDING AND CURRENT ROW) AS n FROM w), "
-            f"hot AS (SELECT DISTINCT {groups} FROM n WHERE n {cmp} ? AND ts >= ?) "
-            f"SELECT {sel} FROM w WHERE ({groups}) IN (SELECT {groups} FROM hot)"
+            f"WITH b AS (SELECT {groups}, CAST(ts / {span} AS INTEGER) AS k, COUNT(*) AS n "
+            f"FROM ({sql} AND {present}) GROUP BY {groups}, k), "  # noqa: S608
+            f"hot AS (SELECT DISTINCT {b1_groups} FROM b b1 LEFT JOIN b b2 ON {join} AND b2.k = b1.k - 1 "
+            f"WHERE b1.n + COALESCE(b2.n, 0) {cmp} ? AND b1.k >= CAST(? / {span} AS INTEGER)) "
+            f"SELECT * FROM ({sql}) WHERE ({groups}) IN (SELECT {groups} FROM hot)"
         )
-        return wrapped, [*args, corr.count, anchor]
+        return wrapped, [*args, corr.count, anchor, *args]
 
     def _query(self, rule: AlertingRule, sql: str, args: tuple) -> list[tuple]:
         try:
