@@ -272,8 +272,8 @@ class Engine:
         span = float(corr.timespan)
         cmp = ">=" if corr.op == "gte" else ">"
         wrapped = (
-            f"WITH b AS (SELECT {groups}, CAST(ts / {span} AS INTEGER) AS k, COUNT(*) AS n "
-            f"FROM ({sql} AND {present}) GROUP BY {groups}, k), "  # noqa: S608
+            f"WITH b AS (SELECT {groups}, CAST(ts / {span} AS INTEGER) AS k, COUNT(*) AS n "  # noqa: S608
+            f"FROM ({sql} AND {present}) GROUP BY {groups}, k), "
             f"hot AS (SELECT DISTINCT {b1_groups} FROM b b1 LEFT JOIN b b2 ON {join} AND b2.k = b1.k - 1 "
             f"WHERE b1.n + COALESCE(b2.n, 0) {cmp} ? AND b1.k >= CAST(? / {span} AS INTEGER)) "
             f"SELECT * FROM ({sql}) WHERE ({groups}) IN (SELECT {groups} FROM hot)"
