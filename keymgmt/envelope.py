@@ -167,6 +167,8 @@ class Envelope:
             pfx = PREFIX.encode()
             off = 0
             for pk, value in items[i:i + k]:
+                if type(value) is not str:
+                    raise KeyMgmtError(f"column {column!r}: only text values can be protected")
                 nonce = nonces[off:off + NONCE_LEN]
                 off += NONCE_LEN
                 pkb = str(pk).encode()

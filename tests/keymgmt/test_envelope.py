@@ -120,6 +120,8 @@ def test_key_table_holds_only_wrapped_keys(env: Envelope) -> None:
 def test_non_text_refused(env: Envelope) -> None:
     with pytest.raises(keymgmt.KeyMgmtError, match="only text"):
         env.encrypt_row("ds", 1, {"c": 42})  # type: ignore[dict-item]
+    with pytest.raises(keymgmt.KeyMgmtError, match="only text"):
+        env.encrypt_many("ds", "c", [(1, b"bytes")])  # type: ignore[list-item]
 
 
 def test_roundtrip_any_text_any_pk(tmp_path: Path, local_ring: keymgmt.LocalKeyring) -> None:
