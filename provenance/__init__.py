@@ -15,6 +15,8 @@ from provenance.errors import (
 from provenance.events import Actor, ProvenanceEvent, Purpose, Recipient, Via, canonical_bytes
 from provenance.ledger import Ledger, Receipt, SignedCheckpoint, StoredEntry
 from provenance.recorder import Recorder
+from provenance.trace import Trace, TracedEvent, trace_citizen
+from provenance.verify import VerifyReport, verify_ledger
 
 __all__ = [
     "Actor",
@@ -35,11 +37,16 @@ __all__ = [
     "Recorder",
     "SignedCheckpoint",
     "StoredEntry",
+    "Trace",
+    "TracedEvent",
     "UnknownEntry",
     "Via",
+    "VerifyReport",
     "canonical_bytes",
     "citizen_ref",
     "merkle",
     "normalise_national_id",
     "open_checkpoint",
+    "trace_citizen",
+    "verify_ledger",
 ]

@@ -10,6 +10,7 @@ Reading a citizen's events is itself recorded (``audit.read``) naming the caller
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from provenance.recorder import Recorder
 from provenance.trace import trace_citizen
 
 MAX_BATCH = 1000
+_CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)
 PROBLEM = "application/problem+json"
 WRITE_SCOPE = "provenance:write"
 READ_SCOPE = "provenance:read"
@@ -131,9 +133,7 @@ def create_router(
 
     @router.get("/v1/provenance/citizens/{citizen_ref}/events", summary="A citizen's events with inclusion proofs")
     def citizen_events(citizen_ref: str, caller: Any = reader) -> Response:
-        import re
-
-        if not re.fullmatch(CITIZEN_REF_PATTERN, citizen_ref):
+        if not _CITIZEN_REF.fullmatch(citizen_ref):
             return problem(
                 422,
                 "Invalid request",
