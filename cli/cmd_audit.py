@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import date, datetime, time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
@@ -213,8 +214,15 @@ def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -
 @command.command("verify")
 @click.option("--full", is_flag=True, help="also re-validate and re-canonicalise every stored event")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+@click.option(
+    "--published",
+    "published",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="a checkpoint note published earlier (`ztcp audit checkpoint > FILE`); repeatable",
+)
 @handle_errors
-def verify(full: bool, as_json: bool) -> None:
+def verify(full: bool, as_json: bool, published: tuple[str, ...]) -> None:
     """Recompute the Merkle tree from every event, check every checkpoint signature and their consistency.
 
     Exit 0 if intact; exit 3 naming the first bad sequence number and what is wrong.
@@ -234,7 +242,10 @@ def verify(full: bool, as_json: bool) -> None:
             task = progress.add_task("verify", total=ledger.size)
             try:
                 report = verify_ledger(
-                    ledger, full=full, progress=lambda done, total: progress.update(task, completed=done)
+                    ledger,
+                    full=full,
+                    progress=lambda done, total: progress.update(task, completed=done),
+                    published=[Path(p).read_text() for p in published],
                 )
             except provenance.IntegrityError as exc:
                 if as_json:

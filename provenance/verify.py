@@ -17,7 +17,7 @@ middle), ``reordered`` (events swapped), ``tree`` (stored node altered), ``forge
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -52,11 +52,41 @@ class VerifyReport:
         }
 
 
-def verify_ledger(ledger: Ledger, *, full: bool = False, progress: Progress | None = None) -> VerifyReport:
+def verify_ledger(
+    ledger: Ledger, *, full: bool = False, progress: Progress | None = None, published: Sequence[str] = ()
+) -> VerifyReport:
+    """Verify the whole ledger; ``published`` are signed notes kept elsewhere (witnessed checkpoints).
+
+    A published checkpoint catches what no local check can: a rewrite of the entire file by someone
+    holding the signing key. The ledger's tree at that size must have exactly the published root.
+    """
     try:
-        return _verify(ledger, full, progress)
+        report = _verify(ledger, full, progress)
+        for note in published:
+            _check_published(ledger, note)
+        return report
     except sqlite3.DatabaseError as exc:
         raise IntegrityError(f"ledger file is unreadable or corrupt: {exc}", kind="corrupt") from None
+
+
+def _check_published(ledger: Ledger, note: str) -> None:
+    try:
+        cp = open_checkpoint(note, ledger.verifiers, ledger.origin)
+    except CheckpointError as exc:
+        raise IntegrityError(f"published checkpoint does not verify: {exc}", kind="forged-checkpoint") from None
+    if cp.size > ledger.size:
+        raise IntegrityError(
+            f"a published checkpoint signs {cp.size} events but the ledger holds {ledger.size}"
+            f" (first missing seq {ledger.size})",
+            seq=ledger.size,
+            kind="missing",
+        )
+    if ledger.root(cp.size) != cp.root:
+        raise IntegrityError(
+            f"the ledger's first {cp.size} events differ from the published checkpoint: history was rewritten",
+            seq=0,
+            kind="rewritten",
+        )
 
 
 def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyReport:

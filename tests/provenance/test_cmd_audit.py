@@ -179,3 +179,23 @@ def test_export_openlineage_and_prov(seeded: dict) -> None:
     d = seeded["disclose"].event_id
     assert (f"ztcp:event/{d}", f"ztcp:event/{seeded['reads'][0].event_id}") in informed
     assert run("audit", "export", "--format", "rdf", "--citizen-ref", seeded["ref"], env=env).exit_code != 0
+
+
+def test_verify_against_published_checkpoint_catches_full_rewrite(
+    seeded: dict, ztcp_home: Path, tmp_path: Path
+) -> None:
+    """Someone with the signing key rewrites the whole file consistently: only a published note shows it."""
+    note = tmp_path / "published.note"
+    note.write_text(run("audit", "checkpoint").stdout)
+    assert run("audit", "verify", "--published", str(note)).exit_code == 0
+    settings = load_settings()
+    keys = system_keys(settings)
+    (ztcp_home / "provenance.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (ztcp_home / f"provenance.db{suffix}").unlink(missing_ok=True)
+    with ledger_from_settings(settings, keys) as led:  # a fresh, self-consistent, validly signed history
+        led.append([make_event(i + 100, citizen_ref=seeded["ref"]) for i in range(6)])
+        led.checkpoint()
+    assert run("audit", "verify").exit_code == 0  # locally consistent…
+    r = run("audit", "verify", "--published", str(note))
+    assert r.exit_code == 3 and "rewritten" in r.output  # …but not the history that was published
