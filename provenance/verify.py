@@ -11,7 +11,8 @@ reference ``rfc8785`` package (catches a writer bug as well as tampering).
 The first difference is reported as an ``IntegrityError`` naming the seq and the kind of damage:
 ``changed`` (event altered), ``missing`` (event removed), ``inserted`` (event added in the
 middle), ``reordered`` (events swapped), ``tree`` (stored node altered), ``forged-checkpoint``,
-``inconsistent-checkpoint`` or ``corrupt`` (the file itself cannot be read).
+``inconsistent-checkpoint``, ``rewritten`` (differs from a published checkpoint) or ``corrupt`` (the file
+itself cannot be read).
 """
 
 from __future__ import annotations
