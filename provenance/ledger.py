@@ -8,7 +8,7 @@ Layout (one SQLite file, WAL, ``synchronous=FULL`` so a COMMIT is fsync'd before
   random-access by nature, so it is partitioned by segment (``seq >> 18``, 262,144 events): appends
   only touch the current segment's small, cache-resident subtree instead of scattering one page
   write per event across a 10 M-row index, and a trace probes each segment (one IN-list query).
-  Matches are re-checked against the body. UUIDv7 event ids make the unique index append-only;
+  Matches are re-checked against the body. UUIDv7 event ids keep the unique index append-only;
 * ``nodes(id, hash)`` — every complete subtree hash, keyed so that ids grow in creation order
   (``last leaf << 6 | level``): an append writes ~2 rows and a proof is O(log n) point reads;
 * ``checkpoints(size, root, time_us, note)`` — C2SP signed notes, every N events, every T seconds
