@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import ztcp
-from siem_rules.simulate import Traffic, to_jsonl
+from siem_rules.simulate import WEEK_START, Traffic, to_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +49,8 @@ def test_test_one_rule_and_unknown_rule() -> None:
 
 
 def test_test_exits_1_when_a_fixture_fails(tmp_path: Path) -> None:
-    # a config that empties the protected list makes the protected-record `match` cases fail
+    # off-hours lists from this config (fixtures do not override them) make the `match` cases fail
     cfg = tmp_path / "siem.yml"
-    cfg.write_text("protected_citizens: []\n", encoding="utf-8")
-    # fixture overrides win over the file, so break another list the fixtures do not set
     cfg.write_text("off_hours: [12]\nweekend_days: []\n", encoding="utf-8")
     res = _invoke("test", "off_hours_access", "--config", str(cfg))
     assert res.exit_code == 1 and "FAIL" in res.output
@@ -168,3 +166,28 @@ def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_f
         return (a["alert_id"], a["event_count"], a["first_seen"], a["last_seen"])
 
     assert sorted(map(key, crashed)) == sorted(map(key, clean))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("protected_citizens: [cr_VIP0001\n", "not valid YAML"),
+    ("protected_citizen: []\n", "protected_citizen"),
+    ("- a list\n", "expected a mapping"),
+])
+def test_bad_config_is_a_clear_input_error(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "siem.yml"
+    cfg.write_text(content, encoding="utf-8")
+    res = _invoke("list", "--config", str(cfg))
+    assert res.exit_code == 1 and message in res.output
+    assert _invoke("list", "--config", str(tmp_path / "missing.yml")).exit_code == 1
+
+
+def test_config_list_changes_what_fires(tmp_path: Path) -> None:
+    t = Traffic(seed=3, employees=2)
+    vip = t.prov(WEEK_START.replace(hour=3), "emp-0002", "cr_LISTED000001", event_id="vip-1")  # Mon 11:00 local
+    f = tmp_path / "e.jsonl"
+    f.write_text("".join(to_jsonl([vip])), encoding="utf-8")
+    cfg = tmp_path / "siem.yml"
+    cfg.write_text("protected_citizens: [cr_LISTED000001]\n", encoding="utf-8")
+    res = _invoke("run", "--events", str(f), "--json", "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    assert [a["rule_name"] for a in json.loads(res.output)] == ["protected_record_access"]
