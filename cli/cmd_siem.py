@@ -63,9 +63,30 @@ def live_sources(settings: Settings) -> list[Source]:
     """Adapters for the live stores (decision log, provenance ledger, key and policy audit).
 
     Each is a ``siem_rules.CallableSource(name, kind, fetch)`` around that store's "events after
-    cursor" query; the composition root adds them here as the stores land.
+    cursor" query. Stores that do not exist yet are skipped (nothing recorded there yet).
     """
-    return []
+    from siem_rules import CallableSource
+
+    home = settings.ensure_home()
+    sources: list[Source] = []
+    if (home / "decisions.db").exists():
+        from pdp.decision_log import DecisionLog
+
+        sources.append(CallableSource("decisions", "decision", DecisionLog.reader(home / "decisions.db").events_after))
+    if (home / "policy.db").exists():
+        from policy import RevisionStore
+
+        sources.append(CallableSource("policy-admin", "policy", RevisionStore.in_home(home).events_after))
+    import keymgmt
+
+    if keymgmt.default_audit_path(home).exists():
+        audit = keymgmt.KeyAuditLog(keymgmt.default_audit_path(home))
+        sources.append(CallableSource("key-audit", "key", audit.events_after))
+    from cli.cmd_audit import LEDGER_FILE, ledger_from_settings
+
+    if (home / LEDGER_FILE).exists():
+        sources.append(CallableSource("provenance", "provenance", ledger_from_settings(settings).events_after))
+    return sources
 
 
 def make_scheduler(

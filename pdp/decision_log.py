@@ -47,10 +47,80 @@ class LogSink(Protocol):
     def write(self, entries: list[dict]) -> None: ...
 
 
-class DecisionLog:
+class DecisionLogReader:
+    """Read-only access to a decision log file (auditors, simulation, the SIEM feed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _reader(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+
+    def get(self, decision_id: str) -> dict | None:
+        conn = self._reader()
+        try:
+            row = conn.execute("SELECT entry FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
+        finally:
+            conn.close()
+        return orjson.loads(row[0]) if row else None
+
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
+        """Entries in decision order: those at or after ``since`` (epoch seconds), or the ``last`` N."""
+        conn = self._reader()
+        try:
+            if last is not None:
+                rows = conn.execute("SELECT entry FROM (SELECT seq, entry FROM decisions ORDER BY seq DESC "
+                                    "LIMIT ?) ORDER BY seq", (last,)).fetchall()
+            else:
+                rows = conn.execute("SELECT entry FROM decisions WHERE ts >= ? ORDER BY seq",
+                                    (since or 0.0,)).fetchall()
+        finally:
+            conn.close()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
+        """Entries after ``cursor`` (a sequence number) and the new cursor."""
+        conn = self._reader()
+        try:
+            rows = conn.execute("SELECT seq, entry FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (cursor, limit)).fetchall()
+        finally:
+            conn.close()
+        if not rows:
+            return [], cursor
+        return [orjson.loads(r[1]) for r in rows], rows[-1][0]
+
+    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], int | None]:
+        """The SIEM feed: ``siem_rules.CallableSource("decisions", "decision", log.events_after)``."""
+        start = int(cursor) if cursor not in (None, "") else 0
+        entries, new_cursor = self.iter_since(start, limit)
+        return entries, (new_cursor if entries else (start or None))
+
+    def count(self) -> int:
+        conn = self._reader()
+        try:
+            return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+        finally:
+            conn.close()
+
+    def counts_by_effect(self) -> dict[str, Any]:
+        conn = self._reader()
+        try:
+            return dict(conn.execute("SELECT effect, count(*) FROM decisions GROUP BY effect").fetchall())
+        finally:
+            conn.close()
+
+
+class DecisionLog(DecisionLogReader):
+    """The writer (one per process) plus everything the reader offers."""
+
+    @staticmethod
+    def reader(path: Path) -> DecisionLogReader:
+        return DecisionLogReader(path)
+
     def __init__(self, path: Path, *, queue_size: int = 50_000, enqueue_timeout: float = 0.25,
                  batch_size: int = 2000, sinks: list[LogSink] | None = None, busy_timeout: float = 5.0) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self._busy_timeout = busy_timeout
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
         self._enqueue_timeout = enqueue_timeout
@@ -172,59 +242,6 @@ class DecisionLog:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
-
-    # -- reading (auditors, simulation, SIEM) -----------------------------------------------
-    def _reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        return conn
-
-    def get(self, decision_id: str) -> dict | None:
-        conn = self._reader()
-        try:
-            row = conn.execute("SELECT entry FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
-        finally:
-            conn.close()
-        return orjson.loads(row[0]) if row else None
-
-    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
-        """Entries in decision order: those at or after ``since`` (epoch seconds), or the ``last`` N."""
-        conn = self._reader()
-        try:
-            if last is not None:
-                rows = conn.execute("SELECT entry FROM (SELECT seq, entry FROM decisions ORDER BY seq DESC "
-                                    "LIMIT ?) ORDER BY seq", (last,)).fetchall()
-            else:
-                rows = conn.execute("SELECT entry FROM decisions WHERE ts >= ? ORDER BY seq",
-                                    (since or 0.0,)).fetchall()
-        finally:
-            conn.close()
-        return [orjson.loads(r[0]) for r in rows]
-
-    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
-        """Entries after ``cursor`` (a sequence number) and the new cursor: the SIEM's feed."""
-        conn = self._reader()
-        try:
-            rows = conn.execute("SELECT seq, entry FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (cursor, limit)).fetchall()
-        finally:
-            conn.close()
-        if not rows:
-            return [], cursor
-        return [orjson.loads(r[1]) for r in rows], rows[-1][0]
-
-    def count(self) -> int:
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
-        finally:
-            conn.close()
-
-    def counts_by_effect(self) -> dict[str, Any]:
-        conn = self._reader()
-        try:
-            return dict(conn.execute("SELECT effect, count(*) FROM decisions GROUP BY effect").fetchall())
-        finally:
-            conn.close()
 
 
 class ElasticsearchSink:

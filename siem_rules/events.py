@@ -59,7 +59,7 @@ class Auth(_Open):
 
 
 class Subject(_Open):
-    id: str
+    id: str | None = None  # null when the subject token was refused (the probing rules want those)
     type: str | None = None
     roles: list[str] = Field(default_factory=list)
     org_unit: str | None = None
@@ -83,7 +83,7 @@ class Context(_Open):
     network_zone: str | None = None
     channel: str | None = None
     time: str | None = None
-    geo: Geo = Field(default_factory=Geo)
+    geo: Geo | None = None  # the PDP logs null when the PEP sent no location
 
 
 class Resource(_Open):
