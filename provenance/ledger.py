@@ -376,30 +376,40 @@ class Ledger:
     def _write(self, items: Sequence[Prepared], existing: dict[str, Receipt]) -> list[Receipt]:
         db = self._db
         st = self._state
-        frontier = merkle.CompactRange(st.frontier.size, st.frontier.hashes())
         seq = st.size
         receipts: list[Receipt] = []
         rows = []
         node_rows = []
         seen: dict[str, int] = {}
-        append = frontier.append
         make = tuple.__new__
+        sha = hashlib.sha256
+        # The compact range, inlined (this loop runs 100k times a second): the nodes a new leaf
+        # closes all end at that leaf, so their storage id is simply (seq << 6) | level.
+        stack = list(st.frontier._stack)
         for p in items:
             eid = p.event_id
-            prior = existing.get(eid)
-            if prior is None and eid in seen:
-                r = receipts[seen[eid]]
-                prior = Receipt(r.seq, r.leaf_hash, eid, True)
-            if prior is not None:
-                receipts.append(prior)
-                continue
-            lh = p.leaf_hash
-            for level, index, h in append(lh):
-                node_rows.append((((((index + 1) << level) - 1) << 6) | level, h))  # node_id(), inlined
+            if existing or eid in seen:
+                prior = existing.get(eid)
+                if prior is None and eid in seen:
+                    r = receipts[seen[eid]]
+                    prior = Receipt(r.seq, r.leaf_hash, eid, True)
+                if prior is not None:
+                    receipts.append(prior)
+                    continue
+            h = lh = p.leaf_hash
+            base = seq << 6
+            node_rows.append((base, lh))
+            level = 0
+            while stack and stack[-1][0] == level:
+                h = sha(b"\x01" + stack.pop()[1] + h).digest()
+                level += 1
+                node_rows.append((base | level, h))
+            stack.append((level, h))
             rows.append((seq, eid, p.citizen_key, p.time_us, p.type, p.body, lh))
             seen[eid] = len(receipts)
             receipts.append(make(Receipt, (seq, lh, eid, False)))
             seq += 1
+        frontier = merkle.CompactRange(seq, [x[1] for x in stack])
         if not rows:
             self._db.execute("ROLLBACK")
             return receipts
