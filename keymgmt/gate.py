@@ -27,6 +27,7 @@ from keymgmt.masking import apply_masks
 from keymgmt.table import STATE_COLUMN, EncryptedTable
 
 READ_ACTIONS = frozenset({"read"})
+SEARCH_ACTIONS = frozenset({"search"})
 
 
 class EventRecorder(Protocol):
@@ -127,6 +128,54 @@ class ProtectedReader:
         values.update(self.table._decrypt_row(row, protected))
         return apply_masks({f: values[f] for f in requested}, claims.obligations)
 
+    def search(
+        self,
+        token: str | None,
+        column: str,
+        value: str,
+        *,
+        purpose: str | None = None,
+        via: dict[str, str] | None = None,
+        now: float | None = None,
+    ) -> list[object]:
+        """Primary keys of the token's citizen's records whose ``column`` equals ``value`` (blind index).
+
+        An exact lookup reveals that a citizen is on file, so it is a decision-gated ``pii.search``
+        event like a read: the token must be a ``search`` permit for this dataset naming ``column``,
+        the event is recorded before the answer, and only rows of the token's citizen are returned.
+        """
+        spec = self.table.spec
+        if not token:
+            self._refuse("missing_token", None, "", (column,), via)
+        try:
+            claims = pdp.verify_decision_token(token, self.verifier, now=now)  # type: ignore[arg-type]
+        except pdp.DecisionTokenError as exc:
+            self._refuse(exc.reason, None, "", (column,), via)
+        if claims.action not in SEARCH_ACTIONS:
+            self._refuse("wrong_action", claims, "", (column,), via)
+        if claims.dataset != spec.dataset:
+            self._refuse("wrong_dataset", claims, "", (column,), via)
+        if not claims.covers([column]):
+            self._refuse("fields_not_permitted", claims, "", (column,), via, detail=column)
+        if purpose is not None and purpose != claims.purpose:
+            self._refuse("wrong_purpose", claims, "", (column,), via)
+        pks = self.table.find(column, value)
+        if spec.citizen_ref_column is not None:
+            pks = [pk for pk in pks
+                   if (row := self.table.fetch_row(pk)) is not None
+                   and row[spec.citizen_ref_column] == claims.citizen_ref]
+        try:
+            event = self._event("pii.search", claims, None, (column,), via, effect="permit")
+        except ValueError as exc:
+            self._refuse("provenance_rejected", claims, "", (column,), via, detail=type(exc).__name__,
+                         record_denied=False)
+        try:
+            self.recorder.record(event)
+        except Exception as exc:  # noqa: BLE001 - any ledger failure must fail closed
+            self._refuse("ledger_unavailable", claims, "", (column,), via, detail=type(exc).__name__,
+                         record_denied=False)
+        return pks
+
     def _pk_value(self, record_id: object) -> object:
         col = self.table.table.c[self.table.spec.pk]
         try:
@@ -136,17 +185,18 @@ class ProtectedReader:
             pass
         return record_id
 
-    def _event(self, type_: str, claims: Any, rid: str, fields: Sequence[str], via: dict | None,
+    def _event(self, type_: str, claims: Any, rid: str | None, fields: Sequence[str], via: dict | None,
                effect: str) -> Any:
         ev: dict[str, Any] = {
             "type": type_,
             "actor": {"id": claims.subject if claims else "unknown", "type": "staff"},
             "via": {"system": self.system, **(via or {})},
             "dataset": self.table.spec.dataset,
-            "record_id": rid,
             "fields": list(fields),
             "effect": effect,
         }
+        if rid:
+            ev["record_id"] = rid
         if claims is not None:
             ev["citizen_ref"] = claims.citizen_ref
             ev["decision_id"] = claims.decision_id

@@ -157,3 +157,23 @@ def test_event_the_ledger_schema_refuses_means_no_plaintext(setup) -> None:
         reader.read(_token(signer, rows[3]), 3, ["national_id"], via={"channel": "0912345678"})
     assert exc.value.reason == "provenance_rejected"
     assert not [e for e in _events(rec) if e.type == "pii.read"]
+
+
+def test_search_is_decision_gated_and_recorded(setup) -> None:
+    rows, et, signer, reader, rec, audit = setup
+    tok = _token(signer, {**rows[2], "id": ""}, action="search", fields=["national_id"], record_id=None)
+    assert reader.search(tok, "national_id", rows[2]["national_id"].lower()) == [2]
+    ev = _events(rec)[-1]
+    assert ev.type == "pii.search" and ev.citizen_ref == rows[2]["cref"] and ev.fields == ["national_id"]
+    assert ev.record_id is None
+    # The same permit cannot find another citizen's record.
+    assert reader.search(tok, "national_id", rows[4]["national_id"]) == []
+    with pytest.raises(DecryptRefused, match="fields_not_permitted"):
+        reader.search(tok, "phone", rows[2]["phone"])
+    with pytest.raises(DecryptRefused, match="wrong_action"):
+        reader.search(_token(signer, rows[2]), "national_id", rows[2]["national_id"])
+    with pytest.raises(DecryptRefused, match="missing_token"):
+        reader.search(None, "national_id", rows[2]["national_id"])
+    rec.ledger.close()
+    with pytest.raises(DecryptRefused, match="ledger_unavailable"):
+        reader.search(tok, "national_id", rows[2]["national_id"])
