@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     vault_secret_id: SecretStr | None = None
     vault_namespace: str | None = None
     vault_mount: str = "transit"
+    vault_cacert: Path | None = Field(default=None, description="CA bundle for Vault's TLS certificate")
+    vault_client_cert: Path | None = Field(default=None, description="client certificate (mTLS)")
+    vault_client_key: Path | None = Field(default=None, description="client key (mTLS)")
+    vault_skip_verify: bool = Field(default=False, description="never in production: skips TLS checks")
     protected_db: str | None = None
     master_key: SecretStr | None = None
 
