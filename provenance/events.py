@@ -55,6 +55,10 @@ def screen_text(value: str) -> str:
     """Refuse strings that carry a raw national ID or phone number (message never has the value)."""
     if _UUID.fullmatch(value):
         return value  # random hex: would otherwise trip the screen about once per few thousand ids
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains invalid Unicode (a lone surrogate)") from None
     if _RAW_ID.search(value):
         raise ValueError("contains something shaped like a national ID; use citizen_ref instead")
     if _MOBILE.search(value):

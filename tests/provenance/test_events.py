@@ -127,3 +127,9 @@ def test_citizen_ref_pattern() -> None:
 def test_uuid_ids_are_not_mistaken_for_national_ids() -> None:
     e = make_event(event_id="0193a1b2-c3d4-7e5f-8a9b-a12345678901", decision_id="0193a1b2-c3d4-7e5f-8a9b-0912345678ab")
     assert ProvenanceEvent.model_validate_json(canonical_bytes(e)) == e
+
+
+def test_lone_surrogate_refused() -> None:
+    with pytest.raises(ValidationError) as exc:
+        make_event(record_id="bad\ud800")
+    assert exc.value.errors()[0]["loc"] == ("record_id",)
