@@ -120,6 +120,7 @@ def test_raw_national_id_is_422_naming_field_without_value(client: TestClient, l
         (b'{"events": [{"type": "pii.read"}]}', "events.0.actor"),
         (b'{"events": [{"type": "pii.read", "actor": "a", "time": "yesterday"}]}', "events.0.time"),
         (b'{"evts": []}', "events"),
+        (b'{"events": [{"type": "pii.read", "actor": "a", "record_id": "x\\ud800"}]}', "(body)"),  # invalid JSON text
     ],
 )
 def test_malformed_input_is_422(client: TestClient, body: bytes, field: str) -> None:
