@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from cli.errors import handle_errors
@@ -34,9 +36,14 @@ def command(host: str | None, port: int | None, log_level: str) -> None:
                    "  sed \"s/SUBJECT_TOKEN/$SUBJECT/\" examples/decision-request.json | \\\n"
                    f"    curl -s {base}/v1/decisions -H \"Authorization: Bearer $CALLER\" "
                    "-H 'content-type: application/json' -d @-")
+    # uvicorn drains requests on SIGTERM/SIGINT and then re-raises the signal under the handler that
+    # was installed before it started; a no-op handler here lets us flush the logs and exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+                                           access_log=False, timeout_graceful_shutdown=10))
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                    timeout_graceful_shutdown=10)
+        server.run()
     finally:
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         click.echo("ztcp stopped; logs flushed")
