@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import queue
 import sqlite3
 import threading
 import time
@@ -185,6 +186,8 @@ class Ledger:
         self.checkpoint_interval = checkpoint_interval
         self.mirrors = list(mirrors)
         self._on_mirror_error = on_mirror_error
+        self._mirror_queue: queue.Queue[list[StoredEntry] | None] | None = None
+        self._mirror_thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -197,6 +200,10 @@ class Ledger:
             self._state = self._load_state()
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"cannot open ledger {self.path}: {exc}") from None
+        if self.mirrors:
+            self._mirror_queue = queue.Queue()
+            self._mirror_thread = threading.Thread(target=self._mirror_loop, name="ztcp-ledger-mirror", daemon=True)
+            self._mirror_thread.start()
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -221,6 +228,10 @@ class Ledger:
         return db
 
     def close(self) -> None:
+        if self._mirror_thread is not None and self._mirror_queue is not None:
+            self._mirror_queue.put(None)
+            self._mirror_thread.join(timeout=30)
+            self._mirror_thread = None
         with self._lock:
             if self._closed:
                 return
@@ -425,18 +436,45 @@ class Ledger:
         st.size, st.frontier = seq, frontier
         if cp_row:
             st.last_cp_size, st.last_cp_time = seq, now
-        if self.mirrors:
-            self._feed_mirrors([StoredEntry(r[0], r[1], r[6], r[5]) for r in rows])
+        if self._mirror_queue is not None:
+            self._mirror_queue.put([StoredEntry(r[0], r[1], r[6], r[5]) for r in rows])
         return receipts
 
-    def _feed_mirrors(self, entries: list[StoredEntry]) -> None:
-        # The SQLite ledger is the record of truth; a mirror outage must not lose or block events.
-        for m in self.mirrors:
+    def _mirror_loop(self) -> None:
+        """Feed mirrors off the append path: a slow or down Elasticsearch never delays a commit.
+
+        After a failure a mirror that can ``sync`` (EsMirror) resumes from its own highest seq, so
+        batches dropped during the outage are indexed once it is back.
+        """
+        assert self._mirror_queue is not None
+        behind = set()
+        while True:
+            entries = self._mirror_queue.get()
+            if entries is None:
+                self._mirror_queue.task_done()
+                return
+            self._feed(entries, behind)
+            self._mirror_queue.task_done()
+
+    def _feed(self, entries: list[StoredEntry], behind: set[int]) -> None:
+        for i, m in enumerate(self.mirrors):
             try:
-                m.index_entries(entries)
-            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                if i in behind and hasattr(m, "sync"):
+                    m.sync(self)
+                    behind.discard(i)
+                else:
+                    m.index_entries(entries)
+            except Exception as exc:  # noqa: BLE001 - the SQLite ledger is the record of truth
+                behind.add(i)
                 if self._on_mirror_error:
                     self._on_mirror_error(exc)
+
+    def flush_mirrors(self, timeout: float = 30.0) -> None:
+        """Wait until every committed batch has been handed to the mirrors (tests, shutdown)."""
+        if self._mirror_queue is not None:
+            deadline = time.monotonic() + timeout
+            while self._mirror_queue.unfinished_tasks and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     def _checkpoint_row(self, size: int, root: bytes, now: float) -> tuple[int, bytes, int, str]:
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)

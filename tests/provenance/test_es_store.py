@@ -33,6 +33,7 @@ def mirror():  # noqa: ANN201
 def test_mirror_indexes_seq_and_leaf_hash_idempotently(mirror: EsMirror, ledger_path, signing_key) -> None:  # noqa: ANN001
     with Ledger(ledger_path, signing_key, "es/test", mirrors=[mirror]) as led:
         led.append([make_event(i) for i in range(6)])
+        led.flush_mirrors()
         mirror.client.indices.refresh(index=mirror.data_stream)
         docs = mirror.citizen_events(cref(0))
         assert [d["seq"] for d in docs] == [0, 3]
