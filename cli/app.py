@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cli import gateway
 from cli.runtime import Runtime
 from pdp import api as pdp_api
 from pdp.http_auth import BearerAuth
@@ -32,6 +33,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(pdp_api.create_router(point, auth))
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
+    app.include_router(gateway.create_router(runtime))  # reference PEP: /v1/records, /v1/disclosures
 
     @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
     async def jwks() -> dict:

@@ -135,6 +135,68 @@ class Runtime:
         self._closers.insert(0, self.reloader.stop)
         return point
 
+    # -- provenance and protected data (used by the gateway, cli/gateway.py) -------------------
+    @cached_property
+    def ledger(self):  # type: ignore[no-untyped-def]
+        """The embedded provenance ledger under ZTCP_HOME (same file and keys as ``ztcp audit``)."""
+        from cli.cmd_audit import ledger_from_settings
+
+        ledger = ledger_from_settings(self.settings, self.keys)
+        self._closers.append(ledger.close)
+        return ledger
+
+    @cached_property
+    def recorder(self):  # type: ignore[no-untyped-def]
+        """Group-commit recorder over :attr:`ledger`: ``record`` returns once the event is durable."""
+        import provenance
+
+        return provenance.Recorder(self.ledger)
+
+    @cached_property
+    def key_provider(self):  # type: ignore[no-untyped-def]
+        from cli.cmd_keys import build_provider
+
+        return build_provider(self.settings)
+
+    @cached_property
+    def key_audit(self):  # type: ignore[no-untyped-def]
+        import keymgmt
+
+        return keymgmt.KeyAuditLog(keymgmt.default_audit_path(self.home))
+
+    @cached_property
+    def protected_engine(self):  # type: ignore[no-untyped-def]
+        import keymgmt
+
+        engine = keymgmt.make_engine(self.settings.protected_db_url)
+        self._closers.append(engine.dispose)
+        return engine
+
+    def protected_reader(self, dataset: str):  # type: ignore[no-untyped-def]
+        """The decision gate over the registered protected table of ``dataset``; None if there is none.
+
+        Built once per dataset (the envelope's DEK cache is per instance); a table registered after
+        the first miss is found on the next call.
+        """
+        import keymgmt
+
+        with self._lock:
+            readers = self.__dict__.setdefault("_readers", {})
+            if dataset in readers:
+                return readers[dataset]
+            spec = next((s for s in keymgmt.registered_specs(self.protected_engine) if s.dataset == dataset),
+                        None)
+            if spec is None:
+                return None
+            engine = self.protected_engine
+            blind = (keymgmt.BlindIndexKeys(self.key_provider, length=spec.bi_length)
+                     if spec.blind_index else None)
+            table = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(self.key_provider, engine), blind)
+            reader = keymgmt.ProtectedReader(table, self.decision_verifier, self.recorder, self.key_audit,
+                                             system="ztcp-gateway")
+            readers[dataset] = reader
+            return reader
+
     def close(self) -> None:
         for close in self._closers:
             try:

@@ -1,0 +1,526 @@
+"""The reference gateway: a PEP in front of the protected database (DESIGN §4 flows 2–3, §10).
+
+The end user calls the gateway with their own token (``Authorization: Bearer <subject token>``);
+the gateway asks the decision point, then reads through :class:`keymgmt.ProtectedReader`, which
+verifies the decision token and appends the provenance event *before* decrypting. The gateway
+never accepts a decision token from a client: the only decision it acts on is the one it just
+obtained, bound to this record, these fields and this purpose.
+
+Endpoints
+---------
+``GET  /v1/records/{dataset}/{record_id}?fields=a,b&purpose=CODE[&case_id=ID]``
+    One record's fields. 200 with the (masked) values, the decision id, the obligations applied and
+    the provenance event id; 401 + ``WWW-Authenticate: Bearer error="insufficient_user_authentication",
+    acr_values="<method>"`` (RFC 9470) on step-up; 403 with the reasons on deny; 404 for an unknown
+    dataset or record; 422 naming the field; 503 (and no plaintext) when the ledger cannot record.
+``POST /v1/records/{dataset}/search``  body ``{"column": "national_id", "value": "...", "purpose": ...}``
+    Exact lookup through the blind index, decided with action ``search`` and recorded as
+    ``pii.search``. The national ID travels in the body, never in the URL (proxies log URLs).
+``POST /v1/disclosures``
+    Records that data left the agency (``pii.disclose``): recipient (an agency over the exchange
+    backbone, a MyData party, the citizen), legal basis or consent id, fields, and ``derived_from``
+    the read events it discloses. Decided with action ``disclose`` first. The gateway records the
+    disclosure; the caller transmits the data over its channel.
+
+Device and context headers (all optional; absent means the least trusted value)
+--------------------------------------------------------------------------------
+``X-Device-Id`` (default ``unknown``), ``X-Device-Managed`` / ``X-Device-Compliant`` (true|false,
+default false), ``X-Network-Zone`` (internal|vpn|exchange|internet, default internet),
+``X-Channel`` (default ``gateway``), ``X-Geo: lat,lon``. The client IP is the connection's peer.
+
+In production these must not come from the browser: the bureau's device-posture service (MDM/EDR
+attestation) or the trusted reverse proxy in front of the gateway sets them and strips any a client
+sent, and the proxy's address goes in uvicorn's ``--forwarded-allow-ips`` so the peer IP is the
+real client's. Unproxied, a client could claim a managed device on the internal network: the
+defaults are the least trusted values precisely so that stripping the headers is always safe.
+
+Nothing personal is logged: errors name fields and reason codes, never values or national IDs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+import keymgmt
+import provenance
+from pdp.http_auth import BearerAuth
+from pdp.identity import SubjectIdentity
+from pdp.models import Context, Decision, DecisionRequest, Device
+from pdp.problems import Problem
+
+log = logging.getLogger("ztcp.gateway")
+
+CALLER = "ztcp-gateway"
+SYSTEM = "ztcp-gateway"
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"
+FIELD_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+NATIONAL_ID_COLUMN = "national_id"
+# Obligations this PEP knows how to fulfil. Anything else: refuse (a PEP must not ignore an
+# obligation it does not understand).
+KNOWN_OBLIGATIONS = frozenset({"record_provenance", "mask", "max_rows", "alert"})
+READ_SOURCES = frozenset({"pii.read", "pii.export"})
+STATE_COLUMN = "ztcp_dek"  # keymgmt's per-row DEK column: internal, never a readable field
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+EventId = Annotated[str, StringConstraints(
+    pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+_ACTOR_TYPES = {"employee": "staff", "citizen": "citizen", "agency": "agency", "mydata_party": "agency",
+                "service": "service"}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing/invalid token, or step-up required (WWW-Authenticate names the method)"},
+    403: {"description": "denied by policy (problem+json with reasons)"},
+    404: {"description": "unknown dataset or record"},
+    422: {"description": "bad input (problem+json naming the field)"},
+    503: {"description": "the provenance ledger or key provider is unavailable: no plaintext"},
+}
+
+
+# -- request bodies ---------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchRequest(_Strict):
+    column: FieldName = NATIONAL_ID_COLUMN
+    value: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    purpose: Name
+    case_id: Name | None = None
+
+
+class RecipientIn(_Strict):
+    type: Literal["agency", "mydata", "citizen"]
+    id: Name
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    channel: Name | None = None
+
+
+class DisclosurePurpose(_Strict):
+    code: Name
+    case_id: Name | None = None
+    legal_basis: Name | None = None
+    consent_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _basis(self) -> DisclosurePurpose:
+        if not self.legal_basis and not self.consent_id:
+            raise ValueError("a disclosure needs purpose.legal_basis or purpose.consent_id")
+        return self
+
+
+class DisclosureRequest(_Strict):
+    dataset: Name
+    record_id: Name
+    fields: list[FieldName] = Field(min_length=1, max_length=200)
+    recipient: RecipientIn
+    purpose: DisclosurePurpose
+    derived_from: list[EventId] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DisclosureRequest:
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError("fields must not repeat")
+        return self
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(422, "Invalid request", f"invalid field(s): {field}",
+                   errors=[{"field": field, "message": message}])
+
+
+def _bool_header(request: Request, name: str) -> bool:
+    raw = request.headers.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise _invalid(f"header.{name}", "must be true or false")
+
+
+def device_and_context(request: Request) -> tuple[Device, Context]:
+    """Device posture and context from the documented headers; bad values are a 422 naming the header."""
+    device_id = request.headers.get("x-device-id", "unknown")
+    try:
+        device = Device(id=device_id, managed=_bool_header(request, "X-Device-Managed"),
+                        compliant=_bool_header(request, "X-Device-Compliant"))
+    except ValidationError:
+        raise _invalid("header.X-Device-Id", "1–128 characters of A-Z a-z 0-9 _ . : - /") from None
+    geo = None
+    raw_geo = request.headers.get("x-geo")
+    if raw_geo is not None:
+        lat, sep, lon = raw_geo.partition(",")
+        try:
+            if not sep:
+                raise ValueError
+            geo = {"lat": float(lat), "lon": float(lon)}
+        except ValueError:
+            raise _invalid("header.X-Geo", "must be 'lat,lon' in decimal degrees") from None
+    peer = request.client.host if request.client else None
+    try:
+        ip = str(ipaddress.ip_address(peer)) if peer else None
+    except ValueError:  # e.g. a unix socket or a test client: no address to report
+        ip = None
+    values = {"ip": ip, "network_zone": request.headers.get("x-network-zone", "internet").strip().lower(),
+              "channel": request.headers.get("x-channel", "gateway"), "geo": geo}
+    try:
+        context = Context.model_validate(values)
+    except ValidationError as exc:
+        first = str(exc.errors()[0]["loc"][0]) if exc.errors() else "context"
+        header = {"network_zone": "X-Network-Zone", "channel": "X-Channel", "geo": "X-Geo"}.get(first, first)
+        raise _invalid(f"header.{header}", {"X-Network-Zone": "one of internal, vpn, exchange, internet",
+                                            "X-Channel": "1–128 characters of A-Z a-z 0-9 _ . : - /",
+                                            "X-Geo": "lat in [-90, 90], lon in [-180, 180]"}
+                       .get(header, "invalid")) from None
+    return device, context
+
+
+def _via(context: Context) -> dict[str, str]:
+    via = {"channel": context.channel}
+    if context.ip is not None:
+        via["ip"] = str(context.ip)
+    return via
+
+
+def _bearer_value(request: Request) -> str:
+    return request.headers.get("authorization", "").partition(" ")[2].strip()
+
+
+class _Capture:
+    """Wraps the recorder for one request so the gateway can return the event id it recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.receipts: list[Any] = []
+
+    def record(self, event: Any) -> Any:
+        receipt = self.inner.record(event)
+        if getattr(event, "type", None) != "pii.denied":
+            self.receipts.append(receipt)
+        return receipt
+
+
+def _step_up(decision: Decision) -> Problem:
+    methods = [str(o.get("method")) for o in decision.obligations
+               if o.get("type") == "step_up" and o.get("method")] or ["mfa"]
+    acr = " ".join(dict.fromkeys(methods))
+    return Problem(401, "Step-up authentication required",
+                   f"sign in again with {acr} to continue", type_="urn:ztcp:problem:step-up",
+                   headers={"WWW-Authenticate": (
+                       'Bearer realm="ztcp", error="insufficient_user_authentication", '
+                       f'error_description="stronger authentication required", acr_values="{acr}"')},
+                   decision_id=decision.decision_id, reasons=decision.reasons, required_method=acr)
+
+
+def _deny(decision: Decision) -> Problem:
+    return Problem(403, "Denied by policy", "; ".join(decision.reasons), type_="urn:ztcp:problem:denied",
+                   decision_id=decision.decision_id, reasons=decision.reasons)
+
+
+def _check_obligations(decision: Decision) -> None:
+    unknown = sorted({str(o.get("type")) for o in decision.obligations} - KNOWN_OBLIGATIONS)
+    if unknown:
+        # Fail closed: an obligation this PEP cannot fulfil means no access.
+        raise Problem(403, "Denied: unfulfillable obligation",
+                      f"the gateway cannot fulfil obligation(s) {', '.join(unknown)}",
+                      type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
+                      reasons=[f"unfulfillable_obligation:{t}" for t in unknown])
+
+
+def _max_rows(decision: Decision) -> int | None:
+    limits = [int(o.get("limit", o.get("rows", o.get("max", 0))) or 0) for o in decision.obligations
+              if o.get("type") == "max_rows"]
+    return min(limits) if limits else None
+
+
+def _applied(decision: Decision, returned: set[str], event_id: str | None, rows: int) -> list[dict]:
+    out = []
+    for o in decision.obligations:
+        kind = o.get("type")
+        if kind == "record_provenance":
+            out.append({**o, "status": "applied", "event_id": event_id})
+        elif kind == "mask":
+            out.append({**o, "status": "applied" if o.get("field") in returned else "not_applicable"})
+        elif kind == "max_rows":
+            out.append({**o, "status": "applied", "rows": rows})
+        elif kind == "alert":
+            out.append({**o, "status": "raised"})  # carried by the decision log to the SIEM
+    return out
+
+
+def _refused(exc: keymgmt.DecryptRefused, decision: Decision) -> Problem:
+    if exc.reason == "ledger_unavailable":
+        return Problem(503, "Provenance ledger unavailable",
+                       "the access could not be recorded, so no data is returned",
+                       type_="urn:ztcp:problem:ledger-unavailable", decision_id=decision.decision_id,
+                       headers={"Retry-After": "5"})
+    return Problem(403, "Refused by the decryption gate", exc.reason, type_="urn:ztcp:problem:refused",
+                   decision_id=decision.decision_id, reasons=[exc.reason])
+
+
+def _provider_down(decision: Decision) -> Problem:
+    return Problem(503, "Key provider unavailable", "no data is returned", headers={"Retry-After": "5"},
+                   type_="urn:ztcp:problem:key-provider-unavailable", decision_id=decision.decision_id)
+
+
+# -- router ---------------------------------------------------------------------------------------
+def create_router(runtime: Any) -> APIRouter:
+    """The gateway over ``runtime`` (``point``, ``verifier``, ``protected_reader``, ``recorder``,
+    ``ledger``, ``keys``)."""
+    router = APIRouter(tags=["gateway"])
+    subject_dep = BearerAuth(runtime.verifier).require_subject()
+
+    def reader_for(dataset: str) -> keymgmt.ProtectedReader:
+        reader = runtime.protected_reader(dataset)
+        if reader is None:
+            raise Problem(404, "Not found", f"no protected dataset {dataset!r}")
+        return reader
+
+    def gate(reader: keymgmt.ProtectedReader, capture: _Capture) -> keymgmt.ProtectedReader:
+        # A per-request gate over the shared table (and its DEK cache), recording through `capture`.
+        return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM)
+
+    def fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict:
+        table = reader.table
+        pk: object = record_id
+        try:
+            if table.table.c[table.spec.pk].type.python_type is int:
+                if not record_id.isdigit():
+                    raise Problem(404, "Not found", "no such record")
+                pk = int(record_id)
+        except NotImplementedError:
+            pass
+        row = table.fetch_row(pk)
+        if row is None:
+            raise Problem(404, "Not found", "no such record")
+        return row
+
+    def citizen_of(reader: keymgmt.ProtectedReader, row: dict) -> str | None:
+        column = reader.table.spec.citizen_ref_column
+        return row[column] if column else None
+
+    def check_fields(reader: keymgmt.ProtectedReader, fields: list[str], where: str) -> None:
+        spec = reader.table.spec
+        names = {col.name for col in reader.table.table.columns}
+        readable = {c for c in names if not c.endswith("_bidx")} - {STATE_COLUMN, spec.citizen_ref_column}
+        unknown = sorted(set(fields) - readable)
+        if unknown:
+            raise _invalid(where, f"unknown field(s) in {spec.dataset}: {', '.join(unknown)}")
+
+    def decide(token: str, device: Device, context: Context, resource: dict, action: str,
+               purpose: dict) -> Decision:
+        try:
+            request = DecisionRequest.model_validate({
+                "subject_token": token, "device": device.model_dump(), "context": context.model_dump(),
+                "resource": resource, "action": action, "purpose": purpose})
+        except ValidationError as exc:
+            loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "request"
+            if loc.startswith("resource.citizen_ref"):
+                # The stored reference is malformed: a data problem, not the caller's.
+                log.error("stored citizen_ref of %s is malformed; refusing", resource.get("dataset"))
+                raise Problem(503, "Record unavailable", "the record's citizen reference is invalid") from None
+            raise _invalid(loc, "invalid") from None
+        return runtime.point.decide(request, caller=CALLER)
+
+    def denied_event(subject: SubjectIdentity, decision: Decision, resource: dict, purpose: dict,
+                     context: Context) -> None:
+        """Best effort: the trace shows refused attempts too (the decision log has them regardless)."""
+        try:
+            runtime.recorder.record(provenance.ProvenanceEvent(
+                type="pii.denied", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
+                citizen_ref=resource.get("citizen_ref"), dataset=resource["dataset"],
+                record_id=resource.get("record_id"), fields=resource.get("fields", []),
+                purpose={k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
+                decision_id=decision.decision_id, effect="deny"))
+        except Exception as exc:  # noqa: BLE001 - the refusal stands whether or not this is recorded
+            log.warning("pii.denied for decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
+
+    def settle(decision: Decision, subject: SubjectIdentity, resource: dict, purpose: dict,
+               context: Context) -> None:
+        if decision.effect == "step_up":
+            raise _step_up(decision)
+        if decision.effect != "permit" or not decision.token:
+            denied_event(subject, decision, resource, purpose, context)
+            raise _deny(decision)
+        _check_obligations(decision)
+
+    @router.get("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
+                summary="Read one record's fields through the decision point (the reference PEP)")
+    def read_record(
+        request: Request,
+        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        record_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        fields: Annotated[str, Query(min_length=1, max_length=4000,
+                                     description="comma-separated field names")],
+        purpose: Annotated[str, Query(min_length=1, max_length=128, pattern=NAME_PATTERN,
+                                      description="purpose code")],
+        case_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=NAME_PATTERN)] = None,
+        subject: SubjectIdentity = Depends(subject_dep),
+    ) -> dict:
+        names = [f.strip() for f in fields.split(",")]
+        if any(not FIELD_PATTERN.fullmatch(f) or len(f) > 64 for f in names):
+            raise _invalid("query.fields", "comma-separated field names ([a-z][a-z0-9_]*)")
+        if len(set(names)) != len(names) or len(names) > 200:
+            raise _invalid("query.fields", "at most 200 fields, none repeated")
+        device, context = device_and_context(request)
+        reader = reader_for(dataset)
+        check_fields(reader, names, "query.fields")
+        row = fetch(reader, record_id)
+        resource = {"type": "record", "dataset": dataset, "record_id": record_id,
+                    "citizen_ref": citizen_of(reader, row), "fields": names}
+        purpose_doc = {"code": purpose, "case_id": case_id}
+        decision = decide(_bearer_value(request), device, context, resource, "read", purpose_doc)
+        settle(decision, subject, resource, purpose_doc, context)
+        permitted = [f for f in names if f in set(decision.permitted_fields)]
+        limit = _max_rows(decision)
+        if limit is not None and limit < 1:
+            raise _deny(decision.model_copy(update={"reasons": ["max_rows_zero"]}))
+        capture = _Capture(runtime.recorder)
+        try:
+            values = gate(reader, capture).read(decision.token, record_id, permitted, purpose=purpose,
+                                                via=_via(context))
+        except keymgmt.DecryptRefused as exc:
+            raise _refused(exc, decision) from None
+        except keymgmt.ProviderUnavailable:
+            raise _provider_down(decision) from None
+        event_id = capture.receipts[0].event_id if capture.receipts else None
+        return {
+            "dataset": dataset, "record_id": record_id, "citizen_ref": resource["citizen_ref"],
+            "fields": values, "withheld_fields": [f for f in names if f not in values],
+            "decision_id": decision.decision_id, "policy_revision": decision.policy.revision,
+            "obligations_applied": _applied(decision, set(values), event_id, 1),
+            "provenance": {"event_id": event_id,
+                           "seq": capture.receipts[0].seq if capture.receipts else None},
+        }
+
+    @router.post("/v1/records/{dataset}/search", responses=_ERRORS,
+                 summary="Exact lookup by national ID (blind index), recorded as pii.search")
+    def search_records(
+        request: Request,
+        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        body: Annotated[SearchRequest, Body()],
+        subject: SubjectIdentity = Depends(subject_dep),
+    ) -> dict:
+        device, context = device_and_context(request)
+        reader = reader_for(dataset)
+        if body.column not in reader.table.spec.blind_index:
+            raise _invalid("column", f"{dataset} has no blind index on {body.column!r}")
+        citizen_ref = None
+        if body.column == NATIONAL_ID_COLUMN:
+            try:
+                citizen_ref = provenance.citizen_ref(body.value, runtime.keys.blind_index)
+            except provenance.InvalidNationalId as exc:
+                raise _invalid("value", str(exc)) from None  # the message never holds the value
+        resource = {"type": "record", "dataset": dataset, "citizen_ref": citizen_ref, "fields": [body.column]}
+        purpose_doc = {"code": body.purpose, "case_id": body.case_id}
+        decision = decide(_bearer_value(request), device, context, resource, "search", purpose_doc)
+        settle(decision, subject, resource, purpose_doc, context)
+        capture = _Capture(runtime.recorder)
+        try:
+            pks = gate(reader, capture).search(decision.token, body.column, body.value, purpose=body.purpose,
+                                               via=_via(context))
+        except keymgmt.DecryptRefused as exc:
+            raise _refused(exc, decision) from None
+        except keymgmt.ProviderUnavailable:
+            raise _provider_down(decision) from None
+        limit = _max_rows(decision)
+        truncated = limit is not None and len(pks) > limit
+        pks = pks[:limit] if limit is not None else pks
+        event_id = capture.receipts[0].event_id if capture.receipts else None
+        return {
+            "dataset": dataset, "citizen_ref": citizen_ref, "records": [{"record_id": str(pk)} for pk in pks],
+            "count": len(pks), "truncated": truncated, "decision_id": decision.decision_id,
+            "obligations_applied": _applied(decision, set(), event_id, len(pks)),
+            "provenance": {"event_id": event_id,
+                           "seq": capture.receipts[0].seq if capture.receipts else None},
+        }
+
+    @router.post("/v1/disclosures", status_code=201, responses=_ERRORS,
+                 summary="Record a disclosure (pii.disclose) to an agency, a MyData party or the citizen")
+    def disclose(
+        request: Request,
+        body: Annotated[DisclosureRequest, Body()],
+        subject: SubjectIdentity = Depends(subject_dep),
+    ) -> dict:
+        device, context = device_and_context(request)
+        reader = reader_for(body.dataset)
+        check_fields(reader, body.fields, "fields")
+        row = fetch(reader, body.record_id)
+        citizen_ref = citizen_of(reader, row)
+        sources = _sources(runtime.ledger, body, subject, citizen_ref)
+        resource = {"type": "record", "dataset": body.dataset, "record_id": body.record_id,
+                    "citizen_ref": citizen_ref, "fields": list(body.fields)}
+        purpose_doc = body.purpose.model_dump(exclude_none=True)
+        decision = decide(_bearer_value(request), device, context, resource, "disclose", purpose_doc)
+        settle(decision, subject, resource, purpose_doc, context)
+        fields = [f for f in body.fields if f in set(decision.permitted_fields)]
+        try:
+            event = provenance.ProvenanceEvent(
+                type="pii.disclose", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
+                citizen_ref=citizen_ref, dataset=body.dataset, record_id=body.record_id, fields=fields,
+                purpose=purpose_doc, decision_id=decision.decision_id, effect="permit",
+                recipient=body.recipient.model_dump(exclude_none=True), derived_from=sources)
+        except ValidationError as exc:
+            loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "body"
+            raise _invalid(loc or "body", "refused by the provenance schema (values shaped like a national "
+                                          "ID or phone number are not allowed)") from None
+        try:
+            receipt = runtime.recorder.record(event)
+        except Exception as exc:  # noqa: BLE001 - fail closed: an unrecorded disclosure is not allowed
+            log.warning("disclosure under decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
+            raise Problem(503, "Provenance ledger unavailable", "the disclosure could not be recorded; "
+                          "do not send the data", type_="urn:ztcp:problem:ledger-unavailable",
+                          decision_id=decision.decision_id, headers={"Retry-After": "5"}) from None
+        return {
+            "event_id": receipt.event_id, "seq": receipt.seq, "decision_id": decision.decision_id,
+            "citizen_ref": citizen_ref, "fields": fields,
+            "withheld_fields": [f for f in body.fields if f not in fields],
+            "recipient": body.recipient.model_dump(exclude_none=True), "derived_from": sources,
+            "obligations_applied": _applied(decision, set(fields), receipt.event_id, 1),
+        }
+
+    return router
+
+
+def _actor(subject: SubjectIdentity) -> dict:
+    actor: dict[str, Any] = {"id": subject.id, "type": _ACTOR_TYPES.get(subject.type, "staff"),
+                             "roles": list(subject.roles)}
+    if subject.org_unit:
+        actor["unit"] = subject.org_unit
+    return actor
+
+
+def _sources(ledger: Any, body: DisclosureRequest, subject: SubjectIdentity, citizen_ref: str | None) -> list[str]:
+    """The read events a disclosure derives from: they must exist, be this subject's reads of this
+    record, and together cover every disclosed field (you can only pass on what you have read)."""
+    ids = list(dict.fromkeys(body.derived_from))
+    try:
+        found = ledger.get_by_event_ids(ids)
+    except Exception as exc:  # noqa: BLE001 - cannot check lineage: fail closed
+        log.warning("derived_from lookup failed: %s", type(exc).__name__)
+        raise Problem(503, "Provenance ledger unavailable", "cannot check derived_from",
+                      type_="urn:ztcp:problem:ledger-unavailable", headers={"Retry-After": "5"}) from None
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise _invalid("derived_from", f"unknown event id(s): {', '.join(missing[:5])}")
+    covered: set[str] = set()
+    for event_id in ids:
+        ev = found[event_id].event
+        if (ev.type not in READ_SOURCES or ev.actor.id != subject.id or ev.citizen_ref != citizen_ref
+                or ev.dataset != body.dataset or ev.record_id != body.record_id):
+            raise _invalid("derived_from", f"event {event_id} is not your read of this record")
+        covered.update(ev.fields)
+    uncovered = sorted(set(body.fields) - covered)
+    if uncovered:
+        raise _invalid("fields", f"not read in derived_from: {', '.join(uncovered)}")
+    return ids

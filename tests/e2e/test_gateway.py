@@ -1,0 +1,356 @@
+"""The reference gateway end to end over HTTP, with real components: the sealed local keyring, a
+real encrypted SQLite table made by keymgmt's adapter, the default Rego pack on the in-process
+engine, and the real provenance ledger. Every plaintext read must have exactly one ledger event."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+import keymgmt
+import provenance
+from cli.app import create_app
+from cli.cmd_audit import ledger_from_settings
+from cli.runtime import BUREAU_DATA_FILE, Runtime
+from cli.settings import load_settings
+from pdp.models import DecisionRequest
+
+DATASET = "insured_persons"
+CASE = "C-GW-0001"
+ROOT = Path(__file__).resolve().parents[2]
+INTERNAL = {"X-Device-Id": "dev-gw-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
+            "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
+
+
+def national_id(prefix: str) -> str:
+    """A valid Taiwanese national ID: ``prefix`` (letter + 8 digits) plus the check digit that fits."""
+    for d in "0123456789":
+        try:
+            return provenance.normalise_national_id(prefix + d)
+        except provenance.InvalidNationalId:
+            continue
+    raise AssertionError(prefix)
+
+
+NID_X = national_id("A12345678")
+NID_Y = national_id("F22233344")
+PEOPLE = {  # record id -> (national id, name, address, phone, bank account)
+    1: (NID_X, "王小明", "臺北市中正區忠孝東路一段1號", "0912345678", "8120000123456789"),
+    2: (NID_Y, "陳美玲", "高雄市苓雅區四維三路2號", "0922333444", "7000000987654321"),
+    3: (NID_X, "王小明", "新北市板橋區中山路一段3號", "0912345678", "8120000123456789"),
+}
+
+
+class World:
+    def __init__(self, rt: Runtime, client: TestClient) -> None:
+        self.rt = rt
+        self.client = client
+        self.ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
+        self.ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
+
+    def token(self, sub: str, role: str, *, method: str = "fido2") -> dict[str, str]:
+        tok = self.rt.issuer.issue_subject(sub, [role], method=method, mfa=method != "password",
+                                           org_unit="taipei-01")
+        return {"Authorization": f"Bearer {tok}", **INTERNAL}
+
+    def read(self, headers: dict, record_id: object, fields: str, *, purpose: str = "benefit_review",
+             case_id: str | None = CASE):
+        params = {"fields": fields, "purpose": purpose}
+        if case_id:
+            params["case_id"] = case_id
+        return self.client.get(f"/v1/records/{DATASET}/{record_id}", params=params, headers=headers)
+
+    def events(self, type_: str | None = None) -> list[provenance.ProvenanceEvent]:
+        out = [e.event for e in self.rt.ledger.entries()]
+        return [e for e in out if type_ is None or e.type == type_]
+
+
+@pytest.fixture
+def world(ztcp_home: Path):
+    settings = load_settings(engine_timeout_ms=2000)
+    rt = Runtime(settings)
+    rt.keys.ensure_all()  # what `ztcp serve` bootstraps: data KEK, blind-index and signing keys
+    ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
+    ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
+
+    # The bureau's registers: the sample pack's, plus one open case about citizen X.
+    bureau = json.loads((ROOT / "policy/rego/bureau/data.json").read_text())
+    bureau["cases"][CASE] = {"assignees": ["emp-officer", "emp-counter"], "citizen_ref": ref_x,
+                             "purposes": ["benefit_review"], "status": "open", "sealed": False,
+                             "org_unit": "taipei-01"}
+    bureau["datasets"][DATASET]["fields"] = ["name", "national_id", "address", "phone", "bank_account"]
+    (ztcp_home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+
+    # A plaintext table, then encrypted in place by keymgmt's adapter (as `ztcp keys encrypt-table`).
+    engine = rt.protected_engine
+    md = sa.MetaData()
+    t = sa.Table(DATASET, md, sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("citizen_ref", sa.String(64)), sa.Column("name", sa.Text),
+                 sa.Column("national_id", sa.Text), sa.Column("address", sa.Text),
+                 sa.Column("phone", sa.Text), sa.Column("bank_account", sa.Text))
+    md.create_all(engine)
+    with engine.begin() as c:
+        for rid, (nid, name, addr, phone, bank) in PEOPLE.items():
+            c.execute(t.insert().values(id=rid, citizen_ref=ref_x if nid == NID_X else ref_y, name=name,
+                                        national_id=nid, address=addr, phone=phone, bank_account=bank))
+    spec = keymgmt.TableSpec(table=DATASET, pk="id", columns=("name", "national_id", "address", "phone",
+                                                              "bank_account"),
+                             blind_index=("national_id",), citizen_ref_column="citizen_ref")
+    et = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(rt.key_provider, engine),
+                                keymgmt.BlindIndexKeys(rt.key_provider))
+    assert keymgmt.encrypt_table(et).rows_changed == len(PEOPLE)
+
+    app = create_app(rt)
+    with TestClient(app) as client:
+        yield World(rt, client)
+    rt.close()
+
+
+def _db_path(rt: Runtime) -> str:
+    return rt.settings.protected_db_url.removeprefix("sqlite:///")
+
+
+def test_table_holds_only_ciphertext(world: World) -> None:
+    with sqlite3.connect(_db_path(world.rt)) as db:
+        rows = db.execute("SELECT name, national_id, bank_account FROM insured_persons").fetchall()
+    assert rows and all(v.startswith("ze1:") for row in rows for v in row)
+
+
+def test_permit_returns_masked_plaintext_and_one_event_per_read(world: World) -> None:
+    counter = world.token("emp-counter", "counter_staff")
+    r = world.read(counter, 1, "name,bank_account,national_id")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    nid, name, _addr, _phone, bank = PEOPLE[1]
+    assert body["fields"]["name"] == name
+    assert body["fields"]["bank_account"] == "*" * (len(bank) - 4) + bank[-4:]  # mask last4
+    assert body["fields"]["national_id"] == "*" * len(nid)  # style the gate does not know: all masked
+    assert nid not in r.text
+    applied = {(o["type"], o.get("field")): o for o in body["obligations_applied"]}
+    assert applied[("mask", "bank_account")]["status"] == "applied"
+    assert applied[("record_provenance", None)]["event_id"] == body["provenance"]["event_id"]
+    assert body["citizen_ref"] == world.ref_x
+
+    # A case officer is exempt from those masks; several reads, each one recorded once.
+    officer = world.token("emp-officer", "case_officer")
+    responses = [r]
+    for rid in (1, 3, 1):
+        resp = world.read(officer, rid, "name,national_id,bank_account")
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["fields"]["national_id"] == PEOPLE[rid][0]
+        responses.append(resp)
+
+    reads = world.events("pii.read")
+    assert len(reads) == len(responses)  # count reads vs ledger events: equal
+    by_id = {e.event_id: e for e in reads}
+    for resp in responses:
+        b = resp.json()
+        ev = by_id[b["provenance"]["event_id"]]
+        assert ev.decision_id == b["decision_id"]
+        assert ev.record_id == b["record_id"] and ev.citizen_ref == world.ref_x
+        assert sorted(ev.fields) == sorted(b["fields"])
+        assert ev.purpose.code == "benefit_review" and ev.purpose.case_id == CASE
+        assert ev.via.system == "ztcp-gateway" and ev.via.channel == "counter"
+    # No value reached the ledger, only names and references.
+    path = world.rt.ledger.path
+    raw = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    assert world.ref_x.encode() in raw  # the check below can see the ledger's contents
+    assert NID_X.encode() not in raw and PEOPLE[1][1].encode() not in raw
+
+
+def test_step_up_is_a_401_challenge_naming_the_method(world: World) -> None:
+    counter = world.token("emp-counter", "counter_staff", method="password")
+    r = world.read(counter, 1, "name", case_id=None)  # counter staff without a case: walk-in → step up
+    assert r.status_code == 401, r.text
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'error="insufficient_user_authentication"' in challenge
+    assert 'acr_values="fido2"' in challenge
+    body = r.json()
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert body["required_method"] == "fido2" and body["decision_id"] and "fields" not in body
+    assert PEOPLE[1][1] not in r.text
+    assert world.events("pii.read") == []
+
+
+def test_deny_is_403_with_reasons_and_no_read_event(world: World) -> None:
+    reviewer = world.token("emp-stranger", "reviewer")  # not assigned to the case
+    r = world.read(reviewer, 1, "name,address")
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "not_assigned" in body["reasons"] and body["decision_id"]
+    assert PEOPLE[1][1] not in r.text and PEOPLE[1][2] not in r.text
+    assert world.events("pii.read") == []
+    denied = world.events("pii.denied")
+    assert [e.decision_id for e in denied] == [body["decision_id"]]
+    assert denied[0].actor.id == "emp-stranger" and denied[0].effect == "deny"
+
+
+def test_decision_token_cannot_be_replayed_for_another_record(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")["Authorization"].split()[1]
+    decision = world.rt.point.decide(DecisionRequest.model_validate({
+        "subject_token": officer,
+        "device": {"id": "dev-gw-1", "managed": True, "compliant": True},
+        "context": {"network_zone": "internal"},
+        "resource": {"type": "record", "dataset": DATASET, "record_id": "1", "citizen_ref": world.ref_x,
+                     "fields": ["name"]},
+        "action": "read", "purpose": {"code": "benefit_review", "case_id": CASE}}))
+    assert decision.effect == "permit" and decision.token
+    reader = world.rt.protected_reader(DATASET)
+    for other in (3, 2):  # same citizen's other record; another citizen's record
+        with pytest.raises(keymgmt.DecryptRefused) as exc:
+            reader.read(decision.token, other, ["name"], purpose="benefit_review")
+        assert exc.value.reason == "wrong_record"
+    with pytest.raises(keymgmt.DecryptRefused) as exc:  # a read permit is not a search permit
+        reader.search(decision.token, "national_id", NID_X, purpose="benefit_review")
+    assert exc.value.reason == "wrong_action"
+    assert world.events("pii.read") == []
+    assert reader.read(decision.token, 1, ["name"], purpose="benefit_review") == {"name": PEOPLE[1][1]}
+    assert len(world.events("pii.read")) == 1
+
+
+def test_ledger_failure_returns_503_and_no_plaintext(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    world.rt.ledger.close()  # the ledger is gone (disk, lock, crash): nothing can be recorded
+    r = world.read(officer, 1, "name,address,bank_account")
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    for value in PEOPLE[1][1:]:
+        assert value not in r.text
+    s = world.client.post(f"/v1/records/{DATASET}/search", headers=officer,
+                          json={"value": NID_X, "purpose": "benefit_review", "case_id": CASE})
+    assert s.status_code == 503, s.text
+    assert "records" not in s.json()
+    reopened = ledger_from_settings(world.rt.settings, world.rt.keys)
+    try:
+        assert [e.event.type for e in reopened.entries()] == []
+    finally:
+        reopened.close()
+
+
+def test_search_by_national_id_goes_through_the_blind_index_and_is_recorded(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    r = world.client.post(f"/v1/records/{DATASET}/search", headers=officer,
+                          json={"column": "national_id", "value": NID_X.lower(), "purpose": "benefit_review",
+                                "case_id": CASE})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(int(x["record_id"]) for x in body["records"]) == [1, 3]
+    assert body["citizen_ref"] == world.ref_x and NID_X not in r.text
+    searches = world.events("pii.search")
+    assert len(searches) == 1 and searches[0].event_id == body["provenance"]["event_id"]
+    assert searches[0].fields == ["national_id"] and searches[0].citizen_ref == world.ref_x
+    assert searches[0].decision_id == body["decision_id"]
+    assert world.events("pii.read") == []
+
+    # Another citizen's ID is outside the officer's case: denied, nothing found, nothing disclosed.
+    d = world.client.post(f"/v1/records/{DATASET}/search", headers=officer,
+                          json={"value": NID_Y, "purpose": "benefit_review", "case_id": CASE})
+    assert d.status_code == 403, d.text
+    assert "records" not in d.json() and "no_case" not in d.json()["reasons"]
+    assert NID_Y not in d.text
+    assert len(world.events("pii.search")) == 1
+
+
+def test_disclosure_records_pii_disclose_derived_from_the_read(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    read = world.read(officer, 1, "name,address")
+    assert read.status_code == 200, read.text
+    read_event = read.json()["provenance"]["event_id"]
+    body = {"dataset": DATASET, "record_id": "1", "fields": ["name", "address"],
+            "recipient": {"type": "agency", "id": "agency-tax", "channel": "exchange-backbone"},
+            "purpose": {"code": "benefit_review", "case_id": CASE, "legal_basis": "TCA-Art-30"},
+            "derived_from": [read_event]}
+    r = world.client.post("/v1/disclosures", headers=officer, json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    disclosed = world.events("pii.disclose")
+    assert len(disclosed) == 1
+    ev = disclosed[0]
+    assert ev.event_id == out["event_id"] and ev.derived_from == [read_event]
+    assert ev.recipient.type == "agency" and ev.recipient.id == "agency-tax"
+    assert ev.purpose.legal_basis == "TCA-Art-30" and ev.citizen_ref == world.ref_x
+    assert sorted(ev.fields) == ["address", "name"] and ev.decision_id == out["decision_id"]
+
+    # Only what was read can be passed on; lineage must be real; a legal basis or consent is required.
+    bad = [
+        ({**body, "fields": ["name", "bank_account"]}, "fields"),
+        ({**body, "derived_from": ["01890000-0000-7000-8000-000000000000"]}, "derived_from"),
+        ({**body, "record_id": "3"}, "derived_from"),
+        ({**body, "purpose": {"code": "benefit_review", "case_id": CASE}}, "purpose"),
+        ({**body, "recipient": {"type": "pigeon", "id": "x"}}, "recipient.type"),
+    ]
+    for payload, field in bad:
+        resp = world.client.post("/v1/disclosures", headers=officer, json=payload)
+        assert resp.status_code == 422, (field, resp.text)
+        assert any(e["field"].startswith(field) for e in resp.json()["errors"]), (field, resp.text)
+    assert len(world.events("pii.disclose")) == 1
+
+
+@pytest.mark.parametrize(("params", "headers", "field"), [
+    ({"fields": "name,Bad-Field", "purpose": "benefit_review"}, {}, "query.fields"),
+    ({"fields": "name,name", "purpose": "benefit_review"}, {}, "query.fields"),
+    ({"fields": "name,salary", "purpose": "benefit_review"}, {}, "query.fields"),
+    ({"fields": "name,ztcp_dek", "purpose": "benefit_review"}, {}, "query.fields"),
+    ({"fields": "name"}, {}, "query.purpose"),
+    ({"purpose": "benefit_review"}, {}, "query.fields"),
+    ({"fields": "name", "purpose": "benefit review!"}, {}, "query.purpose"),
+    ({"fields": "name", "purpose": "benefit_review"}, {"X-Network-Zone": "moon"}, "header.X-Network-Zone"),
+    ({"fields": "name", "purpose": "benefit_review"}, {"X-Geo": "north"}, "header.X-Geo"),
+    ({"fields": "name", "purpose": "benefit_review"}, {"X-Geo": "95,10"}, "header.X-Geo"),
+    ({"fields": "name", "purpose": "benefit_review"}, {"X-Device-Managed": "maybe"}, "header.X-Device-Managed"),
+    ({"fields": "name", "purpose": "benefit_review"}, {"X-Device-Id": "a b"}, "header.X-Device-Id"),
+])
+def test_bad_read_input_is_422_naming_the_field(world: World, params: dict, headers: dict, field: str) -> None:
+    officer = {**world.token("emp-officer", "case_officer"), **headers}
+    r = world.client.get(f"/v1/records/{DATASET}/1", params={**params, "case_id": CASE}, headers=officer)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in r.json()["errors"]][0] == field
+    assert world.events() == []
+
+
+def test_bad_search_input_is_422_without_echoing_the_id(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    wrong_check = NID_X[:-1] + str((int(NID_X[-1]) + 1) % 10)
+    cases = [
+        ({"value": wrong_check, "purpose": "benefit_review"}, "value"),
+        ({"value": NID_X}, "purpose"),
+        ({"value": NID_X, "purpose": "benefit_review", "column": "name"}, "column"),
+        ({"value": NID_X, "purpose": "benefit_review", "roles": ["supervisor"]}, "roles"),
+    ]
+    for payload, field in cases:
+        r = world.client.post(f"/v1/records/{DATASET}/search", headers=officer, json=payload)
+        assert r.status_code == 422, (field, r.text)
+        assert r.json()["errors"][0]["field"] == field
+        assert wrong_check not in r.text and NID_X not in r.text
+    assert world.events() == []
+
+
+def test_unknown_dataset_record_and_missing_token(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    assert world.client.get("/v1/records/no_such/1", params={"fields": "name", "purpose": "benefit_review"},
+                            headers=officer).status_code == 404
+    for rid in (99, "abc"):
+        r = world.read(officer, rid, "name")
+        assert r.status_code == 404, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    anonymous = {k: v for k, v in officer.items() if k != "Authorization"}
+    r = world.read(anonymous, 1, "name")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    forged = {**officer, "Authorization": officer["Authorization"][:-4] + "AAAA"}
+    r = world.read(forged, 1, "name")
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert world.events() == []
+
+
+def test_gateway_is_in_the_openapi_document(world: World) -> None:
+    paths = world.client.get("/openapi.json").json()["paths"]
+    assert "/v1/records/{dataset}/{record_id}" in paths
+    assert "post" in paths["/v1/records/{dataset}/search"] and "post" in paths["/v1/disclosures"]
