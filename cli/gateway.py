@@ -44,7 +44,7 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 import keymgmt
@@ -185,6 +185,23 @@ def device_and_context(request: Request) -> tuple[Device, Context]:
     return device, context
 
 
+def documented_headers(
+    x_device_id: Annotated[str | None, Header(alias="X-Device-Id", description=(
+        "device identifier from the bureau's device-posture service (default: unknown)"))] = None,
+    x_device_managed: Annotated[str | None, Header(alias="X-Device-Managed", description=(
+        "true|false: enrolled in the bureau's MDM (default false)"))] = None,
+    x_device_compliant: Annotated[str | None, Header(alias="X-Device-Compliant", description=(
+        "true|false: passes the posture baseline (default false)"))] = None,
+    x_network_zone: Annotated[str | None, Header(alias="X-Network-Zone", description=(
+        "internal|vpn|exchange|internet, set by the trusted proxy (default internet)"))] = None,
+    x_channel: Annotated[str | None, Header(alias="X-Channel", description=(
+        "calling channel, e.g. counter, eservice, call_center (default gateway)"))] = None,
+    x_geo: Annotated[str | None, Header(alias="X-Geo", description="lat,lon of the client (optional)")] = None,
+) -> None:
+    """Declares the device/context headers in the OpenAPI document. They are parsed in one place,
+    :func:`device_and_context`, which names the header at fault."""
+
+
 def _via(context: Context) -> dict[str, str]:
     via = {"channel": context.channel}
     if context.ip is not None:
@@ -277,7 +294,7 @@ def _provider_down(decision: Decision) -> Problem:
 def create_router(runtime: Any) -> APIRouter:
     """The gateway over ``runtime`` (``point``, ``verifier``, ``protected_reader``, ``recorder``,
     ``ledger``, ``keys``)."""
-    router = APIRouter(tags=["gateway"])
+    router = APIRouter(tags=["gateway"], dependencies=[Depends(documented_headers)])
     subject_dep = BearerAuth(runtime.verifier).require_subject()
 
     def reader_for(dataset: str) -> keymgmt.ProtectedReader:

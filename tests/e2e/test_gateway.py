@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from fastapi.testclient import TestClient
 
 import keymgmt
 import provenance
+from cli import gateway
 from cli.app import create_app
 from cli.cmd_audit import ledger_from_settings
 from cli.runtime import BUREAU_DATA_FILE, Runtime
 from cli.settings import load_settings
-from pdp.models import DecisionRequest
+from pdp.models import Decision, DecisionRequest
+from pdp.problems import Problem
 
 DATASET = "insured_persons"
 CASE = "C-GW-0001"
@@ -354,3 +357,34 @@ def test_gateway_is_in_the_openapi_document(world: World) -> None:
     paths = world.client.get("/openapi.json").json()["paths"]
     assert "/v1/records/{dataset}/{record_id}" in paths
     assert "post" in paths["/v1/records/{dataset}/search"] and "post" in paths["/v1/disclosures"]
+    headers = {p["name"] for p in paths["/v1/records/{dataset}/{record_id}"]["get"]["parameters"]
+               if p["in"] == "header"}
+    assert {"X-Device-Id", "X-Device-Managed", "X-Device-Compliant", "X-Network-Zone", "X-Channel",
+            "X-Geo"} <= headers
+
+
+def test_concurrent_reads_each_have_exactly_one_event(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda i: world.read(officer, 1 if i % 2 else 3, "name,address"), range(24)))
+    assert [r.status_code for r in responses] == [200] * 24
+    returned = sorted(r.json()["provenance"]["event_id"] for r in responses)
+    assert sorted(e.event_id for e in world.events("pii.read")) == returned  # one each, none extra
+    assert len(set(returned)) == 24
+
+
+def test_an_obligation_the_gateway_cannot_fulfil_refuses_access() -> None:
+    decision = Decision.model_validate({
+        "decision_id": "0190a000-0000-7000-8000-000000000001", "effect": "permit",
+        "risk": {"score": 0, "level": "low"}, "reasons": ["assigned_case"],
+        "obligations": [{"type": "record_provenance"}, {"type": "watermark", "text": "x"}],
+        "permitted_fields": ["name"], "policy": {"revision": "r1", "digest": None},
+        "issued_at": "2026-01-05T01:00:00Z", "expires_at": "2026-01-05T01:01:00Z", "token": "t"})
+    with pytest.raises(Problem) as exc:
+        gateway._check_obligations(decision)
+    assert exc.value.status == 403 and exc.value.extra["reasons"] == ["unfulfillable_obligation:watermark"]
+    assert gateway._max_rows(decision) is None
+    limited = decision.model_copy(update={"obligations": [{"type": "max_rows", "limit": 20},
+                                                          {"type": "max_rows", "limit": 5}]})
+    gateway._check_obligations(limited)
+    assert gateway._max_rows(limited) == 5
