@@ -44,7 +44,7 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 import keymgmt
@@ -227,10 +227,13 @@ class _Capture:
         return receipt
 
 
+def _step_up_methods(decision: Decision) -> list[str]:
+    methods = [str(o.get("method")) for o in decision.obligations if o.get("type") == "step_up" and o.get("method")]
+    return list(dict.fromkeys(methods)) or ["mfa"]
+
+
 def _step_up(decision: Decision) -> Problem:
-    methods = [str(o.get("method")) for o in decision.obligations
-               if o.get("type") == "step_up" and o.get("method")] or ["mfa"]
-    acr = " ".join(dict.fromkeys(methods))
+    acr = " ".join(_step_up_methods(decision))
     return Problem(401, "Step-up authentication required",
                    f"sign in again with {acr} to continue", type_="urn:ztcp:problem:step-up",
                    headers={"WWW-Authenticate": (
@@ -365,6 +368,14 @@ def create_router(runtime: Any) -> APIRouter:
     def settle(decision: Decision, subject: SubjectIdentity, resource: dict, purpose: dict,
                context: Context) -> None:
         if decision.effect == "step_up":
+            if subject.auth_method in _step_up_methods(decision):
+                # Already signed in the way the policy asks: challenging again would loop the user
+                # through the same login forever, so this step-up cannot be met — fail closed.
+                denied_event(subject, decision, resource, purpose, context)
+                raise Problem(403, "Denied: step-up cannot help",
+                              f"already authenticated with {subject.auth_method}; " + "; ".join(decision.reasons),
+                              type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
+                              reasons=[*decision.reasons, "step_up_already_satisfied"])
             raise _step_up(decision)
         if decision.effect != "permit" or not decision.token:
             denied_event(subject, decision, resource, purpose, context)
@@ -375,6 +386,7 @@ def create_router(runtime: Any) -> APIRouter:
                 summary="Read one record's fields through the decision point (the reference PEP)")
     def read_record(
         request: Request,
+        response: Response,
         dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
         record_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
         fields: Annotated[str, Query(min_length=1, max_length=4000,
@@ -389,6 +401,7 @@ def create_router(runtime: Any) -> APIRouter:
             raise _invalid("query.fields", "comma-separated field names ([a-z][a-z0-9_]*)")
         if len(set(names)) != len(names) or len(names) > 200:
             raise _invalid("query.fields", "at most 200 fields, none repeated")
+        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
         device, context = device_and_context(request)
         reader = reader_for(dataset)
         check_fields(reader, names, "query.fields")
@@ -424,10 +437,12 @@ def create_router(runtime: Any) -> APIRouter:
                  summary="Exact lookup by national ID (blind index), recorded as pii.search")
     def search_records(
         request: Request,
+        response: Response,
         dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
         body: Annotated[SearchRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
     ) -> dict:
+        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
         device, context = device_and_context(request)
         reader = reader_for(dataset)
         if body.column not in reader.table.spec.blind_index:
@@ -466,9 +481,11 @@ def create_router(runtime: Any) -> APIRouter:
                  summary="Record a disclosure (pii.disclose) to an agency, a MyData party or the citizen")
     def disclose(
         request: Request,
+        response: Response,
         body: Annotated[DisclosureRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
     ) -> dict:
+        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
         device, context = device_and_context(request)
         reader = reader_for(body.dataset)
         check_fields(reader, body.fields, "fields")

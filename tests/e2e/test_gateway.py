@@ -138,6 +138,7 @@ def test_permit_returns_masked_plaintext_and_one_event_per_read(world: World) ->
     assert applied[("mask", "bank_account")]["status"] == "applied"
     assert applied[("record_provenance", None)]["event_id"] == body["provenance"]["event_id"]
     assert body["citizen_ref"] == world.ref_x
+    assert r.headers["cache-control"] == "no-store"
 
     # A case officer is exempt from those masks; several reads, each one recorded once.
     officer = world.token("emp-officer", "case_officer")
@@ -178,6 +179,19 @@ def test_step_up_is_a_401_challenge_naming_the_method(world: World) -> None:
     assert r.headers["content-type"].startswith("application/problem+json")
     assert body["required_method"] == "fido2" and body["decision_id"] and "fields" not in body
     assert PEOPLE[1][1] not in r.text
+    assert world.events("pii.read") == []
+
+
+def test_a_step_up_the_user_already_meets_is_a_403_not_a_login_loop(world: World) -> None:
+    # The default pack steps up counter staff without a case to FIDO2 even when they signed in with
+    # FIDO2 (walk-in rule): a second identical challenge would loop the user, so the gateway refuses.
+    counter = world.token("emp-counter", "counter_staff", method="fido2")
+    r = world.read(counter, 1, "name", case_id=None)
+    if r.status_code == 200:  # the pack may one day accept the FIDO2 login for walk-ins
+        pytest.skip("policy pack no longer steps up a FIDO2 session for this request")
+    assert r.status_code == 403, r.text
+    assert "www-authenticate" not in r.headers
+    assert "step_up_already_satisfied" in r.json()["reasons"]
     assert world.events("pii.read") == []
 
 
