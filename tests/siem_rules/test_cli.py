@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,7 @@ def test_bad_config_is_a_clear_input_error(tmp_path: Path, content: str, message
 
 def test_config_list_changes_what_fires(tmp_path: Path) -> None:
     t = Traffic(seed=3, employees=2)
-    vip = t.prov(WEEK_START.replace(hour=3), "emp-0002", "cr_LISTED000001", event_id="vip-1")  # Mon 11:00 local
+    vip = t.prov(WEEK_START + timedelta(hours=11), "emp-0002", "cr_LISTED000001", event_id="vip-1")  # Mon 11:00
     f = tmp_path / "e.jsonl"
     f.write_text("".join(to_jsonl([vip])), encoding="utf-8")
     cfg = tmp_path / "siem.yml"
