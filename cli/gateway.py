@@ -30,9 +30,10 @@ default false), ``X-Network-Zone`` (internal|vpn|exchange|internet, default inte
 
 In production these must not come from the browser: the bureau's device-posture service (MDM/EDR
 attestation) or the trusted reverse proxy in front of the gateway sets them and strips any a client
-sent, and the proxy's address goes in uvicorn's ``--forwarded-allow-ips`` so the peer IP is the
-real client's. Unproxied, a client could claim a managed device on the internal network: the
-defaults are the least trusted values precisely so that stripping the headers is always safe.
+sent, and the proxy's address — only it — goes in uvicorn's ``forwarded_allow_ips`` so the peer IP
+is the real client's (uvicorn's default trusts ``X-Forwarded-For`` from 127.0.0.1). Unproxied, a
+client could claim a managed device on the internal network: the defaults are the least trusted
+values precisely so that stripping the headers is always safe.
 
 Nothing personal is logged: errors name fields and reason codes, never values or national IDs.
 """

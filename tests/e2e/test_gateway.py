@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from fastapi.testclient import TestClient
 
 import keymgmt
@@ -53,6 +57,7 @@ class World:
     def __init__(self, rt: Runtime, client: TestClient) -> None:
         self.rt = rt
         self.client = client
+        self.app = client.app
         self.ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
         self.ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
 
@@ -375,6 +380,32 @@ def test_gateway_is_in_the_openapi_document(world: World) -> None:
                if p["in"] == "header"}
     assert {"X-Device-Id", "X-Device-Managed", "X-Device-Compliant", "X-Network-Zone", "X-Channel",
             "X-Geo"} <= headers
+
+
+def test_over_a_real_socket_the_client_ip_is_the_connection_peer(world: World, unused_tcp_port: int) -> None:
+    # Only the bureau's reverse proxy (here 192.0.2.10, not us) may set X-Forwarded-For. uvicorn's
+    # default trusts 127.0.0.1, which `ztcp serve` inherits: fine on one host, but a deployment
+    # behind a proxy must list exactly that proxy (--forwarded-allow-ips).
+    server = uvicorn.Server(uvicorn.Config(world.app, host="127.0.0.1", port=unused_tcp_port, log_level="warning",
+                                           lifespan="off", proxy_headers=True, forwarded_allow_ips="192.0.2.10"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started
+        officer = world.token("emp-officer", "case_officer")
+        # A client-sent X-Forwarded-For is not trusted: the peer address is what gets recorded.
+        r = httpx.get(f"http://127.0.0.1:{unused_tcp_port}/v1/records/{DATASET}/1",
+                      params={"fields": "name", "purpose": "benefit_review", "case_id": CASE},
+                      headers={**officer, "X-Forwarded-For": "203.0.113.9"}, timeout=10)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert r.status_code == 200, r.text
+    (event,) = world.events("pii.read")
+    assert event.via.ip == "127.0.0.1" and event.event_id == r.json()["provenance"]["event_id"]
 
 
 def test_concurrent_reads_each_have_exactly_one_event(world: World) -> None:
