@@ -224,7 +224,14 @@ def run(since: str | None, events_file: Path | None, as_json: bool, config_path:
     try:
         sources: list[Source] = [JsonlSource(events_file)] if events_file else live_sources(settings)
         ingested = engine.ingest(sources)
-        report = engine.run(since=since_dt)
+        if sys.stderr.isatty() and not as_json:
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as progress:
+                task = progress.add_task("running rules", total=len(engine.pack.rules))
+                report = engine.run(since=since_dt, on_rule=lambda r: progress.advance(task))
+        else:
+            report = engine.run(since=since_dt)
         alerts = [engine.alerts.get(a) for a in sorted(set(report.alerts_touched))]
     finally:
         engine.conn.close()

@@ -106,8 +106,14 @@ class Engine:
 
     # ---- running ----
 
-    def run(self, rules: list[AlertingRule] | None = None, since: datetime | None = None) -> RunReport:
-        """Evaluate the pack. ``since`` ignores watermarks and re-evaluates events from that time."""
+    def run(
+        self,
+        rules: list[AlertingRule] | None = None,
+        since: datetime | None = None,
+        on_rule: Any = None,
+    ) -> RunReport:
+        """Evaluate the pack. ``since`` ignores watermarks and re-evaluates events from that time;
+        ``on_rule(rule_run)`` is called after each rule (progress display)."""
         with self._lock:
             started = time.perf_counter()
             report = RunReport(started_at=_now())
@@ -116,6 +122,8 @@ class Engine:
             with paused_gc():
                 for rule in rules or self.pack.rules:
                     report.rules.append(self._run_rule(rule, high, since, report))
+                    if on_rule is not None:
+                        on_rule(report.rules[-1])
             report.seconds = time.perf_counter() - started
         if self.sinks and report.alerts_touched:
             changed = [self.alerts.get(a) for a in sorted(set(report.alerts_touched))]
