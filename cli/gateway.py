@@ -45,6 +45,7 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -256,11 +257,21 @@ def _check_obligations(decision: Decision) -> None:
                       f"the gateway cannot fulfil obligation(s) {', '.join(unknown)}",
                       type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
                       reasons=[f"unfulfillable_obligation:{t}" for t in unknown])
+    _max_rows(decision)
 
 
 def _max_rows(decision: Decision) -> int | None:
-    limits = [int(o.get("limit", o.get("rows", o.get("max", 0))) or 0) for o in decision.obligations
-              if o.get("type") == "max_rows"]
+    """The tightest ``max_rows`` limit; a malformed one is an obligation we cannot fulfil (fail closed)."""
+    limits = []
+    for o in decision.obligations:
+        if o.get("type") != "max_rows":
+            continue
+        limit = o.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise Problem(403, "Denied: unfulfillable obligation", "max_rows without a valid limit",
+                          type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
+                          reasons=["unfulfillable_obligation:max_rows"])
+        limits.append(limit)
     return min(limits) if limits else None
 
 
@@ -289,6 +300,12 @@ def _refused(exc: keymgmt.DecryptRefused, decision: Decision) -> Problem:
                    decision_id=decision.decision_id, reasons=[exc.reason])
 
 
+def _db_down(exc: Exception) -> Problem:
+    log.warning("protected database unavailable: %s", type(exc).__name__)  # no statement, no values
+    return Problem(503, "Protected database unavailable", "no data is returned", headers={"Retry-After": "5"},
+                   type_="urn:ztcp:problem:database-unavailable")
+
+
 def _provider_down(decision: Decision) -> Problem:
     return Problem(503, "Key provider unavailable", "no data is returned", headers={"Retry-After": "5"},
                    type_="urn:ztcp:problem:key-provider-unavailable", decision_id=decision.decision_id)
@@ -302,7 +319,10 @@ def create_router(runtime: Any) -> APIRouter:
     subject_dep = BearerAuth(runtime.verifier).require_subject()
 
     def reader_for(dataset: str) -> keymgmt.ProtectedReader:
-        reader = runtime.protected_reader(dataset)
+        try:
+            reader = runtime.protected_reader(dataset)
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
         if reader is None:
             raise Problem(404, "Not found", f"no protected dataset {dataset!r}")
         return reader
@@ -316,12 +336,15 @@ def create_router(runtime: Any) -> APIRouter:
         pk: object = record_id
         try:
             if table.table.c[table.spec.pk].type.python_type is int:
-                if not record_id.isdigit():
+                if not (record_id.isascii() and record_id.isdigit()) or len(record_id) > 18:  # int64
                     raise Problem(404, "Not found", "no such record")
                 pk = int(record_id)
         except NotImplementedError:
             pass
-        row = table.fetch_row(pk)
+        try:
+            row = table.fetch_row(pk)
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
         if row is None:
             raise Problem(404, "Not found", "no such record")
         return row
@@ -424,6 +447,8 @@ def create_router(runtime: Any) -> APIRouter:
             raise _refused(exc, decision) from None
         except keymgmt.ProviderUnavailable:
             raise _provider_down(decision) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
         event_id = capture.receipts[0].event_id if capture.receipts else None
         return {
             "dataset": dataset, "record_id": record_id, "citizen_ref": resource["citizen_ref"],
@@ -466,6 +491,8 @@ def create_router(runtime: Any) -> APIRouter:
             raise _refused(exc, decision) from None
         except keymgmt.ProviderUnavailable:
             raise _provider_down(decision) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
         limit = _max_rows(decision)
         truncated = limit is not None and len(pks) > limit
         pks = pks[:limit] if limit is not None else pks

@@ -359,7 +359,7 @@ def test_unknown_dataset_record_and_missing_token(world: World) -> None:
     officer = world.token("emp-officer", "case_officer")
     assert world.client.get("/v1/records/no_such/1", params={"fields": "name", "purpose": "benefit_review"},
                             headers=officer).status_code == 404
-    for rid in (99, "abc"):
+    for rid in (99, "abc", "9" * 40):
         r = world.read(officer, rid, "name")
         assert r.status_code == 404, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -433,3 +433,20 @@ def test_an_obligation_the_gateway_cannot_fulfil_refuses_access() -> None:
                                                           {"type": "max_rows", "limit": 5}]})
     gateway._check_obligations(limited)
     assert gateway._max_rows(limited) == 5
+    for bad in ({"type": "max_rows"}, {"type": "max_rows", "limit": "5"}, {"type": "max_rows", "limit": -1}):
+        with pytest.raises(Problem) as exc:
+            gateway._check_obligations(decision.model_copy(update={"obligations": [bad]}))
+        assert exc.value.status == 403
+
+
+def test_protected_database_gone_is_503(world: World) -> None:
+    officer = world.token("emp-officer", "case_officer")
+    assert world.read(officer, 1, "name").status_code == 200
+    db = Path(_db_path(world.rt))
+    db.rename(db.with_name("moved-away.db"))
+    world.rt.protected_engine.dispose()  # pooled connections would still see the old file
+    r = world.read(officer, 1, "name")
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert PEOPLE[1][1] not in r.text
+    assert len(world.events("pii.read")) == 1  # only the first, successful read
