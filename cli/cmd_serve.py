@@ -14,8 +14,10 @@ from cli.settings import load_settings
 @click.option("--host", default=None, help="bind address (default 127.0.0.1, or ZTCP_HOST)")
 @click.option("--port", default=None, type=int, help="port (default 8080, or ZTCP_PORT)")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--siem-interval", default=60.0, show_default=True, type=click.FloatRange(min=1),
+              help="seconds between SIEM rule-pack runs over new events")
 @handle_errors
-def command(host: str | None, port: int | None, log_level: str) -> None:
+def command(host: str | None, port: int | None, log_level: str, siem_interval: float) -> None:
     """Run the PDP, provenance, key management, SIEM and console in one process."""
     import uvicorn
 
@@ -42,8 +44,13 @@ def command(host: str | None, port: int | None, log_level: str) -> None:
         signal.signal(sig, lambda *_: None)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=10))
+    from cli.cmd_siem import make_scheduler
+
+    siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
+    siem.start()
     try:
         server.run()
     finally:
+        siem.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         click.echo("ztcp stopped; logs flushed")

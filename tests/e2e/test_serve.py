@@ -18,10 +18,26 @@ def _ztcp(env: dict, *args: str) -> str:
                           text=True, timeout=60).stdout.strip()
 
 
+def _siem_has_decisions(home) -> bool:
+    import sqlite3
+
+    path = home / "siem.db"
+    if not path.exists():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        table = "ev_decision" if "ev_decision" in tables else None
+        return bool(table) and conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0  # noqa: S608
+    finally:
+        conn.close()
+
+
 def test_serve_bootstraps_answers_and_drains_on_sigterm(ztcp_home, unused_tcp_port):
     env = {**os.environ, "ZTCP_HOME": str(ztcp_home), "ZTCP_PORT": str(unused_tcp_port),
            "ZTCP_ENGINE_TIMEOUT_MS": "2000"}
-    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning",
+                               "--siem-interval", "1"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
@@ -49,6 +65,10 @@ def test_serve_bootstraps_answers_and_drains_on_sigterm(ztcp_home, unused_tcp_po
             assert r.status_code == 200 and r.json()["effect"] in ("permit", "step_up")
         jwks = httpx.get(f"{base}/.well-known/jwks.json").json()
         assert len(jwks["keys"]) >= 2  # dev IdP + decision-signing
+        deadline = time.time() + 20  # the SIEM scheduler picks the decisions up from the live log
+        while time.time() < deadline and not _siem_has_decisions(ztcp_home):
+            time.sleep(0.5)
+        assert _siem_has_decisions(ztcp_home)
     finally:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
