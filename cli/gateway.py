@@ -392,9 +392,10 @@ def create_router(runtime: Any) -> APIRouter:
     def settle(decision: Decision, subject: SubjectIdentity, resource: dict, purpose: dict,
                context: Context) -> None:
         if decision.effect == "step_up":
-            if subject.auth_method in _step_up_methods(decision):
-                # Already signed in the way the policy asks: challenging again would loop the user
-                # through the same login forever, so this step-up cannot be met — fail closed.
+            stale = any(f.name == "stale_token" for f in decision.risk.factors)  # a fresh login helps
+            if subject.auth_method in _step_up_methods(decision) and not stale:
+                # Already signed in the way the policy asks, recently: challenging again would loop the
+                # user through the same login forever, so this step-up cannot be met — fail closed.
                 denied_event(subject, decision, resource, purpose, context)
                 raise Problem(403, "Denied: step-up cannot help",
                               f"already authenticated with {subject.auth_method}; " + "; ".join(decision.reasons),

@@ -199,6 +199,13 @@ def test_a_step_up_the_user_already_meets_is_a_403_not_a_login_loop(world: World
     assert "step_up_already_satisfied" in r.json()["reasons"]
     assert world.events("pii.read") == []
 
+    # ...but when the FIDO2 login is old, signing in again does help: that is still a challenge.
+    old_login = world.rt.issuer.issue_subject("emp-counter", ["counter_staff"], method="fido2", mfa=True,
+                                              org_unit="taipei-01", auth_time=int(time.time()) - 4 * 3600)
+    r = world.read({**INTERNAL, "Authorization": f"Bearer {old_login}"}, 1, "name", case_id=None)
+    assert r.status_code == 401, r.text
+    assert 'acr_values="fido2"' in r.headers["www-authenticate"]
+
 
 def test_deny_is_403_with_reasons_and_no_read_event(world: World) -> None:
     reviewer = world.token("emp-stranger", "reviewer")  # not assigned to the case
