@@ -7,6 +7,8 @@ package ztcp.auditor
 
 import rego.v1
 
+applies if data.ztcp.common.is_employee
+
 deny contains "audit_role_required" if {
 	data.ztcp.common.is_employee
 	data.ztcp.common.audit_dataset

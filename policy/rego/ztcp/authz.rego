@@ -17,60 +17,135 @@ base_deny contains "unknown_subject_type" if not input.subject.type in data.ztcp
 
 # Service accounts have no rule of their own yet: they fall to deny-by-default below.
 
-# Each module's contribution, one line per module.
-deny_reasons contains r if some r in data.ztcp.roles.deny
+# Each module's contribution, consulted only when the module applies (keeps evaluation cheap).
+deny_reasons contains r if {
+	data.ztcp.roles.applies
+	some r in data.ztcp.roles.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.need_to_know.deny
+deny_reasons contains r if {
+	data.ztcp.need_to_know.applies
+	some r in data.ztcp.need_to_know.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.bulk.deny
+deny_reasons contains r if {
+	data.ztcp.bulk.applies
+	some r in data.ztcp.bulk.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.special_category.deny
+deny_reasons contains r if {
+	data.ztcp.special_category.applies
+	some r in data.ztcp.special_category.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.external.deny
+deny_reasons contains r if {
+	data.ztcp.external.applies
+	some r in data.ztcp.external.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.citizen.deny
+deny_reasons contains r if {
+	data.ztcp.citizen.applies
+	some r in data.ztcp.citizen.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.auditor.deny
+deny_reasons contains r if {
+	data.ztcp.auditor.applies
+	some r in data.ztcp.auditor.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.break_glass.deny
+deny_reasons contains r if {
+	data.ztcp.break_glass.applies
+	some r in data.ztcp.break_glass.deny
+}
 
-deny_reasons contains r if some r in data.ztcp.public.deny
+deny_reasons contains r if {
+	data.ztcp.public.applies
+	some r in data.ztcp.public.deny
+}
 
 deny_reasons contains r if some r in base_deny
 
 deny_reasons contains r if some r in fields_deny
 
-step_up_reasons contains r if some r in data.ztcp.need_to_know.step_up
+step_up_reasons contains r if {
+	data.ztcp.need_to_know.applies
+	some r in data.ztcp.need_to_know.step_up
+}
 
-step_up_reasons contains r if some r in data.ztcp.special_category.step_up
+step_up_reasons contains r if {
+	data.ztcp.special_category.applies
+	some r in data.ztcp.special_category.step_up
+}
 
-step_up_reasons contains r if some r in data.ztcp.citizen.step_up
+step_up_reasons contains r if {
+	data.ztcp.citizen.applies
+	some r in data.ztcp.citizen.step_up
+}
 
-step_up_methods contains m if some m in data.ztcp.need_to_know.step_up_methods
+step_up_methods contains m if {
+	data.ztcp.need_to_know.applies
+	some m in data.ztcp.need_to_know.step_up_methods
+}
 
-step_up_methods contains m if some m in data.ztcp.special_category.step_up_methods
+step_up_methods contains m if {
+	data.ztcp.special_category.applies
+	some m in data.ztcp.special_category.step_up_methods
+}
 
-step_up_methods contains m if some m in data.ztcp.citizen.step_up_methods
+step_up_methods contains m if {
+	data.ztcp.citizen.applies
+	some m in data.ztcp.citizen.step_up_methods
+}
 
-grants contains g if some g in data.ztcp.roles.grant
+grants contains g if {
+	data.ztcp.roles.applies
+	some g in data.ztcp.roles.grant
+}
 
-grants contains g if some g in data.ztcp.need_to_know.grant
+grants contains g if {
+	data.ztcp.need_to_know.applies
+	some g in data.ztcp.need_to_know.grant
+}
 
-grants contains g if some g in data.ztcp.bulk.grant
+grants contains g if {
+	data.ztcp.bulk.applies
+	some g in data.ztcp.bulk.grant
+}
 
-grants contains g if some g in data.ztcp.external.grant
+grants contains g if {
+	data.ztcp.external.applies
+	some g in data.ztcp.external.grant
+}
 
-grants contains g if some g in data.ztcp.citizen.grant
+grants contains g if {
+	data.ztcp.citizen.applies
+	some g in data.ztcp.citizen.grant
+}
 
-grants contains g if some g in data.ztcp.break_glass.grant
+grants contains g if {
+	data.ztcp.break_glass.applies
+	some g in data.ztcp.break_glass.grant
+}
 
-grants contains g if some g in data.ztcp.public.grant
+grants contains g if {
+	data.ztcp.public.applies
+	some g in data.ztcp.public.grant
+}
 
-withheld contains f if some f in data.ztcp.roles.withheld
+withheld contains f if {
+	data.ztcp.roles.applies
+	some f in data.ztcp.roles.withheld
+}
 
-withheld contains f if some f in data.ztcp.external.withheld
+withheld contains f if {
+	data.ztcp.external.applies
+	some f in data.ztcp.external.withheld
+}
 
-withheld contains f if some f in data.ztcp.citizen.withheld
+withheld contains f if {
+	data.ztcp.citizen.applies
+	some f in data.ztcp.citizen.withheld
+}
 
 withheld contains f if some f in unregistered_fields
 

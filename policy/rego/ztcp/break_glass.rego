@@ -9,6 +9,8 @@ cfg := data.ztcp.config.break_glass
 
 requested if input.purpose.break_glass == true
 
+applies if requested
+
 justification_ok if {
 	is_string(input.purpose.justification)
 	count(trim_space(input.purpose.justification)) >= cfg.min_justification_length

@@ -14,6 +14,11 @@ cfg := data.ztcp.config.external
 
 governed if data.ztcp.common.classification != "public"
 
+# authz.rego consults this module only when it applies.
+applies if agency
+
+applies if mydata
+
 # --- agencies ---------------------------------------------------------------------------------
 
 agency if {

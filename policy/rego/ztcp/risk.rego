@@ -11,8 +11,6 @@ cfg := data.ztcp.config.risk
 
 limits := cfg.limits
 
-sig := input.signals
-
 # Display and evaluation order: the contract's list.
 factor_order := [
 	"weak_auth", "no_mfa", "stale_token", "recent_denies", "failed_step_ups",
@@ -69,7 +67,7 @@ level := level_names[0]
 # A missing or non-numeric strength counts as 0 (no authentication).
 default auth_strength := 0
 
-auth_strength := sig.auth_strength if is_number(sig.auth_strength)
+auth_strength := input.signals.auth_strength if is_number(input.signals.auth_strength)
 
 fired contains {"name": "weak_auth", "detail": d} if {
 	auth_strength < limits.min_auth_strength
@@ -83,21 +81,21 @@ fired contains {"name": "no_mfa", "detail": "no second factor"} if {
 }
 
 fired contains {"name": "stale_token", "detail": d} if {
-	is_number(sig.token_age_s)
-	sig.token_age_s > limits.max_token_age_s
-	d := sprintf("token age %vs over %vs", [sig.token_age_s, limits.max_token_age_s])
+	is_number(input.signals.token_age_s)
+	input.signals.token_age_s > limits.max_token_age_s
+	d := sprintf("token age %vs over %vs", [input.signals.token_age_s, limits.max_token_age_s])
 }
 
 fired contains {"name": "recent_denies", "detail": d} if {
-	is_number(sig.recent_denies_1h)
-	sig.recent_denies_1h >= limits.recent_denies_1h
-	d := sprintf("%v denies in the last hour", [sig.recent_denies_1h])
+	is_number(input.signals.recent_denies_1h)
+	input.signals.recent_denies_1h >= limits.recent_denies_1h
+	d := sprintf("%v denies in the last hour", [input.signals.recent_denies_1h])
 }
 
 fired contains {"name": "failed_step_ups", "detail": d} if {
-	is_number(sig.failed_step_ups_1h)
-	sig.failed_step_ups_1h >= limits.failed_step_ups_1h
-	d := sprintf("%v failed step-ups in the last hour", [sig.failed_step_ups_1h])
+	is_number(input.signals.failed_step_ups_1h)
+	input.signals.failed_step_ups_1h >= limits.failed_step_ups_1h
+	d := sprintf("%v failed step-ups in the last hour", [input.signals.failed_step_ups_1h])
 }
 
 fired contains {"name": "unmanaged_device", "detail": "device not managed"} if not data.ztcp.common.device_managed
@@ -123,7 +121,7 @@ fired contains {"name": "noncompliant_device", "detail": d} if {
 }
 
 fired contains {"name": "new_device", "detail": "first use of this device by the subject"} if {
-	sig.device_first_seen == true
+	input.signals.device_first_seen == true
 }
 
 fired contains {"name": "network_internet", "detail": "request from the internet"} if {
@@ -133,50 +131,50 @@ fired contains {"name": "network_internet", "detail": "request from the internet
 fired contains {"name": "network_vpn", "detail": "request over VPN"} if input.context.network_zone == "vpn"
 
 fired contains {"name": "off_hours", "detail": d} if {
-	sig.off_hours == true
-	d := sprintf("outside office hours (local hour %v)", [sig.local_hour])
+	input.signals.off_hours == true
+	d := sprintf("outside office hours (local hour %v)", [input.signals.local_hour])
 }
 
-fired contains {"name": "holiday", "detail": "public holiday"} if sig.holiday == true
+fired contains {"name": "holiday", "detail": "public holiday"} if input.signals.holiday == true
 
 fired contains {"name": "impossible_travel", "detail": d} if {
 	impossible_travel
-	d := sprintf("travel speed %v km/h since previous request", [sig.travel_speed_kmh])
+	d := sprintf("travel speed %v km/h since previous request", [input.signals.travel_speed_kmh])
 }
 
-impossible_travel if sig.impossible_travel == true
+impossible_travel if input.signals.impossible_travel == true
 
 impossible_travel if {
-	is_number(sig.travel_speed_kmh)
-	sig.travel_speed_kmh > limits.max_travel_speed_kmh
+	is_number(input.signals.travel_speed_kmh)
+	input.signals.travel_speed_kmh > limits.max_travel_speed_kmh
 }
 
 fired contains {"name": "high_request_rate", "detail": d} if {
-	is_number(sig.request_rate_1m)
-	sig.request_rate_1m > limits.request_rate_1m
-	d := sprintf("%v requests in the last minute", [sig.request_rate_1m])
+	is_number(input.signals.request_rate_1m)
+	input.signals.request_rate_1m > limits.request_rate_1m
+	d := sprintf("%v requests in the last minute", [input.signals.request_rate_1m])
 }
 
 fired contains {"name": "breadth_spike", "detail": d} if {
 	breadth_spike
 	d := sprintf("%v citizens in 10 min, %v in 1 h", [
-		sig.distinct_citizens_10m,
-		sig.distinct_citizens_1h,
+		input.signals.distinct_citizens_10m,
+		input.signals.distinct_citizens_1h,
 	])
 }
 
 breadth_spike if {
-	is_number(sig.distinct_citizens_10m)
-	sig.distinct_citizens_10m > limits.distinct_citizens_10m
+	is_number(input.signals.distinct_citizens_10m)
+	input.signals.distinct_citizens_10m > limits.distinct_citizens_10m
 }
 
 breadth_spike if {
-	is_number(sig.distinct_citizens_1h)
-	sig.distinct_citizens_1h > limits.distinct_citizens_1h
+	is_number(input.signals.distinct_citizens_1h)
+	input.signals.distinct_citizens_1h > limits.distinct_citizens_1h
 }
 
 fired contains {"name": "first_dataset_access", "detail": "first access to this dataset"} if {
-	sig.first_dataset_access == true
+	input.signals.first_dataset_access == true
 }
 
 fired contains {"name": "protected_citizen", "detail": "record of a protected citizen"} if protected_citizen
@@ -197,7 +195,7 @@ protected_citizen if {
 # A staff member reading their own record (conflict of interest). For citizens it is the norm.
 fired contains {"name": "self_record", "detail": "staff member's own record"} if {
 	data.ztcp.common.is_employee
-	sig.self_record == true
+	input.signals.self_record == true
 }
 
 fired contains {"name": "break_glass", "detail": "break-the-glass access"} if data.ztcp.break_glass.active

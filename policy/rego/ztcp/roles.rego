@@ -13,6 +13,8 @@ governed if {
 	data.ztcp.common.classification != "public"
 }
 
+applies if governed
+
 staff_roles contains r if {
 	some r in data.ztcp.common.roles
 	matrix[r]
