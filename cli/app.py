@@ -14,6 +14,7 @@ from pdp import api as pdp_api
 from pdp.http_auth import BearerAuth
 from pdp.problems import install_problem_handlers
 from policy import api as policy_api
+from provenance import api as provenance_api
 
 log = logging.getLogger("ztcp.app")
 
@@ -34,6 +35,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(pdp_api.create_router(point, auth))
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
     app.include_router(gateway.create_router(runtime))  # reference PEP: /v1/records, /v1/disclosures
+    app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
+                                                    sealed_cases=runtime.sealed_cases))
 
     @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
     async def jwks() -> dict:
@@ -53,6 +56,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                        "digest": active.digest if active else None,
                        "engine": active.engine.kind if active else None},
             "decision_log": {"ok": point.log.healthy, "error": point.log.last_error},
+            "ledger": _ledger_check(runtime),
         }
         if runtime.reloader.last_error:
             checks["policy"]["reload_error"] = runtime.reloader.last_error
@@ -67,3 +71,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         return PlainTextResponse(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _ledger_check(runtime: Runtime) -> dict:
+    try:
+        size = runtime.ledger.size
+        return {"ok": True, "size": size}
+    except Exception as exc:  # readiness reports; it never raises
+        return {"ok": False, "error": type(exc).__name__}

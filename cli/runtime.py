@@ -150,7 +150,14 @@ class Runtime:
         """Group-commit recorder over :attr:`ledger`: ``record`` returns once the event is durable."""
         import provenance
 
-        return provenance.Recorder(self.ledger)
+        recorder = provenance.Recorder(self.ledger, checkpoint_timer=True)  # signed checkpoints every T s
+        self._closers.insert(0, recorder.close)
+        return recorder
+
+    def sealed_cases(self) -> set[str]:
+        """Open sealed investigations: their records stay out of the citizen's view until closed."""
+        cases = (self.bureau_data() or {}).get("cases", {})
+        return {cid for cid, c in cases.items() if c.get("sealed") and c.get("status") != "closed"}
 
     @cached_property
     def key_provider(self):  # type: ignore[no-untyped-def]

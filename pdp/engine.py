@@ -73,6 +73,11 @@ def _thread_cache() -> dict[int, Any]:
     return cache
 
 
+def release_thread_engines() -> None:
+    """Drop this thread's compiled engines; call it before a thread that evaluated policy ends."""
+    _thread_cache().clear()
+
+
 class RegorusEngine:
     """regorus, compiled to its RVM bytecode when the pack allows it, else its tree interpreter.
 
@@ -318,15 +323,17 @@ class GuardedEngine:
     def prepare(self, engine: Engine | None) -> None:
         """Run the engine's per-thread preparation on every worker before it takes traffic."""
         prepare = getattr(engine, "prepare", None)
-        if prepare is None:
-            return
+        if prepare is not None:
+            self._on_each_worker(prepare)
+
+    def _on_each_worker(self, task: Any) -> None:
         barrier = threading.Barrier(self._workers)
 
-        def on_each_worker() -> None:
-            prepare()
+        def run() -> None:
+            task()
             barrier.wait(timeout=60)  # holds this worker so the next task lands on another one
 
-        for future in [self._pool.submit(on_each_worker) for _ in range(self._workers)]:
+        for future in [self._pool.submit(run) for _ in range(self._workers)]:
             future.result(timeout=120)
 
     @property
@@ -357,6 +364,11 @@ class GuardedEngine:
         return check_result(result)
 
     def close(self) -> None:
+        # Compiled engines must be dropped on the thread that made them (see _thread_cache).
+        try:
+            self._on_each_worker(release_thread_engines)
+        except Exception:  # a hung worker: leave its engines, shut down the rest
+            log.warning("engine worker did not release its engines at close")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -191,3 +191,18 @@ def test_bundle_service_serves_the_active_signed_bundle_with_etag(client, runtim
     again = client.get("/v1/bundles/ztcp", headers={"Authorization": f"Bearer {token}", "If-None-Match": etag})
     assert again.status_code == 304
     assert client.get("/v1/bundles/ztcp").status_code == 401
+
+
+def test_provenance_endpoints_are_served(client, runtime):
+    writer = runtime.issuer.issue_client("registry-app", ["provenance:write"])
+    event = {"type": "pii.read", "actor": {"id": "emp-0042", "unit": "taipei-03"},
+             "via": {"system": "counter", "channel": "counter"}, "citizen_ref": "cr_SAMPLE" + "A" * 45 + "B",
+             "dataset": "insured_persons", "record_id": "r-1", "fields": ["name"],
+             "purpose": {"code": "benefit_review", "case_id": "C-2026-0001"}}
+    r = client.post("/v1/provenance/events", json={"events": [event]}, headers={"Authorization": f"Bearer {writer}"})
+    assert r.status_code in (200, 201), r.text
+    reader = runtime.issuer.issue_client("audit-console", ["provenance:read"])
+    runtime.ledger.checkpoint()  # on demand (the recorder also signs every N events / T seconds)
+    r = client.get("/v1/provenance/checkpoint", headers={"Authorization": f"Bearer {reader}"})
+    assert r.status_code == 200
+    assert client.get("/readyz").json()["checks"]["ledger"]["size"] >= 1

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pdp.engine import GuardedEngine, OpaEngine, create_engine
+from pdp.engine import GuardedEngine, OpaEngine, create_engine, release_thread_engines
 from pdp.errors import ConfigurationError, EngineError, NoPolicy
 from policy import load_pack, pack_from_files
 
@@ -101,6 +101,8 @@ def test_engines_are_usable_from_many_threads(pack):
                 assert engine.evaluate(SCENARIOS[0])["effect"] in ("permit", "step_up")
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
+        finally:
+            release_thread_engines()  # regorus engines must be dropped on their own thread
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -164,7 +166,8 @@ def test_rvm_is_used_only_when_it_agrees_with_the_interpreter():
         "ztcp/authz.rego": b"package ztcp.authz\nimport rego.v1\n"
                            b"default decision := {\"effect\": \"deny\", \"reasons\": [\"default\"], "
                            b"\"risk\": {\"score\": 0}}\n"
-                           b"decision := {\"effect\": \"permit\", \"reasons\": [\"x\"], \"risk\": {\"score\": 0}} if {\n"
+                           b"decision := {\"effect\": \"permit\", \"reasons\": [\"x\"], "
+                           b"\"risk\": {\"score\": 0}} if {\n"
                            b"  allow\n}\n"
                            b"allow if {\n  x := input.missing\n}\n",
         "conformance/inputs.json": json.dumps([{"other": 1}]).encode(),
