@@ -15,8 +15,8 @@ deadline (the worker finishes or stays stuck on its own).
 from __future__ import annotations
 
 import itertools
-import logging
 import json
+import logging
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
