@@ -42,8 +42,11 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
     # was installed before it started; a no-op handler here lets us flush the logs and exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    # The client IP feeds risk signals and provenance: believe X-Forwarded-For only from configured proxies.
+    proxies = ",".join(settings.trusted_proxies)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                                           access_log=False, timeout_graceful_shutdown=10))
+                                           access_log=False, timeout_graceful_shutdown=10,
+                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None))
     from cli.cmd_siem import make_scheduler
 
     siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".ztcp"), description="data directory, created with mode 0700")
     host: str = "127.0.0.1"
     port: int = 8080
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed (none by default: "
+                    "the client IP is the connection's)")
 
     # Identity: the embedded development issuer unless an external IdP is configured.
     idp_issuer: str | None = Field(default=None, description="external OIDC issuer URL (discovery)")
