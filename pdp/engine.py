@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -87,6 +88,7 @@ class RegorusEngine:
     """
 
     kind = "regorus"
+    bounded = True  # pure in-process evaluation: GuardedEngine runs it inline (see _evaluate_inline)
 
     def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None,
                  mode: str = "auto") -> None:
@@ -349,6 +351,8 @@ class GuardedEngine:
         engine = engine or self._engine
         if engine is None:
             raise NoPolicy("no policy loaded")
+        if getattr(engine, "bounded", False):
+            return self._evaluate_inline(engine, input_doc)
         future = self._pool.submit(engine.evaluate, input_doc)
         try:
             result = future.result(timeout=self.timeout_s)
@@ -361,6 +365,26 @@ class GuardedEngine:
             raise
         except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
             raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return check_result(result)
+
+    def _evaluate_inline(self, engine: Engine, input_doc: dict) -> dict:
+        """In-process Rego is bounded computation (no I/O, no recursion), so it runs on the caller's
+        thread — a hop to a worker costs more than a whole RVM evaluation — and its budget is
+        enforced on completion: an evaluation over budget is still a deny."""
+        prepare = getattr(engine, "prepare", None)
+        if prepare is not None:
+            prepare()  # compiling for a new thread is not charged to the request's budget
+        started = time.perf_counter()
+        try:
+            result = engine.evaluate(input_doc)
+        except EngineError:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
+            raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if time.perf_counter() - started > self.timeout_s:
+            raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms")
         return check_result(result)
 
     def close(self) -> None:
