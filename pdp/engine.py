@@ -312,6 +312,16 @@ def check_result(result: Any) -> dict:
     return result
 
 
+def _evaluate(engine: Engine, input_doc: dict) -> dict:
+    """One evaluation where any failure, Rust panics included, becomes an :class:`EngineError`."""
+    try:
+        return engine.evaluate(input_doc)
+    except (EngineError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
+        raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
 class GuardedEngine:
     """Holds the active engine (swapped atomically on reload) and enforces the evaluation budget."""
 
@@ -353,18 +363,12 @@ class GuardedEngine:
             raise NoPolicy("no policy loaded")
         if getattr(engine, "bounded", False):
             return self._evaluate_inline(engine, input_doc)
-        future = self._pool.submit(engine.evaluate, input_doc)
+        future = self._pool.submit(_evaluate, engine, input_doc)
         try:
             result = future.result(timeout=self.timeout_s)
         except FutureTimeout:
             future.cancel()
             raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms") from None
-        except EngineError:
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
-            raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         return check_result(result)
 
     def _evaluate_inline(self, engine: Engine, input_doc: dict) -> dict:
@@ -375,14 +379,7 @@ class GuardedEngine:
         if prepare is not None:
             prepare()  # compiling for a new thread is not charged to the request's budget
         started = time.perf_counter()
-        try:
-            result = engine.evaluate(input_doc)
-        except EngineError:
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - Rust panics surface as BaseException; fail closed
-            raise EngineError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        result = _evaluate(engine, input_doc)
         if time.perf_counter() - started > self.timeout_s:
             raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms")
         return check_result(result)
