@@ -34,7 +34,7 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
     if runtime.issuer is not None:
         click.echo("Try it:\n"
                    "  CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
-                   "  SUBJECT=$(ztcp token issue --sub emp-1 --role case_officer --method fido2 --mfa)\n"
+                   "  SUBJECT=$(ztcp token issue --sub emp-0042 --role case_officer --method fido2 --mfa)\n"
                    "  sed \"s/SUBJECT_TOKEN/$SUBJECT/\" examples/decision-request.json | \\\n"
                    f"    curl -s {base}/v1/decisions -H \"Authorization: Bearer $CALLER\" "
                    "-H 'content-type: application/json' -d @-")
