@@ -96,12 +96,21 @@ class Engine:
                     if new_cursor is not None and new_cursor != cursor:
                         self.store.ingest([], cursor=(src.name, new_cursor))
                     break
-                total += self.store.ingest(
-                    batch,
-                    cursor=(src.name, new_cursor or ""),
-                    where=src.name,
-                    check=not getattr(src, "validated", False),
-                )
+                try:
+                    total += self.store.ingest(
+                        batch,
+                        cursor=(src.name, new_cursor or ""),
+                        where=src.name,
+                        check=not getattr(src, "validated", False),
+                    )
+                except SiemError:
+                    if not getattr(src, "quarantine", False):
+                        raise  # files given by a person: refuse the batch and say where
+                    added, bad = self.store.ingest_skipping_bad(batch, cursor=(src.name, new_cursor or ""),
+                                                                where=src.name)
+                    total += added
+                    log.warning("siem: %d malformed event(s) from %s quarantined (see siem_quarantine)",
+                                bad, src.name)
         return total
 
     # ---- running ----

@@ -86,7 +86,11 @@ def parse_line(line: bytes | str, where: str) -> tuple[str, dict[str, Any]]:
 
 
 class CallableSource:
-    """A live store exposed as ``fetch(cursor, limit) -> (events, new_cursor)`` of one kind."""
+    """A live store exposed as ``fetch(cursor, limit) -> (events, new_cursor)`` of one kind.
+
+    Malformed events from a live store are quarantined, not allowed to stop the feed."""
+
+    quarantine = True
 
     def __init__(
         self,

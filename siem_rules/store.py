@@ -13,9 +13,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import SiemError
 from .events import FIELDS, KINDS, Flattener, validate
 
 TABLE = {kind: f"ev_{kind}" for kind in KINDS}
@@ -100,6 +102,10 @@ class EventStore:
             for stmt in _ddl(kind):
                 conn.execute(stmt)
         conn.execute("CREATE TABLE IF NOT EXISTS siem_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS siem_quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
+            " kind TEXT NOT NULL, event_id TEXT, reason TEXT NOT NULL, at TEXT NOT NULL)"
+        )
 
     def rows(
         self, kind: str, events: Iterable[dict[str, Any]], *, check: bool = True, where: str = "event"
@@ -146,6 +152,37 @@ class EventStore:
                     cursor,
                 )
         return added
+
+    def ingest_skipping_bad(
+        self, batch: list[tuple[str, dict[str, Any]]], *, cursor: tuple[str, str], where: str
+    ) -> tuple[int, int]:
+        """For live feeds: store the valid events, quarantine the invalid ones (source, kind, event id
+        and the schema error — never the event's values), move the cursor. Returns (stored, quarantined).
+
+        A live store must not be able to blind the SIEM with one malformed event (a poison pill)."""
+        good: list[tuple[str, dict[str, Any]]] = []
+        bad: list[tuple[str, str, str | None, str]] = []
+        for i, (kind, event) in enumerate(batch):
+            try:
+                self.rows(kind, [event], check=True, where=f"{where} #{i + 1}")
+            except SiemError as exc:
+                event_id = event.get("event_id") or event.get("decision_id")
+                bad.append((cursor[0], kind, str(event_id)[:64] if event_id else None, str(exc)[:500]))
+                continue
+            good.append((kind, event))
+        added = self.ingest(good, check=False, cursor=cursor, where=where)
+        if bad:
+            now = datetime.now(UTC).isoformat()
+            with transaction(self.conn):
+                self.conn.executemany(
+                    "INSERT INTO siem_quarantine(source, kind, event_id, reason, at) VALUES (?, ?, ?, ?, ?)",
+                    [(*b, now) for b in bad],
+                )
+        return added, len(bad)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT source, kind, event_id, reason, at FROM siem_quarantine ORDER BY id")
+        return [dict(zip(("source", "kind", "event_id", "reason", "at"), r, strict=True)) for r in rows]
 
     def cursor(self, source: str) -> str | None:
         row = self.conn.execute("SELECT cursor FROM siem_cursors WHERE source=?", (source,)).fetchone()

@@ -38,3 +38,32 @@ def test_decisions_and_policy_events_reach_the_siem(ztcp_home):
     assert counts == 5 + 2  # five decisions, and the bootstrap's policy.propose + policy.publish
     result = CliRunner().invoke(ztcp, ["siem", "run", "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_malformed_live_event_is_quarantined_not_a_blocked_feed(tmp_path):
+    """One bad entry in a live store must not blind the SIEM: the rest flows, the bad one is kept aside."""
+    from pdp.decision_log import DecisionLog
+    from siem_rules import CallableSource
+
+    log = DecisionLog(tmp_path / "decisions.db")
+    good = {"decision_id": "d-good", "timestamp": "2026-11-23T02:00:00Z", "ts": 1795399200.0,
+            "path": "ztcp/authz/decision",
+            "input": {"subject": {"id": "emp-1"}, "action": "read", "resource": {"dataset": "insured_persons"}},
+            "result": {"effect": "permit"}, "bundles": {"ztcp": {"revision": "r1"}}}
+    bad = {**good, "decision_id": "d-bad", "timestamp": "not a time"}
+    later = {**good, "decision_id": "d-later"}
+    for entry in (good, bad, later):
+        log.submit(entry)
+    assert log.flush()
+    log.close()
+    settings = load_settings()
+    engine = make_engine(settings)
+    try:
+        stored = engine.ingest([CallableSource("decisions", "decision", log.events_after)])
+        assert stored == 2
+        quarantined = engine.store.quarantined()
+        assert [(q["source"], q["event_id"]) for q in quarantined] == [("decisions", "d-bad")]
+        assert "not a time" not in quarantined[0]["reason"]  # the schema error, never the value
+        assert engine.ingest([CallableSource("decisions", "decision", log.events_after)]) == 0  # cursor moved
+    finally:
+        engine.conn.close()
