@@ -47,10 +47,18 @@ def _token_option(fn):  # type: ignore[no-untyped-def]
     )(fn)
 
 
-def _officer(settings: Settings, token: str | None) -> str:
+def _officer(settings: Settings, token: str | None, action: str, revision: str | None = None) -> str:
+    """The acting officer, from a verified token. A refused token is itself a ``policy.refused``
+    admin event (the SIEM watches for people probing the lifecycle without the role)."""
+    from cli.errors import CliFailure
     from cli.operator import current_operator
 
-    return current_operator(settings, token, OFFICER_ROLE).id
+    try:
+        return current_operator(settings, token, OFFICER_ROLE).id
+    except CliFailure as exc:
+        with _store(settings) as store:
+            store.record_refusal("unauthenticated", action, "operator_refused", exc.format_message(), revision)
+        raise
 
 
 def _default_dir(settings: Settings) -> Path:
@@ -308,7 +316,7 @@ def simulate_cmd(
     if since is not None and last is not None:
         fail("give --since or --last, not both")
     settings = load_settings()
-    _officer(settings, token)
+    _officer(settings, token, "simulate")
     if directory.is_dir():
         problems = validate_dir(directory)
         if problems:
@@ -365,7 +373,7 @@ def _print_revision_line(rev: Revision) -> None:
 def propose_cmd(directory: Path, message: str, as_json: bool, token) -> None:
     """Validate and test DIRECTORY, then store it as a proposed revision."""
     settings = load_settings()
-    author = _officer(settings, token)
+    author = _officer(settings, token, "propose")
     pack = load_pack(directory)
     problems = validate_pack(pack)
     if problems:
@@ -401,7 +409,7 @@ def propose_cmd(directory: Path, message: str, as_json: bool, token) -> None:
 def approve_cmd(rev: str, comment: str | None, as_json: bool, token) -> None:
     """Approve a revision (maker-checker: the author cannot approve their own)."""
     settings = load_settings()
-    approver = _officer(settings, token)
+    approver = _officer(settings, token, "approve", rev)
     with _store(settings) as store:
         revision = store.approve(rev, approver=approver, comment=comment)
     if as_json:
@@ -425,7 +433,7 @@ def publish_cmd(rev: str, shadow: bool, emergency: bool, reason: str | None, as_
     if reason and not emergency:
         fail("--reason is only for --emergency")
     settings = load_settings()
-    actor = _officer(settings, token)
+    actor = _officer(settings, token, "publish", rev)
     from cli.bootstrap import system_keys
 
     signer = system_keys(settings).bundle_signing
@@ -452,7 +460,7 @@ def publish_cmd(rev: str, shadow: bool, emergency: bool, reason: str | None, as_
 def rollback_cmd(rev: str | None, clear_shadow: bool, reason: str | None, as_json: bool, token) -> None:
     """Re-activate the previously published revision (or REV, if it was published before)."""
     settings = load_settings()
-    actor = _officer(settings, token)
+    actor = _officer(settings, token, "rollback", rev)
     with _store(settings) as store:
         if clear_shadow:
             if rev:

@@ -258,6 +258,12 @@ class RevisionStore:
             ),
         )
 
+    def record_refusal(self, actor: str, action: str, code: str, message: str,
+                       revision: str | None = None) -> LifecycleRefused:
+        """Record an attempt refused before it reached the store (e.g. the operator's token was
+        refused at the CLI) as a ``policy.refused`` admin event; returns the error to raise."""
+        return self._refuse(actor, action, code, message, None, revision)
+
     def _refuse(
         self,
         actor: str,

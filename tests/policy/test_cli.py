@@ -298,3 +298,25 @@ def test_diff_between_directories(runner, make_pack, base_files):
     assert run(runner, "diff", str(a), str(b), "--exit-code").exit_code == 1
     missing = run(runner, "diff", "r1", str(b))
     assert missing.exit_code == 1 and "no revision 'r1'" in missing.output
+
+
+def test_refused_operator_token_is_recorded_as_policy_refused(tmp_path, monkeypatch):
+    """Probing the lifecycle without a valid officer token leaves an admin event for the SIEM."""
+    from click.testing import CliRunner
+
+    from cli.main import ztcp
+    from cli.settings import load_settings
+    from policy import RevisionStore
+
+    runner = CliRunner()
+    monkeypatch.delenv("ZTCP_TOKEN", raising=False)
+    result = runner.invoke(ztcp, ["policy", "approve", "r99"])
+    assert result.exit_code == 2
+    monkeypatch.setenv("ZTCP_TOKEN", "not-a-token")
+    result = runner.invoke(ztcp, ["policy", "publish", "r1"])
+    assert result.exit_code == 2
+    with RevisionStore.in_home(load_settings().ensure_home()) as store:
+        refused = [e for e in store.iter_since(None) if e.type == "policy.refused"]
+    assert [(e.actor, e.detail["action"], e.detail["code"]) for e in refused] == [
+        ("unauthenticated", "approve", "operator_refused"), ("unauthenticated", "publish", "operator_refused")]
+    assert "not-a-token" not in str([e.reason for e in refused])
