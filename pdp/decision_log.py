@@ -119,7 +119,7 @@ class DecisionLog(DecisionLogReader):
         return DecisionLogReader(path)
 
     def __init__(self, path: Path, *, queue_size: int = 50_000, enqueue_timeout: float = 0.25,
-                 batch_size: int = 2000, sinks: list[LogSink] | None = None, busy_timeout: float = 5.0) -> None:
+                 batch_size: int = 256, sinks: list[LogSink] | None = None, busy_timeout: float = 5.0) -> None:
         super().__init__(path)
         self._busy_timeout = busy_timeout
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
