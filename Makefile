@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
+	ZTCP_NEED_WRK=1 ./scripts/install-system-deps.sh
 	$(BIN)/python -m benchmarks
 
 clean:

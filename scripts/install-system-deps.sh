@@ -12,6 +12,11 @@ if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 
+# wrk, the HTTP load generator of the PDP benchmark (`make bench` asks for it).
+if [ "${ZTCP_NEED_WRK:-0}" = "1" ]; then
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
