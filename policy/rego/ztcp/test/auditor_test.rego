@@ -56,3 +56,35 @@ test_key_custodian_reads_key_events_only if {
 	other := authz.decision with input as fx.patch(inp, "resource", {"dataset": "decision_log"}) with data.bureau as fx.bureau
 	other.reasons == ["dataset_not_permitted"]
 }
+
+# The console's SOC analyst triages alerts (update = acknowledge / close) and reads their evidence.
+test_soc_analyst_updates_alerts if {
+	inp := fx.with_action(fx.patch(fx.staff(["soc_analyst"]), "resource", {
+		"dataset": "alerts", "citizen_ref": null, "fields": [], "classification": "internal",
+	}), "update")
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	d.effect == "permit"
+	d.reasons == ["role_permits"]
+}
+
+test_soc_analyst_gets_no_policy_revisions_or_personal_values if {
+	revisions := fx.patch(fx.staff(["soc_analyst"]), "resource", {
+		"dataset": "policy_revisions", "citizen_ref": null, "fields": [], "classification": "internal",
+	})
+	d := authz.decision with input as revisions with data.bureau as fx.bureau
+	d.reasons == ["dataset_not_permitted"]
+	personal := authz.decision with input as fx.staff(["soc_analyst"]) with data.bureau as fx.bureau
+	personal.effect == "deny"
+}
+
+# Approve / publish / roll back in the console are updates of policy_revisions: officers only.
+test_security_officer_updates_policy_revisions if {
+	inp := fx.with_action(fx.patch(fx.staff(["security_officer"]), "resource", {
+		"dataset": "policy_revisions", "citizen_ref": null, "fields": [], "classification": "internal",
+	}), "update")
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	d.effect == "permit"
+	auditor := authz.decision with input as fx.patch(inp, "subject", object.union(inp.subject, {"roles": ["auditor"]}))
+		with data.bureau as fx.bureau
+	auditor.effect == "deny"
+}
