@@ -229,3 +229,24 @@ def test_events_after_is_an_incremental_feed(ledger: Ledger) -> None:
     assert [e["seq"] for e in rest] == [3, 4] and cur == "4" and rest[0]["type"] == "pii.read"
     assert ledger.events_after(cur) == ([], "4")
     assert len(rest[0]["leaf_hash"]) == 64
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(units=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30),
+                      min_size=1, max_size=12))
+def test_batch_insert_stores_exact_bytes(ledger: Ledger, units: list[str]) -> None:
+    """The set-based batch insert slices bodies and hashes out of concatenated blobs: every stored
+    body must be byte-identical to its canonical form (multi-byte text included) and stay a BLOB."""
+    start = ledger.size
+    evs = [make_event(start + i, actor={"id": "emp-1", "unit": u, "agency": "BLI", "roles": ["clerk"]})
+           for i, u in enumerate(units)]
+    receipts = ledger.append(evs)
+    db = ledger.raw_db()
+    for r, e in zip(receipts, evs, strict=True):
+        body, leaf, kind = db.execute("SELECT body, leaf_hash, typeof(body) FROM entries WHERE seq = ?",
+                                      (r.seq,)).fetchone()
+        assert kind == "blob"
+        assert body == canonical_bytes(e)
+        assert leaf == r.leaf_hash == merkle.leaf_hash(body)
+    assert ledger.root() == merkle.root_from_leaf_hashes(
+        [row[0] for row in db.execute("SELECT leaf_hash FROM entries ORDER BY seq")])
