@@ -37,6 +37,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(gateway.create_router(runtime))  # reference PEP: /v1/records, /v1/disclosures
     app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
                                                     sealed_cases=runtime.sealed_cases))
+    from cli.console import mount_console
+
+    mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there
 
     @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
     async def jwks() -> dict:

@@ -1,0 +1,98 @@
+"""Mounting the console on the ztcp FastAPI app: routes under /console, static assets, security
+headers, and HTML error pages for the console's own exceptions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from cli.console import audit_pages, auth, guard, key_pages, policy_pages, soc_pages
+from cli.console.config import ConsoleSettings
+from cli.console.i18n import COOKIE as LANG_COOKIE
+from cli.console.i18n import LOCALES
+from cli.console.web import PREFIX, STATIC, Console, PageError, Redirect
+from provenance import LedgerUnavailable
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None) -> Console:  # noqa: ANN001
+    """Add the console to ``app`` (``/console/…``, and ``/`` redirects there)."""
+    console = Console(runtime, settings or ConsoleSettings())
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+    @router.get("/")
+    def home(request: Request) -> Response:
+        ctx = console.ctx(request)
+        if ctx.session is None:
+            return console.redirect(ctx, f"{PREFIX}/signin")
+        return console.render(ctx, "home.html.j2")
+
+    @router.get("/lang")
+    def language(request: Request) -> Response:
+        ctx = console.ctx(request)
+        chosen = request.query_params.get("set", "")
+        back = request.query_params.get("next", f"{PREFIX}/")
+        if not back.startswith(f"{PREFIX}/") or "//" in back or "\\" in back:  # never an open redirect
+            back = f"{PREFIX}/"
+        response = console.redirect(ctx, back)
+        if chosen in LOCALES:
+            response.set_cookie(LANG_COOKIE, chosen, max_age=365 * 86400, path=PREFIX, samesite="strict",
+                                httponly=True, secure=console.secure(request))
+        return response
+
+    auth.add_routes(router, console)
+    audit_pages.add_routes(router, console)
+    soc_pages.add_routes(router, console)
+    policy_pages.add_routes(router, console)
+    key_pages.add_routes(router, console)
+    app.include_router(router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+    @app.exception_handler(Redirect)
+    async def _redirect(request: Request, exc: Redirect) -> Response:
+        return console.redirect(console.ctx(request), exc.url)
+
+    @app.exception_handler(guard.Refused)
+    async def _refused(request: Request, exc: guard.Refused) -> Response:
+        return console.refused(console.ctx(request), exc)
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError) -> Response:
+        return console.error(console.ctx(request), exc.status, exc.key, **exc.values)
+
+    @app.exception_handler(LedgerUnavailable)
+    async def _unrecordable(request: Request, exc: LedgerUnavailable) -> Response:
+        if not request.url.path.startswith(PREFIX):
+            raise exc
+        return console.error(console.ctx(request), 503, "audit.unrecordable")
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next) -> Response:  # noqa: ANN001
+        response = await call_next(request)
+        path = request.url.path
+        if path == "/" or path.startswith(PREFIX):
+            for k, v in HEADERS.items():
+                response.headers.setdefault(k, v)
+            if path.startswith(f"{PREFIX}/static/"):
+                response.headers["Cache-Control"] = "public, max-age=3600"
+            else:  # every console page may show who looked at whose data: never cached
+                response.headers["Cache-Control"] = "no-store"
+                response.headers["Pragma"] = "no-cache"
+        return response
+
+    return console

@@ -1,0 +1,30 @@
+"""Key custodian page (read-only): key versions, data keys and rows per version of each protected
+table. Rotation, rewrap and retirement stay in ``ztcp keys``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+import keymgmt
+from cli.console import guard
+from cli.console.web import Console
+
+
+def add_routes(router: APIRouter, console: Console) -> None:
+    rt = console.runtime
+
+    @router.get("/keys")
+    def keys(request: Request) -> Response:
+        ctx = console.ctx(request)
+        console.require(ctx, guard.KEYS)
+        infos = rt.key_provider.list()
+        tables, problems = [], []
+        for spec in keymgmt.registered_specs(rt.protected_engine):
+            reader = rt.protected_reader(spec.dataset)
+            try:
+                tables.append(keymgmt.table_status(reader.table))
+            except keymgmt.KeyMgmtError as exc:
+                problems.append({"table": spec.table, "error": str(exc)})
+        return console.render(ctx, "keys.html.j2", keys=infos, tables=tables, problems=problems,
+                              provider=getattr(rt.key_provider, "provider_name", ""))

@@ -1,0 +1,121 @@
+"""Server-side console sessions: random ids given to the browser, only their hashes kept here.
+
+A session expires after ``idle`` seconds without a request or ``absolute`` seconds after sign-in,
+whichever comes first. Each carries its CSRF token. Pending OIDC logins (state, PKCE verifier,
+nonce) live here too, for a few minutes, keyed by the hash of their browser cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass
+class Session:
+    subject: str
+    name: str
+    roles: tuple[str, ...]
+    org_unit: str | None
+    token: str  # the subject token the PDP verifies on every page
+    token_expires: float
+    mode: str  # "dev" | "oidc"
+    auth_method: str = "password"
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    created: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+
+    def csrf_ok(self, presented: str | None) -> bool:
+        return bool(presented) and hmac.compare_digest(self.csrf.encode(), str(presented).encode())
+
+
+@dataclass
+class PendingLogin:
+    state: str
+    verifier: str
+    nonce: str
+    created: float = field(default_factory=time.time)
+
+
+class SessionStore:
+    PENDING_SECONDS = 600
+
+    def __init__(self, idle_seconds: float, absolute_seconds: float, max_sessions: int = 10_000) -> None:
+        self.idle = idle_seconds
+        self.absolute = absolute_seconds
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+        self._pending: dict[str, PendingLogin] = {}
+        self._lock = threading.Lock()
+
+    def _expired(self, s: Session, now: float) -> bool:
+        return now - s.last_seen > self.idle or now - s.created > self.absolute
+
+    def _sweep(self, now: float) -> None:
+        for k in [k for k, s in self._sessions.items() if self._expired(s, now)]:
+            del self._sessions[k]
+        for k in [k for k, p in self._pending.items() if now - p.created > self.PENDING_SECONDS]:
+            del self._pending[k]
+
+    def create(self, session: Session) -> str:
+        """Store ``session``; return the raw id for the cookie (never stored)."""
+        raw = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.time()
+            self._sweep(now)
+            if len(self._sessions) >= self.max_sessions:  # bounded memory: drop the oldest
+                oldest = min(self._sessions, key=lambda k: self._sessions[k].last_seen)
+                del self._sessions[oldest]
+            self._sessions[_digest(raw)] = session
+        return raw
+
+    def get(self, raw: str | None, *, now: float | None = None) -> Session | None:
+        if not raw:
+            return None
+        now = time.time() if now is None else now
+        key = _digest(raw)
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is None:
+                return None
+            if self._expired(s, now):
+                del self._sessions[key]
+                return None
+            s.last_seen = now
+            return s
+
+    def drop(self, raw: str | None) -> None:
+        if raw:
+            with self._lock:
+                self._sessions.pop(_digest(raw), None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # -- OIDC logins in flight ---------------------------------------------------------------
+    def begin_login(self) -> tuple[str, PendingLogin]:
+        raw = secrets.token_urlsafe(32)
+        pending = PendingLogin(state=secrets.token_urlsafe(24), verifier=secrets.token_urlsafe(64),
+                               nonce=secrets.token_urlsafe(24))
+        with self._lock:
+            self._sweep(time.time())
+            self._pending[_digest(raw)] = pending
+        return raw, pending
+
+    def finish_login(self, raw: str | None, state: str | None) -> PendingLogin | None:
+        """The pending login of this browser if ``state`` matches; single use either way."""
+        if not raw or not state:
+            return None
+        with self._lock:
+            pending = self._pending.pop(_digest(raw), None)
+        if pending is None or time.time() - pending.created > self.PENDING_SECONDS:
+            return None
+        return pending if hmac.compare_digest(pending.state.encode(), state.encode()) else None
