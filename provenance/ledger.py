@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
+_WAL_MERGE_BYTES = 16 << 20  # ask for a background WAL checkpoint after ~16 MiB of appends
 _IN_CHUNK = 900  # stay under SQLite's host-parameter limit on any build
 SEGMENT_BITS = 18  # citizen-index partition: 262,144 events (the literal 18 is repeated in the SQL)
 
@@ -193,8 +194,15 @@ class Ledger:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        # WAL checkpoints (copying committed pages into the main file, with its own fsync) run on a
+        # background connection, not inside the appender's COMMIT: the append path only writes the WAL.
+        self._wal_unmerged = 0
+        self._wal_kick = threading.Event()
+        self._wal_stop = False
+        self._wal_thread: threading.Thread | None = None
         try:
             self._db = self._connect()
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
             self._init_meta()
             self._state = self._load_state()
@@ -227,15 +235,43 @@ class Ledger:
                 self._readers.append(db)
         return db
 
+    def _wal_loop(self) -> None:
+        db = self._connect()
+        try:
+            while not self._wal_stop:
+                self._wal_kick.wait(timeout=1.0)
+                self._wal_kick.clear()
+                if self._wal_unmerged:
+                    self._wal_unmerged = 0
+                    with contextlib.suppress(sqlite3.Error):  # busy or failing: the next round retries
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def _wal_written(self, nbytes: int) -> None:
+        if self._wal_thread is None:
+            self._wal_thread = threading.Thread(target=self._wal_loop, name="ztcp-ledger-wal", daemon=True)
+            self._wal_thread.start()
+        self._wal_unmerged += nbytes
+        if self._wal_unmerged >= _WAL_MERGE_BYTES:
+            self._wal_kick.set()
+
     def close(self) -> None:
         if self._mirror_thread is not None and self._mirror_queue is not None:
             self._mirror_queue.put(None)
             self._mirror_thread.join(timeout=30)
             self._mirror_thread = None
+        if self._wal_thread is not None:
+            self._wal_stop = True
+            self._wal_kick.set()
+            self._wal_thread.join(timeout=30)
+            self._wal_thread = None
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with self._readers_lock:
                 for db in self._readers:
                     db.close()
@@ -435,6 +471,7 @@ class Ledger:
         if cp_row:
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", cp_row)
         db.execute("COMMIT")
+        self._wal_written(sum(len(p.body) for p in new) + 96 * len(new))
         first = st.size
         st.size, st.frontier = seq, frontier
         if cp_row:

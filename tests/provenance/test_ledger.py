@@ -250,3 +250,25 @@ def test_batch_insert_stores_exact_bytes(ledger: Ledger, units: list[str]) -> No
         assert leaf == r.leaf_hash == merkle.leaf_hash(body)
     assert ledger.root() == merkle.root_from_leaf_hashes(
         [row[0] for row in db.execute("SELECT leaf_hash FROM entries ORDER BY seq")])
+
+
+def test_wal_is_merged_in_the_background(tmp_path: Path) -> None:
+    """The appender's connection never checkpoints inside COMMIT; a background connection merges the
+    WAL into the main file once enough has been appended, so the WAL cannot grow without bound."""
+    import time
+
+    path = tmp_path / "wal.db"
+    with Ledger(path, Ed25519PrivateKey.generate(), "test/wal", checkpoint_every=10**9) as led:
+        assert led._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size_before = path.stat().st_size
+        n = 0
+        while n < 40_000:  # ~20 MiB of canonical events: past the merge threshold
+            led.append([make_event(n + i) for i in range(2_000)])
+            n += 2_000
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < size_before + (8 << 20) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert path.stat().st_size >= size_before + (8 << 20), "the WAL was never merged into the main file"
+    reopened = sqlite3.connect(path)
+    assert reopened.execute("SELECT count(*) FROM entries").fetchone()[0] == 40_000
+    reopened.close()
