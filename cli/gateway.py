@@ -16,6 +16,11 @@ Endpoints
 ``POST /v1/records/{dataset}/search``  body ``{"column": "national_id", "value": "...", "purpose": ...}``
     Exact lookup through the blind index, decided with action ``search`` and recorded as
     ``pii.search``. The national ID travels in the body, never in the URL (proxies log URLs).
+``PATCH /v1/records/{dataset}/{record_id}``  body ``{"values": {"bank_account": "..."}, "purpose": {...}}``
+    Changes fields of one record, decided with action ``update`` on exactly the fields changed. The
+    ``pii.update`` event (fields = the names changed, never the values) is recorded *before* the
+    write: a change the ledger cannot record is not made (503). Protected fields are re-encrypted
+    by keymgmt's table adapter; the response never echoes a value.
 ``POST /v1/disclosures``
     Records that data left the agency (``pii.disclose``): recipient (an agency over the exchange
     backbone, a MyData party, the citizen), legal basis or consent id, fields, and ``derived_from``
@@ -43,6 +48,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -50,6 +58,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Resp
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 import keymgmt
+import pdp
 import provenance
 from pdp.http_auth import BearerAuth
 from pdp.identity import SubjectIdentity
@@ -115,6 +124,17 @@ class DisclosurePurpose(_Strict):
         if not self.legal_basis and not self.consent_id:
             raise ValueError("a disclosure needs purpose.legal_basis or purpose.consent_id")
         return self
+
+
+class UpdatePurpose(_Strict):
+    code: Name
+    case_id: Name | None = None
+
+
+class UpdateRequest(_Strict):
+    values: dict[FieldName, Annotated[str, StringConstraints(max_length=1000)] | None] = Field(
+        min_length=1, max_length=50)
+    purpose: UpdatePurpose
 
 
 class DisclosureRequest(_Strict):
@@ -202,6 +222,26 @@ def documented_headers(
 ) -> None:
     """Declares the device/context headers in the OpenAPI document. They are parsed in one place,
     :func:`device_and_context`, which names the header at fault."""
+
+
+def _subject_dependency(verifier: Any, clock: Callable[[], float]) -> Callable[[Request], Any]:
+    """The end user's token, checked against the runtime's clock (BearerAuth checks the wall clock)."""
+    if clock is time.time:
+        return BearerAuth(verifier).require_subject()
+
+    async def dependency(request: Request) -> SubjectIdentity:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Problem(401, "Unauthorized", "a Bearer token is required",
+                          headers={"WWW-Authenticate": 'Bearer realm="ztcp"'})
+        try:
+            return verifier.verify_subject(value.strip(), now=clock())
+        except pdp.TokenError as exc:
+            raise Problem(401, "Unauthorized", f"token refused: {exc.reason}",
+                          headers={"WWW-Authenticate": f'Bearer realm="ztcp", error="invalid_token", '
+                                                       f'error_description="{exc.reason}"'}) from None
+
+    return dependency
 
 
 def _via(context: Context) -> dict[str, str]:
@@ -314,9 +354,21 @@ def _provider_down(decision: Decision) -> Problem:
 # -- router ---------------------------------------------------------------------------------------
 def create_router(runtime: Any) -> APIRouter:
     """The gateway over ``runtime`` (``point``, ``verifier``, ``protected_reader``, ``recorder``,
-    ``ledger``, ``keys``)."""
+    ``ledger``, ``keys``; optionally ``clock``, ``provenance_event`` and ``dataset_classification``)."""
     router = APIRouter(tags=["gateway"], dependencies=[Depends(documented_headers)])
-    subject_dep = BearerAuth(runtime.verifier).require_subject()
+    clock = getattr(runtime, "clock", time.time)  # the runtime's "now" (the demo's simulated week)
+    subject_dep = _subject_dependency(runtime.verifier, clock)
+
+    def now_dt() -> datetime:
+        return datetime.fromtimestamp(clock(), tz=UTC)
+
+    def classified(resource: dict) -> dict:
+        # Declare the register's classification so the decision log shows what the policy applied.
+        lookup = getattr(runtime, "dataset_classification", None)
+        cls = lookup(resource["dataset"]) if lookup else None
+        if cls in ("public", "internal", "personal", "special"):
+            resource["classification"] = cls
+        return resource
 
     def reader_for(dataset: str) -> keymgmt.ProtectedReader:
         try:
@@ -329,7 +381,8 @@ def create_router(runtime: Any) -> APIRouter:
 
     def gate(reader: keymgmt.ProtectedReader, capture: _Capture) -> keymgmt.ProtectedReader:
         # A per-request gate over the shared table (and its DEK cache), recording through `capture`.
-        return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM)
+        return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM,
+                                       event_factory=reader.event_factory)
 
     def fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict:
         table = reader.table
@@ -381,7 +434,7 @@ def create_router(runtime: Any) -> APIRouter:
         """Best effort: the trace shows refused attempts too (the decision log has them regardless)."""
         try:
             runtime.recorder.record(provenance.ProvenanceEvent(
-                type="pii.denied", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
+                time=now_dt(), type="pii.denied", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
                 citizen_ref=resource.get("citizen_ref"), dataset=resource["dataset"],
                 record_id=resource.get("record_id"), fields=resource.get("fields", []),
                 purpose={k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
@@ -431,8 +484,8 @@ def create_router(runtime: Any) -> APIRouter:
         reader = reader_for(dataset)
         check_fields(reader, names, "query.fields")
         row = fetch(reader, record_id)
-        resource = {"type": "record", "dataset": dataset, "record_id": record_id,
-                    "citizen_ref": citizen_of(reader, row), "fields": names}
+        resource = classified({"type": "record", "dataset": dataset, "record_id": record_id,
+                               "citizen_ref": citizen_of(reader, row), "fields": names})
         purpose_doc = {"code": purpose, "case_id": case_id}
         decision = decide(_bearer_value(request), device, context, resource, "read", purpose_doc)
         settle(decision, subject, resource, purpose_doc, context)
@@ -443,7 +496,7 @@ def create_router(runtime: Any) -> APIRouter:
         capture = _Capture(runtime.recorder)
         try:
             values = gate(reader, capture).read(decision.token, record_id, permitted, purpose=purpose,
-                                                via=_via(context))
+                                                via=_via(context), now=clock())
         except keymgmt.DecryptRefused as exc:
             raise _refused(exc, decision) from None
         except keymgmt.ProviderUnavailable:
@@ -480,14 +533,15 @@ def create_router(runtime: Any) -> APIRouter:
                 citizen_ref = provenance.citizen_ref(body.value, runtime.keys.blind_index)
             except provenance.InvalidNationalId as exc:
                 raise _invalid("value", str(exc)) from None  # the message never holds the value
-        resource = {"type": "record", "dataset": dataset, "citizen_ref": citizen_ref, "fields": [body.column]}
+        resource = classified({"type": "record", "dataset": dataset, "citizen_ref": citizen_ref,
+                               "fields": [body.column]})
         purpose_doc = {"code": body.purpose, "case_id": body.case_id}
         decision = decide(_bearer_value(request), device, context, resource, "search", purpose_doc)
         settle(decision, subject, resource, purpose_doc, context)
         capture = _Capture(runtime.recorder)
         try:
             pks = gate(reader, capture).search(decision.token, body.column, body.value, purpose=body.purpose,
-                                               via=_via(context))
+                                               via=_via(context), now=clock())
         except keymgmt.DecryptRefused as exc:
             raise _refused(exc, decision) from None
         except keymgmt.ProviderUnavailable:
@@ -506,6 +560,77 @@ def create_router(runtime: Any) -> APIRouter:
                            "seq": capture.receipts[0].seq if capture.receipts else None},
         }
 
+    @router.patch("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
+                  summary="Change fields of one record through the decision point, recorded as pii.update")
+    def update_record(
+        request: Request,
+        response: Response,
+        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        record_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        body: Annotated[UpdateRequest, Body()],
+        subject: SubjectIdentity = Depends(subject_dep),
+    ) -> dict:
+        response.headers["Cache-Control"] = "no-store"
+        device, context = device_and_context(request)
+        reader = reader_for(dataset)
+        names = sorted(body.values)
+        check_fields(reader, names, "values")
+        if reader.table.spec.pk in names:
+            raise _invalid("values", f"the primary key {reader.table.spec.pk!r} cannot be changed")
+        row = fetch(reader, record_id)
+        resource = classified({"type": "record", "dataset": dataset, "record_id": record_id,
+                               "citizen_ref": citizen_of(reader, row), "fields": names})
+        purpose_doc = body.purpose.model_dump(exclude_none=True)
+        decision = decide(_bearer_value(request), device, context, resource, "update", purpose_doc)
+        settle(decision, subject, resource, purpose_doc, context)
+        if set(names) - set(decision.permitted_fields):
+            # An update is all or nothing: changing only some of the asked fields would corrupt the record.
+            withheld = sorted(set(names) - set(decision.permitted_fields))
+            denied_event(subject, decision, resource, purpose_doc, context)
+            raise Problem(403, "Denied by policy", f"not permitted to change: {', '.join(withheld)}",
+                          type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
+                          reasons=["fields_not_permitted"])
+        try:
+            # The same check the decryption gate makes: the token is this decision's, for this change.
+            claims = pdp.verify_decision_token(decision.token, runtime.decision_verifier, now=clock())
+        except pdp.DecisionTokenError as exc:
+            raise Problem(403, "Refused", exc.reason, type_="urn:ztcp:problem:refused",
+                          decision_id=decision.decision_id, reasons=[exc.reason]) from None
+        if (claims.action != "update" or claims.dataset != dataset or claims.record_id != record_id
+                or not claims.covers(names)):
+            raise Problem(403, "Refused", "decision does not cover this change", type_="urn:ztcp:problem:refused",
+                          decision_id=decision.decision_id, reasons=["decision_mismatch"])
+        try:
+            receipt = runtime.recorder.record(provenance.ProvenanceEvent(
+                time=now_dt(), type="pii.update", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
+                citizen_ref=resource["citizen_ref"], dataset=dataset, record_id=record_id, fields=names,
+                purpose=purpose_doc, decision_id=decision.decision_id, effect="permit"))
+        except ValidationError:
+            raise _invalid("purpose", "refused by the provenance schema (values shaped like a national ID or "
+                                      "phone number are not allowed)") from None
+        except Exception as exc:  # noqa: BLE001 - fail closed: an unrecorded change is not made
+            log.warning("update under decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
+            raise Problem(503, "Provenance ledger unavailable", "the change could not be recorded, so it was "
+                          "not made", type_="urn:ztcp:problem:ledger-unavailable",
+                          decision_id=decision.decision_id, headers={"Retry-After": "5"}) from None
+        table = reader.table
+        try:
+            table.update(gate(reader, _Capture(runtime.recorder))._pk_value(record_id), dict(body.values))
+        except keymgmt.ProviderUnavailable:
+            raise _provider_down(decision) from None
+        except keymgmt.KeyMgmtError as exc:
+            log.warning("update of %s failed after it was recorded: %s", dataset, type(exc).__name__)
+            raise Problem(409, "Update failed", "the record could not be changed; the attempt is recorded",
+                          decision_id=decision.decision_id) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
+        return {
+            "dataset": dataset, "record_id": record_id, "citizen_ref": resource["citizen_ref"],
+            "updated_fields": names, "decision_id": decision.decision_id,
+            "obligations_applied": _applied(decision, set(), receipt.event_id, 1),
+            "provenance": {"event_id": receipt.event_id, "seq": receipt.seq},
+        }
+
     @router.post("/v1/disclosures", status_code=201, responses=_ERRORS,
                  summary="Record a disclosure (pii.disclose) to an agency, a MyData party or the citizen")
     def disclose(
@@ -521,15 +646,15 @@ def create_router(runtime: Any) -> APIRouter:
         row = fetch(reader, body.record_id)
         citizen_ref = citizen_of(reader, row)
         sources = _sources(runtime.ledger, body, subject, citizen_ref)
-        resource = {"type": "record", "dataset": body.dataset, "record_id": body.record_id,
-                    "citizen_ref": citizen_ref, "fields": list(body.fields)}
+        resource = classified({"type": "record", "dataset": body.dataset, "record_id": body.record_id,
+                               "citizen_ref": citizen_ref, "fields": list(body.fields)})
         purpose_doc = body.purpose.model_dump(exclude_none=True)
         decision = decide(_bearer_value(request), device, context, resource, "disclose", purpose_doc)
         settle(decision, subject, resource, purpose_doc, context)
         fields = [f for f in body.fields if f in set(decision.permitted_fields)]
         try:
             event = provenance.ProvenanceEvent(
-                type="pii.disclose", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
+                time=now_dt(), type="pii.disclose", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
                 citizen_ref=citizen_ref, dataset=body.dataset, record_id=body.record_id, fields=fields,
                 purpose=purpose_doc, decision_id=decision.decision_id, effect="permit",
                 recipient=body.recipient.model_dump(exclude_none=True), derived_from=sources)

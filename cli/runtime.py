@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cached_property
 
 from cli.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
@@ -32,11 +35,25 @@ BUREAU_DATA_FILE = "bureau-data.json"
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.home = settings.ensure_home()
+        # One "now" for everything that stamps or checks time (decisions, token checks, provenance,
+        # key audit): the demo's simulated week passes a settable clock here.
+        self.clock = clock
         self._closers: list = []
         self._lock = threading.Lock()
+        self._classes: tuple[int, dict[str, str]] | None = None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
+
+    def provenance_event(self, **fields: object):  # type: ignore[no-untyped-def]
+        """A provenance event stamped with this runtime's clock (unless ``time`` is given)."""
+        import provenance
+
+        fields.setdefault("time", self.now())
+        return provenance.ProvenanceEvent(**fields)  # type: ignore[arg-type]
 
     # -- identity and keys ------------------------------------------------------------------
     @cached_property
@@ -72,6 +89,24 @@ class Runtime:
         if not path.exists():
             return None
         return json.loads(path.read_text())
+
+    def dataset_classification(self, dataset: str) -> str | None:
+        """The dataset's classification in the bureau's register (re-read only when the file changes),
+        so a PEP can declare it and the decision log shows what the policy saw."""
+        path = self.home / BUREAU_DATA_FILE
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._classes
+        if cached is None or cached[0] != mtime:
+            try:
+                datasets = (self.bureau_data() or {}).get("datasets", {})
+            except (OSError, ValueError):
+                return None
+            cached = (mtime, {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)})
+            self._classes = cached
+        return cached[1].get(dataset)
 
     def pack(self) -> PolicyPack:
         return load_pack(self.settings.policy_dir)
@@ -127,7 +162,8 @@ class Runtime:
         ensure_initial_revision(self.revision_store, self.pack(), self.keys.bundle_signing)
         point = DecisionPoint(verifier=self.verifier, signer=self.decision_signer, log=self.decision_log,
                               history=self.history, active=None,
-                              timeout_ms=self.settings.engine_timeout_ms, metrics=self.metrics)
+                              timeout_ms=self.settings.engine_timeout_ms, metrics=self.metrics,
+                              clock=self.clock)
         self._closers.insert(0, point.close)
         self.reloader = PolicyReloader(self.revision_store, self.bundle_public_keys, self.build_active, point,
                                        watch_files=[self.home / BUREAU_DATA_FILE])
@@ -169,7 +205,17 @@ class Runtime:
     def key_audit(self):  # type: ignore[no-untyped-def]
         import keymgmt
 
-        return keymgmt.KeyAuditLog(keymgmt.default_audit_path(self.home))
+        clock = self.clock
+
+        class ClockedKeyAudit(keymgmt.KeyAuditLog):
+            """Stamps events with the runtime's clock instead of the wall clock."""
+
+            def record(self, event=None, /, **fields):  # type: ignore[no-untyped-def]
+                if event is None:
+                    fields.setdefault("time", datetime.fromtimestamp(clock(), tz=UTC))
+                return super().record(event, **fields)
+
+        return ClockedKeyAudit(keymgmt.default_audit_path(self.home))
 
     @cached_property
     def protected_engine(self):  # type: ignore[no-untyped-def]
@@ -200,7 +246,7 @@ class Runtime:
                      if spec.blind_index else None)
             table = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(self.key_provider, engine), blind)
             reader = keymgmt.ProtectedReader(table, self.decision_verifier, self.recorder, self.key_audit,
-                                             system="ztcp-gateway")
+                                             system="ztcp-gateway", event_factory=self.provenance_event)
             readers[dataset] = reader
             return reader
 
