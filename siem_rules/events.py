@@ -481,6 +481,29 @@ class Flattener:
         return (values[0], when.timestamp(), *values[1:])
 
 
+def normalise(kind: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Map a live store's event onto the SIEM schema (returns ``event`` itself when nothing changes).
+
+    The provenance ledger writes DESIGN §5 events: ``actor`` and ``recipient`` are objects
+    (``{"id", "type", "roles", ...}``) and a ``pii.update`` names the changed fields in ``fields``.
+    The rules match on the actor's and recipient's ids and on ``changed``.
+    """
+    if kind != "provenance":
+        return event
+    actor, recipient = event.get("actor"), event.get("recipient")
+    update = event.get("type") == "pii.update" and "changed" not in event
+    if not (isinstance(actor, dict) or isinstance(recipient, dict) or update):
+        return event
+    out = dict(event)
+    if isinstance(actor, dict):
+        out["actor"] = actor.get("id")
+    if isinstance(recipient, dict):
+        out["recipient"] = recipient.get("id")
+    if update:
+        out["changed"] = list(event.get("fields") or [])
+    return out
+
+
 def validate(kind: str, event: dict[str, Any], where: str = "event") -> dict[str, Any]:
     """Validate one event against its schema; returns it unchanged (JSON form) or raises EventError."""
     model = MODELS.get(kind)

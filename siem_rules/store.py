@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SiemError
-from .events import FIELDS, KINDS, Flattener, validate
+from .events import FIELDS, KINDS, Flattener, normalise, validate
 
 TABLE = {kind: f"ev_{kind}" for kind in KINDS}
 
@@ -112,7 +112,8 @@ class EventStore:
     ) -> list[tuple[Any, ...]]:
         flat = self._flat[kind]
         out = []
-        for n, event in enumerate(events):
+        for n, raw in enumerate(events):
+            event = normalise(kind, raw)
             if check:
                 validate(kind, event, f"{where} #{n + 1}")
             out.append(flat.row(event))
