@@ -192,6 +192,42 @@ def _count(engine: sa.Engine, q: sa.Select) -> int:
         return int(c.execute(q).scalar_one())
 
 
+def _run_batches(
+    et: EncryptedTable,
+    *,
+    kind: str,
+    where: sa.ColumnElement[bool],
+    update_sql: str,
+    columns: list[Any],
+    to_params: Callable[[list], list[tuple]],
+    batch: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """The resumable job loop shared by encrypt-table and reencrypt: journal, keyset-paginated
+    batches of rows still matching ``where`` (as mappings), a writer committing each. Returns (changed, done)."""
+    pkc = et.table.c[et.spec.pk]
+    with et.engine.begin() as c:
+        _journal_begin(c, kind, et.spec.table)
+    writer = _BatchWriter(et.engine, update_sql, kind, et.spec.table, progress)
+    last: Any = None
+    try:
+        while writer.error is None:
+            q = sa.select(*columns).where(where)
+            if last is not None:
+                q = q.where(pkc > last)
+            with et.engine.connect() as c:
+                rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
+            if not rows:
+                break
+            writer.submit(to_params(rows))
+            last = rows[-1][et.spec.pk]
+    finally:
+        changed = writer.close()
+    with et.engine.begin() as c:
+        done = _journal_finish(c, kind, et.spec.table)
+    return changed, done
+
+
 def encrypt_table(
     et: EncryptedTable,
     *,
@@ -204,35 +240,21 @@ def encrypt_table(
     """Encrypt the protected columns of every plaintext row in place. Resumable and idempotent."""
     et.prepare()
     t = et.table
-    pkc = t.c[et.spec.pk]
     state = t.c[STATE_COLUMN]
     total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
     pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(state.is_(None)))
     if on_total:
         on_total(total, total - pending)
     started = time.perf_counter()
-    with et.engine.begin() as c:
-        _journal_begin(c, "encrypt", et.spec.table)
-    writer = _BatchWriter(et.engine, _raw_update_sql(et, f"{STATE_COLUMN} IS NULL"), "encrypt",
-                          et.spec.table, progress)
-    cols = [pkc, *(t.c[x] for x in et.spec.columns)]
-    last: Any = None
-    try:
-        while writer.error is None:
-            q = sa.select(*cols).where(state.is_(None))
-            if last is not None:
-                q = q.where(pkc > last)
-            with et.engine.connect() as c:
-                rows = c.execute(q.order_by(pkc).limit(batch)).all()
-            if not rows:
-                break
-            stored = et.encrypt_rows([(r[0], r[1:]) for r in rows])
-            writer.submit([(*vals, r[0]) for r, vals in zip(rows, stored, strict=True)])
-            last = rows[-1][0]
-    finally:
-        changed = writer.close()
-    with et.engine.begin() as c:
-        done = _journal_finish(c, "encrypt", et.spec.table)
+    pk, cols = et.spec.pk, et.spec.columns
+
+    def to_params(rows: list) -> list[tuple]:
+        stored = et.encrypt_rows([(r[pk], [r[c] for c in cols]) for r in rows])
+        return [(*vals, r[pk]) for r, vals in zip(rows, stored, strict=True)]
+
+    changed, done = _run_batches(
+        et, kind="encrypt", where=state.is_(None), update_sql=_raw_update_sql(et, f"{STATE_COLUMN} IS NULL"),
+        columns=[t.c[pk], *(t.c[x] for x in cols)], to_params=to_params, batch=batch, progress=progress)
     if audit is not None:
         audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
                      dataset=et.dataset, count=changed, reason="encrypt-table")
@@ -272,7 +294,7 @@ def reencrypt(
     """Move rows off retired / pre-rotation DEKs and stale blind-index keys. Resumable, idempotent."""
     et.prepare()
     t = et.table
-    pkc = t.c[et.spec.pk]
+    pk, cols = et.spec.pk, et.spec.columns
     cond, old, _ = _reencrypt_filter(et)
     total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
     pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(cond))
@@ -280,29 +302,15 @@ def reencrypt(
         on_total(pending, 0)
     et.envelope.prefetch(old)
     started = time.perf_counter()
-    with et.engine.begin() as c:
-        _journal_begin(c, "reencrypt", et.spec.table)
-    writer = _BatchWriter(et.engine, _raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}"), "reencrypt",
-                          et.spec.table, progress)
-    last: Any = None
-    try:
-        while writer.error is None:
-            q = sa.select(t).where(cond)
-            if last is not None:
-                q = q.where(pkc > last)
-            with et.engine.connect() as c:
-                rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
-            if not rows:
-                break
-            plain = [et._decrypt_row(r, et.spec.columns) for r in rows]
-            stored = et.encrypt_rows([(r[et.spec.pk], [p[c] for c in et.spec.columns])
-                                      for r, p in zip(rows, plain, strict=True)])
-            writer.submit([(*vals, r[et.spec.pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)])
-            last = rows[-1][et.spec.pk]
-    finally:
-        changed = writer.close()
-    with et.engine.begin() as c:
-        done = _journal_finish(c, "reencrypt", et.spec.table)
+
+    def to_params(rows: list) -> list[tuple]:
+        plain = [et._decrypt_row(r, cols) for r in rows]
+        stored = et.encrypt_rows([(r[pk], [p[c] for c in cols]) for r, p in zip(rows, plain, strict=True)])
+        return [(*vals, r[pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)]
+
+    changed, done = _run_batches(
+        et, kind="reencrypt", where=cond, update_sql=_raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}"),
+        columns=[t], to_params=to_params, batch=batch, progress=progress)
     if audit is not None:
         audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
                      dataset=et.dataset, count=changed)
