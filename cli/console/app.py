@@ -29,6 +29,7 @@ HEADERS = {
 def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None) -> Console:  # noqa: ANN001
     """Add the console to ``app`` (``/console/…``, and ``/`` redirects there)."""
     console = Console(runtime, settings or ConsoleSettings())
+    app.state.console = console
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     @router.get("/")
