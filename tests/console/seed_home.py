@@ -29,7 +29,8 @@ HEADERS = {"X-Device-Id": "dev-con-1", "X-Device-Managed": "true", "X-Device-Com
            "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 AUTHOR, CHECKER = "emp-so-1", "emp-so-2"
 STAFF = [
-    {"id": "emp-aud-1", "display_name": "林稽核", "office": "head-office", "roles": ["auditor"], "auth_method": "fido2"},
+    {"id": "emp-aud-1", "display_name": "林稽核", "office": "head-office", "roles": ["auditor"],
+     "auth_method": "fido2"},
     {"id": "emp-soc-1", "display_name": "陳資安", "office": "head-office", "roles": ["soc_analyst"],
      "auth_method": "fido2"},
     {"id": AUTHOR, "display_name": "王政策", "office": "head-office", "roles": ["security_officer"],
