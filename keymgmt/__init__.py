@@ -2,7 +2,7 @@
 blind indexes, the encrypted-table adapter, decrypt-with-decision, and rotate / rewrap /
 re-encrypt / retire jobs with key audit events."""
 
-from keymgmt.audit import KeyAuditEvent, KeyAuditLog, default_audit_path
+from keymgmt.audit import KeyAuditEvent, KeyAuditLog, KeyAuditType, default_audit_path
 from keymgmt.blind_index import BlindIndexer, BlindIndexKeys, normalise
 from keymgmt.ciphertext import ParsedCiphertext, format_ciphertext, is_ciphertext, parse_ciphertext
 from keymgmt.db import make_engine
@@ -63,6 +63,7 @@ __all__ = [
     "JobResult",
     "KeyAuditEvent",
     "KeyAuditLog",
+    "KeyAuditType",
     "KeyExists",
     "KeyInfo",
     "KeyMgmtError",

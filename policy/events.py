@@ -9,7 +9,7 @@ with :meth:`policy.RevisionStore.iter_since` (kind ``policy``); ``policy.emergen
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,14 +21,7 @@ EventType = Literal[
     "policy.rollback",
     "policy.refused",
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "policy.propose",
-    "policy.approve",
-    "policy.publish",
-    "policy.emergency_publish",
-    "policy.rollback",
-    "policy.refused",
-)
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 class AdminEvent(BaseModel):

@@ -20,6 +20,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from keymgmt import KeyAuditType
+from policy import EventType as PolicyEventType
+
 from .errors import EventError
 
 KINDS = ("decision", "provenance", "key", "policy")
@@ -209,16 +212,7 @@ class ProvenanceEvent(_Open):
 class KeyEvent(_Open):
     event_id: str
     time: Rfc3339
-    type: Literal[
-        "key.create",
-        "key.rotate",
-        "key.rewrap",
-        "key.retire",
-        "key.decrypt",
-        "key.decrypt_refused",
-        "key.bulk_decrypt",
-        "key.reencrypt",
-    ]
+    type: KeyAuditType
     actor: str
     key_name: str
     key_version: int | None = None
@@ -233,15 +227,7 @@ class KeyEvent(_Open):
 class PolicyEvent(_Open):
     event_id: str
     time: Rfc3339
-    type: Literal[
-        "policy.propose",
-        "policy.approve",
-        "policy.publish",
-        "policy.emergency_publish",
-        "policy.rollback",
-        "policy.refused",
-        "audit.verify_failed",
-    ]
+    type: Literal[PolicyEventType, "audit.verify_failed"]
     actor: str
     revision: str | None = None
     digest: str | None = None
