@@ -11,8 +11,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.demo.seed import MAX_CITIZENS, MAX_DAYS
 from cli.errors import EXIT_INPUT, EXIT_INTEGRITY, CliFailure, handle_errors
 from cli.settings import load_settings
+
+
+class _Count(click.ParamType):
+    """An integer in a range. A bad value is an input error (exit 1, DESIGN §10), not click's usage exit 2."""
+
+    name = "integer"
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        flag = f"--{param.name}" if param is not None and param.name else "value"
+        try:
+            number = int(str(value).strip(), 10)
+        except ValueError:
+            raise CliFailure(f"{flag} must be a whole number (got {str(value)[:20]!r})", EXIT_INPUT) from None
+        if not self.lo <= number <= self.hi:
+            raise CliFailure(f"{flag} must be between {self.lo} and {self.hi} (got {number})", EXIT_INPUT)
+        return number
+
+
+class _SeedCommand(click.Command):
+    """Usage mistakes (unknown flag, missing value) exit 1 like every other input error here."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise CliFailure(f"{exc.format_message()} (see: ztcp demo seed --help)", EXIT_INPUT) from None
 
 
 class _RichPhases:
@@ -39,10 +70,12 @@ def command() -> None:
     """A synthetic bureau to explore ztcp with (never use on a production home)."""
 
 
-@command.command("seed")
-@click.option("--citizens", type=int, default=2000, show_default=True, help="insured people to create (50–200000)")
-@click.option("--days", type=int, default=7, show_default=True, help="length of the simulated window, ending now")
-@click.option("--seed", "seed_value", type=int, default=7, show_default=True,
+@command.command("seed", cls=_SeedCommand)
+@click.option("--citizens", type=_Count(50, MAX_CITIZENS), default=2000, show_default=True,
+              help=f"insured people to create (50–{MAX_CITIZENS})")
+@click.option("--days", type=_Count(2, MAX_DAYS), default=7, show_default=True,
+              help=f"length of the simulated window in days, ending now (2–{MAX_DAYS})")
+@click.option("--seed", "seed_value", type=_Count(0, 2**31 - 1), default=7, show_default=True,
               help="random seed (same seed, same bureau)")
 @click.option("--force", is_flag=True, help="rebuild an already seeded home and append another simulated week")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
@@ -82,8 +115,9 @@ def _print(report: Any) -> None:
     out = Console(highlight=False)
     out.print(f"[bold]Seeded[/bold] {report.home}: {report.citizens} insured people, {report.staff} staff in "
               f"{report.offices} offices, {report.cases} cases, claims {report.claims}")
-    out.print(f"Simulated window {report.window[0]} → {report.window[1]}: {report.requests} requests "
-              f"({report.events_per_second} ledger events/s through the gateway)")
+    out.print(f"Simulated window {report.window[0]} → {report.window[1]}: {report.requests} requests through "
+              f"the gateway ({report.requests_per_second} requests/s, {report.events_per_second} ledger events/s; "
+              f"phases {report.seconds} s)")
     t = Table(title="Decisions by effect")
     t.add_column("effect")
     t.add_column("decisions", justify="right")

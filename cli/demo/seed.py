@@ -82,7 +82,8 @@ class SeedReport:
     alerts_by_rule: dict[str, int]
     incidents: list[IncidentResult]
     seconds: dict[str, float]
-    events_per_second: float
+    events_per_second: float  # ledger events recorded per second of gateway request time
+    requests_per_second: float
 
     @property
     def missed(self) -> list[IncidentResult]:
@@ -309,7 +310,9 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
             decisions=dict(decisions), events=dict(by_type), reads=tally.ok("read"),
             read_events=by_type.get("pii.read", 0), alerts_by_rule=dict(sorted(by_rule.items())),
             incidents=results, seconds={k: round(v, 2) for k, v in timings.items()},
-            events_per_second=round(len(events) / timings["traffic"], 1) if timings["traffic"] else 0.0)
+            events_per_second=round(len(events) / world.gateway_seconds, 1) if world.gateway_seconds else 0.0,
+            requests_per_second=round(tally.requests / world.gateway_seconds, 1) if world.gateway_seconds else 0.0)
+        report.seconds["gateway"] = round(world.gateway_seconds, 2)
         return report
     finally:
         rt.close()

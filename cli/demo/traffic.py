@@ -19,6 +19,7 @@ Who does what (office hours 08:30–17:30 Asia/Taipei, Monday to Friday):
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class World:
         self.bureau = bureau
         self.clock = clock
         self.tally = Tally()
+        self.gateway_seconds = 0.0  # wall time spent inside gateway requests (throughput figure)
         self._tokens: dict[tuple[str, str], tuple[float, str]] = {}
         self.staff = {s.id: s for s in bureau.staff}
 
@@ -109,19 +111,27 @@ class World:
             "X-Geo": f"{lat:.4f},{lon:.4f}",
         }
 
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return getattr(self.client, method)(url, **kw)
+        finally:
+            self.gateway_seconds += time.perf_counter() - started
+
     # -- the four gateway operations ------------------------------------------------------------
     def read(self, staff: Staff, dataset: str, record_id: int, fields: list[str], purpose: str,
              case_id: str | None, **hdr: Any) -> Any:
         params = {"fields": ",".join(fields), "purpose": purpose}
         if case_id:
             params["case_id"] = case_id
-        r = self.client.get(f"/v1/records/{dataset}/{record_id}", params=params, headers=self.headers(staff, **hdr))
+        r = self._call("get", f"/v1/records/{dataset}/{record_id}", params=params,
+                       headers=self.headers(staff, **hdr))
         body = r.json() if r.status_code == 200 else None
         self.tally.add("read", r.status_code, "pii.read", body["provenance"]["event_id"] if body else None)
         return r
 
     def search(self, staff: Staff, dataset: str, national_id: str, purpose: str, case_id: str | None) -> Any:
-        r = self.client.post(f"/v1/records/{dataset}/search", headers=self.headers(staff),
+        r = self._call("post", f"/v1/records/{dataset}/search", headers=self.headers(staff),
                              json={"column": "national_id", "value": national_id, "purpose": purpose,
                                    "case_id": case_id})
         body = r.json() if r.status_code == 200 else None
@@ -130,7 +140,7 @@ class World:
 
     def update(self, staff: Staff, dataset: str, record_id: int, values: dict[str, str], purpose: str,
                case_id: str | None) -> Any:
-        r = self.client.patch(f"/v1/records/{dataset}/{record_id}", headers=self.headers(staff),
+        r = self._call("patch", f"/v1/records/{dataset}/{record_id}", headers=self.headers(staff),
                               json={"values": values, "purpose": {"code": purpose, "case_id": case_id}})
         body = r.json() if r.status_code == 200 else None
         self.tally.add("update", r.status_code, "pii.update", body["provenance"]["event_id"] if body else None)
@@ -138,7 +148,7 @@ class World:
 
     def disclose(self, staff: Staff, dataset: str, record_id: int, fields: list[str], recipient: dict,
                  purpose: dict, derived_from: list[str]) -> Any:
-        r = self.client.post("/v1/disclosures", headers=self.headers(staff, zone="internal"),
+        r = self._call("post", "/v1/disclosures", headers=self.headers(staff, zone="internal"),
                              json={"dataset": dataset, "record_id": str(record_id), "fields": fields,
                                    "recipient": recipient, "purpose": purpose, "derived_from": derived_from})
         body = r.json() if r.status_code == 201 else None
