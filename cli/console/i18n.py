@@ -33,6 +33,10 @@ class Catalog:
             raise KeyError(f"console message {key!r} is in no catalog")
         return text.format(**values) if values else text
 
+    def lookup(self, key: str, fallback: str) -> str:
+        """For keys built from data (a status, a level): a value the catalog lacks is shown as is."""
+        return self._messages.get(key) or self._fallback.get(key) or fallback
+
 
 def _match(tag: str) -> str | None:
     tag = tag.strip().lower().replace("_", "-")
