@@ -25,7 +25,7 @@ class _Count(click.ParamType):
         self.lo, self.hi = lo, hi
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        flag = f"--{param.name}" if param is not None and param.name else "value"
+        flag = max(param.opts, key=len) if param is not None and param.opts else "value"
         try:
             number = int(str(value).strip(), 10)
         except ValueError:

@@ -276,7 +276,7 @@ def build_bureau(seed: int, citizens: int, today: date) -> Bureau:
             if kind in ("occupational_injury", "disability"):
                 injury_n += 1
                 injury_id = injury_n
-            claims.append(Claim(len(claims) + 1, f"CL{today.year}{len(claims) + 1:07d}", c.index, kind,
+            claims.append(Claim(len(claims) + 1, f"CL-{today.year}-{len(claims) + 1:07d}", c.index, kind,
                                 "paid" if status == "closed" else rng.choice(["received", "under_review", "approved"]),
                                 filed, rng.randrange(lo, hi, 10), case.id, injury_id))
         if not c.well_known and rng.random() < 0.06:  # counter visits: a change the citizen asked for
