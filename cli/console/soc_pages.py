@@ -32,6 +32,13 @@ def _open(console: Console) -> sqlite3.Connection:
     return connect(console.runtime.home / DB_NAME)
 
 
+def _shown(value: Any) -> Any:
+    """List columns are stored as |a|b| for matching; show them as a, b."""
+    if isinstance(value, str) and len(value) > 1 and value.startswith("|") and value.endswith("|"):
+        return ", ".join(v for v in value.strip("|").split("|") if v)
+    return value
+
+
 def evidence(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
     """The SIEM store's flattened copies of these events, oldest first (any kind)."""
     if not ids:
@@ -46,7 +53,7 @@ def evidence(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
         names = [d[0] for d in cur.description]
         for row in cur.fetchall():
             rec = dict(zip(names, row, strict=True))
-            details = {c: rec[c] for c in EVIDENCE_COLUMNS if rec.get(c) not in (None, "", "[]")}
+            details = {c: _shown(rec[c]) for c in EVIDENCE_COLUMNS if rec.get(c) not in (None, "", "[]", "||")}
             out.append({"event_id": rec["event_id"], "kind": kind,
                         "time": datetime.fromtimestamp(rec["ts"], UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
                         "ts": rec["ts"], "details": details})
@@ -93,8 +100,11 @@ def add_routes(router: APIRouter, console: Console) -> None:
         finally:
             conn.close()
         done = request.query_params.get("done", "")
+        refs = sorted({str(e["details"]["citizen_ref"]) for e in events if e["details"].get("citizen_ref")}
+                      | ({str(found.group_keys["citizen_ref"])} if found.group_keys.get("citizen_ref") else set()))
         return console.render(ctx, "alert.html.j2", alert=found, events=events, done=done if done in STATUSES else "",
-                              can_triage=console.allowed(ctx, guard.ALERT_TRIAGE))
+                              can_triage=console.allowed(ctx, guard.ALERT_TRIAGE), citizens=refs,
+                              can_trace=console.allowed(ctx, guard.TRACE))
 
     @router.post("/alerts/{alert_id}/status")
     async def triage(request: Request, alert_id: str) -> Response:

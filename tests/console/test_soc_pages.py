@@ -76,3 +76,17 @@ def test_an_auditor_reads_alerts_but_cannot_triage(new_browser, world) -> None: 
         r = b.post(f"/console/alerts/{aid}/status", {"status": "closed"}, csrf_from=f"/console/alerts/{aid}")
     assert r.status_code == 403 and "action_not_permitted" in r.text
     assert _status(rt, aid) == "open"
+
+
+def test_from_an_alert_an_auditor_traces_the_citizen_concerned(new_browser, world) -> None:  # noqa: ANN001
+    rt, _, facts = world
+    with new_browser() as b:
+        b.sign_in("emp-aud-1")
+        page = f"/console/alerts/{facts['alert_id']}"
+        r = b.client.get(page)
+        assert "Trace this citizen" in r.text and f'name="citizen_ref" value="{facts["ref_y"]}"' in r.text
+        assert "|name|" not in r.text  # list columns shown as lists
+        r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"]}, csrf_from=page)
+    assert r.status_code == 200 and "svc-batch-7" in r.text
+    (query,) = [e.event for e in rt.ledger.entries() if e.event.type == "audit.trace"]
+    assert query.citizen_ref == facts["ref_y"] and query.actor.id == "emp-aud-1"
