@@ -25,6 +25,7 @@ NID = "A123456789"
 OLD_BANK, NEW_BANK = "812-000012345678", "700-999988887777"
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 4, 2, 0, tzinfo=UTC).timestamp()  # Wednesday 10:00 in Taipei, long before "now"
+CHANGE = {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}}
 HEADERS = {"X-Device-Id": "dev-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
            "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 
@@ -84,7 +85,7 @@ def _read_bank(world: World) -> str:
 def test_update_is_decided_recorded_then_written_encrypted(world: World) -> None:
     before = world.stored()
     r = world.patch(world.auth("emp-counter", "counter_staff"),
-                    {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}})
+                    CHANGE)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["updated_fields"] == ["bank_account"] and NEW_BANK not in r.text and OLD_BANK not in r.text
@@ -103,7 +104,7 @@ def test_update_is_decided_recorded_then_written_encrypted(world: World) -> None
 def test_update_without_need_to_know_is_refused_and_nothing_changes(world: World) -> None:
     before = world.stored()
     r = world.patch(world.auth("emp-stranger", "counter_staff"),
-                    {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}})
+                    CHANGE)
     assert r.status_code == 403, r.text
     assert "not_assigned" in r.json()["reasons"]
     assert world.stored() == before and _read_bank(world) == OLD_BANK
@@ -113,7 +114,7 @@ def test_update_without_need_to_know_is_refused_and_nothing_changes(world: World
 
 def test_update_the_role_may_not_make_is_refused(world: World) -> None:
     r = world.patch(world.auth("emp-counter", "reviewer"),  # reviewers read; they do not change records
-                    {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}})
+                    CHANGE)
     assert r.status_code == 403, r.text
     assert _read_bank(world) == OLD_BANK and world.events("pii.update") == []
 
@@ -122,7 +123,7 @@ def test_update_the_ledger_cannot_record_is_not_made(world: World) -> None:
     before = world.stored()
     world.rt.ledger.close()
     r = world.patch(world.auth("emp-counter", "counter_staff"),
-                    {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}})
+                    CHANGE)
     assert r.status_code == 503, r.text
     assert world.stored() == before
 
