@@ -18,7 +18,8 @@ class ConsoleSettings(BaseSettings):
     idle_minutes: int = Field(default=15, ge=1, le=240)
     absolute_hours: int = Field(default=8, ge=1, le=24)
     token_minutes: int = Field(default=10, ge=1, le=60, description="life of a dev sign-in subject token")
-    # The console cannot see the browser's device. Set this only when an access proxy in front of
-    # the console admits managed, compliant devices alone: the PDP is then told so.
-    managed_devices: bool = False
+    # The console cannot see the browser's device. True only when an access proxy in front of the
+    # console admits managed, compliant devices alone: the PDP is then told so. Unset: assumed in
+    # development-issuer mode (nothing is really authenticated there either), never with an IdP.
+    managed_devices: bool | None = None
     max_sessions: int = Field(default=10_000, ge=10)

@@ -70,6 +70,12 @@ class Console:
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         return Ctx(request, Catalog(locale), session, device, new_device)
 
+    @property
+    def managed_devices(self) -> bool:
+        if self.settings.managed_devices is not None:
+            return self.settings.managed_devices
+        return self.runtime.issuer is not None and not self.runtime.settings.idp_issuer
+
     def secure(self, request: Request) -> bool:
         return request.url.scheme == "https"
 
@@ -126,9 +132,16 @@ class Console:
             return session.token
         if session.mode == "dev" and self.runtime.issuer is not None:
             from cli.console.auth import mint
+            from cli.console.directory import load_directory
 
-            session.token, session.token_expires = mint(self, session.subject, session.roles, session.org_unit,
-                                                        session.auth_method)
+            # The directory is re-read: someone removed from it (or from a role) loses it here.
+            staff, _ = load_directory(self.runtime.home)
+            member = next((m for m in staff if m.id == session.subject), None)
+            if member is None:
+                raise Redirect(f"{PREFIX}/signin?expired=1")
+            session.roles, session.org_unit = member.roles, member.office
+            session.token, session.token_expires = mint(self, member.id, member.roles, member.office,
+                                                        member.auth_method)
             return session.token
         raise Redirect(f"{PREFIX}/signin?expired=1")
 
@@ -140,7 +153,7 @@ class Console:
         if s is None:
             raise Redirect(f"{PREFIX}/signin")
         guard.authorize(self.runtime.point, self.fresh_token(s), page, device_id=ctx.device_id,
-                        managed=self.settings.managed_devices, ip=self.client_ip(ctx.request),
+                        managed=self.managed_devices, ip=self.client_ip(ctx.request),
                         citizen_ref=citizen_ref, record_id=record_id)
         return s
 

@@ -183,3 +183,29 @@ def test_pending_oidc_login_is_single_use_and_bound_to_state() -> None:
 
 def _console(world):  # noqa: ANN001, ANN202
     return world[1].state.console
+
+
+def test_a_dev_session_follows_the_directory_when_its_token_is_renewed(browser, world) -> None:  # noqa: ANN001
+    import json
+
+    rt, _, _ = world
+    browser.sign_in("emp-aud-1")
+    session = next(iter(_console(world).sessions._sessions.values()))
+    path = rt.home / "directory.json"
+    doc = json.loads(path.read_text())
+    doc["staff"] = [s for s in doc["staff"] if s.get("id") != "emp-aud-1"]
+    path.write_text(json.dumps(doc))
+    assert browser.client.get("/console/audit").status_code == 200  # the current token is still valid
+    session.token_expires = time.time() - 1
+    r = browser.client.get("/console/audit")
+    assert r.status_code == 303 and r.headers["location"] == "/console/signin?expired=1"
+
+
+def test_device_posture_default_depends_on_the_sign_in_mode(world, monkeypatch) -> None:  # noqa: ANN001
+    console = _console(world)
+    monkeypatch.setattr(console.settings, "managed_devices", None)
+    assert console.managed_devices is True  # development issuer: a local demo, nothing real to protect
+    monkeypatch.setattr(world[0].settings, "idp_issuer", "https://idp.example")
+    assert console.managed_devices is False  # a real IdP: only an explicit setting vouches for devices
+    monkeypatch.setattr(console.settings, "managed_devices", True)
+    assert console.managed_devices is True
