@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,25 +28,19 @@ seed = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(seed)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """(base URL, seeded facts, home) of a `ztcp serve` subprocess; stopped (SIGTERM) afterwards."""
-    import socket
-
-    home = tmp_path_factory.mktemp("browser") / "home"
-    home.mkdir(mode=0o700)
+def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZTCP_")}
     env.update({"ZTCP_HOME": str(home), "ZTCP_CONFIG": str(home / "no-ztcp.toml"), "ZTCP_ENGINE_TIMEOUT_MS": "2000",
                 # The console sits behind the bureau's access proxy, which admits managed devices only.
                 "ZTCP_CONSOLE_MANAGED_DEVICES": "true"})
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        facts = seed.seed_home(home)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return env
+
+
+@contextmanager
+def serving(home: Path, env: dict[str, str]) -> Iterator[str]:
+    """``ztcp serve`` on a free port over ``home``: yields its base URL; SIGTERM (then kill) afterwards."""
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -65,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
             if time.time() > deadline:
                 raise RuntimeError("ztcp serve did not become ready in 60 s")
             time.sleep(0.2)
-        yield base, facts, home
+        yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -74,6 +70,24 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """(base URL, seeded facts, home) of a `ztcp serve` subprocess over the console's seeded bureau."""
+    home = tmp_path_factory.mktemp("browser") / "home"
+    home.mkdir(mode=0o700)
+    env = base_env(home)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        facts = seed.seed_home(home)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    with serving(home, env) as base:
+        yield base, facts, home
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +118,19 @@ def page(chromium, request):  # noqa: ANN001, ANN201
     yield pg
     context.close()
     assert not errors, errors  # e.g. a CSP violation or a script error
+
+
+@pytest.fixture(scope="module")
+def serve_tools():  # noqa: ANN201
+    """(base_env, serving) for modules that seed their own home."""
+    return base_env, serving
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def screenshot():  # noqa: ANN201
+    return shot

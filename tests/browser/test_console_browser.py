@@ -5,6 +5,7 @@ saved under tests/artifacts/ for the README and for reviewers."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,6 @@ def sign_in(page, base: str, staff: str) -> None:  # noqa: ANN001
 
 
 def shot(page, name: str) -> None:  # noqa: ANN001
-    from pathlib import Path
-
     page.screenshot(path=str(Path(__file__).resolve().parents[1] / "artifacts" / f"console-{name}.png"),
                     full_page=True)
 
