@@ -9,17 +9,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cli import gateway
+from cli.readiness import Readiness
 from cli.runtime import Runtime
 from pdp import api as pdp_api
 from pdp.http_auth import BearerAuth
 from pdp.problems import install_problem_handlers
 from policy import api as policy_api
 from provenance import api as provenance_api
+from siem_rules import Scheduler
 
 log = logging.getLogger("ztcp.app")
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
     """The app over ``runtime``. Whoever owns the runtime closes it (after the server stops), so
     the decision log is drained after the last request, never before."""
     point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
@@ -51,21 +53,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok"}
 
+    readiness = Readiness(runtime, siem)
+
     @app.get("/readyz", tags=["operations"], summary="Readiness of each dependency")
-    async def readyz() -> JSONResponse:
-        active = point.active
-        checks = {
-            "policy": {"ok": active is not None, "revision": active.revision if active else None,
-                       "digest": active.digest if active else None,
-                       "engine": active.engine.kind if active else None},
-            "decision_log": {"ok": point.log.healthy, "error": point.log.last_error},
-            "ledger": _ledger_check(runtime),
-        }
-        if runtime.reloader.last_error:
-            checks["policy"]["reload_error"] = runtime.reloader.last_error
-        if point.shadow is not None:
-            checks["shadow_policy"] = {"ok": True, "revision": point.shadow.revision}
-        ready = all(c["ok"] for c in checks.values())
+    def readyz() -> JSONResponse:  # sync: FastAPI runs it in the thread pool (checks may do I/O)
+        ready, checks = readiness.report()
         return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                             status_code=200 if ready else 503)
 
@@ -75,10 +67,3 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     return app
 
-
-def _ledger_check(runtime: Runtime) -> dict:
-    try:
-        size = runtime.ledger.size
-        return {"ok": True, "size": size}
-    except Exception as exc:  # readiness reports; it never raises
-        return {"ok": False, "error": type(exc).__name__}

@@ -27,11 +27,15 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
+    from cli.cmd_siem import make_scheduler
+
     runtime = Runtime(settings)
-    app = create_app(runtime)
+    siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
+    app = create_app(runtime, siem)
     base = f"http://{settings.host}:{settings.port}"
     active = runtime.point.active
     click.echo(f"ztcp serving on {base}  (home {runtime.home}, policy {active.revision if active else 'none'})")
+    click.echo(f"Console: {base}/console/   readiness: {base}/readyz")
     if runtime.issuer is not None:
         click.echo("Try it:\n"
                    "  CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
@@ -48,9 +52,6 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=10,
                                            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None))
-    from cli.cmd_siem import make_scheduler
-
-    siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
     siem.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
