@@ -42,7 +42,12 @@ from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_che
 from provenance.errors import CheckpointError, LedgerUnavailable, ProvenanceError, UnknownEntry
 from provenance.events import ProvenanceEvent, canonical_bytes, event_from_bytes
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: tree nodes of level >= UPPER_LEVEL are kept in their own table
+# Tree nodes are stored under node_id (their last leaf, then level), so a leaf's own low-level nodes
+# share its page. The few high-level nodes (1/32 of all rows) go to ``upper_nodes``: an inclusion
+# proof's siblings above level 6 then come from a small, densely packed table that stays in cache
+# instead of one scattered page each — what keeps a trace fast at 10 M events and beyond.
+UPPER_LEVEL = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +63,7 @@ CREATE TABLE IF NOT EXISTS entries (
 DROP INDEX IF EXISTS entries_citizen;
 CREATE INDEX IF NOT EXISTS entries_citizen_seg ON entries ((seq >> 18), citizen_key) WHERE citizen_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS upper_nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     root BLOB NOT NULL,
@@ -285,17 +291,27 @@ class Ledger:
         self.close()
 
     def _init_meta(self) -> None:
-        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if not rows:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("origin", self.origin), ("schema", SCHEMA_VERSION), ("verifier_key", self.signer.verifier_key)],
-            )
-            self._db.execute("COMMIT")
-            return
-        if rows.get("origin") != self.origin:
-            raise ProvenanceError(f"ledger {self.path} belongs to origin {rows.get('origin')!r}, not {self.origin!r}")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # two processes opening a new file at once: one initialises it
+        try:
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("origin", self.origin), ("schema", SCHEMA_VERSION), ("verifier_key", self.signer.verifier_key)],
+                )
+            elif rows.get("origin") != self.origin:
+                raise ProvenanceError(
+                    f"ledger {self.path} belongs to origin {rows.get('origin')!r}, not {self.origin!r}"
+                )
+            elif rows.get("schema") == "1":  # move the upper tree nodes to their own table, once
+                db.execute("INSERT INTO upper_nodes SELECT id, hash FROM nodes WHERE (id & 63) >= ?", (UPPER_LEVEL,))
+                db.execute("DELETE FROM nodes WHERE (id & 63) >= ?", (UPPER_LEVEL,))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _load_state(self) -> _State:
         row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
@@ -428,6 +444,8 @@ class Ledger:
         new: list[Prepared] = []
         node_ids: list[int] = []
         node_hashes: list[bytes] = []
+        upper_ids: list[int] = []
+        upper_hashes: list[bytes] = []
         seen: dict[str, int] = {}
         make = tuple.__new__
         sha = hashlib.sha256
@@ -452,8 +470,12 @@ class Ledger:
             while stack and stack[-1][0] == level:
                 h = sha(b"\x01" + stack.pop()[1] + h).digest()
                 level += 1
-                node_ids.append(base | level)
-                node_hashes.append(h)
+                if level < UPPER_LEVEL:
+                    node_ids.append(base | level)
+                    node_hashes.append(h)
+                else:
+                    upper_ids.append(base | level)
+                    upper_hashes.append(h)
             stack.append((level, h))
             new.append(p)
             seen[eid] = len(receipts)
@@ -467,7 +489,7 @@ class Ledger:
         cp_row = None
         if seq - st.last_cp_size >= self.checkpoint_every or (now - st.last_cp_time) >= self.checkpoint_interval:
             cp_row = self._checkpoint_row(seq, frontier.root(), now)
-        _insert_batch(db, st.size, new, node_ids, node_hashes)
+        _insert_batch(db, st.size, new, (node_ids, node_hashes), (upper_ids, upper_hashes))
         if cp_row:
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", cp_row)
         db.execute("COMMIT")
@@ -556,13 +578,14 @@ class Ledger:
 
     def _node_hashes(self, db: sqlite3.Connection, nodes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         want = {node_id(lv, ix): (lv, ix) for lv, ix in nodes}
-        ids = list(want)
         out: dict[tuple[int, int], bytes] = {}
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            q = f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            for nid, h in db.execute(q, chunk):
-                out[want[nid]] = h
+        for table, ids in (("nodes", [n for n in want if n & 63 < UPPER_LEVEL]),
+                           ("upper_nodes", [n for n in want if n & 63 >= UPPER_LEVEL])):
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                q = f"SELECT id, hash FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+                for nid, h in db.execute(q, chunk):
+                    out[want[nid]] = h
         if len(out) != len(want):
             missing = sorted(set(want.values()) - set(out))
             lv, ix = missing[0]
@@ -724,11 +747,12 @@ _INSERT_ENTRIES = (
     "SELECT ?4 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, "
     "substr(?2, value ->> 4, value ->> 5), substr(?3, key * 32 + 1, 32) FROM json_each(?1)"
 )
-_INSERT_NODES = "INSERT INTO nodes (id, hash) SELECT value, substr(?2, key * 32 + 1, 32) FROM json_each(?1)"
+_INSERT_NODES = "INSERT INTO {} (id, hash) SELECT value, substr(?2, key * 32 + 1, 32) FROM json_each(?1)"
+_NodeRows = tuple[list[int], list[bytes]]
 
 
 def _insert_batch(db: sqlite3.Connection, first_seq: int, items: Sequence[Prepared],
-                  node_ids: list[int], node_hashes: list[bytes]) -> None:
+                  lower: _NodeRows, upper: _NodeRows) -> None:
     meta = []
     offset = 1  # substr() counts from 1
     for p in items:
@@ -737,7 +761,9 @@ def _insert_batch(db: sqlite3.Connection, first_seq: int, items: Sequence[Prepar
         offset += n
     db.execute(_INSERT_ENTRIES, (orjson.dumps(meta), b"".join(p.body for p in items),
                                  b"".join(p.leaf_hash for p in items), first_seq))
-    db.execute(_INSERT_NODES, (orjson.dumps(node_ids), b"".join(node_hashes)))
+    for table, (ids, hashes) in (("nodes", lower), ("upper_nodes", upper)):
+        if ids:
+            db.execute(_INSERT_NODES.format(table), (orjson.dumps(ids), b"".join(hashes)))
 
 
 

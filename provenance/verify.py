@@ -27,7 +27,7 @@ from provenance import merkle
 from provenance.checkpoint import open_checkpoint
 from provenance.errors import CheckpointError, IntegrityError, ProofError, UnknownEntry
 from provenance.events import canonical_bytes_reference, event_from_bytes
-from provenance.ledger import Ledger, node_from_id, node_id
+from provenance.ledger import UPPER_LEVEL, Ledger, node_from_id, node_id
 
 Progress = Callable[[int, int], None]
 
@@ -169,7 +169,10 @@ def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
     cp_at = {cp.size: cp for cp in cps}
     frontier = merkle.CompactRange()
     entries = db.execute("SELECT seq, leaf_hash, body FROM entries ORDER BY seq")
-    nodes = db.execute("SELECT id, hash FROM nodes ORDER BY id")
+    # Two ordered streams (low and upper tree levels live in separate tables); each is consumed in
+    # exactly the order the recomputation produces its nodes.
+    lower = db.execute("SELECT id, hash FROM nodes ORDER BY id")
+    upper = db.execute("SELECT id, hash FROM upper_nodes ORDER BY id")
     expected = 0
     leaf = merkle.leaf_hash
     for seq, stored_leaf, body in entries:
@@ -183,7 +186,7 @@ def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
         if deep:
             _deep_check(seq, body)
         for level, index, nh in frontier.append(h):
-            row = nodes.fetchone()
+            row = (lower if level < UPPER_LEVEL else upper).fetchone()
             want_id = node_id(level, index)
             if row is None or row[0] != want_id or row[1] != nh:
                 raise _diagnose(ledger, db, seq, level, index, nh, row, want_id)
@@ -200,7 +203,7 @@ def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
             progress(expected, size)
     if progress:
         progress(expected, size)
-    extra = nodes.fetchone()
+    extra = lower.fetchone() or upper.fetchone()
     if extra is not None:
         level, index = node_from_id(extra[0])
         seq = index << level

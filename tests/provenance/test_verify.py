@@ -14,7 +14,7 @@ from provenance_testkit import make_event
 from provenance import IntegrityError, Ledger, merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from provenance.events import canonical_bytes
-from provenance.ledger import node_id
+from provenance.ledger import UPPER_LEVEL, node_from_id, node_id
 from provenance.verify import verify_ledger
 
 ORIGIN = "ztcp.test/provenance"
@@ -190,11 +190,13 @@ def test_consistent_rewrite_caught_by_signed_root(pristine: Path, tmp_path: Path
     rows[5] = (5, forged)
     cr = merkle.CompactRange()
     db.execute("DELETE FROM nodes")
+    db.execute("DELETE FROM upper_nodes")
     for seq, body in rows:
         lh = merkle.leaf_hash(body)
         db.execute("UPDATE entries SET body = ?, leaf_hash = ? WHERE seq = ?", (body, lh, seq))
         for level, index, h in cr.append(lh):
-            db.execute("INSERT INTO nodes VALUES (?, ?)", (node_id(level, index), h))
+            table = "nodes" if level < UPPER_LEVEL else "upper_nodes"
+            db.execute(f"INSERT INTO {table} VALUES (?, ?)", (node_id(level, index), h))  # noqa: S608
     db.close()
     with pytest.raises(IntegrityError) as exc:
         _verify(p)
@@ -223,3 +225,40 @@ def test_deep_check_catches_non_canonical_body(pristine: Path, tmp_path: Path) -
     with pytest.raises(IntegrityError) as exc:
         _verify(p, full=True)
     assert exc.value.seq == 3
+
+
+def test_upper_tree_nodes_are_stored_apart_and_checked(tmp_path: Path) -> None:
+    p = tmp_path / "big.db"
+    _build(p, n=300, every=100)
+    db = sqlite3.connect(p, isolation_level=None)
+    assert db.execute("SELECT count(*) FROM upper_nodes").fetchone()[0] > 0
+    assert db.execute("SELECT count(*) FROM nodes WHERE (id & 63) >= ?", (UPPER_LEVEL,)).fetchone()[0] == 0
+    nid = db.execute("SELECT id FROM upper_nodes ORDER BY id LIMIT 1 OFFSET 2").fetchone()[0]
+    db.execute("UPDATE upper_nodes SET hash = ? WHERE id = ?", (bytes(32), nid))
+    db.close()
+    with pytest.raises(IntegrityError) as exc:
+        _verify(p)
+    level, index = node_from_id(nid)
+    assert exc.value.kind == "tree" and exc.value.seq == index << level
+
+
+def test_a_schema_1_ledger_is_migrated_when_opened(tmp_path: Path) -> None:
+    """Ledgers written before the upper-node table (every node in ``nodes``) keep verifying and proving."""
+    p = tmp_path / "old.db"
+    _build(p, n=300, every=100)
+    db = sqlite3.connect(p, isolation_level=None)
+    db.execute("INSERT INTO nodes SELECT id, hash FROM upper_nodes")
+    db.execute("DELETE FROM upper_nodes")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    db.close()
+    with Ledger(p, KEY, ORIGIN) as led:
+        verify_ledger(led)
+        cp = led.checkpoint()
+        leaf = merkle.leaf_hash(led.get(123).body)
+        merkle.verify_inclusion(leaf, 123, cp.size, led.inclusion_proof(123, cp.size), cp.root)
+        led.append([make_event(300)])
+        verify_ledger(led)
+    db = sqlite3.connect(p)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert db.execute("SELECT count(*) FROM nodes WHERE (id & 63) >= ?", (UPPER_LEVEL,)).fetchone()[0] == 0
+    db.close()
