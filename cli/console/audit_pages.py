@@ -98,7 +98,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
                   "reads": t("lineage.reads"), "disclosures": t("lineage.disclosures"),
                   "recipients": t("lineage.recipients"), "other_reads": t("lineage.other_reads"),
                   "not_disclosed": t("lineage.not_disclosed"), "broken": t("lineage.broken"),
-                  "more": t("lineage.more")}
+                  "more": t("lineage.more"), "no_disclosures": t("lineage.no_disclosures")}
         return console.render(
             ctx, "audit_trace.html.j2", trace=tr, rows=reports.rows(tr), counts=tr.counts(),
             problems={e.seq: e.problem for e in tr.events if e.problem},

@@ -37,7 +37,8 @@ def _edge(x1: int, y1: int, x2: int, y2: int, broken: bool = False) -> str:
 
 
 def lineage_svg(trace: Trace, labels: dict[str, str]) -> str:
-    """``labels``: translated captions (title, citizen, reads, other_reads, recipient, broken, more)."""
+    """``labels``: translated captions (title, desc, column heads, other_reads, not_disclosed, broken, more,
+    no_disclosures)."""
     by_id = {t.event.event_id: t for t in trace.events}
     disclosures = [t for t in trace.events if t.event.type == "pii.disclose"]
     source_ids: list[str] = []
@@ -51,7 +52,7 @@ def lineage_svg(trace: Trace, labels: dict[str, str]) -> str:
         key = f"{r.type}:{r.name or r.id}" if r else "?"
         if key not in recipients:
             recipients.append(key)
-    other_reads = sum(1 for t in trace.events if t.event.type in ("pii.read", "pii.search", "pii.export")
+    other_reads = sum(1 for t in trace.events if t.event.type.startswith("pii.") and t.event.type != "pii.disclose"
                       and t.event.event_id not in source_ids)
     hidden = max(0, len(source_ids) - MAX_ROWS) + max(0, len(disclosures) - MAX_ROWS)
     source_ids, disclosures, recipients = source_ids[:MAX_ROWS], disclosures[:MAX_ROWS], recipients[:MAX_ROWS]
@@ -103,6 +104,9 @@ def lineage_svg(trace: Trace, labels: dict[str, str]) -> str:
         if key in recipients:
             ry = y_of(recipients.index(key))
             parts.append(_edge(COL_X[2] + NODE_W, y + NODE_H // 2, COL_X[3], ry + NODE_H // 2))
+    if not disclosures:
+        parts.append(f'<text x="{COL_X[2]}" y="{cy + NODE_H // 2 + 4}" font-size="12" fill="#333">'
+                     f'{escape(labels["no_disclosures"])}</text>')
     for i, key in enumerate(recipients):
         kind, _, name = key.partition(":")
         parts.append(_node(COL_X[3], y_of(i), name or key, kind, "recipient"))

@@ -13,7 +13,7 @@ from cli.console.lineage import MAX_ROWS, lineage_svg
 from provenance.trace import Trace, TracedEvent
 
 LABELS = {k: k for k in ("title", "desc", "citizen", "reads", "disclosures", "recipients", "not_disclosed",
-                         "broken")} | {"other_reads": "{n} other", "more": "+{n} more"}
+                         "broken", "no_disclosures")} | {"other_reads": "{n} other", "more": "+{n} more"}
 REF = "cr_" + "A" * 52
 
 
@@ -84,3 +84,11 @@ def test_network_zone() -> None:
     assert network_zone("127.0.0.1") == "internal" and network_zone("10.2.3.4") == "internal"
     assert network_zone("::1") == "internal" and network_zone("8.8.8.8") == "internet"
     assert network_zone("testclient") == "internet" and network_zone(None) == "internet"
+
+
+def test_lineage_without_disclosures_says_so() -> None:
+    read = _event(0, type="pii.read", actor="emp-1", dataset="d", fields=["name"], purpose="x")
+    update = _event(1, type="pii.update", actor="emp-1", dataset="d", fields=["bank_account"], purpose="x")
+    svg = lineage_svg(Trace(REF, None, None, None, [read, update]), LABELS)
+    texts = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]  # noqa: S314
+    assert "no_disclosures" in texts and "2 other" in texts
