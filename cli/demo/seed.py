@@ -280,7 +280,8 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         rt.decision_log.flush()
         timings["traffic"] = time.perf_counter() - t0
 
-        events = _ledger_events_after(rt.ledger, ledger_cursor)
+        ours = world.tally.decision_ids
+        events = [e for e in _ledger_events_after(rt.ledger, ledger_cursor) if e.get("decision_id") in ours]
         by_type = Counter(e["type"] for e in events)
         decisions = _decisions_since(home, decision_cursor)
         # Every id a response named must be in the ledger, with the type the response claimed.

@@ -51,9 +51,15 @@ class Tally:
 
     responses: Counter = field(default_factory=Counter)  # (operation, status) -> n
     event_ids: dict[str, list[str]] = field(default_factory=dict)  # event type -> ids from responses
+    # Decisions this run obtained (from permits and refusals alike): events in a shared ledger are
+    # attributed to this run by them, so a server serving others meanwhile does not skew the counts.
+    decision_ids: set[str] = field(default_factory=set)
 
-    def add(self, op: str, status: int, event_type: str | None = None, event_id: str | None = None) -> None:
+    def add(self, op: str, status: int, event_type: str | None = None, event_id: str | None = None,
+            decision_id: str | None = None) -> None:
         self.responses[(op, status)] += 1
+        if decision_id:
+            self.decision_ids.add(decision_id)
         if event_type and event_id:
             self.event_ids.setdefault(event_type, []).append(event_id)
 
@@ -127,7 +133,8 @@ class World:
         r = self._call("get", f"/v1/records/{dataset}/{record_id}", params=params,
                        headers=self.headers(staff, **hdr))
         body = r.json() if r.status_code == 200 else None
-        self.tally.add("read", r.status_code, "pii.read", body["provenance"]["event_id"] if body else None)
+        event_id = body["provenance"]["event_id"] if body else None
+        self.tally.add("read", r.status_code, "pii.read", event_id, _decision_id(r))
         return r
 
     def search(self, staff: Staff, dataset: str, national_id: str, purpose: str, case_id: str | None) -> Any:
@@ -135,7 +142,8 @@ class World:
                              json={"column": "national_id", "value": national_id, "purpose": purpose,
                                    "case_id": case_id})
         body = r.json() if r.status_code == 200 else None
-        self.tally.add("search", r.status_code, "pii.search", body["provenance"]["event_id"] if body else None)
+        event_id = body["provenance"]["event_id"] if body else None
+        self.tally.add("search", r.status_code, "pii.search", event_id, _decision_id(r))
         return r
 
     def update(self, staff: Staff, dataset: str, record_id: int, values: dict[str, str], purpose: str,
@@ -143,7 +151,8 @@ class World:
         r = self._call("patch", f"/v1/records/{dataset}/{record_id}", headers=self.headers(staff),
                               json={"values": values, "purpose": {"code": purpose, "case_id": case_id}})
         body = r.json() if r.status_code == 200 else None
-        self.tally.add("update", r.status_code, "pii.update", body["provenance"]["event_id"] if body else None)
+        event_id = body["provenance"]["event_id"] if body else None
+        self.tally.add("update", r.status_code, "pii.update", event_id, _decision_id(r))
         return r
 
     def disclose(self, staff: Staff, dataset: str, record_id: int, fields: list[str], recipient: dict,
@@ -152,8 +161,17 @@ class World:
                              json={"dataset": dataset, "record_id": str(record_id), "fields": fields,
                                    "recipient": recipient, "purpose": purpose, "derived_from": derived_from})
         body = r.json() if r.status_code == 201 else None
-        self.tally.add("disclose", r.status_code, "pii.disclose", body["event_id"] if body else None)
+        self.tally.add("disclose", r.status_code, "pii.disclose", body["event_id"] if body else None, _decision_id(r))
         return r
+
+
+def _decision_id(response: Any) -> str | None:
+    """The decision a response names (permit bodies and problem documents both carry it)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("decision_id") if isinstance(body, dict) else None
 
 
 # -- the schedule ---------------------------------------------------------------------------------
