@@ -88,3 +88,45 @@ def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err[-3000:]
+
+
+def _count(reader) -> int:  # noqa: ANN001 - DecisionLogReader
+    import sqlite3
+
+    try:
+        return reader.count()
+    except sqlite3.Error:  # created but no table yet
+        return 0
+
+
+@pytest.mark.slow
+def test_a_seed_killed_mid_week_leaves_a_verifiable_ledger_and_can_be_redone(ztcp_home) -> None:
+    from pdp.decision_log import DecisionLogReader
+
+    env = {**os.environ, "ZTCP_HOME": str(ztcp_home), "ZTCP_ENGINE_TIMEOUT_MS": "2000"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "demo", "seed", "--citizens", "300", "--days", "4"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        log = ztcp_home / "decisions.db"
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and _count(DecisionLogReader(log)) >= 40:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the seed finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)  # kill -9 in the middle of the simulated week
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+    verify = _ztcp(env, "audit", "verify", timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr  # every durable event still proves out
+    refused = _ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4")
+    assert refused.returncode == 1 and "already seeded" in refused.stderr
+    redone = _ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4", "--force", "--json", timeout=600)
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    report = json.loads(redone.stdout)
+    assert report["missed"] == [] and report["reads_equal_events"]
+    assert _ztcp(env, "audit", "verify", timeout=300).returncode == 0
