@@ -19,6 +19,7 @@ from siem_rules import KINDS, AlertNotFound, AlertStore, SiemError, connect
 from siem_rules.alerts import STATUSES
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
+MAX_LISTED = 500  # most severe and most recent first; filters narrow the rest
 EVIDENCE_SHOWN = 200
 # Columns worth showing for an evidence event, when the kind has them (references only: the SIEM
 # store never holds personal values).
@@ -84,7 +85,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         shown = [a for a in every if (not status or a.status == status) and (not level or a.level == level)
                  and (not rule or a.rule_name == rule)]
         shown.sort(key=lambda a: (LEVELS.index(a.level) if a.level in LEVELS else 0, a.last_seen), reverse=True)
-        return console.render(ctx, "alerts.html.j2", alerts=shown, total=len(every), statuses=STATUSES,
+        return console.render(ctx, "alerts.html.j2", alerts=shown[:MAX_LISTED], total=len(every),
+                              matching=len(shown), statuses=STATUSES,
                               levels=LEVELS, rules=rules, filters={"status": status, "level": level, "rule": rule})
 
     @router.get("/alerts/{alert_id}")
