@@ -207,7 +207,7 @@ def _decision_cursor(home: Path) -> int:
     return int(row[0] or 0)
 
 
-def _decisions_since(home: Path, cursor: int) -> Counter:
+def _decisions_since(home: Path, cursor: int, ours: set[str]) -> Counter:
     from pdp.decision_log import DecisionLog
 
     reader = DecisionLog.reader(home / "decisions.db")
@@ -217,7 +217,8 @@ def _decisions_since(home: Path, cursor: int) -> Counter:
         if not entries:
             return effects
         for e in entries:
-            effects[(e.get("result") or {}).get("effect", "unknown")] += 1
+            if e.get("decision_id") in ours:
+                effects[(e.get("result") or {}).get("effect", "unknown")] += 1
         cursor = new
 
 
@@ -283,7 +284,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         ours = world.tally.decision_ids
         events = [e for e in _ledger_events_after(rt.ledger, ledger_cursor) if e.get("decision_id") in ours]
         by_type = Counter(e["type"] for e in events)
-        decisions = _decisions_since(home, decision_cursor)
+        decisions = _decisions_since(home, decision_cursor, ours)
         # Every id a response named must be in the ledger, with the type the response claimed.
         ids = {e["event_id"]: e["type"] for e in events}
         for kind, got in world.tally.event_ids.items():

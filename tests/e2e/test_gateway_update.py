@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import keymgmt
 import provenance
@@ -162,3 +164,29 @@ def test_simulated_clock_reaches_decisions_tokens_provenance_and_key_audit(world
     audit = world.rt.key_audit
     [(_, refused)] = [(s, e) for s, e in audit.iter_since(0) if e.type == "key.decrypt_refused"]
     assert refused.time.timestamp() == T0 + 3600
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+                     max_leaves=8)
+_bodies = st.one_of(
+    _json,
+    st.fixed_dictionaries({"values": st.dictionaries(st.sampled_from(["bank_account", "name", "x", "id", ""]),
+                                                     st.none() | st.text(max_size=30), max_size=3),
+                           "purpose": st.fixed_dictionaries({"code": st.sampled_from(["bank_account_change", "",
+                                                                                      "x y"])},
+                                                            optional={"case_id": st.sampled_from(["C-1", "C-9"])})}),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies)
+def test_arbitrary_update_bodies_never_500_and_never_change_without_a_record(world: World, body: object) -> None:
+    before, updates = world.stored(), len(world.events("pii.update"))
+    r = world.patch(world.auth("emp-counter", "counter_staff"), body)  # type: ignore[arg-type]
+    assert r.status_code in (200, 403, 422), r.text
+    if r.status_code == 200:
+        assert len(world.events("pii.update")) == updates + 1
+    else:
+        assert world.stored() == before and len(world.events("pii.update")) == updates
