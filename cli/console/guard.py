@@ -31,6 +31,21 @@ REVISION_CHANGE = Page("policy_revisions", "update", "policy_management")
 KEYS = Page("key_events", "read", "key_management")
 
 
+# Which roles see a button for an action on a page they can already open. Display only: the action
+# itself is decided by the PDP when it is posted. Asking the PDP just to draw a button would log a
+# deny for everyone without the role, and denies raise their risk score (recent_denies) and feed
+# the SIEM's probing rules.
+BUTTON_ROLES: dict[Page, frozenset[str]] = {
+    ALERT_TRIAGE: frozenset({"soc_analyst", "security_officer"}),
+    TRACE: frozenset({"auditor", "soc_analyst"}),
+    REVISION_CHANGE: frozenset({"security_officer"}),
+}
+
+
+def shows_button(roles: tuple[str, ...], page: Page) -> bool:
+    return bool(BUTTON_ROLES.get(page, frozenset()) & set(roles))
+
+
 class Refused(Exception):
     """The PDP did not permit the page (deny or step_up): shown as a 403 with the reasons."""
 

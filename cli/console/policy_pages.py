@@ -42,7 +42,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
         events = [e for e in store.iter_since(None) if e.revision == revision.id]
         return console.render(ctx, "policy_show.html.j2", rev=revision, events=events, state=store.state(),
                               own=revision.author == s.subject, simulate_last=SIMULATE_LAST,
-                              can_change=console.allowed(ctx, guard.REVISION_CHANGE),
+                              can_change=console.shows(ctx, guard.REVISION_CHANGE),
                               done=request.query_params.get("done", ""))
 
     @router.get("/policy/{rev}/diff")

@@ -105,8 +105,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         refs = sorted({str(e["details"]["citizen_ref"]) for e in events if e["details"].get("citizen_ref")}
                       | ({str(found.group_keys["citizen_ref"])} if found.group_keys.get("citizen_ref") else set()))
         return console.render(ctx, "alert.html.j2", alert=found, events=events, done=done if done in STATUSES else "",
-                              can_triage=console.allowed(ctx, guard.ALERT_TRIAGE), citizens=refs,
-                              can_trace=console.allowed(ctx, guard.TRACE))
+                              can_triage=console.shows(ctx, guard.ALERT_TRIAGE), citizens=refs,
+                              can_trace=console.shows(ctx, guard.TRACE))
 
     @router.post("/alerts/{alert_id}/status")
     async def triage(request: Request, alert_id: str) -> Response:

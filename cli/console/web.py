@@ -157,12 +157,9 @@ class Console:
                         citizen_ref=citizen_ref, record_id=record_id)
         return s
 
-    def allowed(self, ctx: Ctx, page: guard.Page) -> bool:
-        try:
-            self.require(ctx, page)
-            return True
-        except (guard.Refused, Redirect):
-            return False
+    def shows(self, ctx: Ctx, page: guard.Page) -> bool:
+        """Whether to draw the button for ``page`` (display only; see guard.BUTTON_ROLES)."""
+        return ctx.session is not None and guard.shows_button(ctx.session.roles, page)
 
     # -- forms -----------------------------------------------------------------------------------
     async def form(self, request: Request) -> dict[str, str]:

@@ -90,3 +90,18 @@ def test_from_an_alert_an_auditor_traces_the_citizen_concerned(new_browser, worl
     assert r.status_code == 200 and "svc-batch-7" in r.text
     (query,) = [e.event for e in rt.ledger.entries() if e.event.type == "audit.trace"]
     assert query.citizen_ref == facts["ref_y"] and query.actor.id == "emp-aud-1"
+
+
+def test_drawing_a_page_asks_the_pdp_once_and_logs_no_deny(new_browser, world) -> None:  # noqa: ANN001
+    """Buttons are drawn from the roles: probing the PDP for them would log denies, which raise the
+    viewer's risk (recent_denies) and feed the SIEM's probing rules."""
+    rt, _, facts = world
+    assert rt.point.log.flush()
+    before = len(rt.decision_log.entries(last=100_000))
+    with new_browser() as b:
+        b.sign_in("emp-aud-1")
+        for _ in range(5):
+            assert b.client.get(f"/console/alerts/{facts['alert_id']}").status_code == 200
+    assert rt.point.log.flush()
+    mine = [e for e in rt.decision_log.entries(last=100_000)[before:] if e.get("requested_by") == "ztcp-console"]
+    assert len(mine) == 5 and all(e["result"]["effect"] == "permit" for e in mine)
