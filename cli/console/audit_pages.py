@@ -25,6 +25,7 @@ from provenance import reports
 from provenance.citizen_ref import CITIZEN_REF_PATTERN
 
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+MAX_ROWS_SHOWN = 1000  # the newest; proofs still cover every event, and the exports hold them all
 
 
 def _day(value: str, tz: str, *, end: bool) -> datetime | None:
@@ -99,8 +100,10 @@ def add_routes(router: APIRouter, console: Console) -> None:
                   "recipients": t("lineage.recipients"), "other_reads": t("lineage.other_reads"),
                   "not_disclosed": t("lineage.not_disclosed"), "broken": t("lineage.broken"),
                   "more": t("lineage.more"), "no_disclosures": t("lineage.no_disclosures")}
+        rows = reports.rows(tr)
         return console.render(
-            ctx, "audit_trace.html.j2", trace=tr, rows=reports.rows(tr), counts=tr.counts(),
+            ctx, "audit_trace.html.j2", trace=tr, rows=rows[-MAX_ROWS_SHOWN:],
+            hidden=max(0, len(rows) - MAX_ROWS_SHOWN), counts=tr.counts(),
             problems={e.seq: e.problem for e in tr.events if e.problem},
             svg=Markup(lineage_svg(tr, labels)),  # noqa: S704 - built from escaped parts in lineage.py
             form={"since": form.get("since", ""), "until": form.get("until", "")})

@@ -101,9 +101,12 @@ def add_routes(router: APIRouter, console: Console) -> None:
                 if action == "approve":
                     return store.approve(rev, approver=s.subject, comment=note).id
                 if action == "publish":
-                    return store.publish(rev, actor=s.subject, signer=rt.keys.bundle_signing,
+                    done = store.publish(rev, actor=s.subject, signer=rt.keys.bundle_signing,
                                          shadow=form.get("shadow") == "1").id
-                return store.rollback(rev, actor=s.subject, reason=note).id
+                else:
+                    done = store.rollback(rev, actor=s.subject, reason=note).id
+                rt.reloader.check()  # this process follows the store at once (other PDPs within seconds)
+                return done
             except RevisionNotFound:
                 raise PageError(404, "policy.not_found") from None
             except LifecycleRefused as exc:
@@ -112,5 +115,4 @@ def add_routes(router: APIRouter, console: Console) -> None:
                 raise PageError(409, "policy.failed", detail=str(exc)) from None
 
         done = await run_in_threadpool(apply)
-        rt.reloader.check()  # this process follows the store at once (other PDPs within seconds)
         return console.redirect(ctx, f"{PREFIX}/policy/{done}?done={action}")

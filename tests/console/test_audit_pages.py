@@ -110,3 +110,16 @@ def test_an_unrecordable_trace_shows_nothing(browser, world) -> None:  # noqa: A
     r = browser.client.post("/console/audit/trace", data={"citizen_ref": facts["ref_x"], "csrf": token})
     assert r.status_code == 503 and "cannot record" in r.text
     assert "emp-officer" not in r.text and "<svg" not in r.text
+
+
+def test_a_long_history_shows_the_newest_rows_and_says_so(browser, world, monkeypatch) -> None:  # noqa: ANN001
+    from cli.console import audit_pages
+
+    _, _, facts = world
+    monkeypatch.setattr(audit_pages, "MAX_ROWS_SHOWN", 2)
+    browser.sign_in("emp-aud-1")
+    r = browser.post("/console/audit/trace", {"citizen_ref": facts["ref_x"]}, csrf_from="/console/audit")
+    assert r.status_code == 200
+    assert len(re.findall(r'<tr class="proof-', r.text)) == 2
+    assert "Showing the newest 2 events; 2 older ones" in r.text and "4 events: 4 verified" in r.text
+    assert "audit.trace" in r.text  # the newest row: this very query
