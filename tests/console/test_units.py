@@ -6,9 +6,13 @@ import json
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import provenance
 from cli.console.directory import PERSONAS, load_directory
 from cli.console.guard import network_zone
+from cli.console.i18n import LOCALES, negotiate
 from cli.console.lineage import MAX_ROWS, lineage_svg
 from provenance.trace import Trace, TracedEvent
 
@@ -92,3 +96,21 @@ def test_lineage_without_disclosures_says_so() -> None:
     svg = lineage_svg(Trace(REF, None, None, None, [read, update]), LABELS)
     texts = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]  # noqa: S314
     assert "no_disclosures" in texts and "2 other" in texts
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=12), kids, max_size=6),
+                     max_leaves=30)
+
+
+@given(st.text(max_size=300), st.none() | st.text(max_size=12))
+def test_negotiate_never_fails(header, cookie) -> None:  # noqa: ANN001
+    assert negotiate(header, cookie) in LOCALES
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_json, max_size=8) | st.dictionaries(st.sampled_from(["staff", "people", "x"]), st.lists(_json)))
+def test_directory_reader_never_fails_on_any_json(tmp_path_factory, doc) -> None:  # noqa: ANN001
+    home = tmp_path_factory.mktemp("dir")
+    (home / "directory.json").write_text(json.dumps(doc))
+    staff, _ = load_directory(home)
+    assert staff and all(m.console_roles for m in staff)
