@@ -209,3 +209,18 @@ def test_device_posture_default_depends_on_the_sign_in_mode(world, monkeypatch) 
     assert console.managed_devices is False  # a real IdP: only an explicit setting vouches for devices
     monkeypatch.setattr(console.settings, "managed_devices", True)
     assert console.managed_devices is True
+
+
+def test_oversized_or_malformed_forms_are_refused_cleanly(browser, world) -> None:  # noqa: ANN001
+    rt, _, _ = world
+    browser.sign_in("emp-aud-1")
+    before = rt.ledger.size
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = browser.client.post("/console/audit/trace", content=b"citizen_ref=" + b"A" * 70_000, headers=form)
+    assert r.status_code == 413 and "too large" in r.text
+    r = browser.client.post("/console/audit/trace", content=b"citizen_ref=\xff\xfe", headers=form)
+    assert r.status_code == 400 and "could not be read" in r.text
+    r = browser.client.post("/console/audit/trace", content="&".join(f"f{i}=1" for i in range(80)).encode(),
+                            headers=form)
+    assert r.status_code == 400
+    assert rt.ledger.size == before
