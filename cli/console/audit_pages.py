@@ -57,7 +57,9 @@ def _citizen(console: Console, form: dict[str, str]) -> str:
 def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: str) -> None:
     event = provenance.ProvenanceEvent(
         type=kind,
-        actor={"id": s.subject, "type": "auditor", "roles": list(s.roles), "unit": s.org_unit},
+        # An auditor's query is an auditor's; a SOC analyst tracing from an alert is staff.
+        actor={"id": s.subject, "type": "auditor" if "auditor" in s.roles else "staff", "roles": list(s.roles),
+               "unit": s.org_unit},
         via={"system": "ztcp-console", "channel": "console", "ip": console.client_ip(ctx.request)},
         citizen_ref=ref,
         query=query,

@@ -105,3 +105,15 @@ def test_drawing_a_page_asks_the_pdp_once_and_logs_no_deny(new_browser, world) -
     assert rt.point.log.flush()
     mine = [e for e in rt.decision_log.entries(last=100_000)[before:] if e.get("requested_by") == "ztcp-console"]
     assert len(mine) == 5 and all(e["result"]["effect"] == "permit" for e in mine)
+
+
+def test_a_soc_analyst_tracing_from_an_alert_is_recorded_as_staff(new_browser, world) -> None:  # noqa: ANN001
+    rt, _, facts = world
+    with new_browser() as b:
+        b.sign_in("emp-soc-1")
+        page = f"/console/alerts/{facts['alert_id']}"
+        assert "Trace this citizen" in b.client.get(page).text
+        r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"]}, csrf_from=page)
+    assert r.status_code == 200
+    (query,) = [e.event for e in rt.ledger.entries() if e.event.type == "audit.trace"]
+    assert query.actor.id == "emp-soc-1" and query.actor.type == "staff" and query.actor.roles == ["soc_analyst"]
