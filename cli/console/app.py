@@ -57,8 +57,13 @@ def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None
     soc_pages.add_routes(router, console)
     policy_pages.add_routes(router, console)
     key_pages.add_routes(router, console)
+
+    @router.get("/{rest:path}")
+    def not_found(request: Request, rest: str) -> Response:  # an HTML page, not problem+json, for people
+        return console.error(console.ctx(request), 404, "error.not_found")
+
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")  # before the catch-all
     app.include_router(router)
-    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

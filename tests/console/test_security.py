@@ -48,3 +48,12 @@ def test_pages_have_lang_landmarks_labels_and_a_skip_link(browser) -> None:  # n
 def test_a_focus_style_is_visible() -> None:
     css = (Path(console_app.__file__).parent / "static" / "console.css").read_text()
     assert re.search(r":focus-visible\s*{[^}]*outline:\s*3px", css)
+
+
+def test_unknown_console_paths_get_an_html_404_and_static_files_still_load(browser) -> None:  # noqa: ANN001
+    r = browser.client.get("/console/nowhere/at/all")
+    assert r.status_code == 404 and "There is no such page." in r.text and r.headers["content-type"].startswith(
+        "text/html")
+    assert browser.client.get("/console/static/console.js").status_code == 200
+    assert browser.client.get("/console/static/missing.js").status_code == 404
+    assert browser.client.get("/v1/nowhere").headers["content-type"].startswith("application/problem+json")
