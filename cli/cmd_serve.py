@@ -30,6 +30,7 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
     from cli.cmd_siem import make_scheduler
 
     runtime = Runtime(settings)
+    runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
     siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
     app = create_app(runtime, siem)
     base = f"http://{settings.host}:{settings.port}"
