@@ -193,5 +193,21 @@ class EventStore:
         row = self.conn.execute(f"SELECT MAX(rid) FROM {TABLE[kind]}").fetchone()  # noqa: S608
         return int(row[0] or 0)
 
+    def by_ids(self, event_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The stored (flattened) copies of these events, of any kind, as (kind, column → value)
+        oldest first — an alert's evidence. References only: the store never holds personal values."""
+        if not event_ids:
+            return []
+        out: list[tuple[str, dict[str, Any]]] = []
+        for i in range(0, len(event_ids), 900):  # stay under SQLite's host-parameter limit
+            chunk = event_ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            for kind in KINDS:
+                cur = self.conn.execute(f"SELECT * FROM {TABLE[kind]} WHERE event_id IN ({marks})", chunk)  # noqa: S608
+                names = [d[0] for d in cur.description]
+                out.extend((kind, dict(zip(names, row, strict=True))) for row in cur.fetchall())
+        out.sort(key=lambda item: (item[1]["ts"], item[1]["event_id"]))
+        return out
+
     def count(self, kind: str) -> int:
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {TABLE[kind]}").fetchone()[0])  # noqa: S608

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from cli.cmd_siem import DB_NAME, alert_sinks
 from cli.console import guard
 from cli.console.web import PREFIX, Console, PageError
-from siem_rules import KINDS, AlertNotFound, AlertStore, SiemError, connect
+from siem_rules import AlertNotFound, AlertStore, EventStore, SiemError, connect
 from siem_rules.alerts import STATUSES
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -41,25 +41,15 @@ def _shown(value: Any) -> Any:
 
 
 def evidence(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
-    """The SIEM store's flattened copies of these events, oldest first (any kind)."""
-    if not ids:
-        return []
+    """The SIEM store's flattened copies of these events, oldest first (any kind); ids it does not
+    hold (yet) are listed last, so the analyst sees that evidence is missing rather than nothing."""
     out = []
-    marks = ",".join("?" * len(ids))
-    for kind in KINDS:
-        try:
-            cur = conn.execute(f"SELECT * FROM ev_{kind} WHERE event_id IN ({marks})", ids)  # noqa: S608 - fixed names
-        except sqlite3.OperationalError:  # that kind was never ingested
-            continue
-        names = [d[0] for d in cur.description]
-        for row in cur.fetchall():
-            rec = dict(zip(names, row, strict=True))
-            details = {c: _shown(rec[c]) for c in EVIDENCE_COLUMNS if rec.get(c) not in (None, "", "[]", "||")}
-            out.append({"event_id": rec["event_id"], "kind": kind,
-                        "time": datetime.fromtimestamp(rec["ts"], UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
-                        "ts": rec["ts"], "details": details})
+    for kind, rec in EventStore(conn).by_ids(ids):
+        details = {c: _shown(rec[c]) for c in EVIDENCE_COLUMNS if rec.get(c) not in (None, "", "[]", "||")}
+        out.append({"event_id": rec["event_id"], "kind": kind,
+                    "time": datetime.fromtimestamp(rec["ts"], UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+                    "ts": rec["ts"], "details": details})
     found = {e["event_id"] for e in out}
-    out.sort(key=lambda e: e["ts"])
     out += [{"event_id": i, "kind": None, "time": "", "ts": 0, "details": {}} for i in ids if i not in found]
     return out
 

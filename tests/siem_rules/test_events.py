@@ -116,3 +116,21 @@ def test_validation_only_raises_event_error(ev: dict) -> None:
         assert exc.problem.startswith("provenance event field")
     else:
         assert out is ev and {"event_id", "time", "type", "actor"} <= set(ev)
+
+
+def test_store_looks_events_up_by_id_across_kinds(tmp_path):
+    """An alert's evidence ids may name decisions, provenance, key and policy events alike."""
+    from siem_rules import EventStore, connect
+    from siem_rules.simulate import Traffic
+
+    sim = Traffic(seed=3, employees=20, citizens=100)
+    events = sim.benign(days=1, reads_per_hour=2.0)
+    store = EventStore(connect(tmp_path / "siem.db"))
+    store.ingest(events)
+    wanted = [events[0], events[len(events) // 2], events[-1]]
+    ids = [e.get("event_id") or e.get("decision_id") for _, e in wanted]
+    found = store.by_ids([*ids, "no-such-event"])
+    assert sorted(r["event_id"] for _, r in found) == sorted(ids)
+    assert {k for k, _ in found} <= {"decision", "provenance", "key", "policy"}
+    assert [r["ts"] for _, r in found] == sorted(r["ts"] for _, r in found)
+    assert store.by_ids([]) == []
