@@ -77,8 +77,8 @@ OFFICES: tuple[Office, ...] = (
     Office("penghu-01", "澎湖縣辦事處", "Penghu County Office", 23.5655, 119.5793),
 )
 # How many staff hold each role (≈500). Supervisors: one per office plus a few.
-ROLE_COUNTS = {"counter_staff": 156, "case_officer": 150, "reviewer": 48, "supervisor": 30, "call_center": 60,
-               "auditor": 20, "it_admin": 20, "key_custodian": 6, "security_officer": 10}
+ROLE_COUNTS = {"counter_staff": 150, "case_officer": 150, "reviewer": 48, "supervisor": 30, "call_center": 60,
+               "auditor": 20, "it_admin": 20, "key_custodian": 6, "security_officer": 10, "soc_analyst": 6}
 AUTH_METHOD = {"call_center": "otp", "it_admin": "otp"}  # everyone else signs in with FIDO2 keys
 
 CLAIM_KINDS = ("maternity", "occupational_injury", "sickness", "old_age", "disability", "death")
@@ -214,7 +214,7 @@ def build_bureau(seed: int, citizens: int, today: date) -> Bureau:
     roles = [r for r, n in ROLE_COUNTS.items() for _ in range(n)]
     for i, role in enumerate(roles):
         office = OFFICES[i % len(OFFICES)]
-        if role in ("auditor", "it_admin", "key_custodian", "security_officer"):
+        if role in ("auditor", "it_admin", "key_custodian", "security_officer", "soc_analyst"):
             office = OFFICES[0]  # head-office functions sit in Taipei
         n = i + 1
         name = people.faker.name()

@@ -81,11 +81,25 @@ class Incidents:
         return self.anchor + hours * 3600
 
     def _staff(self, role: str, office: str | None = None, exclude: set[str] | None = None) -> Staff:
-        pool = [s for s in self.b.by_role(role) if (office is None or s.office == office)
-                and s.id not in (exclude or set()) and s.id not in self.b.custodians]
-        if not pool:
-            pool = [s for s in self.b.by_role(role) if s.id not in (exclude or set())]
-        return pool[0]
+        """The first fitting staff member; with a compliant laptop, so the incident is judged on what it
+        does rather than refused for an unpatched device."""
+        fits = [s for s in self.b.by_role(role) if s.id not in (exclude or set()) and s.id not in self.b.custodians]
+        pool = [s for s in fits if office is None or s.office == office] or fits
+        chosen = next((s for s in pool if s.compliant), pool[0])
+        chosen.compliant = True  # written to the directory as such: the bureau's view of that laptop
+        return chosen
+
+    def _office_case(self, office: str, exclude: int) -> None:
+        """Make sure ``office`` has an ordinary open case besides the well-known person's (small bureaus
+        may have none): the supervisor's ordinary read earlier that day is on it."""
+        if any(c.office == office and c.kind == "benefit" and c.status == "open" and c.citizen != exclude
+               for c in self.b.cases.values()):
+            return
+        citizen = next(c for c in self.b.citizens if not c.well_known and c.index != exclude)
+        officer = self._staff("case_officer", office)
+        case = Case(f"C-{self.b.today.year}-W{citizen.index:05d}", citizen.index, office, ["benefit_review"],
+                    [officer.id], "open", "benefit")
+        self.b.cases[case.id] = case
 
     # -- before the bureau is written ----------------------------------------------------------
     def plan(self) -> None:
@@ -97,6 +111,7 @@ class Incidents:
                             [b.custodians[0]], "open", "vip")
             b.cases[vip_case.id] = vip_case
         self._vip_case = vip_case
+        self._office_case(vip.office, vip.index)
         snooper = self._staff("supervisor", vip.office)
         self.items["vip_snooping"] = Incident("vip_snooping", "snooping on a well-known person",
                                               "protected_record_access", snooper.id, self._h(14.2))

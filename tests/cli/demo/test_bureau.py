@@ -37,7 +37,7 @@ def test_staff_offices_and_roles(bureau: b.Bureau) -> None:
     assert len(bureau.staff) == 500 and len({s.id for s in bureau.staff}) == 500
     roles = Counter(s.role for s in bureau.staff)
     assert set(roles) == {"counter_staff", "case_officer", "reviewer", "supervisor", "auditor", "call_center",
-                          "it_admin", "key_custodian", "security_officer"}
+                          "it_admin", "key_custodian", "security_officer", "soc_analyst"}
     assert {s.office for s in bureau.staff if s.role == "supervisor"} == {o.id for o in bureau.offices}
     assert all(s.device_id and s.managed for s in bureau.staff)
     assert any(not s.compliant for s in bureau.staff)  # a few laptops out of compliance
