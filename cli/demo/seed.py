@@ -224,7 +224,11 @@ def _decisions_since(home: Path, cursor: int, ours: set[str]) -> Counter:
 
 def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> SeedReport:
     """Everything ``ztcp demo seed`` does; returns the report (the CLI prints it and sets the exit code)."""
-    from fastapi.testclient import TestClient
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette nags about its httpx-based client on import: not for users
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
+        from fastapi.testclient import TestClient
 
     from cli.app import create_app
     from cli.runtime import BUREAU_DATA_FILE, Runtime
