@@ -274,14 +274,24 @@ def _step_up_methods(decision: Decision) -> list[str]:
     return list(dict.fromkeys(methods)) or ["mfa"]
 
 
+def _step_up_max_age(decision: Decision) -> int | None:
+    """The freshness the policy wants of the step-up sign-in (RFC 9470 ``max_age``), if it says."""
+    ages = [o["max_age"] for o in decision.obligations
+            if o.get("type") == "step_up" and isinstance(o.get("max_age"), int) and o["max_age"] >= 0]
+    return min(ages) if ages else None
+
+
 def _step_up(decision: Decision) -> Problem:
     acr = " ".join(_step_up_methods(decision))
+    max_age = _step_up_max_age(decision)
+    fresh = f', max_age="{max_age}"' if max_age is not None else ""
+    extra = {"max_age": max_age} if max_age is not None else {}
     return Problem(401, "Step-up authentication required",
                    f"sign in again with {acr} to continue", type_="urn:ztcp:problem:step-up",
                    headers={"WWW-Authenticate": (
                        'Bearer realm="ztcp", error="insufficient_user_authentication", '
-                       f'error_description="stronger authentication required", acr_values="{acr}"')},
-                   decision_id=decision.decision_id, reasons=decision.reasons, required_method=acr)
+                       f'error_description="stronger authentication required", acr_values="{acr}"{fresh}')},
+                   decision_id=decision.decision_id, reasons=decision.reasons, required_method=acr, **extra)
 
 
 def _deny(decision: Decision) -> Problem:
@@ -442,13 +452,21 @@ def create_router(runtime: Any) -> APIRouter:
         except Exception as exc:  # noqa: BLE001 - the refusal stands whether or not this is recorded
             log.warning("pii.denied for decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
 
+    def _sign_in_too_old(decision: Decision, subject: SubjectIdentity) -> bool:
+        """Would a fresh sign-in with the same method help? Yes when it is older than the policy's
+        max_age (or, when the policy names none, when the risk score counted a stale token)."""
+        max_age = _step_up_max_age(decision)
+        if max_age is None:
+            return any(f.name == "stale_token" for f in decision.risk.factors)
+        signed_in = subject.auth_time or subject.issued_at
+        return signed_in is None or clock() - signed_in > max_age
+
     def settle(decision: Decision, subject: SubjectIdentity, resource: dict, purpose: dict,
                context: Context) -> None:
         if decision.effect == "step_up":
-            stale = any(f.name == "stale_token" for f in decision.risk.factors)  # a fresh login helps
-            if subject.auth_method in _step_up_methods(decision) and not stale:
-                # Already signed in the way the policy asks, recently: challenging again would loop the
-                # user through the same login forever, so this step-up cannot be met — fail closed.
+            if subject.auth_method in _step_up_methods(decision) and not _sign_in_too_old(decision, subject):
+                # Already signed in the way the policy asks, recently enough: challenging again would
+                # loop the user through the same login forever, so this step-up cannot be met — fail closed.
                 denied_event(subject, decision, resource, purpose, context)
                 raise Problem(403, "Denied: step-up cannot help",
                               f"already authenticated with {subject.auth_method}; " + "; ".join(decision.reasons),

@@ -36,6 +36,8 @@ TZ = ZoneInfo("Asia/Taipei")
 CHANNEL = {"counter_staff": "counter", "call_center": "call_center", "supervisor": "case_mgmt",
            "case_officer": "case_mgmt", "reviewer": "case_mgmt"}
 TOKEN_REUSE_S = 50 * 60  # a session token is renewed before the policy calls it stale (1 h)
+SIGNED_IN_AGO_S = 6 * 60  # sign-in age of a renewed token: past the step-up max_age (5 min), and
+                          # with TOKEN_REUSE_S still under the pack's max_token_age_s (1 h)
 
 
 @dataclass(order=True)
@@ -92,14 +94,18 @@ class World:
     def tick(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    def token(self, staff: Staff, *, method: str | None = None) -> str:
+    def token(self, staff: Staff, *, method: str | None = None, fresh: bool = False) -> str:
+        """The staff member's current sign-in (renewed hourly); ``fresh``: sign in again now (step-up)."""
         method = method or staff.auth_method
         now = self.clock()
         cached = self._tokens.get((staff.id, method))
-        if cached is not None and now - cached[0] < TOKEN_REUSE_S:
+        if cached is not None and now - cached[0] < TOKEN_REUSE_S and not fresh:
             return cached[1]
+        # A renewed session token keeps its sign-in time, which was a while ago (so a walk-in meets the
+        # step-up's max_age only after a fresh sign-in); it stays under the pack's stale-token limit.
+        signed_in = int(now) if fresh else int(now) - SIGNED_IN_AGO_S
         tok = self.rt.issuer.issue_subject(staff.id, staff.roles, method=method, mfa=True, org_unit=staff.office,
-                                           ttl_seconds=3600, now=now)
+                                           ttl_seconds=3600, now=now, auth_time=signed_in)
         self._tokens[(staff.id, method)] = (now, tok)
         return tok
 
@@ -313,9 +319,9 @@ class Plan:
 
     def _counter_staff(self, staff: Staff, t: float) -> None:
         cases = self.open_cases.get(staff.id)
-        if self.rng.random() < 0.03:  # a walk-in without a case: the policy wants a step-up first
+        if self.rng.random() < 0.03:  # a walk-in without a case: the policy wants a fresh FIDO2 sign-in
             c = self.citizens[self.rng.randrange(1, len(self.citizens) + 1)]
-            self.add(t, lambda w: w.read(staff, "insured_persons", c.index, ["name", "phone"], "benefit_review", None))
+            self.add(t, lambda w: _walk_in(w, staff, c.index))
             return
         if not cases:
             return
@@ -357,6 +363,18 @@ def _disclose_flow(w: World, staff: Staff, record: int, fields: list[str], case_
     w.tick(45)  # the officer prepares the reply to the exchange request
     w.disclose(staff, "insured_persons", record, sorted(body["fields"]), recipient, purpose,
                [body["provenance"]["event_id"]])
+
+
+def _walk_in(w: Any, staff: Staff, record_id: int) -> None:
+    """A citizen at the counter without a case: the gateway answers 401 with an RFC 9470 challenge
+    (acr_values, max_age) unless the clerk signed in with FIDO2 in the last few minutes; the clerk
+    touches their key (a fresh sign-in) and the read goes through."""
+    fields = ["name", "phone"]
+    r = w.read(staff, "insured_persons", record_id, fields, "benefit_review", None)
+    if r.status_code == 401 and "insufficient_user_authentication" in r.headers.get("www-authenticate", ""):
+        w.tick(15)
+        w.read(staff, "insured_persons", record_id, fields, "benefit_review", None,
+               token=w.token(staff, fresh=True))
 
 
 def _change_flow(w: World, staff: Staff, record: int, fields: list[str], values: dict[str, str], purpose: str,

@@ -187,24 +187,41 @@ def test_step_up_is_a_401_challenge_naming_the_method(world: World) -> None:
     assert world.events("pii.read") == []
 
 
-def test_a_step_up_the_user_already_meets_is_a_403_not_a_login_loop(world: World) -> None:
-    # The default pack steps up counter staff without a case to FIDO2 even when they signed in with
-    # FIDO2 (walk-in rule): a second identical challenge would loop the user, so the gateway refuses.
+def test_a_walk_in_after_a_fresh_fido2_sign_in_is_served(world: World) -> None:
+    # Counter staff without a case (a walk-in) step up to FIDO2 (RFC 9470 acr_values + max_age): a
+    # FIDO2 sign-in within the policy's max_age meets it, so the clerk is served, not looped.
     counter = world.token("emp-counter", "counter_staff", method="fido2")
     r = world.read(counter, 1, "name", case_id=None)
-    if r.status_code == 200:  # the pack may one day accept the FIDO2 login for walk-ins
-        pytest.skip("policy pack no longer steps up a FIDO2 session for this request")
-    assert r.status_code == 403, r.text
-    assert "www-authenticate" not in r.headers
-    assert "step_up_already_satisfied" in r.json()["reasons"]
-    assert world.events("pii.read") == []
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == {"name": PEOPLE[1][1]}
+    (read,) = world.events("pii.read")
+    assert read.decision_id == r.json()["decision_id"] and read.purpose.case_id is None
 
-    # ...but when the FIDO2 login is old, signing in again does help: that is still a challenge.
+
+def test_an_old_fido2_sign_in_is_challenged_for_a_fresh_one(world: World) -> None:
     old_login = world.rt.issuer.issue_subject("emp-counter", ["counter_staff"], method="fido2", mfa=True,
                                               org_unit="taipei-01", auth_time=int(time.time()) - 4 * 3600)
     r = world.read({**INTERNAL, "Authorization": f"Bearer {old_login}"}, 1, "name", case_id=None)
     assert r.status_code == 401, r.text
-    assert 'acr_values="fido2"' in r.headers["www-authenticate"]
+    challenge = r.headers["www-authenticate"]
+    assert 'acr_values="fido2"' in challenge and 'max_age="300"' in challenge
+    assert r.json()["max_age"] == 300
+    assert world.events("pii.read") == []
+
+
+def test_a_step_up_the_user_already_meets_is_a_403_not_a_login_loop(world: World) -> None:
+    # Risk steps this officer up to FIDO2 (unmanaged, new device, over VPN: 40+ points, under the deny
+    # threshold) — but they have just signed in with FIDO2. The device is the problem, so another
+    # identical challenge cannot help: the gateway refuses instead of looping the user.
+    officer = world.token("emp-officer", "case_officer", method="fido2")
+    headers = {**officer, "X-Device-Id": "dev-personal-laptop", "X-Device-Managed": "false",
+               "X-Device-Compliant": "true", "X-Network-Zone": "vpn"}
+    r = world.read(headers, 1, "name")
+    assert r.status_code == 403, r.text
+    assert "www-authenticate" not in r.headers
+    body = r.json()
+    assert "step_up_already_satisfied" in body["reasons"]
+    assert world.events("pii.read") == []
 
 
 def test_deny_is_403_with_reasons_and_no_read_event(world: World) -> None:

@@ -258,7 +258,7 @@ def test_officer_unmanaged_device_internet_at_night():
     assert factor_names(d) == {"unmanaged_device", "new_device", "network_internet", "off_hours"}
     assert d["risk"]["score"] == 60 and d["risk"]["level"] == "high"
     assert d["reasons"] == ["risk_too_high"]
-    assert d["obligations"] == [{"type": "step_up", "method": "fido2"}]
+    assert d["obligations"] == [{"type": "step_up", "method": "fido2", "max_age": 300}]
     assert d["permitted_fields"] == []
 
 

@@ -90,6 +90,16 @@ step_up contains reason if {
 	applies
 	some reason in failed
 	outcome(reason) == "step_up"
+	not stepped_up
+}
+
+# The step-up is met: signed in with the required method within the last step_up.max_age_s seconds
+# (a counter clerk who has just touched their FIDO2 key for this walk-in is permitted, and the
+# decision names the need_to_know_step_up grant, instead of being asked again in a loop).
+stepped_up if {
+	input.subject.auth.method == cfg.step_up_method
+	is_number(input.subject.auth.token_age_s)
+	input.subject.auth.token_age_s <= data.ztcp.config.step_up.max_age_s
 }
 
 step_up_methods contains cfg.step_up_method if count(step_up) > 0

@@ -76,4 +76,6 @@ for_permit(permitted) := array.concat(
 	array.concat(max_rows, alert_list),
 )
 
-for_step_up(methods) := [{"type": "step_up", "method": m} | some m in sort(methods)]
+# max_age: a sign-in with the method older than this does not count (RFC 9470), so a PEP can ask
+# for a fresh one instead of refusing someone who signed in that way hours ago.
+for_step_up(methods) := [{"type": "step_up", "method": m, "max_age": cfg.step_up.max_age_s} | some m in sort(methods)]

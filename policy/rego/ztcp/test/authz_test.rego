@@ -25,7 +25,7 @@ test_officer_unmanaged_internet_night_step_up if {
 	fx.factor_names(d) == {"unmanaged_device", "new_device", "network_internet", "off_hours"}
 	d.risk.score == 60
 	d.risk.level == "high"
-	d.obligations == [{"type": "step_up", "method": "fido2"}]
+	d.obligations == [{"type": "step_up", "method": "fido2", "max_age": 300}]
 	d.permitted_fields == []
 }
 

@@ -45,7 +45,7 @@ test_citizen_password_steps_up_to_certificate if {
 	d := authz.decision with input as inp with data.bureau as fx.bureau
 	d.effect == "step_up"
 	d.reasons == ["weak_authentication"]
-	d.obligations == [{"type": "step_up", "method": "citizen_cert"}]
+	d.obligations == [{"type": "step_up", "method": "citizen_cert", "max_age": 300}]
 }
 
 test_citizen_otp_is_strong_enough if {

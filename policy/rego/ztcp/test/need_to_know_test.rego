@@ -61,14 +61,39 @@ test_search_needs_case_too if {
 	d.reasons == ["no_case"]
 }
 
-# config.need_to_know.role_outcomes: counter staff serving a walk-in citizen step up instead.
+# config.need_to_know.role_outcomes: counter staff serving a walk-in citizen step up instead: a
+# sign-in with FIDO2 older than config.step_up.max_age_s asks for a fresh one…
+walk_in(age, method) := fx.patch(
+	fx.patch(fx.staff(["counter_staff"]), "purpose", {"case_id": null}),
+	"subject", {"auth": {"method": method, "mfa": true, "auth_time": 1795300000, "token_age_s": age}},
+)
+
 test_counter_staff_without_case_steps_up if {
-	inp := fx.patch(fx.staff(["counter_staff"]), "purpose", {"case_id": null})
-	d := authz.decision with input as inp with data.bureau as fx.bureau
+	d := authz.decision with input as walk_in(900, "fido2") with data.bureau as fx.bureau
 	d.effect == "step_up"
 	d.reasons == ["no_case"]
-	d.obligations == [{"type": "step_up", "method": "fido2"}]
+	d.obligations == [{"type": "step_up", "method": "fido2", "max_age": 300}]
 	d.permitted_fields == []
+}
+
+# … and a fresh one meets it: permitted, under the need_to_know_step_up grant (no login loop).
+test_counter_staff_walk_in_after_fresh_fido2_is_permitted if {
+	d := authz.decision with input as walk_in(60, "fido2") with data.bureau as fx.bureau
+	d.effect == "permit"
+	"need_to_know_step_up" in d.reasons
+	count(d.permitted_fields) > 0
+}
+
+test_walk_in_step_up_needs_the_configured_method if {
+	d := authz.decision with input as walk_in(10, "otp") with data.bureau as fx.bureau
+	d.effect == "step_up"
+	d.reasons == ["no_case"]
+}
+
+test_walk_in_freshness_window_is_configurable if {
+	d := authz.decision with input as walk_in(60, "fido2") with data.bureau as fx.bureau
+		with data.ztcp.config.step_up.max_age_s as 30
+	d.effect == "step_up"
 }
 
 test_counter_staff_not_assigned_still_denied if {
@@ -79,7 +104,8 @@ test_counter_staff_not_assigned_still_denied if {
 }
 
 test_global_outcome_configurable if {
-	inp := fx.patch(fx.officer, "purpose", {"code": "fraud_check"})
+	stale := {"method": "fido2", "mfa": true, "auth_time": 1795300000, "token_age_s": 900}
+	inp := fx.patch(fx.patch(fx.officer, "purpose", {"code": "fraud_check"}), "subject", {"auth": stale})
 	d := authz.decision with input as inp with data.bureau as fx.bureau
 		with data.ztcp.config.need_to_know.outcomes.purpose_mismatch as "step_up"
 	d.effect == "step_up"

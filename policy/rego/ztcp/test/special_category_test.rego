@@ -24,7 +24,7 @@ test_special_with_otp_steps_up_to_fido2 if {
 	d := authz.decision with input as inp with data.bureau as fx.bureau
 	d.effect == "step_up"
 	d.reasons == ["weak_authentication"]
-	d.obligations == [{"type": "step_up", "method": "fido2"}]
+	d.obligations == [{"type": "step_up", "method": "fido2", "max_age": 300}]
 	d.permitted_fields == []
 }
 
@@ -71,5 +71,5 @@ test_citizen_special_with_otp_steps_up_to_certificate if {
 	)
 	d := authz.decision with input as fx.patch(inp, "signals", {"auth_strength": 2}) with data.bureau as fx.bureau
 	d.effect == "step_up"
-	d.obligations == [{"type": "step_up", "method": "citizen_cert"}]
+	d.obligations == [{"type": "step_up", "method": "citizen_cert", "max_age": 300}]
 }
