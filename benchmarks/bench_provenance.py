@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.common import percentiles, write
 from benchmarks.common import result as _result
-from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref
+from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref, national_id_check_digit
 from provenance.ledger import _SCHEMA, Prepared, citizen_key  # noqa: PLC2701 - the schema is the anchor
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger
@@ -140,13 +140,9 @@ class Population:
 
 def _nid(i: int) -> str:
     """A checksum-valid national ID for index i (benchmark data only)."""
-    from provenance.citizen_ref import _LETTER_CODES, _WEIGHTS  # noqa: PLC2701
-
     letter = "ABCDEFGHJKLMNPQRSTUVXYWZIO"[i % 26]
-    digits = f"{1 + (i // 26) % 2}{(i // 52):07d}"[:8]
-    code = _LETTER_CODES[letter]
-    total = code // 10 + (code % 10) * 9 + sum(int(d) * w for d, w in zip(digits, _WEIGHTS[:8], strict=True))
-    return f"{letter}{digits}{(10 - total % 10) % 10}"
+    prefix = f"{letter}{1 + (i // 26) % 2}{(i // 52):07d}"[:9]
+    return prefix + national_id_check_digit(prefix)
 
 
 def raw_sqlite_rate(path: Path, bodies: list[bytes]) -> float:

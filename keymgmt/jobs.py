@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -192,6 +192,26 @@ def _count(engine: sa.Engine, q: sa.Select) -> int:
         return int(c.execute(q).scalar_one())
 
 
+def _pages(et: EncryptedTable, columns: list[Any], where: sa.ColumnElement[bool] | None,
+           batch: int) -> Iterator[Sequence[sa.RowMapping]]:
+    """Rows in primary-key order, ``batch`` at a time (keyset pagination: each page starts after the
+    last key seen, so rows updated behind us are not revisited and no OFFSET scan grows)."""
+    pkc = et.table.c[et.spec.pk]
+    last: Any = None
+    while True:
+        q = sa.select(*columns)
+        if where is not None:
+            q = q.where(where)
+        if last is not None:
+            q = q.where(pkc > last)
+        with et.engine.connect() as c:
+            rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][et.spec.pk]
+
+
 def _run_batches(
     et: EncryptedTable,
     *,
@@ -205,22 +225,14 @@ def _run_batches(
 ) -> tuple[int, int]:
     """The resumable job loop shared by encrypt-table and reencrypt: journal, keyset-paginated
     batches of rows still matching ``where`` (as mappings), a writer committing each. Returns (changed, done)."""
-    pkc = et.table.c[et.spec.pk]
     with et.engine.begin() as c:
         _journal_begin(c, kind, et.spec.table)
     writer = _BatchWriter(et.engine, update_sql, kind, et.spec.table, progress)
-    last: Any = None
     try:
-        while writer.error is None:
-            q = sa.select(*columns).where(where)
-            if last is not None:
-                q = q.where(pkc > last)
-            with et.engine.connect() as c:
-                rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
-            if not rows:
-                break
+        for rows in _pages(et, columns, where, batch):
             writer.submit(to_params(rows))
-            last = rows[-1][et.spec.pk]
+            if writer.error is not None:
+                break
     finally:
         changed = writer.close()
     with et.engine.begin() as c:
@@ -377,27 +389,18 @@ def verify_table(
     """Every row decrypts under its DEK and its blind indexes match. Plaintext never leaves."""
     et.prepare()
     t = et.table
-    pkc = t.c[et.spec.pk]
     total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
     if on_total:
         on_total(total, 0)
     report = VerifyReport(et.spec.table)
     trusted = {bi.version: bi for bi in et.blind.trusted()} if et.blind else {}  # type: ignore[union-attr]
-    last: Any = None
 
     def fail(kind: str, pk: Any) -> None:
         report.failures[kind] = report.failures.get(kind, 0) + 1
         if len(report.failed_pks) < max_failed_pks:
             report.failed_pks.append(pk)
 
-    while True:
-        q = sa.select(t)
-        if last is not None:
-            q = q.where(pkc > last)
-        with et.engine.connect() as c:
-            rows = c.execute(q.order_by(pkc).limit(batch)).mappings().all()
-        if not rows:
-            break
+    for rows in _pages(et, [t], None, batch):
         deks_here = {r[STATE_COLUMN] for r in rows if r[STATE_COLUMN]}
         with contextlib.suppress(KeyMgmtError):  # an unusable DEK shows up as per-row failures below
             et.envelope.prefetch(deks_here)
@@ -429,7 +432,6 @@ def verify_table(
                 report.ok += 1
             else:
                 fail("blind_index_mismatch", pk)
-        last = rows[-1][et.spec.pk]
         if progress:
             progress(len(rows))
     if audit is not None:

@@ -2,7 +2,7 @@
 
 from provenance import merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
-from provenance.citizen_ref import citizen_ref, normalise_national_id
+from provenance.citizen_ref import citizen_ref, national_id_check_digit, normalise_national_id
 from provenance.errors import (
     CheckpointError,
     IntegrityError,
@@ -45,6 +45,7 @@ __all__ = [
     "canonical_bytes",
     "citizen_ref",
     "merkle",
+    "national_id_check_digit",
     "normalise_national_id",
     "open_checkpoint",
     "trace_citizen",

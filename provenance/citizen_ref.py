@@ -24,11 +24,20 @@ _LETTER_CODES = dict(zip("ABCDEFGHJKLMNPQRSTUVXYWZIO", range(10, 36), strict=Tru
 _WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 1, 1)
 
 
-def _checksum_ok(nid: str) -> bool:
+def _weighted(nid: str) -> int:
     code = _LETTER_CODES[nid[0]]
-    total = code // 10 + (code % 10) * 9
-    total += sum(int(d) * w for d, w in zip(nid[1:], _WEIGHTS, strict=True))
-    return total % 10 == 0
+    return code // 10 + (code % 10) * 9 + sum(int(d) * w for d, w in zip(nid[1:], _WEIGHTS, strict=False))
+
+
+def _checksum_ok(nid: str) -> bool:
+    return _weighted(nid) % 10 == 0
+
+
+def national_id_check_digit(prefix: str) -> str:
+    """The check digit completing ``prefix`` (a letter and 8 digits) into a valid national ID."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Z][12890]\d{7}", prefix):
+        raise InvalidNationalId("prefix must be a capital letter, then 1, 2, 8, 9 or 0, then 7 digits")
+    return str((10 - _weighted(prefix) % 10) % 10)
 
 
 def normalise_national_id(national_id: str) -> str:

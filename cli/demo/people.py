@@ -18,13 +18,8 @@ from datetime import date, timedelta
 
 from faker import Faker
 
-# The official letter → number table (note I, O, W, X, Y, Z are out of alphabetical order).
-LETTER_CODES = {
-    "A": 10, "B": 11, "C": 12, "D": 13, "E": 14, "F": 15, "G": 16, "H": 17, "I": 34, "J": 18, "K": 19,
-    "L": 20, "M": 21, "N": 22, "O": 35, "P": 23, "Q": 24, "R": 25, "S": 26, "T": 27, "U": 28, "V": 29,
-    "W": 32, "X": 30, "Y": 31, "Z": 33,
-}
-_WEIGHTS = (1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1)
+import provenance
+
 # Letters still issued, weighted roughly by population (Taipei, New Taipei, Taichung, Kaohsiung …).
 _AREA_LETTERS = "AAAAFFFFFBBBBEEEEHHHDDDPTNRKJGMQUVIXZCWO"
 # Monthly insured-salary grades of labour insurance (NT$), lowest = the minimum wage.
@@ -33,16 +28,15 @@ BANK_CODES = ("004", "005", "006", "007", "008", "009", "011", "012", "013", "01
               "812", "822")
 
 
-def _digits(nid: str) -> list[int]:
-    code = LETTER_CODES[nid[0]]
-    return [code // 10, code % 10, *(int(c) for c in nid[1:])]
-
-
 def national_id_checksum_ok(nid: str) -> bool:
-    """True when ``nid`` has the shape letter + [12] + 8 digits and its check digit fits."""
-    if len(nid) != 10 or nid[0] not in LETTER_CODES or nid[1] not in "12" or not nid[1:].isdigit():
+    """True when ``nid`` is a citizen's ID (letter + [12] + 8 digits) whose check digit fits (the
+    checksum is provenance's, the one every national ID in ztcp is validated with)."""
+    if len(nid) != 10 or not nid[1:].isdigit() or nid[1] not in "12":
         return False
-    return sum(w * d for w, d in zip(_WEIGHTS, _digits(nid), strict=True)) % 10 == 0
+    try:
+        return provenance.normalise_national_id(nid) == nid
+    except provenance.InvalidNationalId:
+        return False
 
 
 def is_valid_national_id(value: str) -> bool:
@@ -55,12 +49,10 @@ def is_valid_national_id(value: str) -> bool:
 
 def check_digit(prefix: str) -> str:
     """The check digit completing ``prefix`` (letter + 8 digits) into a valid national ID."""
-    if len(prefix) != 9 or prefix[0] not in LETTER_CODES or not prefix[1:].isdigit():
-        raise ValueError("prefix must be a letter and 8 digits")
-    code = LETTER_CODES[prefix[0]]
-    digits = [code // 10, code % 10, *(int(c) for c in prefix[1:])]
-    partial = sum(w * d for w, d in zip(_WEIGHTS[:10], digits, strict=True))
-    return str((10 - partial % 10) % 10)
+    try:
+        return provenance.national_id_check_digit(prefix)
+    except provenance.InvalidNationalId as exc:
+        raise ValueError(str(exc)) from None
 
 
 def make_national_id(rng: random.Random, sex: str) -> str:

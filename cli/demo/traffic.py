@@ -18,6 +18,7 @@ Who does what (office hours 08:30–17:30 Asia/Taipei, Monday to Friday):
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -231,6 +232,9 @@ class Plan:
             if not c["revoked"]:
                 self.consent_of[c["citizen"]] = (cns_id, c["party"])
         self.started: set[str] = set()  # staff who already made a request (their device is known)
+        self.used_today: dict[str, set[str]] = {}  # staff → cases touched today
+        self.changed: set[str] = set()  # counter cases whose change was already made
+        self.walk_ins = [c for c in bureau.citizens if not c.well_known]  # custodians serve the well known
 
     def add(self, t: float, run: Callable[[World], None]) -> None:
         if self.start <= t < self.end:
@@ -241,25 +245,44 @@ class Plan:
         per_day = actions_per_day(len(self.b.citizens))
         for day in workdays(self.start, self.end):
             midnight = local_midnight(day)
+            self.used_today = {}
             for staff in self.b.staff:
                 make = getattr(self, f"_{staff.role}", None)
                 if make is None:
                     continue
+                n = self.actions(staff, per_day)
                 t = midnight + 8.5 * 3600 + self.rng.uniform(0, 3600)
                 close = midnight + 17.5 * 3600
-                gap = (close - t) / per_day
-                for _ in range(per_day):
+                gap = (close - t) / n
+                for _ in range(n):
                     make(staff, t)
                     t += self.rng.uniform(0.3, 1.0) * gap
         self.steps.sort()
         return self.steps
 
+    def actions(self, staff: Staff, per_day: int) -> int:
+        """A clerk looks at each open case about twice a week (not the same citizen all day long, which
+        is what the curiosity-swarm and bulk rules look for); supervisors sample their office's cases."""
+        if staff.role == "supervisor":
+            return per_day
+        caseload = len(self.open_cases.get(staff.id, ()))
+        return max(1, min(per_day, math.ceil(caseload * 2 / 5)))
+
+    def pick(self, staff: Staff, cases: list[str] | None) -> str | None:
+        """One of ``cases`` this staff member has not touched today (None once all were)."""
+        used = self.used_today.setdefault(staff.id, set())
+        fresh = [c for c in cases or () if c not in used]
+        if not fresh:
+            return None
+        cid = self.rng.choice(fresh)
+        used.add(cid)
+        return cid
+
     # -- one action per role -----------------------------------------------------------------
     def _case_officer(self, staff: Staff, t: float) -> None:
-        cases = self.open_cases.get(staff.id)
-        if not cases:
+        cid = self.pick(staff, self.open_cases.get(staff.id))
+        if cid is None:
             return
-        cid = self.rng.choice(cases)
         case = self.b.cases[cid]
         citizen = self.citizens[case.citizen]
         claims = self.claims_by_case.get(cid, [])
@@ -295,20 +318,20 @@ class Plan:
                                                   "legal_basis": agency["legal_basis"]}))
 
     def _reviewer(self, staff: Staff, t: float) -> None:
-        cases = [c for c in self.open_cases.get(staff.id, []) if self.claims_by_case.get(c)]
-        if not cases:
+        cid = self.pick(staff, [c for c in self.open_cases.get(staff.id, []) if self.claims_by_case.get(c)])
+        if cid is None:
             return
-        cid = self.rng.choice(cases)
         cl = self.rng.choice(self.claims_by_case[cid])
         self.started.add(staff.id)
         self.add(t, lambda w: w.read(staff, "claims", cl.id, ["claim_type", "claim_status", "payment_amount",
                                                               "payment_date"], "benefit_review", cid))
 
     def _supervisor(self, staff: Staff, t: float) -> None:
-        cases = self.unit_cases.get(staff.office)
-        if not cases or self.rng.random() < 0.5:
+        if self.rng.random() < 0.5:
             return
-        cid = self.rng.choice(cases)
+        cid = self.pick(staff, self.unit_cases.get(staff.office))
+        if cid is None:
+            return
         claims = self.claims_by_case.get(cid)
         if not claims:
             return
@@ -320,16 +343,16 @@ class Plan:
     def _counter_staff(self, staff: Staff, t: float) -> None:
         cases = self.open_cases.get(staff.id)
         if self.rng.random() < 0.03:  # a walk-in without a case: the policy wants a fresh FIDO2 sign-in
-            c = self.citizens[self.rng.randrange(1, len(self.citizens) + 1)]
+            c = self.rng.choice(self.walk_ins)
             self.add(t, lambda w: _walk_in(w, staff, c.index))
             return
-        if not cases:
+        cid = self.pick(staff, cases)
+        if cid is None:
             return
-        cid = self.rng.choice(cases)
         case = self.b.cases[cid]
         citizen = self.citizens[case.citizen]
         self.started.add(staff.id)
-        if self.rng.random() < 0.5:
+        if cid in self.changed or self.rng.random() < 0.5:  # one change per visit; later, a look-up
             self.add(t, lambda w: w.read(staff, "insured_persons", citizen.index, ["name", "phone", "address",
                                                                                    "bank_account"],
                                          "benefit_review", cid))
@@ -341,13 +364,13 @@ class Plan:
                                        "bank_account_change", ["name", "bank_account"])
         else:
             values, purpose, fields = {"address": self.faker.address()}, "address_change", ["name", "address"]
+        self.changed.add(cid)
         self.add(t, lambda w: _change_flow(w, staff, citizen.index, fields, values, purpose, cid))
 
     def _call_center(self, staff: Staff, t: float) -> None:
-        cases = self.open_cases.get(staff.id)
-        if not cases:
+        cid = self.pick(staff, self.open_cases.get(staff.id))
+        if cid is None:
             return
-        cid = self.rng.choice(cases)
         citizen = self.citizens[self.b.cases[cid].citizen]
         self.started.add(staff.id)
         self.add(t, lambda w: w.read(staff, "insured_persons", citizen.index,

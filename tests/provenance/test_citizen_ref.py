@@ -62,3 +62,28 @@ def test_exactly_one_check_digit_is_valid(nid: str) -> None:
         except InvalidNationalId:
             pass
     assert len(valid) == 1
+
+
+@given(letter=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), kind=st.sampled_from("12890"),
+       body=st.text(alphabet="0123456789", min_size=7, max_size=7))
+def test_check_digit_completes_exactly_one_valid_id(letter: str, kind: str, body: str) -> None:
+    from provenance import national_id_check_digit
+
+    prefix = letter + kind + body
+    digit = national_id_check_digit(prefix)
+    valid = []
+    for d in "0123456789":
+        try:
+            normalise_national_id(prefix + d)
+            valid.append(d)
+        except InvalidNationalId:
+            pass
+    assert valid == [digit]
+
+
+@pytest.mark.parametrize("bad", ["", "A1234567", "a12345678", "A32345678", "A1234567X", "112345678", "A123456789", None])
+def test_check_digit_refuses_what_is_not_a_prefix(bad) -> None:  # noqa: ANN001
+    from provenance import national_id_check_digit
+
+    with pytest.raises(InvalidNationalId):
+        national_id_check_digit(bad)
