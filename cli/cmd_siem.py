@@ -59,34 +59,65 @@ def make_engine(settings: Settings, config_path: Path | None = None) -> Engine:
     return Engine(conn, siem_pack(settings, config_path), sinks=alert_sinks(settings))
 
 
-def live_sources(settings: Settings) -> list[Source]:
-    """Adapters for the live stores (decision log, provenance ledger, key and policy audit).
+class LiveSources:
+    """Adapters for the live stores (decision log, provenance ledger, key and policy audit), found
+    anew on each call: a store created after start-up (the first key event, a first policy change)
+    joins the next SIEM run. Each adapter is built once and kept (it holds the store's reader).
 
     Each is a ``siem_rules.CallableSource(name, kind, fetch)`` around that store's "events after
     cursor" query. Stores that do not exist yet are skipped (nothing recorded there yet).
     """
-    from siem_rules import CallableSource
 
-    home = settings.ensure_home()
-    sources: list[Source] = []
-    if (home / "decisions.db").exists():
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._made: dict[str, Source] = {}
+
+    def __call__(self) -> list[Source]:
+        from cli.cmd_audit import LEDGER_FILE
+
+        home = self.settings.ensure_home()
+        import keymgmt
+
+        stores = (("decisions", home / "decisions.db", self._decisions),
+                  ("policy-admin", home / "policy.db", self._policy),
+                  ("key-audit", keymgmt.default_audit_path(home), self._keys),
+                  ("provenance", home / LEDGER_FILE, self._provenance))
+        for name, path, make in stores:
+            if name not in self._made and path.exists():
+                self._made[name] = make(path)
+        return [self._made[name] for name, *_ in stores if name in self._made]
+
+    @staticmethod
+    def _decisions(path: Path) -> Source:
         from pdp.decision_log import DecisionLog
+        from siem_rules import CallableSource
 
-        sources.append(CallableSource("decisions", "decision", DecisionLog.reader(home / "decisions.db").events_after))
-    if (home / "policy.db").exists():
+        return CallableSource("decisions", "decision", DecisionLog.reader(path).events_after)
+
+    @staticmethod
+    def _policy(path: Path) -> Source:
         from policy import RevisionStore
+        from siem_rules import CallableSource
 
-        sources.append(CallableSource("policy-admin", "policy", RevisionStore.in_home(home).events_after))
-    import keymgmt
+        return CallableSource("policy-admin", "policy", RevisionStore.in_home(path.parent).events_after)
 
-    if keymgmt.default_audit_path(home).exists():
-        audit = keymgmt.KeyAuditLog(keymgmt.default_audit_path(home))
-        sources.append(CallableSource("key-audit", "key", audit.events_after))
-    from cli.cmd_audit import LEDGER_FILE, ledger_from_settings
+    @staticmethod
+    def _keys(path: Path) -> Source:
+        import keymgmt
+        from siem_rules import CallableSource
 
-    if (home / LEDGER_FILE).exists():
-        sources.append(CallableSource("provenance", "provenance", ledger_from_settings(settings).events_after))
-    return sources
+        return CallableSource("key-audit", "key", keymgmt.KeyAuditLog(path).events_after)
+
+    def _provenance(self, path: Path) -> Source:
+        from cli.cmd_audit import ledger_from_settings
+        from siem_rules import CallableSource
+
+        return CallableSource("provenance", "provenance", ledger_from_settings(self.settings).events_after)
+
+
+def live_sources(settings: Settings) -> list[Source]:
+    """The live stores that exist now (see :class:`LiveSources`)."""
+    return LiveSources(settings)()
 
 
 def make_scheduler(
@@ -94,7 +125,7 @@ def make_scheduler(
 ) -> Scheduler:
     """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
     settings = settings or load_settings()
-    srcs = live_sources(settings) if sources is None else sources
+    srcs = LiveSources(settings) if sources is None else sources
     return Scheduler(lambda: make_engine(settings), srcs, interval)
 
 

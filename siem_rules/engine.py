@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -315,9 +316,12 @@ class Scheduler:
     ``sources`` are pulled before each run. Errors are logged and the next tick tries again.
     """
 
-    def __init__(self, engine_factory: Any, sources: list[Source] | None = None, interval: float = 60.0) -> None:
+    def __init__(self, engine_factory: Any, sources: list[Source] | Callable[[], list[Source]] | None = None,
+                 interval: float = 60.0) -> None:
         self.engine_factory = engine_factory
-        self.sources = list(sources or [])
+        # A callable is asked before each run, so sources that appear later (a store created after
+        # start-up) are read too.
+        self.sources = sources if callable(sources) else list(sources or [])
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -348,8 +352,9 @@ class Scheduler:
             try:
                 if engine is None:
                     engine = self.engine_factory()
-                if self.sources:
-                    engine.ingest(self.sources)
+                sources = self.sources() if callable(self.sources) else self.sources
+                if sources:
+                    engine.ingest(sources)
                 self.last_report = engine.run()
                 self.last_error = None
             except Exception as exc:  # keep scheduling; the error is visible on the scheduler

@@ -52,3 +52,39 @@ def test_scheduler_survives_a_bad_event_and_reports_it(tmp_path: Path) -> None:
         assert sched.running
     finally:
         sched.stop()
+
+
+def test_a_store_created_after_start_up_is_read_by_the_running_scheduler(ztcp_home: Path) -> None:
+    """`ztcp serve` starts before any key has been used: the key audit it creates later (here, a
+    custodian's bulk decrypt) must still reach the SIEM without a restart."""
+    import keymgmt
+    from cli.cmd_siem import LiveSources
+
+    settings = load_settings()
+    sources = LiveSources(settings)
+    assert "key-audit" not in {s.name for s in sources()}
+    sched = make_scheduler(settings, interval=0.1)
+    sched.start()
+    try:
+        time.sleep(0.3)  # a few runs with no key audit at all
+        audit = keymgmt.KeyAuditLog(keymgmt.default_audit_path(ztcp_home))
+        for _ in range(3):
+            audit.record(type="key.bulk_decrypt", actor="emp-key-9", key_name="data-kek", dataset="claims",
+                         count=40_000, reason="verify")
+        deadline = time.time() + 20
+        names: list[str] = []
+        while time.time() < deadline:
+            engine = make_engine(settings)
+            try:
+                names = [a.rule_name for a in engine.alerts.list()]
+                counted = engine.store.count("key")
+            finally:
+                engine.conn.close()
+            if counted >= 3:
+                break
+            time.sleep(0.2)
+        assert counted == 3, "the key audit created after start-up was never ingested"
+        assert "key_decrypt_spike" in names
+    finally:
+        sched.stop()
+    assert "key-audit" in {s.name for s in sources()}
