@@ -72,6 +72,7 @@ SYSTEM = "ztcp-gateway"
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"
 FIELD_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 NATIONAL_ID_COLUMN = "national_id"
+BANK_ACCOUNT_FIELD = "bank_account"  # its changes carry a bank_account_ref (mule-account detection)
 # Obligations this PEP knows how to fulfil. Anything else: refuse (a PEP must not ignore an
 # obligation it does not understand).
 KNOWN_OBLIGATIONS = frozenset({"record_provenance", "mask", "max_rows", "alert"})
@@ -618,11 +619,21 @@ def create_router(runtime: Any) -> APIRouter:
                 or not claims.covers(names)):
             raise Problem(403, "Refused", "decision does not cover this change", type_="urn:ztcp:problem:refused",
                           decision_id=decision.decision_id, reasons=["decision_mismatch"])
+        account_ref = None
+        if BANK_ACCOUNT_FIELD in names and body.values[BANK_ACCOUNT_FIELD] is not None:
+            # Which account the payout now goes to, as a keyed reference: the SIEM can see several
+            # citizens redirected to one (mule) account without any account number being recorded.
+            try:
+                account_ref = provenance.bank_account_ref(str(body.values[BANK_ACCOUNT_FIELD]),
+                                                          runtime.keys.blind_index)
+            except provenance.InvalidBankAccount as exc:
+                raise _invalid(f"values.{BANK_ACCOUNT_FIELD}", str(exc)) from None
         try:
             receipt = runtime.recorder.record(provenance.ProvenanceEvent(
                 time=now_dt(), type="pii.update", actor=_actor(subject), via={"system": SYSTEM, **_via(context)},
                 citizen_ref=resource["citizen_ref"], dataset=dataset, record_id=record_id, fields=names,
-                purpose=purpose_doc, decision_id=decision.decision_id, effect="permit"))
+                purpose=purpose_doc, decision_id=decision.decision_id, effect="permit",
+                bank_account_ref=account_ref))
         except ValidationError:
             raise _invalid("purpose", "refused by the provenance schema (values shaped like a national ID or "
                                       "phone number are not allowed)") from None

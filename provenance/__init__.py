@@ -1,11 +1,13 @@
 """Provenance: lineage events, the tamper-evident ledger, proofs, checkpoints, trace and exports."""
 
 from provenance import merkle
+from provenance.bank_account_ref import bank_account_ref
 from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
 from provenance.citizen_ref import citizen_ref, national_id_check_digit, normalise_national_id
 from provenance.errors import (
     CheckpointError,
     IntegrityError,
+    InvalidBankAccount,
     InvalidNationalId,
     LedgerUnavailable,
     ProofError,
@@ -23,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "IntegrityError",
+    "InvalidBankAccount",
     "InvalidNationalId",
     "Ledger",
     "LedgerUnavailable",
@@ -42,6 +45,7 @@ __all__ = [
     "UnknownEntry",
     "Via",
     "VerifyReport",
+    "bank_account_ref",
     "canonical_bytes",
     "citizen_ref",
     "merkle",

@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from provenance.bank_account_ref import BANK_ACCOUNT_REF_PATTERN
 from provenance.citizen_ref import CITIZEN_REF_PATTERN
 
 _RAW_ID = re.compile(r"(?<![0-9])[A-Za-z][12890A-Da-d][0-9]{8}(?![0-9])")
@@ -119,6 +120,8 @@ class ProvenanceEvent(_Strict):
     """One personal-data access (or an auditor's own query, ``audit.*``)."""
 
     actor: Annotated[Actor, _str_as("id")]
+    # pii.update of a payout account: which account it now points to, as a keyed reference only.
+    bank_account_ref: Annotated[str, Field(pattern=BANK_ACCOUNT_REF_PATTERN)] | None = None
     citizen_ref: Annotated[str, Field(pattern=CITIZEN_REF_PATTERN)] | None = None
     dataset: SafeStr | None = None
     decision_id: SafeStr | None = None

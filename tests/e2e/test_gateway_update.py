@@ -101,6 +101,19 @@ def test_update_is_decided_recorded_then_written_encrypted(world: World) -> None
     assert ev.purpose.code == "bank_account_change" and ev.purpose.case_id == "C-1"
     assert ev.actor.id == "emp-counter" and ev.via.system == "ztcp-gateway"
     assert ev.time.timestamp() == T0  # the runtime's clock, not the wall clock
+    # The new payout account is named by its keyed reference (same digits, same ref), never its number.
+    assert ev.bank_account_ref == provenance.bank_account_ref(NEW_BANK.replace("-", ""), world.rt.keys.blind_index)
+    raw = world.rt.ledger.get(body["provenance"]["seq"]).body
+    assert NEW_BANK.encode() not in raw and NEW_BANK.replace("-", "").encode() not in raw
+
+
+def test_an_account_that_is_not_digits_is_a_422_and_nothing_changes(world: World) -> None:
+    before = world.stored()
+    r = world.patch(world.auth("emp-counter", "counter_staff"),
+                    {**CHANGE, "values": {"bank_account": "transfer to my cousin"}})
+    assert r.status_code == 422, r.text
+    assert "values.bank_account" in r.text and "cousin" not in r.text
+    assert world.stored() == before and world.events("pii.update") == []
 
 
 def test_update_without_need_to_know_is_refused_and_nothing_changes(world: World) -> None:

@@ -81,7 +81,8 @@ def test_check_digit_completes_exactly_one_valid_id(letter: str, kind: str, body
     assert valid == [digit]
 
 
-@pytest.mark.parametrize("bad", ["", "A1234567", "a12345678", "A32345678", "A1234567X", "112345678", "A123456789", None])
+@pytest.mark.parametrize("bad", ["", "A1234567", "a12345678", "A32345678", "A1234567X", "112345678", "A123456789",
+                                 None])
 def test_check_digit_refuses_what_is_not_a_prefix(bad) -> None:  # noqa: ANN001
     from provenance import national_id_check_digit
 

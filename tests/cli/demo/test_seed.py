@@ -68,7 +68,15 @@ def test_every_plaintext_read_is_one_ledger_event(seeded) -> None:
 def test_benign_week_raises_no_other_alerts(seeded) -> None:
     _, report, _ = seeded
     expected = {i.rule for i in report.incidents} | {"off_hours_access"}  # incident actors work late too
+    expected.add("shared_bank_account")  # the fraud broker's victims all paid into one mule account
     assert set(report.alerts_by_rule) <= expected, report.alerts_by_rule
+
+
+def test_the_fraud_brokers_mule_account_is_seen_by_its_reference(seeded) -> None:
+    # Three or more victims' payouts redirected to one account: the gateway recorded each change with
+    # the account's keyed reference, so the fraud-ring rule fires on real events.
+    _, report, _ = seeded
+    assert report.alerts_by_rule.get("shared_bank_account", 0) >= 1
 
 
 def test_no_national_id_or_name_outside_the_encrypted_tables(seeded) -> None:
