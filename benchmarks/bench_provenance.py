@@ -13,6 +13,7 @@ tamper-evident log on one core: ~10,500 events/s with signing offloaded (Crosby 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from benchmarks.common import percentiles, write
 from benchmarks.common import result as _result
 from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref, national_id_check_digit
-from provenance.ledger import _SCHEMA, Prepared, citizen_key  # noqa: PLC2701 - the schema is the anchor
+from provenance.ledger import _SCHEMA, Prepared, _insert_batch, citizen_key  # noqa: PLC2701 - the anchor
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger
 
@@ -161,10 +162,10 @@ def raw_sqlite_rate(path: Path, bodies: list[bytes]) -> float:
 
 
 def schema_sqlite_rate(path: Path, items: list[Prepared]) -> float:
-    """The ledger's own tables and indexes filled from Python with no Merkle work: its storage ceiling.
+    """The ledger's own tables, indexes and set-based insert, with no hashing or JSON: its storage cost.
 
-    Same rows the ledger writes (the entry with its unique event id and citizen index, a leaf node and,
-    on average, one interior node per event), same pragmas, 10k per fsync'd transaction.
+    The same rows the ledger writes (the entry with its unique event id and citizen index, a leaf
+    node and, on average, one interior node per event), same pragmas, 10k per fsync'd transaction.
     """
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -175,12 +176,10 @@ def schema_sqlite_rate(path: Path, items: list[Prepared]) -> float:
     start = time.perf_counter()
     for b in range(0, len(items), BATCH):
         chunk = items[b : b + BATCH]
+        lower = ([(b + i) << 6 | k for i in range(len(chunk)) for k in (0, 1)],
+                 [p.leaf_hash for p in chunk for _ in (0, 1)])
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       ((b + i, p.event_id, p.citizen_key, p.time_us, p.type, p.body, p.leaf_hash)
-                        for i, p in enumerate(chunk)))
-        db.executemany("INSERT INTO nodes VALUES (?, ?)",
-                       (((b + i) << 6 | k, p.leaf_hash) for i, p in enumerate(chunk) for k in (0, 1)))
+        _insert_batch(db, b, chunk, lower, ([], []))
         db.execute("COMMIT")
     rate = len(items) / (time.perf_counter() - start)
     db.close()
@@ -200,10 +199,11 @@ def populate(ledger: Ledger, pop: Population, n: int) -> float:
     return n / spent
 
 
-def producers_rate(ledger: Ledger, events: list[ProvenanceEvent], producers: int) -> float:
-    """Concurrent producers (as concurrent API requests): canonical JSON in their threads, SQLite in the leader's."""
+def producers_rate(ledger: Ledger, events: list[ProvenanceEvent], producers: int, batch: int = 1000) -> float:
+    """Concurrent producers (as concurrent API posts of up to 1,000 events): canonical JSON in their
+    threads, one leader's group commit at a time (SQLite runs the rows with the GIL released)."""
     rec = Recorder(ledger, max_batch=BATCH)
-    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     lock = threading.Lock()
 
     def producer() -> None:
@@ -278,6 +278,11 @@ def main(quick: bool = True) -> list[dict]:
         n_rate = 100_000 if quick else 1_000_000
         pop = Population(n_rate)
         sample = pop.batch(n_rate)
+        second = pop.batch(n_rate)  # the producers' events (made now, outside any timed section)
+        # A million pre-built events are the benchmark's fixture, not the ledger's work: keep them out
+        # of the cyclic GC's scans, as `ztcp serve` does for its start-up heap (gc.freeze).
+        gc.collect()
+        gc.freeze()
         bodies = [canonical_bytes(e) for e in sample]
         raw = raw_sqlite_rate(tmpd / "raw.db", bodies)
         rows.append(
@@ -297,7 +302,7 @@ def main(quick: bool = True) -> list[dict]:
                     "SQLite insert into the ledger's own schema (indexes + tree rows, no hashing/JSON)",
                     ceiling,
                     "rows/s",
-                    anchor="storage ceiling of this design on this machine",
+                    anchor="the ledger's storage cost alone: its ceiling on this machine",
                 )
             )
             t, cpu = time.perf_counter(), time.process_time()
@@ -324,7 +329,7 @@ def main(quick: bool = True) -> list[dict]:
                     anchor=f"≈ {1e6 / cpu_us:,.0f} events/s per fully available core",
                 )
             )
-            par = producers_rate(led, pop.batch(n_rate), producers=2)
+            par = producers_rate(led, second, producers=2, batch=BATCH)
             rows.append(
                 result(
                     "ledger append via Recorder, 2 producer threads × 10k batches, durable",
@@ -332,22 +337,24 @@ def main(quick: bool = True) -> list[dict]:
                     "events/s",
                     target="≥ 100,000/s",
                     ok=par >= 100_000,
-                    anchor=f"{par / raw:.0%} of raw SQLite insert; {par / appended:.2f}× one thread",
+                    anchor=f"{par / raw:.0%} of raw SQLite insert; {par / appended:.2f}× one thread "
+                    "(the GIL serialises canonical JSON and the Merkle loop)",
                 )
             )
-            gc = group_commit_rate(led, pop, threads=16, per_thread=150 if quick else 1000)
+            grouped = group_commit_rate(led, pop, threads=16, per_thread=150 if quick else 1000)
             rows.append(
                 result(
                     "Recorder.record from 16 threads (group commit)",
-                    gc,
+                    grouped,
                     "events/s",
-                    anchor=f"{gc / appended:.0%} of batched append",
+                    anchor=f"{grouped / appended:.0%} of batched append",
                 )
             )
             lat = single_latency(led, pop, 150 if quick else 1000)
             rows.append(result("single durable append p50", lat["p50_ms"], "ms", anchor="one fsync'd transaction"))
             rows.append(result("single durable append p99", lat["p99_ms"], "ms"))
-        del sample, bodies
+        gc.unfreeze()
+        del sample, second, bodies
         # -- trace and verify at scale -------------------------------------------------------------
         for n in sizes:
             pop = Population(n, seed=n)
