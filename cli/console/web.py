@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -59,6 +61,28 @@ class Console:
                                      settings.max_sessions)
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"]),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        # Times are shown in the bureau's zone (settings.timezone), named in the column headers.
+        self.tz = ZoneInfo(runtime.settings.timezone)
+        self.env.filters["localtime"] = self.localtime
+        self.env.globals["tz_name"] = runtime.settings.timezone
+
+    def localtime(self, value: Any, seconds: bool = True) -> str:
+        """A datetime, an RFC 3339 string or epoch seconds, in the bureau's zone; other values as given."""
+        when: datetime | None = None
+        if isinstance(value, datetime):
+            when = value if value.tzinfo else value.replace(tzinfo=UTC)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            when = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, str) and value:
+            try:
+                when = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return value
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)  # the stores write UTC
+        if when is None:
+            return "" if value is None else str(value)
+        return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
     # -- context -------------------------------------------------------------------------------
     def ctx(self, request: Request) -> Ctx:

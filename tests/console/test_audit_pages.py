@@ -123,3 +123,17 @@ def test_a_long_history_shows_the_newest_rows_and_says_so(browser, world, monkey
     assert len(re.findall(r'<tr class="proof-', r.text)) == 2
     assert "Showing the newest 2 events; 2 older ones" in r.text and "4 events: 4 verified" in r.text
     assert "audit.trace" in r.text  # the newest row: this very query
+
+
+def test_times_are_shown_in_the_bureaus_zone_and_the_header_names_it(browser, world) -> None:  # noqa: ANN001
+    rt, _, facts = world
+    browser.sign_in("emp-aud-1")
+    r = browser.post("/console/audit/trace", {"citizen_ref": facts["ref_x"]}, csrf_from="/console/audit")
+    assert r.status_code == 200
+    assert "Time (Asia/Taipei)" in r.text
+    from datetime import timedelta
+
+    first = next(e for e in rt.ledger.entries() if e.event.citizen_ref == facts["ref_x"]).event
+    local = (first.time + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")  # Taipei is UTC+8, no DST
+    assert f">{local}</time>" in r.text
+    assert ">" + first.time.strftime("%Y-%m-%d %H:%M:%S") + "Z<" not in r.text  # UTC only in datetime=""
