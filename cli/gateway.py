@@ -390,10 +390,21 @@ def create_router(runtime: Any) -> APIRouter:
             raise Problem(404, "Not found", f"no protected dataset {dataset!r}")
         return reader
 
-    def gate(reader: keymgmt.ProtectedReader, capture: _Capture) -> keymgmt.ProtectedReader:
+    def gate(reader: keymgmt.ProtectedReader, capture: _Capture,
+             subject: SubjectIdentity | None = None) -> keymgmt.ProtectedReader:
         # A per-request gate over the shared table (and its DEK cache), recording through `capture`.
+        # The gate names the actor by the decision token's subject; the gateway adds what the
+        # verified subject token says of them (unit, roles), so the auditor sees "who, which unit".
+        base = reader.event_factory
+        factory = base
+        if subject is not None:
+            def factory(**fields: Any) -> Any:
+                actor = fields.get("actor")
+                if isinstance(actor, dict) and actor.get("id") == subject.id:
+                    fields["actor"] = {**actor, **_actor(subject)}
+                return base(**fields)
         return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM,
-                                       event_factory=reader.event_factory)
+                                       event_factory=factory)
 
     def fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict:
         table = reader.table
@@ -514,7 +525,7 @@ def create_router(runtime: Any) -> APIRouter:
             raise _deny(decision.model_copy(update={"reasons": ["max_rows_zero"]}))
         capture = _Capture(runtime.recorder)
         try:
-            values = gate(reader, capture).read(decision.token, record_id, permitted, purpose=purpose,
+            values = gate(reader, capture, subject).read(decision.token, record_id, permitted, purpose=purpose,
                                                 via=_via(context), now=clock())
         except keymgmt.DecryptRefused as exc:
             raise _refused(exc, decision) from None
@@ -559,7 +570,7 @@ def create_router(runtime: Any) -> APIRouter:
         settle(decision, subject, resource, purpose_doc, context)
         capture = _Capture(runtime.recorder)
         try:
-            pks = gate(reader, capture).search(decision.token, body.column, body.value, purpose=body.purpose,
+            pks = gate(reader, capture, subject).search(decision.token, body.column, body.value, purpose=body.purpose,
                                                via=_via(context), now=clock())
         except keymgmt.DecryptRefused as exc:
             raise _refused(exc, decision) from None

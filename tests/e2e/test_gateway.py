@@ -160,6 +160,8 @@ def test_permit_returns_masked_plaintext_and_one_event_per_read(world: World) ->
         assert sorted(ev.fields) == sorted(b["fields"])
         assert ev.purpose.code == "benefit_review" and ev.purpose.case_id == CASE
         assert ev.via.system == "ztcp-gateway" and ev.via.channel == "counter"
+        # Who and which unit, from the verified subject token (the auditor's "who, unit").
+        assert ev.actor.unit == "taipei-01" and ev.actor.roles and ev.actor.type == "staff"
     # No value reached the ledger, only names and references.
     path = world.rt.ledger.path
     raw = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
