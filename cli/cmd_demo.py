@@ -74,7 +74,8 @@ def command() -> None:
 @click.option("--citizens", type=_Count(50, MAX_CITIZENS), default=2000, show_default=True,
               help=f"insured people to create (50–{MAX_CITIZENS})")
 @click.option("--days", type=_Count(2, MAX_DAYS), default=7, show_default=True,
-              help=f"length of the simulated window in days, ending now (2–{MAX_DAYS})")
+              help=f"length of the simulated window in days, ending now (2–{MAX_DAYS}); extended back "
+                   "to the latest full working day when it holds none (the incidents happen on one)")
 @click.option("--seed", "seed_value", type=_Count(0, 2**31 - 1), default=7, show_default=True,
               help="random seed (same seed, same bureau)")
 @click.option("--force", is_flag=True, help="rebuild an already seeded home and append another simulated week")

@@ -126,7 +126,16 @@ def make_scheduler(
     """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
     settings = settings or load_settings()
     srcs = LiveSources(settings) if sources is None else sources
-    return Scheduler(lambda: make_engine(settings), srcs, interval)
+    config = settings.ensure_home() / CONFIG_NAME
+
+    def config_version() -> tuple[int, int] | None:
+        try:
+            st = config.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    return Scheduler(lambda: make_engine(settings), srcs, interval, config_version=config_version)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

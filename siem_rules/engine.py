@@ -317,8 +317,11 @@ class Scheduler:
     """
 
     def __init__(self, engine_factory: Any, sources: list[Source] | Callable[[], list[Source]] | None = None,
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, config_version: Callable[[], Any] | None = None) -> None:
         self.engine_factory = engine_factory
+        # When this changes (e.g. the lists file was edited), the engine is rebuilt before the next
+        # run, so new protected citizens or partners apply without a restart.
+        self.config_version = config_version
         # A callable is asked before each run, so sources that appear later (a store created after
         # start-up) are read too.
         self.sources = sources if callable(sources) else list(sources or [])
@@ -348,9 +351,14 @@ class Scheduler:
 
     def _loop(self) -> None:
         engine = None
+        version: Any = None
         while not self._stop.is_set():
             try:
+                if engine is not None and self.config_version is not None and self.config_version() != version:
+                    engine.conn.close()
+                    engine = None
                 if engine is None:
+                    version = self.config_version() if self.config_version is not None else None
                     engine = self.engine_factory()
                 sources = self.sources() if callable(self.sources) else self.sources
                 if sources:

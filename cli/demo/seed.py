@@ -117,19 +117,18 @@ def already_seeded(home: Path, engine: Any) -> list[str]:
 
 
 def incident_day(start: float, end: float) -> float:
-    """Local midnight of the latest full working day inside [start, end) (else the latest full day)."""
+    """Local midnight of the latest full working day inside [start, end).
+
+    The incidents are a working day's events (warm-up reads, office hours, the evening export): a
+    weekend day would change who is at work and what the risk score says, so the window's start is
+    moved back to the latest working day when it holds none (``--days 2`` on a Sunday covers Friday).
+    """
     d = datetime.fromtimestamp(end, bureau_mod_tz()).date()
-    full: list[tuple[float, bool]] = []
     while True:
         midnight = local_midnight(d)
-        if midnight < start:
-            break
-        if midnight + DAY <= end:
-            full.append((midnight, d.weekday() < 5))
+        if midnight + DAY <= end and d.weekday() < 5:
+            return midnight
         d = d.fromordinal(d.toordinal() - 1)
-    if not full:
-        raise DemoError("the window holds no full day for the incidents; use --days 2 or more")
-    return next((m for m, workday in full if workday), full[0][0])
 
 
 def bureau_mod_tz():  # noqa: ANN201 - tiny indirection so traffic's zone is the one source
@@ -239,6 +238,8 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
     timings: dict[str, float] = {}
     end = options.end if options.end is not None else time.time()
     start = end - options.days * DAY
+    day = incident_day(start, end)
+    start = min(start, day)  # the window always holds one full working day for the incidents
     clock = SimClock(start)
     rt = Runtime(settings, clock=clock)
     home = rt.home
@@ -252,7 +253,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         advance = phases.phase("building the bureau", options.citizens)
         today = datetime.fromtimestamp(end, UTC).date()
         bureau = bureau_mod.build_bureau(options.seed, options.citizens, today)
-        incidents = Incidents(bureau, incident_day(start, end), options.seed)
+        incidents = Incidents(bureau, day, options.seed)
         incidents.plan()
         bureau_mod.assign_refs(bureau, rt.keys.blind_index)
         advance(options.citizens)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from cli.cmd_siem import make_engine, make_scheduler
 from cli.settings import load_settings
 from siem_rules import JsonlSource
-from siem_rules.simulate import Traffic, to_jsonl
+from siem_rules.simulate import WEEK_START, Traffic, to_jsonl
 
 
 def test_scheduler_ingests_runs_and_stops(tmp_path: Path) -> None:
@@ -88,3 +89,31 @@ def test_a_store_created_after_start_up_is_read_by_the_running_scheduler(ztcp_ho
     finally:
         sched.stop()
     assert "key-audit" in {s.name for s in sources()}
+
+
+def test_an_edited_lists_file_applies_without_a_restart(ztcp_home: Path, tmp_path: Path) -> None:
+    """`ztcp demo seed` (or an officer) writes siem.yml while `ztcp serve` runs: the next scheduled run
+    must use the new protected-citizen list, not the one loaded at start-up."""
+    t = Traffic(seed=5, employees=3)
+    f = tmp_path / "live.jsonl"
+    f.write_text("", encoding="utf-8")
+    sched = make_scheduler(load_settings(), interval=0.1, sources=[JsonlSource(f)])
+    sched.start()
+    try:
+        time.sleep(0.4)  # runs with no lists file at all
+        (ztcp_home / "siem.yml").write_text("protected_citizens: [cr_VIP0000042]\n", encoding="utf-8")
+        time.sleep(0.4)
+        read = t.prov(WEEK_START + timedelta(hours=10), "emp-0002", "cr_VIP0000042", event_id="vip-read-1")
+        f.write_text("".join(to_jsonl([read])), encoding="utf-8")
+        deadline = time.time() + 20
+        found: list = []
+        while time.time() < deadline and not found:
+            engine = make_engine(load_settings())
+            try:
+                found = [a.rule_name for a in engine.alerts.list()]
+            finally:
+                engine.conn.close()
+            time.sleep(0.2)
+        assert found == ["protected_record_access"]
+    finally:
+        sched.stop()

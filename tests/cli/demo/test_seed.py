@@ -142,3 +142,15 @@ def test_bad_flags_exit_1_with_a_clear_message(ztcp_home: Path, args: list[str],
     assert result.exit_code == 1, result.output
     assert message in result.output and result.output.startswith("ztcp: error:")
     assert not (ztcp_home / "directory.json").exists()
+
+
+@pytest.mark.parametrize("end", [
+    datetime(2026, 3, 8, 8, 30, tzinfo=UTC).timestamp(),  # Sunday 16:30 in Taipei: --days 2 holds no workday
+    datetime(2026, 3, 9, 1, 0, tzinfo=UTC).timestamp(),  # Monday 09:00 in Taipei
+])
+def test_a_short_window_on_any_day_still_catches_every_incident(tmp_path: Path, end: float) -> None:
+    settings = load_settings(home=tmp_path / "home", engine_timeout_ms=2000)
+    report = seed(settings, SeedOptions(citizens=60, days=2, seed=SEED, end=end))
+    assert [i.name for i in report.incidents if not i.alert_id] == []
+    start = datetime.fromisoformat(report.window[0])
+    assert start.timestamp() <= datetime(2026, 3, 5, 16, 0, tzinfo=UTC).timestamp()  # Friday 00:00 in Taipei
