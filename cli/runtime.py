@@ -205,17 +205,7 @@ class Runtime:
     def key_audit(self):  # type: ignore[no-untyped-def]
         import keymgmt
 
-        clock = self.clock
-
-        class ClockedKeyAudit(keymgmt.KeyAuditLog):
-            """Stamps events with the runtime's clock instead of the wall clock."""
-
-            def record(self, event=None, /, **fields):  # type: ignore[no-untyped-def]
-                if event is None:
-                    fields.setdefault("time", datetime.fromtimestamp(clock(), tz=UTC))
-                return super().record(event, **fields)
-
-        return ClockedKeyAudit(keymgmt.default_audit_path(self.home))
+        return keymgmt.KeyAuditLog(keymgmt.default_audit_path(self.home), clock=self.clock)
 
     @cached_property
     def protected_engine(self):  # type: ignore[no-untyped-def]

@@ -26,7 +26,8 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -86,8 +87,9 @@ class KeyAuditEvent(BaseModel):
 class KeyAuditLog:
     """Append-only key audit store (one SQLite file; safe for several processes)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.clock = clock  # stamps events recorded without a time (a simulated clock in the demo)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             # Created 0600 up front: audit records name keys and datasets.
@@ -107,6 +109,8 @@ class KeyAuditLog:
         return db
 
     def record(self, event: KeyAuditEvent | None = None, /, **fields: object) -> KeyAuditEvent:
+        if event is None:
+            fields.setdefault("time", datetime.fromtimestamp(self.clock(), tz=UTC))
         ev = event if event is not None else KeyAuditEvent(**fields)  # type: ignore[arg-type]
         row = ev.model_dump()
         row["time"] = ev.time.astimezone(UTC).isoformat(timespec="microseconds")

@@ -65,3 +65,17 @@ def test_events_after_feeds_the_siem_key_event_schema(tmp_path: Path) -> None:
         siem_rules.KeyEvent.model_validate(e)
         assert e["time"].endswith("Z")
     assert log.events_after(cursor) == ([], cursor)
+
+
+def test_events_are_stamped_by_the_log_clock_unless_given_a_time(tmp_path) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from keymgmt import KeyAuditLog
+
+    log = KeyAuditLog(tmp_path / "keyaudit.db", clock=lambda: 1_772_700_000.0)  # a simulated "now"
+    ev = log.record(type="key.rotate", actor="emp-key-1", key_name="data-kek")
+    assert ev.time == datetime.fromtimestamp(1_772_700_000.0, UTC)
+    given = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    assert log.record(type="key.rotate", actor="emp-key-1", key_name="data-kek", time=given).time == given
+    stored = [e.time for _, e in log.iter_since(0)]
+    assert stored == [datetime.fromtimestamp(1_772_700_000.0, UTC), given]
