@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import hvac
@@ -180,7 +181,7 @@ def test_vault_down_fails_closed_and_recovers(tmp_path: Path, kit, decision_key,
         reader = keymgmt.ProtectedReader(et, signer.verifier(), ledger_recorder, audit)
 
         def token() -> str:
-            return signer.sign({"jti": os.urandom(8).hex(), "sub": "s", "effect": "permit", "action": "read",
+            return signer.sign({"jti": str(uuid.uuid4()), "sub": "s", "effect": "permit", "action": "read",
                                 "citizen_ref": rows[1]["cref"], "dataset": "insured_persons",
                                 "record_id": "1", "fields": ["phone"], "purpose": "p"})[0]
 
