@@ -24,8 +24,10 @@ Endpoints
 ``POST /v1/disclosures``
     Records that data left the agency (``pii.disclose``): recipient (an agency over the exchange
     backbone, a MyData party, the citizen), legal basis or consent id, fields, and ``derived_from``
-    the read events it discloses. Decided with action ``disclose`` first. The gateway records the
-    disclosure; the caller transmits the data over its channel.
+    the read events it discloses. Decided with action ``disclose`` and the recipient first, so the
+    policy checks the agency's data-sharing agreement or the MyData party's consent (fields outside
+    it are withheld). The gateway records the disclosure; the caller transmits the data over its
+    channel, and only the fields in the answer.
 
 Device and context headers (all optional; absent means the least trusted value)
 --------------------------------------------------------------------------------
@@ -437,11 +439,11 @@ def create_router(runtime: Any) -> APIRouter:
             raise _invalid(where, f"unknown field(s) in {spec.dataset}: {', '.join(unknown)}")
 
     def decide(token: str, device: Device, context: Context, resource: dict, action: str,
-               purpose: dict) -> Decision:
+               purpose: dict, recipient: dict | None = None) -> Decision:
         try:
             request = DecisionRequest.model_validate({
                 "subject_token": token, "device": device.model_dump(), "context": context.model_dump(),
-                "resource": resource, "action": action, "purpose": purpose})
+                "resource": resource, "action": action, "purpose": purpose, "recipient": recipient})
         except ValidationError as exc:
             loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "request"
             if loc.startswith("resource.citizen_ref"):
@@ -689,7 +691,9 @@ def create_router(runtime: Any) -> APIRouter:
         resource = classified({"type": "record", "dataset": body.dataset, "record_id": body.record_id,
                                "citizen_ref": citizen_ref, "fields": list(body.fields)})
         purpose_doc = body.purpose.model_dump(exclude_none=True)
-        decision = decide(_bearer_value(request), device, context, resource, "disclose", purpose_doc)
+        # The recipient goes to the PDP too: the policy checks their agreement or consent.
+        decision = decide(_bearer_value(request), device, context, resource, "disclose", purpose_doc,
+                          recipient=body.recipient.model_dump(include={"type", "id"}))
         settle(decision, subject, resource, purpose_doc, context)
         fields = [f for f in body.fields if f in set(decision.permitted_fields)]
         try:

@@ -6,15 +6,18 @@ The request never carries who the subject is beyond their token: a body with ``s
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-CitizenRef = Annotated[str, StringConstraints(pattern=r"^cr_[A-Z2-7]{52}$")]
+CITIZEN_REF_PATTERN = r"^cr_[A-Z2-7]{52}$"
+CitizenRef = Annotated[str, StringConstraints(pattern=CITIZEN_REF_PATTERN)]
+_CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)
 Action = Literal["read", "search", "bulk_search", "export", "update", "disclose"]
 Effect = Literal["permit", "deny", "step_up"]
 NetworkZone = Literal["internal", "vpn", "exchange", "internet"]
@@ -24,7 +27,8 @@ MAX_BATCH = 1000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused value (possibly a national ID) never rides along in the error.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class Posture(_Strict):
@@ -87,6 +91,23 @@ class Purpose(_Strict):
     break_glass: bool = False
 
 
+class Recipient(_Strict):
+    """Who receives disclosed data (action ``disclose``): the policy checks their agreement or consent.
+
+    ``id`` is the agency or MyData party id from the bureau's registers, or, for the data subject
+    themself, their ``citizen_ref`` (never a national ID).
+    """
+
+    type: Literal["agency", "mydata", "citizen"]
+    id: Name
+
+    @model_validator(mode="after")
+    def _citizen_by_reference(self) -> Recipient:
+        if self.type == "citizen" and not _CITIZEN_REF.fullmatch(self.id):
+            raise ValueError("a citizen recipient is named by their citizen_ref (cr_…), never a national ID")
+        return self
+
+
 class DecisionRequest(_Strict):
     subject_token: Annotated[str, StringConstraints(min_length=10, max_length=16384)]
     device: Device
@@ -94,6 +115,13 @@ class DecisionRequest(_Strict):
     resource: Resource
     action: Action
     purpose: Purpose = Purpose()
+    recipient: Recipient | None = Field(default=None, description="required by policy for action disclose")
+
+    @model_validator(mode="after")
+    def _recipient_only_for_disclosures(self) -> DecisionRequest:
+        if self.recipient is not None and self.action != "disclose":
+            raise ValueError("recipient applies to action 'disclose' only")
+        return self
 
 
 class BatchRequest(_Strict):

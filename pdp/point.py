@@ -250,6 +250,7 @@ def build_input(subject: SubjectIdentity, request: DecisionRequest, signals: dic
         "resource": request.resource.model_dump(mode="json"),
         "action": request.action,
         "purpose": request.purpose.model_dump(mode="json"),
+        "recipient": request.recipient.model_dump(mode="json") if request.recipient else None,
         "signals": signals,
     }
 

@@ -336,6 +336,51 @@ def test_disclosure_records_pii_disclose_derived_from_the_read(world: World) -> 
     assert len(world.events("pii.disclose")) == 1
 
 
+def test_the_recipient_is_decided_on_not_just_recorded(world: World) -> None:
+    """The PDP sees who receives the data: an agency needs an agreement for the dataset under the
+    stated legal basis (fields outside it are withheld); a citizen recipient is the data subject."""
+    officer = world.token("emp-officer", "case_officer")
+    read = world.read(officer, 1, "name,address,phone")
+    assert read.status_code == 200, read.text
+    body = {"dataset": DATASET, "record_id": "1", "fields": ["name", "address"],
+            "recipient": {"type": "agency", "id": "agency-unknown"},
+            "purpose": {"code": "benefit_review", "case_id": CASE, "legal_basis": "TCA-Art-30"},
+            "derived_from": [read.json()["provenance"]["event_id"]]}
+    refused = [
+        (body, "recipient_no_agreement"),
+        ({**body, "recipient": {"type": "agency", "id": "agency-tax"},
+          "purpose": {**body["purpose"], "legal_basis": "LSA-Art-7"}}, "legal_basis_mismatch"),
+        ({**body, "recipient": {"type": "citizen", "id": world.ref_y},
+          "purpose": {**body["purpose"], "legal_basis": "PDPA-Art-10"}}, "recipient_not_data_subject"),
+    ]
+    for payload, reason in refused:
+        r = world.client.post("/v1/disclosures", headers=officer, json=payload)
+        assert r.status_code == 403, (reason, r.text)
+        assert reason in r.json()["reasons"], r.text
+    assert world.events("pii.disclose") == []
+    assert len(world.events("pii.denied")) == len(refused)
+
+    # A national ID is never a recipient id (the decision log would hold it).
+    r = world.client.post("/v1/disclosures", headers=officer,
+                          json={**body, "recipient": {"type": "citizen", "id": NID_X}})
+    assert r.status_code == 422 and NID_X not in r.text, r.text
+
+    # Minimum necessary: the tax agency's agreement does not cover the phone number.
+    r = world.client.post("/v1/disclosures", headers=officer, json={
+        **body, "fields": ["name", "phone"], "recipient": {"type": "agency", "id": "agency-tax"}})
+    assert r.status_code == 201, r.text
+    assert r.json()["fields"] == ["name"] and r.json()["withheld_fields"] == ["phone"]
+    (ev,) = world.events("pii.disclose")
+    assert ev.fields == ["name"] and ev.recipient.id == "agency-tax"
+
+    # The citizen themself may receive their own record.
+    r = world.client.post("/v1/disclosures", headers=officer, json={
+        **body, "recipient": {"type": "citizen", "id": world.ref_x},
+        "purpose": {**body["purpose"], "legal_basis": "PDPA-Art-10"}})
+    assert r.status_code == 201, r.text
+    assert sorted(r.json()["fields"]) == ["address", "name"]
+
+
 @pytest.mark.parametrize(("params", "headers", "field"), [
     ({"fields": "name,Bad-Field", "purpose": "benefit_review"}, {}, "query.fields"),
     ({"fields": "name,name", "purpose": "benefit_review"}, {}, "query.fields"),

@@ -154,6 +154,32 @@ def test_every_decision_is_logged_minimised(point, officer_token, make_request):
     assert entry["metrics"]["timer_rego_query_eval_ns"] > 0
 
 
+def test_a_disclosure_is_decided_on_its_recipient(point, officer_token, make_request):
+    def disclose(recipient, legal_basis="TCA-Art-30"):
+        return decide(point, make_request(officer_token(), action="disclose", recipient=recipient,
+                                          purpose={"legal_basis": legal_basis}))
+
+    allowed = disclose({"type": "agency", "id": "agency-tax"})
+    assert allowed.effect == "permit", allowed.reasons
+    assert sorted(allowed.permitted_fields) == ["address", "name"]  # the agreement has no bank_account
+    assert disclose({"type": "agency", "id": "agency-x"}).reasons == ["recipient_no_agreement"]
+    assert disclose(None).reasons == ["recipient_required"]
+    # The decision log keeps the recipient, so an auditor can replay why it was allowed.
+    assert point.log.flush()
+    assert point.log.get(allowed.decision_id)["input"]["recipient"] == {"type": "agency", "id": "agency-tax"}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"recipient": {"type": "agency", "id": "agency-tax"}}, "disclose"),  # a read has no recipient
+    ({"action": "disclose", "recipient": {"type": "citizen", "id": "A123456789"}}, "citizen_ref"),
+    ({"action": "disclose", "recipient": {"type": "press", "id": "paper"}}, "recipient.type"),
+])
+def test_bad_recipients_are_refused_by_the_model(officer_token, make_request, overrides, message):
+    with pytest.raises(ValueError, match=message) as exc:
+        DecisionRequest.model_validate(make_request(officer_token(), **overrides))
+    assert "A123456789" not in str(exc.value)
+
+
 def test_shadow_revision_disagreement_is_logged_not_enforced(point, officer_token, make_request):
     from pdp.calendar import BusinessCalendar
     from pdp.point import ActivePolicy

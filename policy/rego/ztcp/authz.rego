@@ -44,6 +44,11 @@ deny_reasons contains r if {
 }
 
 deny_reasons contains r if {
+	data.ztcp.disclosure.applies
+	some r in data.ztcp.disclosure.deny
+}
+
+deny_reasons contains r if {
 	data.ztcp.citizen.applies
 	some r in data.ztcp.citizen.deny
 }
@@ -140,6 +145,11 @@ withheld contains f if {
 withheld contains f if {
 	data.ztcp.external.applies
 	some f in data.ztcp.external.withheld
+}
+
+withheld contains f if {
+	data.ztcp.disclosure.applies
+	some f in data.ztcp.disclosure.withheld
 }
 
 withheld contains f if {

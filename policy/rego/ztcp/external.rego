@@ -26,8 +26,11 @@ agency if {
 	governed
 }
 
-candidates := [a |
-	some a in object.get(data.ztcp.common.agreements, input.subject.id, [])
+candidates := agreements_of(input.subject.id)
+
+# A party's agreements for the requested dataset (also used by disclosure.rego for the recipient).
+agreements_of(party) := [a |
+	some a in object.get(data.ztcp.common.agreements, party, [])
 	a.dataset == input.resource.dataset
 ]
 
@@ -44,8 +47,10 @@ legal_basis_differs(a) if {
 	a.legal_basis != input.purpose.legal_basis
 }
 
-valid_agreements := [a |
-	some a in candidates
+valid_agreements := usable(candidates)
+
+usable(agreements) := [a |
+	some a in agreements
 	count(agreement_problems(a)) == 0
 ]
 
@@ -90,28 +95,22 @@ mydata_deny contains "action_not_permitted" if not input.action in cfg.mydata_ac
 
 mydata_deny contains "network_not_permitted" if not input.context.network_zone in cfg.mydata_network_zones
 
-mydata_deny contains "no_consent" if not consent
+mydata_deny contains problem if some problem in consent_problems(input.subject.id)
 
-mydata_deny contains "consent_party_mismatch" if consent.party != input.subject.id
+# Reasons the consent named in the purpose does not let ``party`` have this citizen's data
+# (also used by disclosure.rego for a MyData recipient).
+consent_problems(party) := {"no_consent"} if not consent
 
-mydata_deny contains "consent_citizen_mismatch" if {
-	consent
-	not consent_same_citizen
-}
+consent_problems(party) := (((({p | consent.party != party; p := "consent_party_mismatch"} |
+	{p | not consent_same_citizen; p := "consent_citizen_mismatch"}) |
+	{p | consent.dataset != input.resource.dataset; p := "consent_dataset_mismatch"}) |
+	{p | not data.ztcp.common.unexpired(consent.expires); p := "consent_expired"}) |
+	{p | consent_revoked; p := "consent_revoked"}) if consent
 
 consent_same_citizen if {
 	is_string(input.resource.citizen_ref)
 	consent.citizen_ref == input.resource.citizen_ref
 }
-
-mydata_deny contains "consent_dataset_mismatch" if consent.dataset != input.resource.dataset
-
-mydata_deny contains "consent_expired" if {
-	consent
-	not data.ztcp.common.unexpired(consent.expires)
-}
-
-mydata_deny contains "consent_revoked" if consent_revoked
 
 consent_fields contains f if {
 	some f in consent.fields
