@@ -172,6 +172,11 @@ def _now_iso(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _columns(row: sqlite3.Row, *names: str) -> dict[str, Any]:
+    """The named columns of ``row``, as keyword arguments for a model whose fields share their names."""
+    return {name: row[name] for name in names}
+
+
 class RevisionStore:
     def __init__(
         self,
@@ -319,28 +324,46 @@ class RevisionStore:
             for r in db.execute("SELECT path FROM revision_files WHERE revision = ? ORDER BY path", (row["id"],))
         ]
         approvals = [
-            Approval(approver=r["approver"], approved_at=r["approved_at"], comment=r["comment"])
+            Approval(**_columns(r, "approver", "approved_at", "comment"))
             for r in db.execute(
                 "SELECT * FROM approvals WHERE revision = ? ORDER BY approved_at, approver", (row["id"],)
             )
         ]
         return Revision(
-            id=row["id"],
-            seq=row["seq"],
-            parent=row["parent"],
-            author=row["author"],
-            message=row["message"],
-            created_at=row["created_at"],
-            digest=row["digest"],
-            status=row["status"],
+            **_columns(
+                row,
+                "id", "seq", "parent", "author", "message", "created_at", "digest", "status",
+                "published_at", "published_by", "emergency_reason",
+            ),
             files=files,
             approvals=approvals,
             checks=json.loads(row["checks"]) if row["checks"] else None,
-            published_at=row["published_at"],
-            published_by=row["published_by"],
-            emergency_reason=row["emergency_reason"],
             has_bundle=row["bundle"] is not None,
         )
+
+    def _insert_revision(
+        self,
+        db: sqlite3.Connection,
+        pack: PolicyPack,
+        *,
+        parent: str | None,
+        author: str,
+        message: str,
+        checks: dict[str, Any] | None = None,
+    ) -> str:
+        """Store ``pack`` and its files as a new ``proposed`` revision; returns its id (``r<seq>``)."""
+        cur = db.execute(
+            "INSERT INTO revisions(id, parent, author, message, created_at, digest, status, checks)"
+            " VALUES ('pending', ?, ?, ?, ?, ?, 'proposed', ?)",
+            (parent, author, message, self._now(), pack.digest, json.dumps(checks) if checks else None),
+        )
+        rev_id = f"r{cur.lastrowid}"
+        db.execute("UPDATE revisions SET id = ? WHERE seq = ?", (rev_id, cur.lastrowid))
+        db.executemany(
+            "INSERT INTO revision_files(revision, path, content) VALUES (?, ?, ?)",
+            [(rev_id, name, raw) for name, raw in sorted(pack.files.items())],
+        )
+        return rev_id
 
     def _slot(self, db: sqlite3.Connection, name: str) -> str | None:
         return db.execute("SELECT revision FROM slots WHERE name = ?", (name,)).fetchone()["revision"]
@@ -448,14 +471,8 @@ class RevisionStore:
             ).fetchall()
         for r in rows:
             yield AdminEvent(
-                event_id=r["event_id"],
+                **_columns(r, "event_id", "time", "type", "actor", "revision", "digest", "reason"),
                 cursor=r["seq"],
-                time=r["time"],
-                type=r["type"],
-                actor=r["actor"],
-                revision=r["revision"],
-                digest=r["digest"],
-                reason=r["reason"],
                 detail=json.loads(r["detail"]),
             )
 
@@ -491,23 +508,8 @@ class RevisionStore:
             if same is not None:
                 raise PolicyError(f"identical content is already revision {same['id']} ({same['status']})")
             parent = self._slot(db, "active")
-            cur = db.execute(
-                "INSERT INTO revisions(id, parent, author, message, created_at, digest, status, checks)"
-                " VALUES ('pending', ?, ?, ?, ?, ?, 'proposed', ?)",
-                (
-                    parent,
-                    author,
-                    message.strip(),
-                    self._now(),
-                    pack.digest,
-                    json.dumps(checks) if checks else None,
-                ),
-            )
-            rev_id = f"r{cur.lastrowid}"
-            db.execute("UPDATE revisions SET id = ? WHERE seq = ?", (rev_id, cur.lastrowid))
-            db.executemany(
-                "INSERT INTO revision_files(revision, path, content) VALUES (?, ?, ?)",
-                [(rev_id, name, raw) for name, raw in sorted(pack.files.items())],
+            rev_id = self._insert_revision(
+                db, pack, parent=parent, author=author, message=message.strip(), checks=checks
             )
             self._event(
                 db,
@@ -753,16 +755,8 @@ def ensure_initial_revision(
         if store._slot(db, "active") is None:
             row = db.execute("SELECT * FROM revisions WHERE digest = ? ORDER BY seq LIMIT 1", (pack.digest,)).fetchone()
             if row is None:
-                cur = db.execute(
-                    "INSERT INTO revisions(id, parent, author, message, created_at, digest, status)"
-                    " VALUES ('pending', NULL, ?, 'initial default policy pack', ?, ?, 'proposed')",
-                    (actor, store._now(), pack.digest),
-                )
-                rev_id = f"r{cur.lastrowid}"
-                db.execute("UPDATE revisions SET id = ? WHERE seq = ?", (rev_id, cur.lastrowid))
-                db.executemany(
-                    "INSERT INTO revision_files(revision, path, content) VALUES (?, ?, ?)",
-                    [(rev_id, name, raw) for name, raw in sorted(pack.files.items())],
+                rev_id = store._insert_revision(
+                    db, pack, parent=None, author=actor, message="initial default policy pack"
                 )
                 store._event(db, "policy.propose", actor, revision=rev_id, digest=pack.digest, reason="bootstrap")
             else:
