@@ -192,6 +192,12 @@ def _count(engine: sa.Engine, q: sa.Select) -> int:
         return int(c.execute(q).scalar_one())
 
 
+def _row_counts(et: EncryptedTable, where: sa.ColumnElement[bool]) -> tuple[int, int]:
+    """(rows in the table, rows matching ``where``)."""
+    rows = sa.select(sa.func.count()).select_from(et.table)
+    return _count(et.engine, rows), _count(et.engine, rows.where(where))
+
+
 def _pages(et: EncryptedTable, columns: list[Any], where: sa.ColumnElement[bool] | None,
            batch: int) -> Iterator[Sequence[sa.RowMapping]]:
     """Rows in primary-key order, ``batch`` at a time (keyset pagination: each page starts after the
@@ -215,6 +221,7 @@ def _pages(et: EncryptedTable, columns: list[Any], where: sa.ColumnElement[bool]
 def _run_batches(
     et: EncryptedTable,
     *,
+    name: str,
     kind: str,
     where: sa.ColumnElement[bool],
     update_sql: str,
@@ -222,9 +229,16 @@ def _run_batches(
     to_params: Callable[[list], list[tuple]],
     batch: int,
     progress: Progress | None,
-) -> tuple[int, int]:
-    """The resumable job loop shared by encrypt-table and reencrypt: journal, keyset-paginated
-    batches of rows still matching ``where`` (as mappings), a writer committing each. Returns (changed, done)."""
+    total: int,
+    pending: int,
+    audit: KeyAuditLog | None,
+    actor: str,
+    audit_reason: str | None = None,
+) -> JobResult:
+    """The resumable job shared by encrypt-table and reencrypt (``name``; ``kind`` keys its journal
+    line): journal, keyset-paginated batches of rows still matching ``where`` (as mappings), a writer
+    committing each, then one ``key.reencrypt`` audit record counting the rows changed."""
+    started = time.perf_counter()
     with et.engine.begin() as c:
         _journal_begin(c, kind, et.spec.table)
     writer = _BatchWriter(et.engine, update_sql, kind, et.spec.table, progress)
@@ -237,7 +251,10 @@ def _run_batches(
         changed = writer.close()
     with et.engine.begin() as c:
         done = _journal_finish(c, kind, et.spec.table)
-    return changed, done
+    if audit is not None:
+        audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
+                     dataset=et.dataset, count=changed, reason=audit_reason)
+    return JobResult(name, et.spec.table, changed, pending, total, time.perf_counter() - started, done)
 
 
 def encrypt_table(
@@ -253,25 +270,20 @@ def encrypt_table(
     et.prepare()
     t = et.table
     state = t.c[STATE_COLUMN]
-    total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
-    pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(state.is_(None)))
+    total, pending = _row_counts(et, state.is_(None))
     if on_total:
         on_total(total, total - pending)
-    started = time.perf_counter()
     pk, cols = et.spec.pk, et.spec.columns
 
     def to_params(rows: list) -> list[tuple]:
         stored = et.encrypt_rows([(r[pk], [r[c] for c in cols]) for r in rows])
         return [(*vals, r[pk]) for r, vals in zip(rows, stored, strict=True)]
 
-    changed, done = _run_batches(
-        et, kind="encrypt", where=state.is_(None), update_sql=_raw_update_sql(et, f"{STATE_COLUMN} IS NULL"),
-        columns=[t.c[pk], *(t.c[x] for x in cols)], to_params=to_params, batch=batch, progress=progress)
-    if audit is not None:
-        audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
-                     dataset=et.dataset, count=changed, reason="encrypt-table")
-    return JobResult("encrypt-table", et.spec.table, changed, pending, total,
-                     time.perf_counter() - started, done)
+    return _run_batches(
+        et, name="encrypt-table", kind="encrypt", where=state.is_(None),
+        update_sql=_raw_update_sql(et, f"{STATE_COLUMN} IS NULL"), columns=[t.c[pk], *(t.c[x] for x in cols)],
+        to_params=to_params, batch=batch, progress=progress, total=total, pending=pending,
+        audit=audit, actor=actor, audit_reason="encrypt-table")
 
 
 def _reencrypt_filter(et: EncryptedTable) -> tuple[sa.ColumnElement[bool], set[str], int | None]:
@@ -308,25 +320,20 @@ def reencrypt(
     t = et.table
     pk, cols = et.spec.pk, et.spec.columns
     cond, old, _ = _reencrypt_filter(et)
-    total = _count(et.engine, sa.select(sa.func.count()).select_from(t))
-    pending = _count(et.engine, sa.select(sa.func.count()).select_from(t).where(cond))
+    total, pending = _row_counts(et, cond)
     if on_total:
         on_total(pending, 0)
     et.envelope.prefetch(old)
-    started = time.perf_counter()
 
     def to_params(rows: list) -> list[tuple]:
         plain = [et._decrypt_row(r, cols) for r in rows]
         stored = et.encrypt_rows([(r[pk], [p[c] for c in cols]) for r, p in zip(rows, plain, strict=True)])
         return [(*vals, r[pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)]
 
-    changed, done = _run_batches(
-        et, kind="reencrypt", where=cond, update_sql=_raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}"),
-        columns=[t], to_params=to_params, batch=batch, progress=progress)
-    if audit is not None:
-        audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
-                     dataset=et.dataset, count=changed)
-    return JobResult("reencrypt", et.spec.table, changed, pending, total, time.perf_counter() - started, done)
+    return _run_batches(
+        et, name="reencrypt", kind="reencrypt", where=cond, update_sql=_raw_update_sql(et, f"{STATE_COLUMN} = {{ph}}"),
+        columns=[t], to_params=to_params, batch=batch, progress=progress, total=total, pending=pending,
+        audit=audit, actor=actor)
 
 
 def table_status(et: EncryptedTable) -> dict[str, Any]:
