@@ -23,6 +23,7 @@ from rich.table import Table
 import provenance
 from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
 from cli.settings import Settings, load_settings
+from cli.tables import print_table
 from provenance import reports
 from provenance.export import to_openlineage, to_prov_json
 from provenance.trace import Trace, trace_citizen
@@ -117,7 +118,7 @@ def _table(trace: Trace) -> None:
     for r in reports.rows(trace):
         style = None if r["proof"] == "verified" else "bold red" if r["proof"] == "NOT VERIFIED" else "yellow"
         table.add_row(*(str(r[col]) for col in reports.COLUMNS), style=style)
-    console.print(table)
+    print_table(table, console)
     if trace.lineage:
         lt = Table(title="lineage of disclosures")
         for col in ("disclosure", "derived from", "source seq", "recipient"):
@@ -126,7 +127,7 @@ def _table(trace: Trace) -> None:
             lt.add_row(
                 li.disclosure_id, li.source_id, "missing" if li.source_seq is None else str(li.source_seq), li.recipient
             )
-        console.print(lt)
+        print_table(lt, console)
 
 
 def _traced(

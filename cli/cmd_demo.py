@@ -14,6 +14,7 @@ from rich.table import Table
 from cli.demo.seed import MAX_CITIZENS, MAX_DAYS
 from cli.errors import EXIT_INPUT, EXIT_INTEGRITY, CliFailure, handle_errors
 from cli.settings import load_settings
+from cli.tables import print_table
 
 
 class _Count(click.ParamType):
@@ -124,13 +125,13 @@ def _print(report: Any) -> None:
     t.add_column("decisions", justify="right")
     for k, v in sorted(report.decisions.items()):
         t.add_row(k, str(v))
-    out.print(t)
+    print_table(t, out)
     t = Table(title="Provenance events recorded")
     t.add_column("type")
     t.add_column("events", justify="right")
     for k, v in sorted(report.events.items()):
         t.add_row(k, str(v))
-    out.print(t)
+    print_table(t, out)
     mark = "[green]equal[/green]" if report.reads == report.read_events else "[red bold]NOT EQUAL[/red bold]"
     out.print(f"Plaintext reads returned: {report.reads}; pii.read events in the ledger: {report.read_events} "
               f"— {mark}")
@@ -139,14 +140,14 @@ def _print(report: Any) -> None:
     t.add_column("alerts", justify="right")
     for k, v in report.alerts_by_rule.items():
         t.add_row(k, str(v))
-    out.print(t)
+    print_table(t, out)
     t = Table(title="Planted incidents")
     for col in ("incident", "actor", "at (UTC)", "rule", "alert"):
         t.add_column(col)
     for i in report.incidents:
         alert = i.alert_id or "[red bold]MISSED[/red bold]"
         t.add_row(i.title, i.actor, i.at, i.rule, alert)
-    out.print(t)
+    print_table(t, out)
     for i in report.missed:
         out.print(f"[red bold]MISSED[/red bold]: {i.title} ({i.actor}) raised no {i.rule} alert"
                   + (f"; other rules: {', '.join(i.caught_by)}" if i.caught_by else ""))

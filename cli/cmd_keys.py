@@ -32,6 +32,7 @@ from rich.text import Text
 import keymgmt
 from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
 from cli.settings import Settings, load_settings
+from cli.tables import print_table
 
 KEK = keymgmt.DEFAULT_KEK
 BLIND = keymgmt.DEFAULT_BLIND_INDEX_KEY
@@ -184,7 +185,7 @@ def list_cmd(ctx: _Ctx, as_json: bool) -> None:
             t.add_row(k.name, k.type, str(k.latest_version), str(k.min_decryption_version),
                       k.created_at.isoformat(timespec="seconds"),
                       k.rotated_at.isoformat(timespec="seconds") if k.rotated_at else "–")
-        Console().print(t)
+        print_table(t)
 
     _emit(as_json, [_info_dict(k) for k in keys], human)
 
@@ -315,7 +316,7 @@ def status_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -
         for d in st["rows_by_dek"]:
             t.add_row(d["dek_id"], str(d["rows"]), str(d["kek_version"]), str(d["origin_kek_version"]),
                       d["state"])
-        c.print(t)
+        print_table(t, c)
         for col, versions in st["blind_index_versions"].items():
             c.print(f"blind index {col}: " + ", ".join(f"v{v}: {n}" for v, n in versions.items()))
         for j in st["jobs"]:
@@ -376,6 +377,6 @@ def audit_cmd(ctx: _Ctx, since: int, limit: int, as_json: bool) -> None:
         for seq, e in events:
             t.add_row(str(seq), e.time.isoformat(timespec="seconds"), e.type, e.actor, e.key_name or "",
                       str(e.key_version or ""), e.dataset or "", str(e.count or ""), e.reason or "")
-        Console().print(t)
+        print_table(t)
 
     _emit(as_json, [{"seq": s, **e.model_dump(mode="json")} for s, e in events], human)

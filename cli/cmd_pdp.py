@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from cli.errors import EXIT_DENIED, EXIT_OK, fail, handle_errors
 from cli.runtime import Runtime
 from cli.settings import load_settings
+from cli.tables import print_table
 from pdp.models import DecisionRequest
 
 
@@ -82,7 +83,7 @@ def _print(decision, entry) -> None:  # type: ignore[no-untyped-def]
         table = Table("factor", "points", "detail", title="risk factors")
         for f in decision.risk.factors:
             table.add_row(f.name, str(f.points), f.detail)
-        console.print(table)
+        print_table(table, console)
     if decision.permitted_fields:
         console.print(f"permitted fields: {', '.join(decision.permitted_fields)}")
     for o in decision.obligations:

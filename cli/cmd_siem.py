@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cli.errors import EXIT_INPUT, CliFailure, handle_errors
 from cli.settings import Settings, load_settings
+from cli.tables import print_table
 from siem_rules import (
     ElasticAlertSink,
     Engine,
@@ -163,14 +164,18 @@ def _console() -> Console:
 
 def _alerts_table(alerts: list[Any]) -> Table:
     table = Table(title=f"{len(alerts)} alert(s)")
-    for col in ("id", "level", "rule", "group", "first seen", "last seen", "events", "status"):
-        table.add_column(col)
+    for col in ("id", "level", "rule", "group", "first seen UTC", "last seen UTC", "events", "status"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "events" else "left")
     for a in alerts:
         group = ", ".join(f"{k}={v}" for k, v in a.group_keys.items()) or "-"
-        table.add_row(
-            a.alert_id, a.level, a.rule_name, group, a.first_seen[:19], a.last_seen[:19], str(a.event_count), a.status
-        )
+        table.add_row(a.alert_id, a.level, a.rule_name, group, _minute(a.first_seen), _minute(a.last_seen),
+                      str(a.event_count), a.status)
     return table
+
+
+def _minute(iso: str) -> str:
+    """'2026-11-20T00:31:59.302459Z' → '2026-11-20 00:31:59' (the header says UTC)."""
+    return iso[:19].replace("T", " ")
 
 
 def _dump(obj: Any) -> None:
@@ -220,7 +225,7 @@ def list_rules(as_json: bool, config_path: Path | None) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], r["level"], r["type"], ", ".join(r["logsource"]), r["title"])
-    _console().print(table)
+    print_table(table, _console())
 
 
 @command.command("test")
@@ -281,7 +286,7 @@ def run(since: str | None, events_file: Path | None, as_json: bool, config_path:
     console = _console()
     console.print(f"ingested {ingested} event(s); ran {len(report.rules)} rule(s) in {report.seconds:.2f}s")
     if alerts:
-        console.print(_alerts_table(alerts))
+        print_table(_alerts_table(alerts), console)
     else:
         console.print("no new alerts")
 
@@ -306,7 +311,7 @@ def alerts(
     if as_json:
         _dump([a.model_dump() for a in found])
     else:
-        _console().print(_alerts_table(found))
+        print_table(_alerts_table(found), _console())
 
 
 @command.command("ack")

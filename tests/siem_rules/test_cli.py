@@ -83,6 +83,11 @@ def test_run_alerts_ack_flow(events_file: Path) -> None:
     assert _invoke("ack", target, "--close").exit_code == 0
     missing = _invoke("ack", "al_doesnotexist")
     assert missing.exit_code == 1 and "no alert" in missing.output
+    # The table (piped: 80 columns) shows every id and rule name whole, ready to paste into `ack`.
+    table = _invoke("alerts").output
+    for a in raised:
+        assert a["alert_id"] in table and a["rule_name"] in table
+    assert "…" not in table
 
 
 def test_run_rejects_bad_input_and_since(tmp_path: Path) -> None:
