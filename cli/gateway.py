@@ -51,7 +51,8 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -82,6 +83,7 @@ READ_SOURCES = frozenset({"pii.read", "pii.export"})
 STATE_COLUMN = "ztcp_dek"  # keymgmt's per-row DEK column: internal, never a readable field
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+PathName = Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 EventId = Annotated[str, StringConstraints(
     pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
@@ -271,6 +273,11 @@ class _Capture:
             self.receipts.append(receipt)
         return receipt
 
+    def provenance(self) -> dict:
+        """The first recorded event's id and ledger seq (None when nothing was recorded)."""
+        first = self.receipts[0] if self.receipts else None
+        return {"event_id": first.event_id if first else None, "seq": first.seq if first else None}
+
 
 def _step_up_methods(decision: Decision) -> list[str]:
     methods = [str(o.get("method")) for o in decision.obligations if o.get("type") == "step_up" and o.get("method")]
@@ -438,6 +445,35 @@ def create_router(runtime: Any) -> APIRouter:
         if unknown:
             raise _invalid(where, f"unknown field(s) in {spec.dataset}: {', '.join(unknown)}")
 
+    def open_record(request: Request, response: Response, dataset: str, record_id: str, fields: list[str],
+                    where: str, *, changes: bool = False,
+                    ) -> tuple[Device, Context, keymgmt.ProtectedReader, dict]:
+        """What every one-record route does before asking the PDP: no caching, device and context from
+        the headers, the dataset's reader, ``fields`` checked (named ``where`` in errors; a change may
+        not touch the primary key), the record fetched and described as the decision's resource."""
+        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
+        device, context = device_and_context(request)
+        reader = reader_for(dataset)
+        check_fields(reader, fields, where)
+        if changes and reader.table.spec.pk in fields:
+            raise _invalid(where, f"the primary key {reader.table.spec.pk!r} cannot be changed")
+        row = fetch(reader, record_id)
+        resource = classified({"type": "record", "dataset": dataset, "record_id": record_id,
+                               "citizen_ref": citizen_of(reader, row), "fields": fields})
+        return device, context, reader, resource
+
+    @contextmanager
+    def gate_errors(decision: Decision) -> Iterator[None]:
+        """The decryption gate's refusals and outages as the problems a client can act on."""
+        try:
+            yield
+        except keymgmt.DecryptRefused as exc:
+            raise _refused(exc, decision) from None
+        except keymgmt.ProviderUnavailable:
+            raise _provider_down(decision) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_down(exc) from None
+
     def decide(token: str, device: Device, context: Context, resource: dict, action: str,
                purpose: dict, recipient: dict | None = None) -> Decision:
         try:
@@ -492,13 +528,20 @@ def create_router(runtime: Any) -> APIRouter:
             raise _deny(decision)
         _check_obligations(decision)
 
+    def decided(request: Request, subject: SubjectIdentity, device: Device, context: Context, resource: dict,
+                action: str, purpose: dict, recipient: dict | None = None) -> Decision:
+        """The decision point's answer for this caller, settled: only a usable permit returns."""
+        decision = decide(_bearer_value(request), device, context, resource, action, purpose, recipient)
+        settle(decision, subject, resource, purpose, context)
+        return decision
+
     @router.get("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
                 summary="Read one record's fields through the decision point (the reference PEP)")
     def read_record(
         request: Request,
         response: Response,
-        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
-        record_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        dataset: PathName,
+        record_id: PathName,
         fields: Annotated[str, Query(min_length=1, max_length=4000,
                                      description="comma-separated field names")],
         purpose: Annotated[str, Query(min_length=1, max_length=128, pattern=NAME_PATTERN,
@@ -511,38 +554,24 @@ def create_router(runtime: Any) -> APIRouter:
             raise _invalid("query.fields", "comma-separated field names ([a-z][a-z0-9_]*)")
         if len(set(names)) != len(names) or len(names) > 200:
             raise _invalid("query.fields", "at most 200 fields, none repeated")
-        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
-        device, context = device_and_context(request)
-        reader = reader_for(dataset)
-        check_fields(reader, names, "query.fields")
-        row = fetch(reader, record_id)
-        resource = classified({"type": "record", "dataset": dataset, "record_id": record_id,
-                               "citizen_ref": citizen_of(reader, row), "fields": names})
+        device, context, reader, resource = open_record(request, response, dataset, record_id, names, "query.fields")
         purpose_doc = {"code": purpose, "case_id": case_id}
-        decision = decide(_bearer_value(request), device, context, resource, "read", purpose_doc)
-        settle(decision, subject, resource, purpose_doc, context)
+        decision = decided(request, subject, device, context, resource, "read", purpose_doc)
         permitted = [f for f in names if f in set(decision.permitted_fields)]
         limit = _max_rows(decision)
         if limit is not None and limit < 1:
             raise _deny(decision.model_copy(update={"reasons": ["max_rows_zero"]}))
         capture = _Capture(runtime.recorder)
-        try:
+        with gate_errors(decision):
             values = gate(reader, capture, subject).read(decision.token, record_id, permitted, purpose=purpose,
-                                                via=_via(context), now=clock())
-        except keymgmt.DecryptRefused as exc:
-            raise _refused(exc, decision) from None
-        except keymgmt.ProviderUnavailable:
-            raise _provider_down(decision) from None
-        except sa.exc.SQLAlchemyError as exc:
-            raise _db_down(exc) from None
-        event_id = capture.receipts[0].event_id if capture.receipts else None
+                                                         via=_via(context), now=clock())
+        recorded = capture.provenance()
         return {
             "dataset": dataset, "record_id": record_id, "citizen_ref": resource["citizen_ref"],
             "fields": values, "withheld_fields": [f for f in names if f not in values],
             "decision_id": decision.decision_id, "policy_revision": decision.policy.revision,
-            "obligations_applied": _applied(decision, set(values), event_id, 1),
-            "provenance": {"event_id": event_id,
-                           "seq": capture.receipts[0].seq if capture.receipts else None},
+            "obligations_applied": _applied(decision, set(values), recorded["event_id"], 1),
+            "provenance": recorded,
         }
 
     @router.post("/v1/records/{dataset}/search", responses=_ERRORS,
@@ -550,7 +579,7 @@ def create_router(runtime: Any) -> APIRouter:
     def search_records(
         request: Request,
         response: Response,
-        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        dataset: PathName,
         body: Annotated[SearchRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
     ) -> dict:
@@ -568,28 +597,20 @@ def create_router(runtime: Any) -> APIRouter:
         resource = classified({"type": "record", "dataset": dataset, "citizen_ref": citizen_ref,
                                "fields": [body.column]})
         purpose_doc = {"code": body.purpose, "case_id": body.case_id}
-        decision = decide(_bearer_value(request), device, context, resource, "search", purpose_doc)
-        settle(decision, subject, resource, purpose_doc, context)
+        decision = decided(request, subject, device, context, resource, "search", purpose_doc)
         capture = _Capture(runtime.recorder)
-        try:
+        with gate_errors(decision):
             pks = gate(reader, capture, subject).search(decision.token, body.column, body.value, purpose=body.purpose,
-                                               via=_via(context), now=clock())
-        except keymgmt.DecryptRefused as exc:
-            raise _refused(exc, decision) from None
-        except keymgmt.ProviderUnavailable:
-            raise _provider_down(decision) from None
-        except sa.exc.SQLAlchemyError as exc:
-            raise _db_down(exc) from None
+                                                        via=_via(context), now=clock())
         limit = _max_rows(decision)
         truncated = limit is not None and len(pks) > limit
         pks = pks[:limit] if limit is not None else pks
-        event_id = capture.receipts[0].event_id if capture.receipts else None
+        recorded = capture.provenance()
         return {
             "dataset": dataset, "citizen_ref": citizen_ref, "records": [{"record_id": str(pk)} for pk in pks],
             "count": len(pks), "truncated": truncated, "decision_id": decision.decision_id,
-            "obligations_applied": _applied(decision, set(), event_id, len(pks)),
-            "provenance": {"event_id": event_id,
-                           "seq": capture.receipts[0].seq if capture.receipts else None},
+            "obligations_applied": _applied(decision, set(), recorded["event_id"], len(pks)),
+            "provenance": recorded,
         }
 
     @router.patch("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
@@ -597,24 +618,16 @@ def create_router(runtime: Any) -> APIRouter:
     def update_record(
         request: Request,
         response: Response,
-        dataset: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
-        record_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)],
+        dataset: PathName,
+        record_id: PathName,
         body: Annotated[UpdateRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
     ) -> dict:
-        response.headers["Cache-Control"] = "no-store"
-        device, context = device_and_context(request)
-        reader = reader_for(dataset)
         names = sorted(body.values)
-        check_fields(reader, names, "values")
-        if reader.table.spec.pk in names:
-            raise _invalid("values", f"the primary key {reader.table.spec.pk!r} cannot be changed")
-        row = fetch(reader, record_id)
-        resource = classified({"type": "record", "dataset": dataset, "record_id": record_id,
-                               "citizen_ref": citizen_of(reader, row), "fields": names})
+        device, context, reader, resource = open_record(request, response, dataset, record_id, names, "values",
+                                                        changes=True)
         purpose_doc = body.purpose.model_dump(exclude_none=True)
-        decision = decide(_bearer_value(request), device, context, resource, "update", purpose_doc)
-        settle(decision, subject, resource, purpose_doc, context)
+        decision = decided(request, subject, device, context, resource, "update", purpose_doc)
         if set(names) - set(decision.permitted_fields):
             # An update is all or nothing: changing only some of the asked fields would corrupt the record.
             withheld = sorted(set(names) - set(decision.permitted_fields))
@@ -681,20 +694,14 @@ def create_router(runtime: Any) -> APIRouter:
         body: Annotated[DisclosureRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
     ) -> dict:
-        response.headers["Cache-Control"] = "no-store"  # personal data: no proxy or browser cache
-        device, context = device_and_context(request)
-        reader = reader_for(body.dataset)
-        check_fields(reader, body.fields, "fields")
-        row = fetch(reader, body.record_id)
-        citizen_ref = citizen_of(reader, row)
+        device, context, _, resource = open_record(request, response, body.dataset, body.record_id,
+                                                   list(body.fields), "fields")
+        citizen_ref = resource["citizen_ref"]
         sources = _sources(runtime.ledger, body, subject, citizen_ref)
-        resource = classified({"type": "record", "dataset": body.dataset, "record_id": body.record_id,
-                               "citizen_ref": citizen_ref, "fields": list(body.fields)})
         purpose_doc = body.purpose.model_dump(exclude_none=True)
         # The recipient goes to the PDP too: the policy checks their agreement or consent.
-        decision = decide(_bearer_value(request), device, context, resource, "disclose", purpose_doc,
-                          recipient=body.recipient.model_dump(include={"type", "id"}))
-        settle(decision, subject, resource, purpose_doc, context)
+        decision = decided(request, subject, device, context, resource, "disclose", purpose_doc,
+                           recipient=body.recipient.model_dump(include={"type", "id"}))
         fields = [f for f in body.fields if f in set(decision.permitted_fields)]
         try:
             event = provenance.ProvenanceEvent(
