@@ -8,22 +8,25 @@ over the live stores. Call it with ZTCP_HOME pointing at an empty directory.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import keymgmt
 import provenance
 from cli.app import create_app
 from cli.cmd_siem import live_sources, make_engine
-from cli.runtime import BUREAU_DATA_FILE, Runtime
+from cli.runtime import Runtime
 from cli.settings import load_settings
 from policy import pack_from_files, run_tests
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASET = "insured_persons"
+_spec = importlib.util.spec_from_file_location("insured_persons", ROOT / "tests" / "helpers" / "insured_persons.py")
+insured = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(insured)
+
+DATASET, NID_X, NID_Y, PEOPLE = insured.DATASET, insured.NID_X, insured.NID_Y, insured.PEOPLE
 CASE = "C-CON-0001"
 HEADERS = {"X-Device-Id": "dev-con-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
            "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
@@ -45,15 +48,6 @@ STAFF = [
 ]
 
 
-def national_id(prefix: str) -> str:
-    return prefix + provenance.national_id_check_digit(prefix)
-
-
-NID_X = national_id("A12345678")
-NID_Y = national_id("F22233344")
-PEOPLE = {1: (NID_X, "王小明", "臺北市中正區忠孝東路一段1號", "0912345678", "8120000123456789"),
-          2: (NID_Y, "陳美玲", "高雄市苓雅區四維三路2號", "0922333444", "7000000987654321")}
-
 
 def seed_home(home: Path) -> dict:
     settings = load_settings(engine_timeout_ms=2000)
@@ -62,30 +56,9 @@ def seed_home(home: Path) -> dict:
         rt.keys.ensure_all()
         ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
         ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
-        bureau = json.loads((ROOT / "policy/rego/bureau/data.json").read_text())
-        bureau["cases"][CASE] = {"assignees": ["emp-officer"], "citizen_ref": ref_x, "purposes": ["benefit_review"],
-                                 "status": "open", "sealed": False, "org_unit": "taipei-01"}
-        bureau["datasets"][DATASET]["fields"] = ["name", "national_id", "address", "phone", "bank_account"]
-        (home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+        insured.write_bureau(home, CASE, ref_x, ["emp-officer"])
         (home / "directory.json").write_text(json.dumps({"staff": STAFF}, ensure_ascii=False))
-
-        engine = rt.protected_engine
-        md = sa.MetaData()
-        t = sa.Table(DATASET, md, sa.Column("id", sa.Integer, primary_key=True),
-                     sa.Column("citizen_ref", sa.String(64)), sa.Column("name", sa.Text),
-                     sa.Column("national_id", sa.Text), sa.Column("address", sa.Text),
-                     sa.Column("phone", sa.Text), sa.Column("bank_account", sa.Text))
-        md.create_all(engine)
-        with engine.begin() as c:
-            for rid, (nid, name, addr, phone, bank) in PEOPLE.items():
-                c.execute(t.insert().values(id=rid, citizen_ref=ref_x if nid == NID_X else ref_y, name=name,
-                                            national_id=nid, address=addr, phone=phone, bank_account=bank))
-        spec = keymgmt.TableSpec(table=DATASET, pk="id",
-                                 columns=("name", "national_id", "address", "phone", "bank_account"),
-                                 blind_index=("national_id",), citizen_ref_column="citizen_ref")
-        et = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(rt.key_provider, engine),
-                                    keymgmt.BlindIndexKeys(rt.key_provider))
-        keymgmt.encrypt_table(et)
+        insured.create_encrypted_table(rt, PEOPLE)
 
         with TestClient(create_app(rt)) as client:
             tok = rt.issuer.issue_subject("emp-officer", ["case_officer"], method="fido2", mfa=True,

@@ -4,7 +4,7 @@ engine, and the real provenance ledger. Every plaintext read must have exactly o
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import sqlite3
 import threading
 import time
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -22,28 +21,22 @@ import provenance
 from cli import gateway
 from cli.app import create_app
 from cli.cmd_audit import ledger_from_settings
-from cli.runtime import BUREAU_DATA_FILE, Runtime
+from cli.runtime import Runtime
 from cli.settings import load_settings
 from pdp.models import Decision, DecisionRequest
 from pdp.problems import Problem
 
-DATASET = "insured_persons"
-CASE = "C-GW-0001"
 ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("insured_persons", ROOT / "tests" / "helpers" / "insured_persons.py")
+insured = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(insured)
+
+DATASET, NID_X, NID_Y = insured.DATASET, insured.NID_X, insured.NID_Y
+CASE = "C-GW-0001"
 INTERNAL = {"X-Device-Id": "dev-gw-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
             "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
-
-
-def national_id(prefix: str) -> str:
-    """A valid Taiwanese national ID: ``prefix`` (letter + 8 digits) plus the check digit that fits."""
-    return prefix + provenance.national_id_check_digit(prefix)
-
-
-NID_X = national_id("A12345678")
-NID_Y = national_id("F22233344")
 PEOPLE = {  # record id -> (national id, name, address, phone, bank account)
-    1: (NID_X, "王小明", "臺北市中正區忠孝東路一段1號", "0912345678", "8120000123456789"),
-    2: (NID_Y, "陳美玲", "高雄市苓雅區四維三路2號", "0922333444", "7000000987654321"),
+    **insured.PEOPLE,
     3: (NID_X, "王小明", "新北市板橋區中山路一段3號", "0912345678", "8120000123456789"),
 }
 
@@ -78,35 +71,11 @@ def world(ztcp_home: Path):
     settings = load_settings(engine_timeout_ms=2000)
     rt = Runtime(settings)
     rt.keys.ensure_all()  # what `ztcp serve` bootstraps: data KEK, blind-index and signing keys
-    ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
-    ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
-
     # The bureau's registers: the sample pack's, plus one open case about citizen X.
-    bureau = json.loads((ROOT / "policy/rego/bureau/data.json").read_text())
-    bureau["cases"][CASE] = {"assignees": ["emp-officer", "emp-counter"], "citizen_ref": ref_x,
-                             "purposes": ["benefit_review"], "status": "open", "sealed": False,
-                             "org_unit": "taipei-01"}
-    bureau["datasets"][DATASET]["fields"] = ["name", "national_id", "address", "phone", "bank_account"]
-    (ztcp_home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
-
+    insured.write_bureau(ztcp_home, CASE, provenance.citizen_ref(NID_X, rt.keys.blind_index),
+                         ["emp-officer", "emp-counter"])
     # A plaintext table, then encrypted in place by keymgmt's adapter (as `ztcp keys encrypt-table`).
-    engine = rt.protected_engine
-    md = sa.MetaData()
-    t = sa.Table(DATASET, md, sa.Column("id", sa.Integer, primary_key=True),
-                 sa.Column("citizen_ref", sa.String(64)), sa.Column("name", sa.Text),
-                 sa.Column("national_id", sa.Text), sa.Column("address", sa.Text),
-                 sa.Column("phone", sa.Text), sa.Column("bank_account", sa.Text))
-    md.create_all(engine)
-    with engine.begin() as c:
-        for rid, (nid, name, addr, phone, bank) in PEOPLE.items():
-            c.execute(t.insert().values(id=rid, citizen_ref=ref_x if nid == NID_X else ref_y, name=name,
-                                        national_id=nid, address=addr, phone=phone, bank_account=bank))
-    spec = keymgmt.TableSpec(table=DATASET, pk="id", columns=("name", "national_id", "address", "phone",
-                                                              "bank_account"),
-                             blind_index=("national_id",), citizen_ref_column="citizen_ref")
-    et = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(rt.key_provider, engine),
-                                keymgmt.BlindIndexKeys(rt.key_provider))
-    assert keymgmt.encrypt_table(et).rows_changed == len(PEOPLE)
+    assert insured.create_encrypted_table(rt, PEOPLE).rows_changed == len(PEOPLE)
 
     app = create_app(rt)
     with TestClient(app) as client:
