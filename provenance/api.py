@@ -82,6 +82,20 @@ def _int_param(name: str, raw: str | None, *, required: bool) -> int | JSONRespo
     return int(raw)
 
 
+def _int_params(
+    request: Request, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> list[int | None] | JSONResponse:
+    """The named query parameters as integers, required ones first (a missing optional one is None),
+    or the problem naming the first that is missing or malformed."""
+    values: list[int | None] = []
+    for name in (*required, *optional):
+        value = _int_param(name, request.query_params.get(name), required=name in required)
+        if isinstance(value, JSONResponse):
+            return value
+        values.append(value)
+    return values
+
+
 def create_router(
     ledger: Ledger,
     recorder: Recorder,
@@ -198,12 +212,10 @@ def create_router(
 
     @router.get("/v1/provenance/proofs/inclusion", summary="RFC 9162 inclusion proof")
     def inclusion(request: Request, caller: Any = reader) -> Response:
-        seq = _int_param("seq", request.query_params.get("seq"), required=True)
-        if isinstance(seq, JSONResponse):
-            return seq
-        size = _int_param("size", request.query_params.get("size"), required=False)
-        if isinstance(size, JSONResponse):
-            return size
+        params = _int_params(request, ("seq",), ("size",))
+        if isinstance(params, JSONResponse):
+            return params
+        seq, size = params
         if size is None:
             cp = ledger.latest_checkpoint()
             size = cp.size if cp else ledger.size
@@ -225,12 +237,10 @@ def create_router(
 
     @router.get("/v1/provenance/proofs/consistency", summary="RFC 9162 consistency proof")
     def consistency(request: Request, caller: Any = reader) -> Response:
-        first = _int_param("from", request.query_params.get("from"), required=True)
-        if isinstance(first, JSONResponse):
-            return first
-        second = _int_param("to", request.query_params.get("to"), required=True)
-        if isinstance(second, JSONResponse):
-            return second
+        params = _int_params(request, ("from", "to"))
+        if isinstance(params, JSONResponse):
+            return params
+        first, second = params
         if first > second:
             return problem(
                 422,
