@@ -39,6 +39,11 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _every(start: datetime, step: timedelta, n: int) -> list[datetime]:
+    """The times of a burst: ``n`` of them, ``step`` apart from ``start``."""
+    return [start + step * i for i in range(n)]
+
+
 class Traffic:
     def __init__(self, seed: int = 7, employees: int = 500, citizens: int = 2_000_000) -> None:
         self.rng = random.Random(seed)
@@ -433,8 +438,8 @@ class Traffic:
         inc["off_hours"] = (
             "off_hours_access",
             [
-                self.prov(at(23, 30) + timedelta(minutes=3 * i), "emp-0444", self.citizen(), event_id=iid("night"))
-                for i in range(5)
+                self.prov(t, "emp-0444", self.citizen(), event_id=iid("night"))
+                for t in _every(at(23, 30), timedelta(minutes=3), 5)
             ],
         )
         inc["break_glass"] = (
@@ -539,28 +544,17 @@ class Traffic:
         inc["decrypt_spike"] = (
             "key_decrypt_spike",
             [
-                self.key(
-                    at(13) + timedelta(minutes=5 * i),
-                    "emp-0360",
-                    "key.bulk_decrypt",
-                    count=12000,
-                    event_id=iid("dspike"),
-                )
-                for i in range(6)
+                self.key(t, "emp-0360", "key.bulk_decrypt", count=12000, event_id=iid("dspike"))
+                for t in _every(at(13), timedelta(minutes=5), 6)
             ],
         )
         inc["refused"] = (
             "key_decrypt_refused_burst",
             [
                 self.key(
-                    at(17) + timedelta(seconds=30 * i),
-                    "pep-rogue",
-                    "key.decrypt_refused",
-                    count=None,
-                    reason="bad_signature",
-                    event_id=iid("refused"),
+                    t, "pep-rogue", "key.decrypt_refused", count=None, reason="bad_signature", event_id=iid("refused")
                 )
-                for i in range(8)
+                for t in _every(at(17), timedelta(seconds=30), 8)
             ],
         )
         inc["retire"] = (
