@@ -243,11 +243,15 @@ class RevisionStore:
         type_: str,
         actor: str,
         *,
+        row: sqlite3.Row | None = None,
         revision: str | None = None,
         digest: str | None = None,
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        """Append an admin event; ``row`` is the revision it is about (its id and digest)."""
+        if row is not None:
+            revision, digest = row["id"], row["digest"]
         db.execute(
             "INSERT INTO admin_events(event_id, time, type, actor, revision, digest, reason, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -279,18 +283,12 @@ class RevisionStore:
         revision: str | None = None,
     ) -> LifecycleRefused:
         """Record a refused attempt (own transaction, after the failed one rolled back)."""
-        rev = row["id"] if row is not None else revision
         with self._tx() as db:
             self._event(
-                db,
-                "policy.refused",
-                actor,
-                revision=rev,
-                digest=row["digest"] if row is not None else None,
-                reason=message,
+                db, "policy.refused", actor, row=row, revision=revision, reason=message,
                 detail={"action": action, "code": reason_code},
             )
-        return LifecycleRefused(message, reason=reason_code, revision=rev)
+        return LifecycleRefused(message, reason=reason_code, revision=row["id"] if row is not None else revision)
 
     def _row(self, db: sqlite3.Connection, ref: str) -> sqlite3.Row:
         ref = ref.strip()
@@ -547,12 +545,7 @@ class RevisionStore:
                 if row["status"] == "proposed" and count >= self.required_approvals:
                     db.execute("UPDATE revisions SET status = 'approved' WHERE id = ?", (row["id"],))
                 self._event(
-                    db,
-                    "policy.approve",
-                    approver,
-                    revision=row["id"],
-                    digest=row["digest"],
-                    reason=comment,
+                    db, "policy.approve", approver, row=row, reason=comment,
                     detail={"approvals": count, "required": self.required_approvals, "author": row["author"]},
                 )
                 return self._revision(db, self._row(db, row["id"]))
@@ -624,11 +617,7 @@ class RevisionStore:
                 db.execute("UPDATE revisions SET status = 'shadow', shadow_bundle = ? WHERE id = ?", (bundle, rev_id))
                 self._set_slot(db, "shadow", rev_id, "publish_shadow", actor)
                 self._event(
-                    db,
-                    "policy.publish",
-                    actor,
-                    revision=rev_id,
-                    digest=row["digest"],
+                    db, "policy.publish", actor, row=row,
                     detail={"mode": "shadow", "replaces": current, "approvals": approvals},
                 )
             else:
@@ -647,8 +636,7 @@ class RevisionStore:
                     db,
                     "policy.emergency_publish" if emergency else "policy.publish",
                     actor,
-                    revision=rev_id,
-                    digest=row["digest"],
+                    row=row,
                     reason=emergency_reason if emergency else None,
                     detail={
                         "mode": "active",
@@ -702,12 +690,7 @@ class RevisionStore:
                     self._set_slot(db, "shadow", None, "promote", actor)
                 self._set_slot(db, "active", target_row["id"], "rollback", actor)
                 self._event(
-                    db,
-                    "policy.rollback",
-                    actor,
-                    revision=target_row["id"],
-                    digest=target_row["digest"],
-                    reason=reason,
+                    db, "policy.rollback", actor, row=target_row, reason=reason,
                     detail={"mode": "active", "from": current, "from_digest": current_row["digest"]},
                 )
                 return self._revision(db, self._row(db, target_row["id"]))
@@ -723,15 +706,8 @@ class RevisionStore:
                 back = "approved" if self._approval_count(db, current) >= self.required_approvals else "proposed"
                 db.execute("UPDATE revisions SET status = ? WHERE id = ? AND status = 'shadow'", (back, current))
                 self._set_slot(db, "shadow", None, "clear", actor)
-                row = self._row(db, current)
                 self._event(
-                    db,
-                    "policy.rollback",
-                    actor,
-                    revision=current,
-                    digest=row["digest"],
-                    reason=reason,
-                    detail={"mode": "shadow"},
+                    db, "policy.rollback", actor, row=self._row(db, current), reason=reason, detail={"mode": "shadow"}
                 )
                 return current
         raise self._refuse(actor, "rollback", "no_shadow", "no shadow revision to clear")
