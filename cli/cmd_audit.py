@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+import keymgmt
 import provenance
 from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
 from cli.settings import Settings, load_settings
@@ -35,19 +36,38 @@ AUDITOR_ROLE = "auditor"
 
 
 def ledger_from_settings(settings: Settings, keys: object | None = None) -> provenance.Ledger:
-    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key."""
-    if keys is None:
-        from cli.bootstrap import system_keys
+    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key.
 
-        keys = system_keys(settings)
+    With Vault/OpenBao configured (``checkpoint_key`` auto or vault) the key is a transit ``ed25519``
+    key: the private half never reaches this host, so whoever controls the host can rewrite the
+    ledger file but not sign a checkpoint vouching for it. Every trusted version verifies old
+    checkpoints after a rotation; the local key is trusted too only if ``checkpoint_trust_local``
+    says so (a ledger that was signed locally before the move).
+    """
+    from cli.bootstrap import CHECKPOINT_SIGNING, system_keys
+
     origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
-    # Every version of the checkpoint key still in the keyring verifies old checkpoints after rotation.
-    older = keys.public_keys("checkpoint-signing") if hasattr(keys, "public_keys") else []
+    in_vault = settings.checkpoint_in_vault
+    if in_vault:
+        from cli.cmd_keys import build_provider
+
+        provider = build_provider(settings)
+        provider.ensure(CHECKPOINT_SIGNING, "ed25519")
+        signer: object = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)  # type: ignore[arg-type]
+        trusted = list(provider.ed25519_public_keys(CHECKPOINT_SIGNING).values())
+    if not in_vault or settings.checkpoint_trust_local:
+        keys = keys if keys is not None else system_keys(settings)
+        local = keys.public_keys(CHECKPOINT_SIGNING) if hasattr(keys, "public_keys") else []
+        if in_vault:
+            trusted += local
+        else:
+            signer, trusted = keys.checkpoint_signing, local  # type: ignore[attr-defined]
     return provenance.Ledger(
         settings.ensure_home() / LEDGER_FILE,
-        keys.checkpoint_signing,  # type: ignore[attr-defined]
+        signer,  # type: ignore[arg-type]
         origin,
-        trusted_keys=older,
+        trusted_keys=trusted,
+        checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
     )
 
 
@@ -149,7 +169,12 @@ def _traced(
     lo, hi = _when(since, settings.timezone, end=False), _when(until, settings.timezone, end=True)
     ledger = ledger_from_settings(settings, keys)
     _record_query(ledger, kind, operator, ref, f"{what} since={since or '-'} until={until or '-'}")
-    cp = ledger.checkpoint()  # sign the tree now so every event, this query included, is provable
+    # Sign the tree now so every event, this query included, is provable. If the checkpoint key
+    # cannot sign (key server down), prove against the latest checkpoint and say why.
+    cp = ledger.checkpoint_or_latest()
+    if ledger.checkpoint_error:
+        click.echo(f"ztcp: warning: no fresh checkpoint ({ledger.checkpoint_error}); events after "
+                   f"size {cp.size if cp else 0} show as not yet signed", err=True)
     return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id), ledger  # type: ignore[attr-defined]
 
 

@@ -67,7 +67,14 @@ class Readiness:
         return {"ok": log.healthy, "error": log.last_error}
 
     def _ledger(self) -> dict[str, Any]:
-        return {"ok": True, "size": self.runtime.ledger.size}
+        # Appends go on while the checkpoint key cannot sign (they stay durable and the next
+        # checkpoint covers them), so that is reported, not a reason to stop serving.
+        ledger = self.runtime.ledger
+        out: dict[str, Any] = {"ok": True, "size": ledger.size,
+                               "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
+        if ledger.checkpoint_error:
+            out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
+        return out
 
     def _keys(self) -> dict[str, Any]:
         import keymgmt

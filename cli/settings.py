@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from cli.errors import CliFailure
 
 
 class Settings(BaseSettings):
@@ -63,6 +66,24 @@ class Settings(BaseSettings):
     protected_db: str | None = None
     master_key: SecretStr | None = None
 
+    # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
+    # private key never reaches this host), else the sealed local keyring.
+    checkpoint_key: Literal["auto", "local", "vault"] = "auto"
+    checkpoint_trust_local: bool = Field(
+        default=False,
+        description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
+                    "(only for a ledger that was signed locally before moving to Vault)")
+
+    @model_validator(mode="after")
+    def _vault_key_needs_vault(self) -> Settings:
+        if self.checkpoint_key == "vault" and not self.vault_addr:
+            raise ValueError("ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR")
+        return self
+
+    @property
+    def checkpoint_in_vault(self) -> bool:
+        return self.checkpoint_key == "vault" or (self.checkpoint_key == "auto" and bool(self.vault_addr))
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -89,4 +110,12 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """The settings, or one clear line naming the variable at fault (never its value: it may be a secret)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"ZTCP_{str(err['loc'][0]).upper()}: {msg}" if err["loc"] else msg)
+        raise CliFailure("invalid configuration: " + "; ".join(problems)) from None

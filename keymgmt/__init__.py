@@ -44,6 +44,7 @@ from keymgmt.keyring import (
 )
 from keymgmt.masking import apply_masks, mask_value
 from keymgmt.provider import KeyProvider
+from keymgmt.signing import TransitSigningKey
 from keymgmt.table import EncryptedTable, TableSpec, load_spec, registered_specs
 from keymgmt.vault import VaultProvider
 
@@ -82,6 +83,7 @@ __all__ = [
     "RetireRefused",
     "TableJobError",
     "TableSpec",
+    "TransitSigningKey",
     "VaultProvider",
     "VerifyReport",
     "apply_masks",

@@ -367,12 +367,12 @@ class VaultProvider:
                 out[int(v)] = Ed25519PublicKey.from_public_bytes(base64.b64decode(meta["public_key"]))
         return dict(sorted(out.items()))
 
-    def sign_ed25519(self, name: str, data: bytes) -> tuple[int, bytes]:
-        """Sign with the latest version inside Vault (the private key never leaves it)."""
+    def sign_ed25519(self, name: str, data: bytes, *, version: int | None = None) -> tuple[int, bytes]:
+        """Sign inside Vault (the private key never leaves it) with ``version``, else the latest."""
         resp = self._call(
             "sign",
             lambda: self._transit.sign_data(
-                name, hash_input=base64.b64encode(data).decode(), mount_point=self.mount
+                name, hash_input=base64.b64encode(data).decode(), key_version=version, mount_point=self.mount
             ),
             name,
         )

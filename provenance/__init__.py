@@ -6,6 +6,7 @@ from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_che
 from provenance.citizen_ref import citizen_ref, national_id_check_digit, normalise_national_id
 from provenance.errors import (
     CheckpointError,
+    CheckpointUnavailable,
     IntegrityError,
     InvalidBankAccount,
     InvalidNationalId,
@@ -24,6 +25,7 @@ __all__ = [
     "Actor",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointUnavailable",
     "IntegrityError",
     "InvalidBankAccount",
     "InvalidNationalId",

@@ -11,7 +11,8 @@ followed by a blank line and one signature line per signer::
 Key ID = SHA-256(name ‖ "\\n" ‖ 0x01 ‖ public key)[:4]; a verifier key is written
 ``<name>+<hex key ID>+<base64(0x01 ‖ public key)>`` (golang.org/x/mod/sumdb/note, whose published
 example note our tests reproduce byte for byte). The checkpoint key is the ledger's own Ed25519
-key, separate from every data key.
+key, separate from every data key; it may live outside the process (``Ed25519Signer``: e.g. a key
+in Vault/OpenBao transit), so the host that stores the ledger cannot sign for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,6 +34,14 @@ _ALG_ED25519 = b"\x01"
 _SIG_PREFIX = "— "  # EM DASH + space, as the spec requires
 
 
+class Ed25519Signer(Protocol):
+    """What signs a note: cryptography's ``Ed25519PrivateKey`` or a key held elsewhere."""
+
+    def public_key(self) -> Ed25519PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 def _key_id(name: str, public_raw: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ALG_ED25519 + public_raw).digest()[:4]
 
@@ -42,7 +52,7 @@ def _check_name(name: str) -> None:
 
 
 class NoteSigner:
-    def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
+    def __init__(self, private_key: Ed25519PrivateKey | Ed25519Signer, name: str) -> None:
         _check_name(name)
         self.name = name
         self._key = private_key

@@ -44,6 +44,13 @@ class CheckpointError(ProvenanceError):
     exit_code = 3
 
 
+class CheckpointUnavailable(ProvenanceError):
+    """The checkpoint key cannot sign right now (e.g. the key server is down). Appends go on; the
+    next checkpoint covers the events recorded meanwhile."""
+
+    exit_code = 2
+
+
 class ProofError(ProvenanceError):
     """A Merkle inclusion or consistency proof that does not verify."""
 

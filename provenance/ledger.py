@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -38,9 +39,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import merkle
-from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
-from provenance.errors import CheckpointError, LedgerUnavailable, ProvenanceError, UnknownEntry
+from provenance.checkpoint import (
+    Checkpoint,
+    Ed25519Signer,
+    NoteSigner,
+    NoteVerifier,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from provenance.errors import (
+    CheckpointError,
+    CheckpointUnavailable,
+    LedgerUnavailable,
+    ProvenanceError,
+    UnknownEntry,
+)
 from provenance.events import ProvenanceEvent, canonical_bytes, event_from_bytes
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "2"  # 2: tree nodes of level >= UPPER_LEVEL are kept in their own table
 # Tree nodes are stored under node_id (their last leaf, then level), so a leaf's own low-level nodes
@@ -171,11 +187,12 @@ class Ledger:
     def __init__(
         self,
         path: str | Path,
-        signing_key: Ed25519PrivateKey,
+        signing_key: Ed25519PrivateKey | Ed25519Signer,
         origin: str,
         *,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
+        checkpoint_in_append: bool = True,
         trusted_keys: Iterable[str | Ed25519PublicKey] = (),
         mirrors: Sequence[Mirror] = (),
         on_mirror_error: Callable[[Exception], None] | None = None,
@@ -191,6 +208,11 @@ class Ledger:
                 self.verifiers.append(NoteVerifier(self.signer.name, k.public_bytes(Encoding.Raw, PublicFormat.Raw)))
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
+        # A local key signs inside the append transaction (exactly every N events). A remote signer
+        # (Vault transit) must not: a slow or unreachable key server would stall every durable
+        # append, so checkpoints are then made by checkpoint()/maybe_checkpoint() outside the lock.
+        self.checkpoint_in_append = checkpoint_in_append
+        self.checkpoint_error: str | None = None  # the last signing failure, for /readyz and logs
         self.mirrors = list(mirrors)
         self._on_mirror_error = on_mirror_error
         self._mirror_queue: queue.Queue[list[StoredEntry] | None] | None = None
@@ -487,8 +509,12 @@ class Ledger:
             return receipts
         now = time.time()
         cp_row = None
-        if seq - st.last_cp_size >= self.checkpoint_every or (now - st.last_cp_time) >= self.checkpoint_interval:
-            cp_row = self._checkpoint_row(seq, frontier.root(), now)
+        if self.checkpoint_in_append and (
+            seq - st.last_cp_size >= self.checkpoint_every or (now - st.last_cp_time) >= self.checkpoint_interval
+        ):
+            # On failure the events are still durable; the next checkpoint covers them (error kept).
+            with contextlib.suppress(CheckpointUnavailable):
+                cp_row = self._checkpoint_row(seq, frontier.root(), now)
         _insert_batch(db, st.size, new, (node_ids, node_hashes), (upper_ids, upper_hashes))
         if cp_row:
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", cp_row)
@@ -539,38 +565,68 @@ class Ledger:
                 time.sleep(0.01)
 
     def _checkpoint_row(self, size: int, root: bytes, now: float) -> tuple[int, bytes, int, str]:
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
+        try:
+            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # the signer is pluggable (a key server): any failure means "not now"
+            self.checkpoint_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("checkpoint at size %d not signed: %s", size, self.checkpoint_error)
+            raise CheckpointUnavailable(f"cannot sign a checkpoint: {self.checkpoint_error}") from None
+        self.checkpoint_error = None
         return (size, root, int(now * 1_000_000), note)
 
     def checkpoint(self) -> SignedCheckpoint:
-        """Sign the current tree now (returns the existing checkpoint if the size has not moved)."""
+        """Sign the current tree now (returns the existing checkpoint if the size has not moved).
+
+        The signature is made outside the ledger lock, so appends go on while a remote key signs;
+        a checkpoint of a size that has meanwhile grown is still a valid (older) checkpoint.
+        Raises :class:`CheckpointUnavailable` when the key cannot sign.
+        """
         with self._lock:
             if self._closed:
                 raise LedgerUnavailable("ledger is closed")
             try:
                 self._begin()
-                st = self._state
-                if st.size == 0:
-                    self._db.execute("ROLLBACK")
-                    raise UnknownEntry("the ledger is empty: nothing to checkpoint")
-                if st.last_cp_size != st.size:
-                    now = time.time()
-                    row = self._checkpoint_row(st.size, st.frontier.root(), now)
-                    self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)", row)
-                    st.last_cp_size, st.last_cp_time = st.size, now
-                self._db.execute("COMMIT")
+                self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise LedgerUnavailable(f"cannot store checkpoint: {exc}") from None
+                raise LedgerUnavailable(f"cannot read the tree to checkpoint: {exc}") from None
+            st = self._state
+            size, root = st.size, st.frontier.root()
+            fresh = st.last_cp_size == size
+        if size == 0:
+            raise UnknownEntry("the ledger is empty: nothing to checkpoint")
+        if not fresh:
+            now = time.time()
+            row = self._checkpoint_row(size, root, now)
+            with self._lock:
+                try:
+                    self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)", row)
+                except sqlite3.Error as exc:
+                    raise LedgerUnavailable(f"cannot store checkpoint: {exc}") from None
+                st = self._state
+                if size > st.last_cp_size:
+                    st.last_cp_size, st.last_cp_time = size, now
         cp = self.latest_checkpoint()
         assert cp is not None
         return cp
 
+    def checkpoint_or_latest(self) -> SignedCheckpoint | None:
+        """A fresh checkpoint if the key can sign now, else the latest stored one (readers degrade:
+        events after it show as not yet signed instead of the whole trace failing)."""
+        try:
+            return self.checkpoint()
+        except CheckpointUnavailable:
+            return self.latest_checkpoint()
+
     def maybe_checkpoint(self) -> SignedCheckpoint | None:
-        """Checkpoint if events are waiting and the interval has passed (called by a timer)."""
+        """Checkpoint if events are waiting and N events or the interval have passed (a timer calls this)."""
         st = self._state
-        if st.size > st.last_cp_size and time.time() - st.last_cp_time >= self.checkpoint_interval:
+        waiting = st.size - st.last_cp_size
+        due = waiting >= self.checkpoint_every or time.time() - st.last_cp_time >= self.checkpoint_interval
+        if waiting > 0 and due:
             return self.checkpoint()
         return None
 

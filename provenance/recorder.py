@@ -116,10 +116,11 @@ class Recorder:
     def _tick(self) -> None:
         interval = max(0.05, min(self.ledger.checkpoint_interval, 5.0))
         while not self._stop.wait(interval):
+            # Not under the commit lock: with a remote checkpoint key the signature may take a
+            # while (or time out), and commits must not wait for it. The ledger locks itself.
             try:
-                with self._commit_lock:
-                    self.ledger.maybe_checkpoint()
-            except Exception:  # noqa: BLE001, S112 - the next append or tick retries
+                self.ledger.maybe_checkpoint()
+            except Exception:  # noqa: BLE001, S112 - the next tick retries (the ledger keeps the error)
                 continue
 
     def close(self) -> None:

@@ -79,7 +79,9 @@ def _trace(console: Console, ctx: Ctx, form: dict[str, str], kind: str, what: st
     except provenance.ProvenanceError:
         raise PageError(503, "audit.unrecordable") from None
     ledger = console.runtime.ledger
-    cp = ledger.checkpoint()  # sign now, so every event (this query included) is provable
+    # Sign now, so every event (this query included) is provable; if the checkpoint key cannot sign,
+    # the latest checkpoint still proves what it covers and newer events show as not yet signed.
+    cp = ledger.checkpoint_or_latest()
     return provenance.trace_citizen(ledger, ref, since, until, checkpoint=cp, auditor=s.subject)
 
 

@@ -31,6 +31,7 @@ def test_every_dependency_is_reported(runtime):
     assert set(checks) >= {"policy", "decision_log", "ledger", "keys", "protected_db"}
     assert checks["keys"] == {"ok": True, "provider": "LocalKeyring", "data_kek_version": None}
     assert checks["protected_db"] == {"ok": True, "dialect": "sqlite"}
+    assert checks["ledger"]["checkpoint_key"] == "local" and "checkpoint_error" not in checks["ledger"]
 
 
 def test_a_keyring_that_cannot_be_read_is_not_ready(runtime, monkeypatch):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from provenance_testkit import cref, make_event
 
-from provenance import Ledger, LedgerUnavailable, ProvenanceError, UnknownEntry, merkle
+from provenance import CheckpointUnavailable, Ledger, LedgerUnavailable, ProvenanceError, UnknownEntry, merkle
 from provenance.events import canonical_bytes
 
 
@@ -65,6 +65,49 @@ def test_checkpoint_every_t_seconds(ledger_path: Path, signing_key: Ed25519Priva
     with Ledger(ledger_path, signing_key, "o", checkpoint_every=10_000, checkpoint_interval=0.0) as led:
         led.append([make_event(1)])
         assert led.latest_checkpoint().size == 1
+
+
+def test_with_a_remote_key_checkpoints_are_made_off_the_append_path(ledger_path: Path,
+                                                                    signing_key: Ed25519PrivateKey) -> None:
+    """checkpoint_in_append=False (a key server signs): appends never sign; the recorder's timer
+    calls maybe_checkpoint, which still honours "every N events" and "every T seconds"."""
+    with Ledger(ledger_path, signing_key, "o", checkpoint_every=5, checkpoint_interval=3600,
+                checkpoint_in_append=False) as led:
+        led.append([make_event(j) for j in range(7)])
+        assert list(led.raw_checkpoints()) == []
+        assert led.maybe_checkpoint().size == 7
+        led.append([make_event(7)])
+        assert led.maybe_checkpoint() is None  # 1 waiting, interval not reached
+        led.checkpoint_interval = 0.0
+        assert led.maybe_checkpoint().size == 8
+
+
+def test_a_signer_that_fails_defers_the_checkpoint_not_the_append(ledger_path: Path) -> None:
+    class Unreachable:  # the Ed25519Signer protocol, as a key server that has gone away
+        def __init__(self) -> None:
+            self.key = Ed25519PrivateKey.generate()
+            self.down = False
+
+        def public_key(self):  # noqa: ANN202
+            return self.key.public_key()
+
+        def sign(self, data: bytes) -> bytes:
+            if self.down:
+                raise ConnectionError("key server unreachable")
+            return self.key.sign(data)
+
+    signer = Unreachable()
+    with Ledger(ledger_path, signer, "o", checkpoint_every=2) as led:
+        led.append([make_event(0), make_event(1)])
+        assert led.latest_checkpoint().size == 2
+        signer.down = True
+        assert [r.seq for r in led.append([make_event(2), make_event(3)])] == [2, 3]
+        assert led.latest_checkpoint().size == 2 and "ConnectionError" in led.checkpoint_error
+        with pytest.raises(CheckpointUnavailable):
+            led.checkpoint()
+        assert led.checkpoint_or_latest().size == 2
+        signer.down = False
+        assert led.checkpoint().size == 4 and led.checkpoint_error is None
 
 
 def test_checkpoint_on_demand_is_idempotent(ledger: Ledger) -> None:
