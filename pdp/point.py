@@ -171,6 +171,8 @@ class DecisionPoint:
                 "purpose": request.purpose.code, "case_id": request.purpose.case_id,
                 "obligations": [o for o in obligations if o["type"] in _TOKEN_OBLIGATIONS],
                 "rev": active.revision,
+                # A disclosure permit names whom it allows the data to go to.
+                **({"recipient": request.recipient.model_dump()} if request.recipient else {}),
             }, now=int(now))
             exp = float(exp_i)
         return Decision(

@@ -45,6 +45,7 @@ class DecisionClaims(BaseModel):
     case_id: str | None = None
     obligations: tuple[dict, ...] = ()
     policy_revision: str | None = Field(default=None, alias="rev")
+    recipient: dict | None = None  # action "disclose": {"type", "id"} the permit allows the data to go to
 
     def covers(self, fields: Iterable[str]) -> bool:
         """True when every requested field is among the permitted ones."""

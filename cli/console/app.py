@@ -6,6 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cli.console import audit_pages, auth, guard, key_pages, policy_pages, soc_pages
 from cli.console.config import ConsoleSettings
@@ -24,6 +26,38 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+class ConsoleHeaders:
+    """Security and cache headers on console responses, as plain ASGI.
+
+    Not ``@app.middleware("http")``: that wraps *every* request of the app (the PDP's
+    ``/v1/decisions`` included) in a streaming task; this only touches console paths.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == "/" or path.startswith(PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        static = path.startswith(f"{PREFIX}/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in HEADERS.items():
+                    headers.setdefault(k, v)
+                if static:
+                    headers["Cache-Control"] = "public, max-age=3600"
+                else:  # every console page may show who looked at whose data: never cached
+                    headers["Cache-Control"] = "no-store"
+                    headers["Pragma"] = "no-cache"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None) -> Console:  # noqa: ANN001
@@ -87,18 +121,5 @@ def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None
             raise exc
         return console.error(console.ctx(request), 503, "audit.unrecordable")
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next) -> Response:  # noqa: ANN001
-        response = await call_next(request)
-        path = request.url.path
-        if path == "/" or path.startswith(PREFIX):
-            for k, v in HEADERS.items():
-                response.headers.setdefault(k, v)
-            if path.startswith(f"{PREFIX}/static/"):
-                response.headers["Cache-Control"] = "public, max-age=3600"
-            else:  # every console page may show who looked at whose data: never cached
-                response.headers["Cache-Control"] = "no-store"
-                response.headers["Pragma"] = "no-cache"
-        return response
-
+    app.add_middleware(ConsoleHeaders)
     return console

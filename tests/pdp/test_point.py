@@ -162,6 +162,8 @@ def test_a_disclosure_is_decided_on_its_recipient(point, officer_token, make_req
     allowed = disclose({"type": "agency", "id": "agency-tax"})
     assert allowed.effect == "permit", allowed.reasons
     assert sorted(allowed.permitted_fields) == ["address", "name"]  # the agreement has no bank_account
+    claims = verify_decision_token(allowed.token, point.signer.verifier(), now=MONDAY_10 + 1)
+    assert claims.action == "disclose" and claims.recipient == {"type": "agency", "id": "agency-tax"}
     assert disclose({"type": "agency", "id": "agency-x"}).reasons == ["recipient_no_agreement"]
     assert disclose(None).reasons == ["recipient_required"]
     # The decision log keeps the recipient, so an auditor can replay why it was allowed.
