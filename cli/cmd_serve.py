@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import signal
+from pathlib import Path
 
 import click
 
-from cli.errors import handle_errors
-from cli.settings import load_settings
+from cli.errors import CliFailure, handle_errors
+from cli.settings import Settings, load_settings
 
 
 @click.command("serve")
@@ -27,15 +28,17 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
+    tls = _tls_options(settings)  # before anything is created: bad TLS files stop here
     from cli.cmd_siem import make_scheduler
 
     runtime = Runtime(settings)
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
     siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
     app = create_app(runtime, siem)
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"{settings.scheme}://{settings.host}:{settings.port}"
     active = runtime.point.active
-    click.echo(f"ztcp serving on {base}  (home {runtime.home}, policy {active.revision if active else 'none'})")
+    mtls = " (mutual TLS: client certificates required)" if settings.tls_client_ca_file else ""
+    click.echo(f"ztcp serving on {base}{mtls}  (home {runtime.home}, policy {active.revision if active else 'none'})")
     click.echo(f"Console: {base}/console/   readiness: {base}/readyz")
     if runtime.issuer is not None:
         click.echo("Try it:\n"
@@ -52,7 +55,8 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
     proxies = ",".join(settings.trusted_proxies)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=10,
-                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None))
+                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                                           **tls))
     siem.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
@@ -63,3 +67,31 @@ def command(host: str | None, port: int | None, log_level: str, siem_interval: f
         siem.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         click.echo("ztcp stopped; logs flushed")
+
+
+def _tls_options(settings: Settings) -> dict:
+    """uvicorn's TLS options from the settings, after checking the files (a clear error, not a
+    traceback from the ssl module; a private key others can read is refused)."""
+    if not settings.tls_cert_file:
+        return {}
+    import ssl
+
+    files = {"ZTCP_TLS_CERT_FILE": settings.tls_cert_file, "ZTCP_TLS_KEY_FILE": settings.tls_key_file,
+             "ZTCP_TLS_CLIENT_CA_FILE": settings.tls_client_ca_file}
+    for name, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise CliFailure(f"{name}: no such file: {path}")
+    key = Path(settings.tls_key_file)  # type: ignore[arg-type]
+    if key.stat().st_mode & 0o077:
+        raise CliFailure(f"ZTCP_TLS_KEY_FILE: {key} is readable by others; chmod 600 it")
+    try:  # load once here so a wrong key or a bad PEM is one line, before anything starts
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(settings.tls_cert_file), str(key))
+        if settings.tls_client_ca_file:
+            ctx.load_verify_locations(str(settings.tls_client_ca_file))
+    except (ssl.SSLError, ValueError) as exc:
+        raise CliFailure(f"TLS files cannot be used: {exc}") from None
+    opts: dict = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(key)}
+    if settings.tls_client_ca_file:
+        opts |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return opts

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         description="addresses of reverse proxies whose X-Forwarded-For is believed (none by default: "
                     "the client IP is the connection's)")
 
+    # TLS for `ztcp serve` (files, never argv). A client CA makes it mutual TLS: only systems
+    # holding a certificate from that CA can connect at all; callers still present their token.
+    tls_cert_file: Path | None = Field(default=None, description="server certificate chain (PEM)")
+    tls_key_file: Path | None = Field(default=None, description="server private key (PEM, mode 0600)")
+    tls_client_ca_file: Path | None = Field(default=None, description="CA bundle; set = client certificates required")
+
     # Identity: the embedded development issuer unless an external IdP is configured.
     idp_issuer: str | None = Field(default=None, description="external OIDC issuer URL (discovery)")
     idp_audience: str = "ztcp"
@@ -75,10 +81,18 @@ class Settings(BaseSettings):
                     "(only for a ledger that was signed locally before moving to Vault)")
 
     @model_validator(mode="after")
-    def _vault_key_needs_vault(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.checkpoint_key == "vault" and not self.vault_addr:
             raise ValueError("ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
         return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
 
     @property
     def checkpoint_in_vault(self) -> bool:
