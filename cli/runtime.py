@@ -143,7 +143,7 @@ class Runtime:
 
     @cached_property
     def history(self) -> SignalHistory:
-        history = SignalHistory(self.home / "signals.db")
+        history = SignalHistory(self.home / "signals.db", clock=self.clock)
         self._closers.append(history.close)
         return history
 

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,8 +82,11 @@ class SignalHistory:
     """Per-subject behaviour windows. Thread-safe; persistence is optional (None = memory only)."""
 
     def __init__(self, path: Path | None = None, *, travel: TravelRule | None = None,
-                 flush_interval: float = 0.5) -> None:
+                 flush_interval: float = 0.5, clock: Callable[[], float] = time.time) -> None:
         self.travel = travel or TravelRule()
+        # The PDP's clock (a simulation or replay runs on its own): what is reloaded after a restart
+        # and what is pruned from disk are judged by it, like the in-memory windows.
+        self._clock = clock
         self._state: dict[str, _SubjectState] = {}
         self._lock = threading.Lock()
         self._pending: list[tuple] = []
@@ -118,7 +122,7 @@ class SignalHistory:
                   PRIMARY KEY (subject, dataset));
                 """
             )
-        since = time.time() - HOUR
+        since = self._clock() - HOUR
         for subject, device in conn.execute("SELECT subject, device FROM known_devices"):
             self._subject(subject).devices.add(device)
         for subject, dataset in conn.execute("SELECT subject, dataset FROM known_datasets"):
@@ -153,7 +157,7 @@ class SignalHistory:
                              [(b[1], b[2], b[0]) for b in batch if b[2]])
             conn.executemany("INSERT OR IGNORE INTO known_datasets VALUES (?,?,?)",
                              [(b[1], b[4], b[0]) for b in batch if b[4] and b[7] == "permit"])
-            conn.execute("DELETE FROM observations WHERE ts < ?", (time.time() - 2 * HOUR,))
+            conn.execute("DELETE FROM observations WHERE ts < ?", (self._clock() - 2 * HOUR,))
 
     def close(self) -> None:
         self._stop.set()

@@ -132,6 +132,28 @@ def test_history_survives_restart(tmp_path):
         h2.close()
 
 
+def test_restart_reloads_history_by_the_pdps_clock_not_the_wall_clock(tmp_path):
+    """A simulated week (the demo) runs days behind the wall clock: its last hour must still be
+    reloaded after a restart and not pruned from disk as if it were old."""
+    past = T0 - 7 * 86400  # a week before T0: behind the wall clock
+    path = tmp_path / "signals.db"
+    h = SignalHistory(path, flush_interval=0.05, clock=lambda: past)
+    for i in range(4):
+        h.observe("emp-7", req(citizen=i), "permit", past - 600 + i)
+    h.close()
+    h2 = SignalHistory(path, clock=lambda: past + 60)
+    try:
+        s = h2.compute(subject(), req(citizen=99), past + 60, CAL)
+        assert s["distinct_citizens_1h"] == 5  # the four before the restart, plus this one
+    finally:
+        h2.close()
+    wall = SignalHistory(path)  # judged by today's wall clock, the simulated hour is long gone
+    try:
+        assert wall.compute(subject(), req(citizen=99), past + 60, CAL)["distinct_citizens_1h"] == 1
+    finally:
+        wall.close()
+
+
 def test_bad_calendar_is_a_configuration_error():
     from pdp.errors import ConfigurationError
 
