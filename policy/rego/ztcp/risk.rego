@@ -19,19 +19,23 @@ factor_order := [
 	"first_dataset_access", "protected_citizen", "self_record", "break_glass",
 ]
 
-applicable(name) if not cfg.subject_factors[input.subject.type]
+# name -> detail of each fired factor: ordering them is then one lookup per name, not a scan of
+# every fired factor for every name (a quarter of a decision's evaluation time before).
+fired_detail := {f.name: f.detail | some f in fired}
 
-applicable(name) if name in cfg.subject_factors[input.subject.type]
+allowed_names := {n | some n in cfg.subject_factors[input.subject.type]}
 
-points(name) := object.get(cfg.weights, name, 0)
-
-factors := [{"name": name, "points": points(name), "detail": f.detail} |
+factors := [{"name": name, "points": p, "detail": fired_detail[name]} |
 	some name in factor_order
-	some f in fired
-	f.name == name
-	applicable(name)
-	points(name) != 0
+	fired_detail[name]
+	p := object.get(cfg.weights, name, 0)
+	p != 0
+	applicable_name(name)
 ]
+
+applicable_name(name) if not cfg.subject_factors[input.subject.type]
+
+applicable_name(name) if allowed_names[name]
 
 raw_score := sum([f.points | some f in factors])
 
