@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -75,7 +76,10 @@ class DecisionTokenSigner:
         iat = int(now if now is not None else time.time())
         exp = iat + self.ttl_seconds
         payload = {**claims, "iss": self.issuer, "aud": DECISION_AUDIENCE, "iat": iat, "exp": exp}
-        return jwt.encode(self._header, payload, self._key, algorithms=[ALGORITHM]), iat, exp
+        # The JWS layer directly with orjson bytes: jwt.encode's claim conversion (datetimes) has
+        # nothing to do here and costs a fifth of the signature on the decide path.
+        token = jws.serialize_compact(self._header, orjson.dumps(payload), self._key, algorithms=[ALGORITHM])
+        return token, iat, exp
 
     def public_jwk(self) -> dict:
         return self._key.as_dict(private=False)
