@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -120,27 +121,12 @@ def _print(report: Any) -> None:
     out.print(f"Simulated window {report.window[0]} → {report.window[1]}: {report.requests} requests through "
               f"the gateway ({report.requests_per_second} requests/s, {report.events_per_second} ledger events/s; "
               f"phases {report.seconds} s)")
-    t = Table(title="Decisions by effect")
-    t.add_column("effect")
-    t.add_column("decisions", justify="right")
-    for k, v in sorted(report.decisions.items()):
-        t.add_row(k, str(v))
-    print_table(t, out)
-    t = Table(title="Provenance events recorded")
-    t.add_column("type")
-    t.add_column("events", justify="right")
-    for k, v in sorted(report.events.items()):
-        t.add_row(k, str(v))
-    print_table(t, out)
+    print_table(_counts("Decisions by effect", "effect", "decisions", sorted(report.decisions.items())), out)
+    print_table(_counts("Provenance events recorded", "type", "events", sorted(report.events.items())), out)
     mark = "[green]equal[/green]" if report.reads == report.read_events else "[red bold]NOT EQUAL[/red bold]"
     out.print(f"Plaintext reads returned: {report.reads}; pii.read events in the ledger: {report.read_events} "
               f"— {mark}")
-    t = Table(title="Alerts by rule")
-    t.add_column("rule")
-    t.add_column("alerts", justify="right")
-    for k, v in report.alerts_by_rule.items():
-        t.add_row(k, str(v))
-    print_table(t, out)
+    print_table(_counts("Alerts by rule", "rule", "alerts", report.alerts_by_rule.items()), out)
     t = Table(title="Planted incidents")
     for col in ("incident", "actor", "at (UTC)", "rule", "alert"):
         t.add_column(col)
@@ -154,3 +140,12 @@ def _print(report: Any) -> None:
     if not report.missed:
         out.print("Every planted incident raised its alert: `ztcp siem alerts` lists them; "
                   "`ztcp audit trace --citizen-ref …` shows each access.")
+
+
+def _counts(title: str, key: str, unit: str, rows: Iterable[tuple[str, int]]) -> Table:
+    t = Table(title=title)
+    t.add_column(key)
+    t.add_column(unit, justify="right")
+    for k, v in rows:
+        t.add_row(k, str(v))
+    return t
