@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 
 import click
 
@@ -42,6 +43,9 @@ def ztcp() -> None:
 
 
 def main() -> None:
+    # Everything ztcp writes (stores, their WAL/SHM files, reports, exports) is for its own user
+    # only; files holding keys are additionally opened 0600 explicitly.
+    os.umask(0o077)
     ztcp(prog_name="ztcp")
 
 

@@ -20,3 +20,4 @@ def test_a_vault_checkpoint_key_needs_vault(monkeypatch) -> None:
     res = CliRunner().invoke(ztcp, ["audit", "checkpoint"])
     assert res.exit_code == 1
     assert "ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR" in res.output
+
