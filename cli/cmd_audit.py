@@ -35,7 +35,8 @@ DEFAULT_ORIGIN = "ztcp.local/provenance"
 AUDITOR_ROLE = "auditor"
 
 
-def ledger_from_settings(settings: Settings, keys: object | None = None) -> provenance.Ledger:
+def ledger_from_settings(settings: Settings, keys: object | None = None, *,
+                         path: Path | None = None) -> provenance.Ledger:
     """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key.
 
     With Vault/OpenBao configured (``checkpoint_key`` auto or vault) the key is a transit ``ed25519``
@@ -63,7 +64,7 @@ def ledger_from_settings(settings: Settings, keys: object | None = None) -> prov
         else:
             signer, trusted = keys.checkpoint_signing, local  # type: ignore[attr-defined]
     return provenance.Ledger(
-        settings.ensure_home() / LEDGER_FILE,
+        path or settings.ensure_home() / LEDGER_FILE,  # another path: a backup's copy, say
         signer,  # type: ignore[arg-type]
         origin,
         trusted_keys=trusted,

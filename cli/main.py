@@ -22,6 +22,7 @@ _AREAS = {
     "keys": "cli.cmd_keys",
     "siem": "cli.cmd_siem",
     "demo": "cli.cmd_demo",
+    "backup": "cli.cmd_backup",
 }
 
 
