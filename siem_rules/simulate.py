@@ -74,6 +74,7 @@ class Traffic:
         dataset: str = "labour_insurance",
         event_id: str | None = None,
         device: str | None = None,
+        reasons: list[str] | None = None,
     ) -> Event:
         purpose = purpose or {
             "code": "benefit_claim",
@@ -124,7 +125,7 @@ class Traffic:
             "result": {
                 "effect": effect,
                 "risk": {"score": 12, "level": "low", "factors": []},
-                "reasons": [] if effect == "permit" else ["no_case"],
+                "reasons": reasons if reasons is not None else ([] if effect == "permit" else ["no_case"]),
                 "obligations": [{"type": "mask", "fields": ["national_id"]}],
                 "permitted_fields": ["name", "address"] if effect == "permit" else [],
             },
@@ -409,6 +410,15 @@ class Traffic:
                     signals={"related_party": True},
                     purpose={"code": "inquiry", "case_id": None},
                     event_id=iid("rel"),
+                )
+            ],
+        )
+        inc["disclosure"] = (
+            "disclosure_to_unapproved_recipient",
+            [
+                self.decision(
+                    at(15, 40), "emp-0410", "cr_C000000888", effect="deny", action="disclose",
+                    reasons=["recipient_no_agreement"], event_id=iid("disc"),
                 )
             ],
         )
