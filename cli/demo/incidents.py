@@ -19,6 +19,9 @@ account_takeover       a case officer's session is used from       risky_access_
 custodian_bulk_decrypt a key custodian runs the decrypt-everything  key_decrypt_spike
                        verification job over and over (≥ 50,000
                        rows within the hour)
+suspended_exchange     a case officer keeps sending a claimant's   disclosure_to_unapproved_recipient
+                       record over the legacy exchange whose
+                       agreement was suspended (the PDP refuses)
 =====================  ==========================================  ======================================
 
 :meth:`Incidents.plan` adds what the incidents need to the bureau before it is written (the
@@ -76,6 +79,7 @@ class Incidents:
         self._fraud: list[tuple[int, str]] = []
         self._export_cases: list[Case] = []
         self._takeover: tuple[Staff, Case, int] | None = None
+        self._exchange: tuple[Staff, Case] | None = None
 
     def _h(self, hours: float) -> float:
         return self.anchor + hours * 3600
@@ -157,6 +161,17 @@ class Incidents:
         self.items["custodian_bulk_decrypt"] = Incident("custodian_bulk_decrypt", "a key custodian decrypting in bulk",
                                                         "key_decrypt_spike", custodian.id, self._h(13))
 
+        # An officer with an ordinary open case of their own, not one of the other incidents' actors.
+        busy = {i.actor for i in self.items.values()}
+        own = next(((s_, c) for c in b.cases.values() if c.kind == "benefit" and c.status == "open"
+                    for s_ in b.staff if s_.id in c.assignees[:1] and s_.role == "case_officer"
+                    and s_.id not in busy and s_.id not in b.custodians and s_.compliant), None)
+        if own is not None:  # every bureau the seed makes has one; a hand-made tiny one may not
+            self._exchange = own
+            self.items["suspended_exchange"] = Incident(
+                "suspended_exchange", "disclosures over a suspended exchange agreement",
+                "disclosure_to_unapproved_recipient", own[0].id, self._h(16))
+
     # -- the timed steps -------------------------------------------------------------------------
     def steps(self, seq0: int = 10**9) -> list[Step]:
         steps: list[Step] = []
@@ -233,6 +248,26 @@ class Incidents:
 
         bulk = inc["custodian_bulk_decrypt"]
         add(bulk.at, lambda w: bulk_decrypt(w, bulk))
+
+        if self._exchange is not None:
+            exch = inc["suspended_exchange"]
+            sender, own_case = self._exchange
+
+            def over_legacy_exchange(w: World) -> None:
+                r = w.read(sender, "insured_persons", own_case.citizen, ["name"], "benefit_review", own_case.id)
+                exch.collect(r)
+                if r.status_code != 200:
+                    return
+                for _ in range(3):  # refused each time; the officer tries again
+                    w.tick(45)  # preparing the reply to the exchange request
+                    d = w.disclose(sender, "insured_persons", own_case.citizen, ["name"],
+                                   {"type": "agency", "id": "agency-legacy", "channel": "legacy-exchange"},
+                                   {"code": "benefit_review", "case_id": own_case.id, "legal_basis": "OLD-2019"},
+                                   [r.json()["provenance"]["event_id"]])
+                    exch.collect(d)
+                    w.tick(300)
+
+            add(exch.at, over_legacy_exchange)
         return steps
 
 

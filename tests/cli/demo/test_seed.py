@@ -48,12 +48,37 @@ def test_every_planted_incident_raises_its_rule(seeded) -> None:
     _, report, home = seeded
     assert report.missed == []
     assert {i.name for i in report.incidents} == {"vip_snooping", "off_hours_export", "fraud_broker",
-                                                  "account_takeover", "custodian_bulk_decrypt"}
+                                                  "account_takeover", "custodian_bulk_decrypt",
+                                                  "suspended_exchange"}
     listed = json.loads(_run(home, "siem", "alerts", "--json").output)
     by_id = {a["alert_id"]: a for a in listed}
     for inc in report.incidents:
         assert inc.alert_id in by_id, inc.name
         assert by_id[inc.alert_id]["rule_name"] == inc.rule
+
+
+def test_a_refused_disclosure_leaves_the_bureau_unrecorded_as_sent(seeded) -> None:
+    """The suspended-exchange incident: every attempt was decided (and refused) on its recipient, the
+    ledger shows refusals and no pii.disclose to that agency, and the decisions are the alert's evidence."""
+    settings, report, home = seeded
+    inc = next(i for i in report.incidents if i.name == "suspended_exchange")
+    from pdp.decision_log import DecisionLogReader
+
+    reader = DecisionLogReader(home / "decisions.db")
+    attempts = [e for e in reader.entries() if e["input"]["action"] == "disclose"
+                and (e["input"].get("recipient") or {}).get("id") == "agency-legacy"]
+    assert len(attempts) == 3
+    assert all(e["result"]["effect"] == "deny" and "agreement_not_approved" in e["result"]["reasons"]
+               for e in attempts)
+    from cli.cmd_audit import ledger_from_settings
+
+    with ledger_from_settings(settings) as led:
+        sent = [e.event for e in led.entries() if e.event.type == "pii.disclose"
+                and e.event.recipient and e.event.recipient.id == "agency-legacy"]
+        refused = {e.event.decision_id for e in led.entries() if e.event.type == "pii.denied"}
+    assert sent == [] and {e["decision_id"] for e in attempts} <= refused
+    alert = json.loads(_run(home, "siem", "alerts", "--rule", inc.rule, "--json").output)
+    assert {e["decision_id"] for e in attempts} <= set(alert[0]["evidence"])
 
 
 def test_every_plaintext_read_is_one_ledger_event(seeded) -> None:
