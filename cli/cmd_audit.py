@@ -277,10 +277,15 @@ def verify(full: bool, as_json: bool, published: tuple[str, ...]) -> None:
             except provenance.IntegrityError as exc:
                 if as_json:
                     click.echo(orjson.dumps({"ok": False, "seq": exc.seq, "kind": exc.kind, "error": str(exc)}))
+                hint = ""
+                moved = settings.checkpoint_in_vault and not settings.checkpoint_trust_local
+                if exc.kind == "forged-checkpoint" and moved:
+                    hint = ("; if this ledger was signed with the local key before checkpoints moved to Vault, "
+                            "set ZTCP_CHECKPOINT_TRUST_LOCAL=true")
                 raise CliFailure(
-                    f"ledger integrity failure ({exc.kind}) at seq {exc.seq}: {exc}"
-                    if exc.seq is not None
-                    else f"ledger integrity failure ({exc.kind}): {exc}",
+                    (f"ledger integrity failure ({exc.kind}) at seq {exc.seq}: {exc}"
+                     if exc.seq is not None
+                     else f"ledger integrity failure ({exc.kind}): {exc}") + hint,
                     EXIT_INTEGRITY,
                 ) from None
     finally:

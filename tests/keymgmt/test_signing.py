@@ -11,12 +11,14 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
 import keymgmt
 import provenance
 from cli.bootstrap import CHECKPOINT_SIGNING, system_keys
 from cli.cmd_audit import ledger_from_settings
 from cli.errors import CliFailure
+from cli.main import ztcp
 from cli.settings import load_settings
 from provenance.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 
@@ -67,6 +69,10 @@ def test_checkpoints_are_signed_in_vault_and_a_locally_signed_one_is_refused(bao
     with ledger_from_settings(settings) as led, pytest.raises(provenance.IntegrityError) as exc:
         provenance.verify_ledger(led)
     assert exc.value.kind == "forged-checkpoint"
+    env = {"ZTCP_HOME": str(settings.home), "ZTCP_VAULT_ADDR": bao_server.addr, "ZTCP_VAULT_TOKEN": bao_server.token,
+           "ZTCP_VAULT_MOUNT": transit_mount}
+    res = CliRunner().invoke(ztcp, ["audit", "verify"], env=env)
+    assert res.exit_code == 3 and "ZTCP_CHECKPOINT_TRUST_LOCAL=true" in res.output  # the way out, if it is that
     # ...unless the operator says the ledger was signed locally before it moved to Vault.
     with ledger_from_settings(_settings(bao_server, transit_mount, checkpoint_trust_local=True)) as led:
         assert provenance.verify_ledger(led).checkpoints == 1
