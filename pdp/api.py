@@ -36,8 +36,9 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
     @router.post("/v1/decisions/batch", response_model=BatchResponse, responses=_ERRORS,
                  summary="Decide up to 1000 requests in order")
     async def decide_batch(batch: BatchRequest,
-                           caller: CallerIdentity = Depends(decide_scope)) -> BatchResponse:
-        return BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests])
+                           caller: CallerIdentity = Depends(decide_scope)) -> Response:
+        answer = BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests])
+        return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
 
     @router.get("/v1/decisions/{decision_id}", responses={**_ERRORS, 404: {"description": "unknown id"}},
                 summary="A logged decision (auditor scope)")
