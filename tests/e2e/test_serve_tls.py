@@ -110,6 +110,10 @@ def test_mutual_tls_admits_only_enrolled_systems(ztcp_home, unused_tcp_port, pki
                     time.sleep(0.2)
             assert ready is not None and ready.status_code == 200
             assert enrolled.post(f"{base}/v1/decisions", json={}).status_code == 401  # the token still counts
+            signin = enrolled.get(f"{base}/console/signin")  # served over TLS: cookies are Secure
+            cookies = signin.headers.get_list("set-cookie")
+            assert signin.status_code == 200 and cookies and all("secure" in c.lower() for c in cookies)
+            assert signin.headers["content-security-policy"].startswith("default-src 'none'")
         for who in (None, "rogue"):
             with _client(pki, who) as c, pytest.raises(httpx.HTTPError):
                 c.get(f"{base}/healthz")
