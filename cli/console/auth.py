@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Request
@@ -88,7 +89,20 @@ class Oidc:
         exp = float(token.get("expires_at") or time.time() + 300)
         return Session(subject=subject.id, name=str(name)[:128], roles=tuple(subject.roles),
                        org_unit=subject.org_unit, token=access, token_expires=exp, mode="oidc",
-                       auth_method=subject.auth_method)
+                       auth_method=subject.auth_method, id_token=id_token)
+
+    def logout_url(self, session: Session, after: str) -> str | None:
+        """OpenID Connect RP-Initiated Logout: where to send the browser so the IdP ends its session
+        too (None when the IdP does not offer it: then only the console's session ends)."""
+        try:
+            endpoint = self.metadata().get("end_session_endpoint")
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not endpoint or not session.id_token:
+            return None
+        query = urlencode({"id_token_hint": session.id_token, "client_id": self.console.settings.client_id,
+                           "post_logout_redirect_uri": after})
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
 
 def add_routes(router: APIRouter, console: Console) -> None:
@@ -171,6 +185,13 @@ def add_routes(router: APIRouter, console: Console) -> None:
     async def signout(request: Request) -> Response:
         ctx = console.ctx(request)
         form = await console.form(request)
-        if ctx.session is not None:
+        session = ctx.session
+        if session is not None:
             console.check_csrf(ctx, form)
+        at_idp = None
+        if oidc is not None and session is not None and session.mode == "oidc":
+            after = (console.settings.public_url or str(request.base_url)).rstrip("/") + f"{PREFIX}/signin"
+            at_idp = await run_in_threadpool(oidc.logout_url, session, after)
+        if at_idp:  # the IdP's session ends too, then it sends the browser back to the sign-in page
+            return console.end_session(ctx, console.render(ctx, "signing_out.html.j2", url=at_idp))
         return console.end_session(ctx, console.redirect(ctx, f"{PREFIX}/signin"))

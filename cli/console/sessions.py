@@ -29,6 +29,7 @@ class Session:
     token_expires: float
     mode: str  # "dev" | "oidc"
     auth_method: str = "password"
+    id_token: str | None = None  # OIDC: the hint for signing out at the IdP too
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     created: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)

@@ -33,14 +33,18 @@ class Provider:
         self.codes: dict[str, dict] = {}
         self.wrong_nonce = False
         self.token_requests: list[dict] = []
+        self.offers_logout = False
         self.app = FastAPI()
         app = self.app
 
         @app.get("/.well-known/openid-configuration")
         def discovery() -> dict:
-            return {"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
-                    "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks",
-                    "code_challenge_methods_supported": ["S256"]}
+            doc = {"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
+                   "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks",
+                   "code_challenge_methods_supported": ["S256"]}
+            if self.offers_logout:
+                doc["end_session_endpoint"] = f"{self.url}/logout"
+            return doc
 
         @app.get("/jwks")
         def jwks() -> dict:
@@ -166,3 +170,29 @@ def test_dev_signin_is_absent_with_an_idp(oidc_world) -> None:  # noqa: ANN001
     _, client, _ = oidc_world
     r = client.post("/console/signin/dev", data={"csrf": "x", "staff": "emp-aud-1"})
     assert r.status_code == 404 and "ztcp_console_session" not in r.headers.get("set-cookie", "")
+
+
+def test_signing_out_also_ends_the_idp_session_when_it_offers_logout(oidc_world) -> None:  # noqa: ANN001
+    """OpenID Connect RP-Initiated Logout: a page (the CSP's form-action forbids a form's redirect
+    to another origin) sends the browser to end_session_endpoint with the ID token as hint."""
+    _, client, provider = oidc_world
+    provider.offers_logout = True
+    assert _sign_in(client, provider).status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/").text).group(1)
+    r = client.post("/console/signout", data={"csrf": csrf})
+    assert r.status_code == 200
+    url = re.search(r'http-equiv="refresh" content="0; url=([^"]+)"', r.text).group(1).replace("&amp;", "&")
+    assert url.startswith(f"{provider.url}/logout?")
+    q = parse_qs(urlsplit(url).query)
+    assert q["client_id"] == ["ztcp-console"] and q["post_logout_redirect_uri"][0].endswith("/console/signin")
+    assert jwt.decode(q["id_token_hint"][0], provider.key, algorithms=["EdDSA"]).claims["sub"] == provider.user["sub"]
+    assert client.get("/console/audit").status_code == 303  # the console's own session is gone
+
+
+def test_without_an_idp_logout_only_the_console_session_ends(oidc_world) -> None:  # noqa: ANN001
+    _, client, provider = oidc_world
+    assert _sign_in(client, provider).status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/").text).group(1)
+    r = client.post("/console/signout", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"].endswith("/console/signin")
+    assert client.get("/console/audit").status_code == 303
