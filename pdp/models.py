@@ -18,6 +18,7 @@ FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 CITIZEN_REF_PATTERN = r"^cr_[A-Z2-7]{52}$"
 CitizenRef = Annotated[str, StringConstraints(pattern=CITIZEN_REF_PATTERN)]
 _CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)
+_NATIONAL_ID_SHAPE = re.compile(r"(?<![0-9])[A-Za-z][12890A-Da-d][0-9]{8}(?![0-9])")  # as provenance screens
 Action = Literal["read", "search", "bulk_search", "export", "update", "disclose"]
 Effect = Literal["permit", "deny", "step_up"]
 NetworkZone = Literal["internal", "vpn", "exchange", "internet"]
@@ -103,6 +104,8 @@ class Recipient(_Strict):
 
     @model_validator(mode="after")
     def _citizen_by_reference(self) -> Recipient:
+        if _NATIONAL_ID_SHAPE.search(self.id):  # it would land in the decision log
+            raise ValueError("a recipient id must not be shaped like a national ID; name citizens by citizen_ref")
         if self.type == "citizen" and not _CITIZEN_REF.fullmatch(self.id):
             raise ValueError("a citizen recipient is named by their citizen_ref (cr_…), never a national ID")
         return self

@@ -173,7 +173,9 @@ def test_a_disclosure_is_decided_on_its_recipient(point, officer_token, make_req
 
 @pytest.mark.parametrize("overrides,message", [
     ({"recipient": {"type": "agency", "id": "agency-tax"}}, "disclose"),  # a read has no recipient
-    ({"action": "disclose", "recipient": {"type": "citizen", "id": "A123456789"}}, "citizen_ref"),
+    ({"action": "disclose", "recipient": {"type": "citizen", "id": "A123456789"}}, "national ID"),
+    ({"action": "disclose", "recipient": {"type": "agency", "id": "A123456789"}}, "national ID"),
+    ({"action": "disclose", "recipient": {"type": "citizen", "id": "agency-tax"}}, "citizen_ref"),
     ({"action": "disclose", "recipient": {"type": "press", "id": "paper"}}, "recipient.type"),
 ])
 def test_bad_recipients_are_refused_by_the_model(officer_token, make_request, overrides, message):
