@@ -69,6 +69,7 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
         origin,
         trusted_keys=trusted,
         checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
+        publish=provenance.NotePublisher(settings.checkpoint_publish_dir) if settings.checkpoint_publish_dir else None,
     )
 
 
@@ -245,11 +246,12 @@ def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -
     "--published",
     "published",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="a checkpoint note published earlier (`ztcp audit checkpoint > FILE`); repeatable",
+    type=click.Path(exists=True, path_type=Path),
+    help="a checkpoint note published earlier (`ztcp audit checkpoint > FILE`), or a directory of them "
+         "(ZTCP_CHECKPOINT_PUBLISH_DIR); repeatable",
 )
 @handle_errors
-def verify(full: bool, as_json: bool, published: tuple[str, ...]) -> None:
+def verify(full: bool, as_json: bool, published: tuple[Path, ...]) -> None:
     """Recompute the Merkle tree from every event, check every checkpoint signature and their consistency.
 
     Exit 0 if intact; exit 3 naming the first bad sequence number and what is wrong.
@@ -272,7 +274,7 @@ def verify(full: bool, as_json: bool, published: tuple[str, ...]) -> None:
                     ledger,
                     full=full,
                     progress=lambda done, total: progress.update(task, completed=done),
-                    published=[Path(p).read_text() for p in published],
+                    published=provenance.published_notes(list(published)),
                 )
             except provenance.IntegrityError as exc:
                 if as_json:

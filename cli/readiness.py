@@ -74,6 +74,8 @@ class Readiness:
                                "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
         if ledger.checkpoint_error:
             out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
+        if ledger.publish_error:
+            out["publish_error"] = ledger.publish_error.split(":", 1)[0]
         return out
 
     def _keys(self) -> dict[str, Any]:

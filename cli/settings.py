@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
     # private key never reaches this host), else the sealed local keyring.
     checkpoint_key: Literal["auto", "local", "vault"] = "auto"
+    checkpoint_publish_dir: Path | None = Field(
+        default=None, description="copy every new signed checkpoint here (storage the ledger's host cannot rewrite)")
     checkpoint_trust_local: bool = Field(
         default=False,
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "

@@ -17,6 +17,7 @@ from provenance.errors import (
 )
 from provenance.events import Actor, ProvenanceEvent, Purpose, Recipient, Via, canonical_bytes
 from provenance.ledger import Ledger, Receipt, SignedCheckpoint, StoredEntry
+from provenance.publish import NotePublisher, PublishConflict, published_notes
 from provenance.recorder import Recorder
 from provenance.trace import Trace, TracedEvent, trace_citizen
 from provenance.verify import VerifyReport, verify_ledger
@@ -30,11 +31,13 @@ __all__ = [
     "InvalidBankAccount",
     "InvalidNationalId",
     "Ledger",
+    "NotePublisher",
     "LedgerUnavailable",
     "NoteSigner",
     "NoteVerifier",
     "ProofError",
     "ProvenanceError",
+    "PublishConflict",
     "ProvenanceEvent",
     "Purpose",
     "Receipt",
@@ -54,6 +57,7 @@ __all__ = [
     "national_id_check_digit",
     "normalise_national_id",
     "open_checkpoint",
+    "published_notes",
     "trace_citizen",
     "verify_ledger",
 ]

@@ -196,6 +196,7 @@ class Ledger:
         trusted_keys: Iterable[str | Ed25519PublicKey] = (),
         mirrors: Sequence[Mirror] = (),
         on_mirror_error: Callable[[Exception], None] | None = None,
+        publish: Callable[[int, str], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.origin = origin
@@ -215,6 +216,10 @@ class Ledger:
         self.checkpoint_error: str | None = None  # the last signing failure, for /readyz and logs
         self.mirrors = list(mirrors)
         self._on_mirror_error = on_mirror_error
+        # Each new signed checkpoint, after its commit (a NotePublisher copies it elsewhere). A
+        # failure is logged and kept in publish_error; it never fails the append that made it.
+        self.publish = publish
+        self.publish_error: str | None = None
         self._mirror_queue: queue.Queue[list[StoredEntry] | None] | None = None
         self._mirror_thread: threading.Thread | None = None
         self._lock = threading.RLock()
@@ -524,6 +529,7 @@ class Ledger:
         st.size, st.frontier = seq, frontier
         if cp_row:
             st.last_cp_size, st.last_cp_time = seq, now
+            self._publish(cp_row)
         if self._mirror_queue is not None:
             self._mirror_queue.put([StoredEntry(first + i, p.event_id, p.leaf_hash, p.body) for i, p in enumerate(new)])
         return receipts
@@ -609,9 +615,20 @@ class Ledger:
                 st = self._state
                 if size > st.last_cp_size:
                     st.last_cp_size, st.last_cp_time = size, now
+            self._publish(row)
         cp = self.latest_checkpoint()
         assert cp is not None
         return cp
+
+    def _publish(self, row: tuple[int, bytes, int, str]) -> None:
+        if self.publish is None:
+            return
+        try:
+            self.publish(row[0], row[3])
+            self.publish_error = None
+        except Exception as exc:  # noqa: BLE001 - the checkpoint stands; publishing is retried next time
+            self.publish_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error("checkpoint at size %d not published: %s", row[0], self.publish_error)
 
     def checkpoint_or_latest(self) -> SignedCheckpoint | None:
         """A fresh checkpoint if the key can sign now, else the latest stored one (readers degrade:
