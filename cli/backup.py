@@ -81,7 +81,10 @@ def _copy_sqlite(src: Path, dst: Path) -> None:
     try:
         dest = sqlite3.connect(dst)
         try:
-            source.backup(dest, pages=4096)  # in steps: writers are only paused between steps
+            # One step, one read transaction: in WAL mode writers go on meanwhile, and the copy is the
+            # database as of its start. (Stepwise copying restarts whenever another connection
+            # writes, so a busy ledger would never finish.)
+            source.backup(dest, pages=-1)
             dest.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no WAL beside it
         finally:
             dest.close()
