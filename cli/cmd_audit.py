@@ -49,6 +49,10 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
 
     origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
     in_vault = settings.checkpoint_in_vault
+
+    def local_keys() -> list:
+        return (keys if keys is not None else system_keys(settings)).public_keys(CHECKPOINT_SIGNING)  # type: ignore[attr-defined]
+
     if in_vault:
         from cli.cmd_keys import build_provider
 
@@ -56,13 +60,11 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
         provider.ensure(CHECKPOINT_SIGNING, "ed25519")
         signer: object = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)  # type: ignore[arg-type]
         trusted = list(provider.ed25519_public_keys(CHECKPOINT_SIGNING).values())
-    if not in_vault or settings.checkpoint_trust_local:
+        if settings.checkpoint_trust_local:
+            trusted += local_keys()
+    else:
         keys = keys if keys is not None else system_keys(settings)
-        local = keys.public_keys(CHECKPOINT_SIGNING) if hasattr(keys, "public_keys") else []
-        if in_vault:
-            trusted += local
-        else:
-            signer, trusted = keys.checkpoint_signing, local  # type: ignore[attr-defined]
+        signer, trusted = keys.checkpoint_signing, local_keys()  # type: ignore[attr-defined]
     return provenance.Ledger(
         path or settings.ensure_home() / LEDGER_FILE,  # another path: a backup's copy, say
         signer,  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 import uuid
 
 from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel
 
 from pdp.http_auth import BearerAuth
 from pdp.identity import CallerIdentity
@@ -30,15 +31,13 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
         # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
         # cut off by the engine guard's own deadline. Serialised here, once: returning the model
         # would make FastAPI validate it again against response_model (which stays for the schema).
-        decision = point.decide(request, caller=caller.client_id)
-        return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
+        return _json(point.decide(request, caller=caller.client_id))
 
     @router.post("/v1/decisions/batch", response_model=BatchResponse, responses=_ERRORS,
                  summary="Decide up to 1000 requests in order")
     async def decide_batch(batch: BatchRequest,
                            caller: CallerIdentity = Depends(decide_scope)) -> Response:
-        answer = BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests])
-        return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
+        return _json(BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests]))
 
     @router.get("/v1/decisions/{decision_id}", responses={**_ERRORS, 404: {"description": "unknown id"}},
                 summary="A logged decision (auditor scope)")
@@ -51,3 +50,7 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
         return entry
 
     return router
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")

@@ -162,10 +162,12 @@ class Incidents:
                                                         "key_decrypt_spike", custodian.id, self._h(13))
 
         # An officer with an ordinary open case of their own, not one of the other incidents' actors.
-        busy = {i.actor for i in self.items.values()}
-        own = next(((s_, c) for c in b.cases.values() if c.kind == "benefit" and c.status == "open"
-                    for s_ in b.staff if s_.id in c.assignees[:1] and s_.role == "case_officer"
-                    and s_.id not in busy and s_.id not in b.custodians and s_.compliant), None)
+        busy = {i.actor for i in self.items.values()} | set(b.custodians)
+        staff = {s_.id: s_ for s_ in b.staff}
+        owners = ((staff.get(c.assignees[0]), c) for c in b.cases.values()
+                  if c.kind == "benefit" and c.status == "open" and c.assignees)
+        own = next(((s_, c) for s_, c in owners
+                    if s_ and s_.role == "case_officer" and s_.compliant and s_.id not in busy), None)
         if own is not None:  # every bureau the seed makes has one; a hand-made tiny one may not
             self._exchange = own
             self.items["suspended_exchange"] = Incident(

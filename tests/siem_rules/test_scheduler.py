@@ -12,6 +12,21 @@ from siem_rules import JsonlSource
 from siem_rules.simulate import WEEK_START, Traffic, to_jsonl
 
 
+def _alerts_when(done, timeout: float = 20.0) -> tuple[list[str], int]:  # noqa: ANN001
+    """Poll the SIEM store until ``done(rule_names, key_events)`` holds (ingest and the rule run are
+    separate steps of one scheduler tick, so a test waits for the outcome it needs)."""
+    deadline = time.time() + timeout
+    while True:
+        engine = make_engine(load_settings())
+        try:
+            names, keys = [a.rule_name for a in engine.alerts.list()], engine.store.count("key")
+        finally:
+            engine.conn.close()
+        if done(names, keys) or time.time() > deadline:
+            return names, keys
+        time.sleep(0.2)
+
+
 def test_scheduler_ingests_runs_and_stops(tmp_path: Path) -> None:
     t = Traffic(seed=5, employees=3)
     f = tmp_path / "live.jsonl"
@@ -20,17 +35,8 @@ def test_scheduler_ingests_runs_and_stops(tmp_path: Path) -> None:
     sched.start()
     try:
         f.write_text("".join(to_jsonl(t.incidents()["emergency"][1])), encoding="utf-8")
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            engine = make_engine(load_settings())
-            try:
-                found = engine.alerts.list()
-            finally:
-                engine.conn.close()
-            if found:
-                break
-            time.sleep(0.2)
-        assert [a.rule_name for a in found] == ["emergency_policy_publish"]
+        found, _ = _alerts_when(lambda names, _: bool(names))
+        assert found == ["emergency_policy_publish"]
         assert sched.running and sched.runs >= 1 and sched.last_error is None
     finally:
         sched.stop()
@@ -72,19 +78,7 @@ def test_a_store_created_after_start_up_is_read_by_the_running_scheduler(ztcp_ho
         for _ in range(3):
             audit.record(type="key.bulk_decrypt", actor="emp-key-9", key_name="data-kek", dataset="claims",
                          count=40_000, reason="verify")
-        deadline = time.time() + 20
-        names: list[str] = []
-        while time.time() < deadline:
-            engine = make_engine(settings)
-            try:
-                names = [a.rule_name for a in engine.alerts.list()]
-                counted = engine.store.count("key")
-            finally:
-                engine.conn.close()
-            # Ingest and the rule run are separate steps of one tick: wait for the alert too.
-            if counted >= 3 and "key_decrypt_spike" in names:
-                break
-            time.sleep(0.2)
+        names, counted = _alerts_when(lambda names, keys: keys >= 3 and "key_decrypt_spike" in names)
         assert counted == 3, "the key audit created after start-up was never ingested"
         assert "key_decrypt_spike" in names
     finally:
@@ -106,15 +100,7 @@ def test_an_edited_lists_file_applies_without_a_restart(ztcp_home: Path, tmp_pat
         time.sleep(0.4)
         read = t.prov(WEEK_START + timedelta(hours=10), "emp-0002", "cr_VIP0000042", event_id="vip-read-1")
         f.write_text("".join(to_jsonl([read])), encoding="utf-8")
-        deadline = time.time() + 20
-        found: list = []
-        while time.time() < deadline and not found:
-            engine = make_engine(load_settings())
-            try:
-                found = [a.rule_name for a in engine.alerts.list()]
-            finally:
-                engine.conn.close()
-            time.sleep(0.2)
+        found, _ = _alerts_when(lambda names, _: bool(names))
         assert found == ["protected_record_access"]
     finally:
         sched.stop()
