@@ -52,9 +52,9 @@ def _run(home: Path, n: int) -> list[dict]:
     from fastapi.testclient import TestClient
 
     import provenance
-    from cli.app import create_app
-    from cli.runtime import Runtime
-    from cli.settings import load_settings
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.settings import load_settings
 
     staff = [{"id": f"aud-{i:02d}", "display_name": f"Auditor {i}", "office": "head-office", "roles": ["auditor"],
               "auth_method": "fido2"} for i in range(AUDITORS)]

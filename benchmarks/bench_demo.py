@@ -20,8 +20,8 @@ def _anchors(settings, n: int) -> tuple[float, float]:  # noqa: ANN001 - Setting
     """(PDP decide alone, decide + decryption gate + durable ledger record) per second, no HTTP."""
     import sqlite3
 
-    from cli.runtime import Runtime
-    from pdp.models import DecisionRequest
+    from contracts.decision import DecisionRequest
+    from server.runtime import Runtime
 
     rt = Runtime(settings)
     try:
@@ -55,8 +55,8 @@ def _anchors(settings, n: int) -> tuple[float, float]:  # noqa: ANN001 - Setting
 
 
 def main(quick: bool = False) -> Path:
-    from cli.demo import SeedOptions, seed
-    from cli.settings import load_settings
+    from demo import SeedOptions, seed
+    from server.settings import load_settings
 
     citizens, days = (300, 3) if quick else (2000, 7)
     # The quick run ends on the latest Friday evening so its window always holds working days.

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+import contracts
 import keymgmt
 import pdp
 import provenance
@@ -228,7 +229,7 @@ def bench_decrypt_with_decision(work: Path, ring: keymgmt.LocalKeyring, quick: b
     # Steady state: a fresh SQLite WAL file grows on the first commits, and growing it makes each
     # fsync cost several ms; a ledger in service has long reached its WAL size.
     for k in range(1500):
-        rec.record(provenance.ProvenanceEvent(type="pii.read", actor="warmup", citizen_ref=crefs[1],
+        rec.record(contracts.ProvenanceEvent(type="pii.read", actor="warmup", citizen_ref=crefs[1],
                                               dataset="insured_persons", record_id=f"w{k}", fields=["f0"]))
     for k in range(20):
         reader.read(tokens[k], 1 + k % 200, fields)
@@ -243,7 +244,7 @@ def bench_decrypt_with_decision(work: Path, ring: keymgmt.LocalKeyring, quick: b
         s = time.perf_counter()
         pdp.verify_decision_token(tokens[k], verifier)
         verify_lat.append(time.perf_counter() - s)
-        ev = provenance.ProvenanceEvent(type="pii.read", actor="staff-1", citizen_ref=crefs[1 + k % 200],
+        ev = contracts.ProvenanceEvent(type="pii.read", actor="staff-1", citizen_ref=crefs[1 + k % 200],
                                         dataset="insured_persons", record_id=str(k), fields=fields)
         s = time.perf_counter()
         rec.record(ev)

@@ -22,12 +22,12 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.common import percentiles, rate, result, write
+from contracts.decision import DecisionRequest
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
 from pdp.engine import create_engine
 from pdp.identity import JwtVerifier, StaticKeySource
 from pdp.issuer import DevIssuer
-from pdp.models import DecisionRequest
 from pdp.point import ActivePolicy, DecisionPoint, build_input
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner

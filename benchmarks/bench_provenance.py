@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.common import percentiles, write
 from benchmarks.common import result as _result
-from provenance import Ledger, ProvenanceEvent, Recorder, canonical_bytes, citizen_ref, national_id_check_digit
+from contracts import ProvenanceEvent, canonical_bytes, citizen_ref, national_id_check_digit
+from provenance import Ledger, Recorder
 from provenance.ledger import _SCHEMA, Prepared, _insert_batch, citizen_key  # noqa: PLC2701 - the anchor
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger

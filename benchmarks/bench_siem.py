@@ -7,7 +7,7 @@
 - incremental run of 10 k new events on top of 1 M and 10 M stored events (10 M skipped when
   quick): target "time independent of stored history" (ratio 10 M / 1 M ≈ 1).
 
-The store is filled from the bureau traffic simulator (siem_rules.simulate); 10 M is 1 M
+The store is filled from the bureau traffic simulator (demo.siem_week); 10 M is 1 M
 replicated into earlier weeks with SQL (same row shapes), watermarks set at the high-water mark
 as a finished earlier run leaves them.
 """
@@ -23,9 +23,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from benchmarks.common import result, write
+from demo.siem_week import WEEK_START, Traffic, bureau_config
 from siem_rules import Engine, RulePack, connect
 from siem_rules.events import FIELDS, KINDS
-from siem_rules.simulate import WEEK_START, Traffic, bureau_config
 from siem_rules.store import TABLE
 
 _T0 = time.perf_counter()

@@ -20,59 +20,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-import keymgmt
+import contracts
 import provenance
-from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
-from cli.settings import Settings, load_settings
+from cli.errors import EXIT_INTEGRITY, CliFailure
 from cli.tables import print_table
 from provenance import reports
 from provenance.export import to_openlineage, to_prov_json
 from provenance.trace import Trace, trace_citizen
 from provenance.verify import verify_ledger
+from server.ledger import ledger_from_settings
+from server.settings import Settings, load_settings
 
-LEDGER_FILE = "provenance.db"
-DEFAULT_ORIGIN = "ztcp.local/provenance"
 AUDITOR_ROLE = "auditor"
-
-
-def ledger_from_settings(settings: Settings, keys: object | None = None, *,
-                         path: Path | None = None) -> provenance.Ledger:
-    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key.
-
-    With Vault/OpenBao configured (``checkpoint_key`` auto or vault) the key is a transit ``ed25519``
-    key: the private half never reaches this host, so whoever controls the host can rewrite the
-    ledger file but not sign a checkpoint vouching for it. Every trusted version verifies old
-    checkpoints after a rotation; the local key is trusted too only if ``checkpoint_trust_local``
-    says so (a ledger that was signed locally before the move).
-    """
-    from cli.bootstrap import CHECKPOINT_SIGNING, system_keys
-
-    origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
-    in_vault = settings.checkpoint_in_vault
-
-    def local_keys() -> list:
-        return (keys if keys is not None else system_keys(settings)).public_keys(CHECKPOINT_SIGNING)  # type: ignore[attr-defined]
-
-    if in_vault:
-        from cli.cmd_keys import build_provider
-
-        provider = build_provider(settings)
-        provider.ensure(CHECKPOINT_SIGNING, "ed25519")
-        signer: object = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)  # type: ignore[arg-type]
-        trusted = list(provider.ed25519_public_keys(CHECKPOINT_SIGNING).values())
-        if settings.checkpoint_trust_local:
-            trusted += local_keys()
-    else:
-        keys = keys if keys is not None else system_keys(settings)
-        signer, trusted = keys.checkpoint_signing, local_keys()  # type: ignore[attr-defined]
-    return provenance.Ledger(
-        path or settings.ensure_home() / LEDGER_FILE,  # another path: a backup's copy, say
-        signer,  # type: ignore[arg-type]
-        origin,
-        trusted_keys=trusted,
-        checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
-        publish=provenance.NotePublisher(settings.checkpoint_publish_dir) if settings.checkpoint_publish_dir else None,
-    )
 
 
 def _when(value: str | None, tz: str, *, end: bool) -> datetime | None:
@@ -97,18 +56,18 @@ def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str
     if ref:
         import re
 
-        from provenance.citizen_ref import CITIZEN_REF_PATTERN
+        from contracts.national_id import CITIZEN_REF_PATTERN
 
         if not re.fullmatch(CITIZEN_REF_PATTERN, ref):
             raise CliFailure("--citizen-ref must be cr_ followed by 52 base32 characters")
         return ref
     if national_id == "-":
         national_id = sys.stdin.readline()
-    return provenance.citizen_ref(national_id or "", keys.blind_index)  # type: ignore[attr-defined]
+    return contracts.citizen_ref(national_id or "", keys.blind_index)  # type: ignore[attr-defined]
 
 
 def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str, query: str) -> None:
-    ev = provenance.ProvenanceEvent(
+    ev = contracts.ProvenanceEvent(
         type=kind,
         actor={"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
         via={"system": "ztcp-cli", "channel": "cli"},
@@ -164,8 +123,8 @@ def _traced(
     until: str | None,
     what: str,
 ) -> tuple[Trace, provenance.Ledger]:
-    from cli.bootstrap import system_keys
     from cli.operator import current_operator
+    from server.bootstrap import system_keys
 
     operator = current_operator(settings, token, AUDITOR_ROLE)
     keys = system_keys(settings)
@@ -211,7 +170,6 @@ def _apply(opts):  # noqa: ANN001, ANN202
 @click.option("-o", "--output", default=None, help="write the report to FILE (needed for pdf on a terminal)")
 @click.option("--json", "as_json", is_flag=True, help="shorthand for --format json")
 @_token
-@handle_errors
 def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -> None:  # noqa: ANN001, PLR0913
     """A citizen's whole history with each event's inclusion proof checked against the signed checkpoint.
 
@@ -252,7 +210,6 @@ def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -
     help="a checkpoint note published earlier (`ztcp audit checkpoint > FILE`), or a directory of them "
          "(ZTCP_CHECKPOINT_PUBLISH_DIR); repeatable",
 )
-@handle_errors
 def verify(full: bool, as_json: bool, published: tuple[Path, ...]) -> None:
     """Recompute the Merkle tree from every event, check every checkpoint signature and their consistency.
 
@@ -305,7 +262,6 @@ def verify(full: bool, as_json: bool, published: tuple[Path, ...]) -> None:
 
 @command.command("checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="checkpoint fields and the verifier key as JSON")
-@handle_errors
 def checkpoint(as_json: bool) -> None:
     """Sign the current tree if it grew, and print the latest signed checkpoint (C2SP signed note)."""
     settings = load_settings()
@@ -337,7 +293,6 @@ def checkpoint(as_json: bool) -> None:
 @_apply(_who)
 @click.option("-o", "--output", default=None, help="write to FILE instead of standard output")
 @_token
-@handle_errors
 def export(fmt, national_id, citizen_ref, since, until, output, token) -> None:  # noqa: ANN001, PLR0913
     """Export a citizen's lineage as OpenLineage run events (JSON lines) or W3C PROV-JSON."""
     settings = load_settings()

@@ -8,29 +8,9 @@ import click
 import orjson
 from rich.console import Console
 
-import provenance
-from cli.backup import BackupDamaged, BackupError, BackupReport, check_backup, create_backup, restore_backup
-from cli.errors import CliFailure, handle_errors
-from cli.settings import Settings, load_settings
-
-
-def _ledger_verifier(settings: Settings):  # noqa: ANN202 - a small closure factory
-    """Verify a copied ledger with this installation's checkpoint keys: (size, latest note)."""
-    from cli.cmd_audit import ledger_from_settings
-
-    def verify(path: Path) -> tuple[int, str | None]:
-        ledger = ledger_from_settings(settings, path=path)
-        try:
-            report = provenance.verify_ledger(ledger)
-            cp = ledger.latest_checkpoint()
-        except provenance.IntegrityError as exc:
-            raise BackupDamaged(f"the ledger copy does not verify ({exc.kind}"
-                                f"{'' if exc.seq is None else f' at seq {exc.seq}'}): {exc}") from None
-        finally:
-            ledger.close()
-        return report.size, cp.note if cp else None
-
-    return verify
+from cli.errors import CliFailure
+from server.backup import BackupError, BackupReport, check_backup, create_backup, ledger_verifier, restore_backup
+from server.settings import load_settings
 
 
 def _run(fn):  # noqa: ANN001, ANN202
@@ -58,7 +38,6 @@ def command() -> None:
 @command.command("create")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="what was copied, as JSON")
-@handle_errors
 def create(directory: Path, as_json: bool) -> None:
     """Copy every store of ZTCP_HOME into DIRECTORY (new or empty), consistently, with a manifest.
 
@@ -73,7 +52,7 @@ def create(directory: Path, as_json: bool) -> None:
         elsewhere["Vault keys"] = "keys in Vault/OpenBao stay there: back up Vault itself (Raft snapshots)"
     err = Console(stderr=True)
     with err.status("backing up") as status:
-        report = _run(lambda: create_backup(home, directory, verify_ledger=_ledger_verifier(settings),
+        report = _run(lambda: create_backup(home, directory, verify_ledger=ledger_verifier(settings),
                                             progress=lambda name: status.update(f"backing up {name}"),
                                             elsewhere=elsewhere))
     _say(report, as_json, "backed up to")
@@ -82,11 +61,10 @@ def create(directory: Path, as_json: bool) -> None:
 @command.command("verify")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="the manifest's facts, as JSON")
-@handle_errors
 def verify(directory: Path, as_json: bool) -> None:
     """Check every file against the manifest and verify the copied ledger. Exit 3 if anything differs."""
     settings = load_settings()
-    report = _run(lambda: check_backup(directory, verify_ledger=_ledger_verifier(settings)))
+    report = _run(lambda: check_backup(directory, verify_ledger=ledger_verifier(settings)))
     _say(report, as_json, "intact:")
 
 
@@ -95,13 +73,12 @@ def verify(directory: Path, as_json: bool) -> None:
 @click.option("--to", "target", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="the new home (default ZTCP_HOME); must not exist or be empty")
 @click.option("--json", "as_json", is_flag=True, help="what was restored, as JSON")
-@handle_errors
 def restore(directory: Path, target: Path | None, as_json: bool) -> None:
     """Check DIRECTORY like `verify`, then copy it into an empty home. Provide the master key
     (ZTCP_MASTER_KEY, or master.key in the home) before starting ztcp on it."""
     settings = load_settings()
     home = (target or settings.home).expanduser().resolve()
-    report = _run(lambda: restore_backup(directory, home, verify_ledger=_ledger_verifier(settings)))
+    report = _run(lambda: restore_backup(directory, home, verify_ledger=ledger_verifier(settings)))
     if as_json:
         click.echo(orjson.dumps({**report.as_dict(), "restored_to": str(home)}))
         return

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.demo.seed import MAX_CITIZENS, MAX_DAYS
-from cli.errors import EXIT_INPUT, EXIT_INTEGRITY, CliFailure, handle_errors
-from cli.settings import load_settings
+from cli.errors import EXIT_INPUT, EXIT_INTEGRITY, CliFailure
 from cli.tables import print_table
+from demo.seed import MAX_CITIZENS, MAX_DAYS
+from server.settings import load_settings
 
 
 class _Count(click.ParamType):
@@ -82,12 +82,11 @@ def command() -> None:
               help="random seed (same seed, same bureau)")
 @click.option("--force", is_flag=True, help="rebuild an already seeded home and append another simulated week")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-@handle_errors
 def seed_cmd(citizens: int, days: int, seed_value: int, force: bool, as_json: bool) -> None:
     """Create staff, citizens, claims, cases, agreements and consents (personal fields encrypted), drive a
     simulated week of work and planted incidents through the gateway, run the SIEM, and check that every
     read is in the ledger and every incident raised its alert (exit 1 if one was missed)."""
-    from cli.demo import DemoError, SeedOptions, seed
+    from demo import DemoError, SeedOptions, seed
 
     options = SeedOptions(citizens=citizens, days=days, seed=seed_value, force=force)
     try:

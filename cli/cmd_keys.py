@@ -30,9 +30,10 @@ from rich.table import Table
 from rich.text import Text
 
 import keymgmt
-from cli.errors import EXIT_INTEGRITY, CliFailure, handle_errors
-from cli.settings import Settings, load_settings
+from cli.errors import EXIT_INTEGRITY, CliFailure
 from cli.tables import print_table
+from server.keys import build_provider
+from server.settings import Settings, load_settings
 
 KEK = keymgmt.DEFAULT_KEK
 BLIND = keymgmt.DEFAULT_BLIND_INDEX_KEY
@@ -43,28 +44,6 @@ def _actor() -> str:
         return "os:" + getpass.getuser()
     except (KeyError, OSError):
         return "os:unknown"
-
-
-def build_provider(settings: Settings) -> keymgmt.KeyProvider:
-    """Vault/OpenBao when ``vault_addr`` is set, else the local keyring (the composition root's job)."""
-    if settings.vault_addr:
-        cacert = getattr(settings, "vault_cacert", None)
-        skip = getattr(settings, "vault_skip_verify", False)
-        client_cert = getattr(settings, "vault_client_cert", None)
-        client_key = getattr(settings, "vault_client_key", None)
-        return keymgmt.VaultProvider(
-            settings.vault_addr,
-            token=settings.vault_token.get_secret_value() if settings.vault_token else None,
-            role_id=settings.vault_role_id,
-            secret_id=settings.vault_secret_id.get_secret_value() if settings.vault_secret_id else None,
-            namespace=settings.vault_namespace,
-            mount=settings.vault_mount,
-            verify=False if skip else (str(cacert) if cacert else True),
-            client_cert=(str(client_cert), str(client_key)) if client_cert and client_key else None,
-        )
-    return keymgmt.open_local_keyring(
-        settings.ensure_home(), settings.master_key.get_secret_value() if settings.master_key else None
-    )
 
 
 def _audit(settings: Settings) -> keymgmt.KeyAuditLog:
@@ -173,7 +152,6 @@ def command() -> None:
 @command.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_ctx
-@handle_errors
 def list_cmd(ctx: _Ctx, as_json: bool) -> None:
     """List keys with their versions and minimum decryption version."""
     keys = ctx.provider.list()
@@ -196,7 +174,6 @@ def list_cmd(ctx: _Ctx, as_json: bool) -> None:
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def create_cmd(ctx: _Ctx, name: str, key_type: str, as_json: bool) -> None:
     """Create a key (KEK: aes256-gcm96, blind index: hmac, signing: ed25519)."""
     info = ctx.provider.create(name, key_type)
@@ -209,7 +186,6 @@ def create_cmd(ctx: _Ctx, name: str, key_type: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def rotate_cmd(ctx: _Ctx, name: str, as_json: bool) -> None:
     """Add a new version; new writes use it (new data keys), old versions still decrypt."""
     v = ctx.provider.rotate(name)
@@ -223,7 +199,6 @@ def rotate_cmd(ctx: _Ctx, name: str, as_json: bool) -> None:
 @click.option("--kek", default=KEK, show_default=True, help="key-encryption key")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def rewrap_cmd(ctx: _Ctx, db: str | None, kek: str, as_json: bool) -> None:
     """Re-wrap every data key in the key table under the newest KEK version (transit rewrap, batched)."""
     engine = keymgmt.make_engine(_db_url(ctx.settings, db))
@@ -261,7 +236,6 @@ def _job_json(r: keymgmt.JobResult) -> dict:
 @click.option("--batch", default=2000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def encrypt_table_cmd(ctx: _Ctx, db: str | None, table: str, pk: str, columns: str, blind_index: str,
                       citizen_ref_column: str | None, dataset: str | None, bi_length: int, kek: str,
                       batch: int, as_json: bool) -> None:
@@ -286,7 +260,6 @@ def encrypt_table_cmd(ctx: _Ctx, db: str | None, table: str, pk: str, columns: s
 @click.option("--batch", default=2000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def reencrypt_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, batch: int, as_json: bool) -> None:
     """Move rows to the current data key and blind-index key (resumable, idempotent, safe to kill -9)."""
     et = ctx.table(db, table, kek)
@@ -303,7 +276,6 @@ def reencrypt_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, batch: int, a
 @click.option("--kek", default=KEK, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def status_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -> None:
     """Rows per data key and KEK version, plaintext rows left, blind-index versions, job journal."""
     st = keymgmt.table_status(ctx.table(db, table, kek))
@@ -331,7 +303,6 @@ def status_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -
 @click.option("--db", help="protected database URL checked for dependants (default: ZTCP_PROTECTED_DB)")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def retire_cmd(ctx: _Ctx, name: str, min_version: int, db: str | None, as_json: bool) -> None:
     """Raise the minimum decryption version; refused while data keys or rows depend on older versions."""
     engine = keymgmt.make_engine(_db_url(ctx.settings, db))
@@ -346,7 +317,6 @@ def retire_cmd(ctx: _Ctx, name: str, min_version: int, db: str | None, as_json: 
 @click.option("--kek", default=KEK, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def verify_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -> None:
     """Every row decrypts and its blind index matches; exit 3 on any failure (plaintext never shown)."""
     et = ctx.table(db, table, kek)
@@ -367,7 +337,6 @@ def verify_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -
 @click.option("--limit", default=100, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@handle_errors
 def audit_cmd(ctx: _Ctx, since: int, limit: int, as_json: bool) -> None:
     """Key audit events (what the SIEM reads)."""
     events = list(_audit(ctx.settings).iter_since(since, limit))

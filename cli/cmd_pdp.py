@@ -9,11 +9,11 @@ import sys
 import click
 from pydantic import ValidationError
 
-from cli.errors import EXIT_DENIED, EXIT_OK, fail, handle_errors
-from cli.runtime import Runtime
-from cli.settings import load_settings
+from cli.errors import EXIT_DENIED, EXIT_OK, fail
 from cli.tables import print_table
-from pdp.models import DecisionRequest
+from contracts.decision import DecisionRequest
+from server.runtime import Runtime
+from server.settings import load_settings
 
 
 @click.group("pdp")
@@ -49,7 +49,6 @@ def _load_request(path: str) -> DecisionRequest:
                    "$ZTCP_SUBJECT_TOKEN")
 @click.option("--explain", is_flag=True, help="also print the signals and policy input the PDP used")
 @click.option("--json", "as_json", is_flag=True, help="print the decision as JSON")
-@handle_errors
 def decide(input_path: str, explain: bool, as_json: bool) -> None:
     """Decide one request. Exit 0 on permit, 2 on deny or step_up."""
     request = _load_request(input_path)

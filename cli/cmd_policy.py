@@ -16,8 +16,7 @@ from typing import Any
 import click
 
 from cli.durations import DURATION
-from cli.errors import EXIT_INPUT, fail, handle_errors, stdout_is_tty
-from cli.settings import Settings, load_settings
+from cli.errors import EXIT_INPUT, fail, stdout_is_tty
 from policy import (
     DEFAULT_PACK_DIR,
     PolicyPack,
@@ -32,9 +31,10 @@ from policy import (
     validate_pack,
 )
 from policy.diff import changed_files
+from server.settings import Settings, load_settings
 
 OFFICER_ROLE = "security_officer"
-DECISION_LOG_NAME = "decisions.db"  # cli.runtime keeps the decision log at ZTCP_HOME/decisions.db
+DECISION_LOG_NAME = "decisions.db"  # server.runtime keeps the decision log at ZTCP_HOME/decisions.db
 
 
 def _token_option(fn):  # type: ignore[no-untyped-def]
@@ -88,7 +88,6 @@ def command() -> None:
 @command.command("validate")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print problems as JSON")
-@handle_errors
 def validate_cmd(directory: Path | None, as_json: bool) -> None:
     """Parse and compile every module and check data against the pack's JSON Schemas.
 
@@ -123,7 +122,6 @@ def validate_cmd(directory: Path | None, as_json: bool) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 100), help="fail when total coverage is below PCT")
 @click.option("-v", "--verbose", is_flag=True, help="list passing tests too")
 @click.option("--json", "as_json", is_flag=True, help="print results as JSON")
-@handle_errors
 def test_cmd(
     directory: Path | None,
     run: str | None,
@@ -186,7 +184,6 @@ def _pack_for(store: RevisionStore | None, ref: str, settings: Settings) -> tupl
 @click.option("--stat", is_flag=True, help="only list added / removed / modified files")
 @click.option("--json", "as_json", is_flag=True, help="print changed files and the diff as JSON")
 @click.option("--exit-code", is_flag=True, help="exit 1 when there are differences")
-@handle_errors
 def diff_cmd(old: str | None, new: str | None, stat: bool, as_json: bool, exit_code: bool) -> None:
     """Unified diff of modules and data between revisions or against a working copy.
 
@@ -297,7 +294,6 @@ def _run_simulation(pack: PolicyPack, entries: list, engine: Any, samples: int, 
 @click.option("--samples", type=click.IntRange(0, 100), default=5, show_default=True, help="sample ids per row")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @_token_option
-@handle_errors
 def simulate_cmd(
     directory: Path,
     since: int | None,
@@ -328,7 +324,7 @@ def simulate_cmd(
         with _store(settings) as store:
             pack = store.pack(str(directory))
 
-    from cli.runtime import Runtime
+    from server.runtime import Runtime
 
     log_path = settings.ensure_home() / DECISION_LOG_NAME
     if not log_path.exists():
@@ -369,7 +365,6 @@ def _print_revision_line(rev: Revision) -> None:
 @click.option("-m", "--message", required=True, help="what the change does and why")
 @click.option("--json", "as_json", is_flag=True, help="print the new revision as JSON")
 @_token_option
-@handle_errors
 def propose_cmd(directory: Path, message: str, as_json: bool, token) -> None:
     """Validate and test DIRECTORY, then store it as a proposed revision."""
     settings = load_settings()
@@ -405,7 +400,6 @@ def propose_cmd(directory: Path, message: str, as_json: bool, token) -> None:
 @click.option("--comment", help="review note recorded with the approval")
 @click.option("--json", "as_json", is_flag=True)
 @_token_option
-@handle_errors
 def approve_cmd(rev: str, comment: str | None, as_json: bool, token) -> None:
     """Approve a revision (maker-checker: the author cannot approve their own)."""
     settings = load_settings()
@@ -425,7 +419,6 @@ def approve_cmd(rev: str, comment: str | None, as_json: bool, token) -> None:
 @click.option("--reason", help="why an emergency publish is needed")
 @click.option("--json", "as_json", is_flag=True)
 @_token_option
-@handle_errors
 def publish_cmd(rev: str, shadow: bool, emergency: bool, reason: str | None, as_json: bool, token) -> None:
     """Sign REV's bundle and make it the active (or shadow) revision. Running PDPs switch within seconds."""
     if emergency and not (reason and reason.strip()):
@@ -434,7 +427,7 @@ def publish_cmd(rev: str, shadow: bool, emergency: bool, reason: str | None, as_
         fail("--reason is only for --emergency")
     settings = load_settings()
     actor = _officer(settings, token, "publish", rev)
-    from cli.bootstrap import system_keys
+    from server.bootstrap import system_keys
 
     signer = system_keys(settings).bundle_signing
     with _store(settings) as store:
@@ -456,7 +449,6 @@ def publish_cmd(rev: str, shadow: bool, emergency: bool, reason: str | None, as_
 @click.option("--reason", help="why (recorded with the admin event)")
 @click.option("--json", "as_json", is_flag=True)
 @_token_option
-@handle_errors
 def rollback_cmd(rev: str | None, clear_shadow: bool, reason: str | None, as_json: bool, token) -> None:
     """Re-activate the previously published revision (or REV, if it was published before)."""
     settings = load_settings()
@@ -481,7 +473,6 @@ def rollback_cmd(rev: str | None, clear_shadow: bool, reason: str | None, as_jso
 @command.command("history")
 @click.option("--limit", type=click.IntRange(min=1), help="newest N revisions")
 @click.option("--json", "as_json", is_flag=True)
-@handle_errors
 def history_cmd(limit: int | None, as_json: bool) -> None:
     """Revisions, newest first, with status and approvals."""
     settings = load_settings()
@@ -506,7 +497,6 @@ def history_cmd(limit: int | None, as_json: bool) -> None:
 @command.command("show")
 @click.argument("rev")
 @click.option("--json", "as_json", is_flag=True)
-@handle_errors
 def show_cmd(rev: str, as_json: bool) -> None:
     """One revision: metadata, approvals, files."""
     settings = load_settings()
@@ -539,7 +529,6 @@ def show_cmd(rev: str, as_json: bool) -> None:
 @command.command("bundle")
 @click.argument("rev")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="FILE.tar.gz")
-@handle_errors
 def bundle_cmd(rev: str, output: Path) -> None:
     """Export the signed OPA bundle of a published revision."""
     settings = load_settings()
@@ -553,7 +542,6 @@ def bundle_cmd(rev: str, output: Path) -> None:
 @command.command("events")
 @click.option("--after", "cursor", default=None, help="only events after this cursor")
 @click.option("--json", "as_json", is_flag=True)
-@handle_errors
 def events_cmd(cursor: str | None, as_json: bool) -> None:
     """Lifecycle admin events (propose, approve, publish, emergency publish, rollback, refused)."""
     settings = load_settings()

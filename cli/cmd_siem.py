@@ -12,134 +12,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cli.errors import EXIT_INPUT, CliFailure, handle_errors
-from cli.settings import Settings, load_settings
+from cli.errors import CliFailure
 from cli.tables import print_table
+from server.settings import load_settings
+from server.siem import DB_NAME, alert_sinks, live_sources, make_engine, siem_pack
 from siem_rules import (
-    ElasticAlertSink,
-    Engine,
     JsonlSource,
-    RulePack,
-    Scheduler,
     SiemError,
     Source,
     connect,
-    load_config,
 )
 from siem_rules.alerts import STATUSES
 from siem_rules.export import TARGETS, export
 from siem_rules.fixtures import run_fixtures
 from siem_rules.rulepack import parse_duration
-
-DB_NAME = "siem.db"
-CONFIG_NAME = "siem.yml"
-
-
-# ---- composition (also used by `ztcp serve`) ----------------------------------------------------
-
-
-def siem_pack(settings: Settings, config_path: Path | None = None) -> RulePack:
-    path = config_path or settings.ensure_home() / CONFIG_NAME
-    if config_path is not None and not config_path.exists():
-        raise CliFailure(f"no such config file: {config_path}", EXIT_INPUT)
-    return RulePack(load_config(path, timezone=settings.timezone))
-
-
-def alert_sinks(settings: Settings) -> list[Any]:
-    if not settings.es_url:
-        return []
-    from elasticsearch import Elasticsearch
-
-    api_key = settings.es_api_key.get_secret_value() if settings.es_api_key else None
-    return [ElasticAlertSink(Elasticsearch(settings.es_url, api_key=api_key))]
-
-
-def make_engine(settings: Settings, config_path: Path | None = None) -> Engine:
-    """The engine over ``ZTCP_HOME/siem.db`` with lists from ``ZTCP_HOME/siem.yml`` (if present)."""
-    conn = connect(settings.ensure_home() / DB_NAME)
-    return Engine(conn, siem_pack(settings, config_path), sinks=alert_sinks(settings))
-
-
-class LiveSources:
-    """Adapters for the live stores (decision log, provenance ledger, key and policy audit), found
-    anew on each call: a store created after start-up (the first key event, a first policy change)
-    joins the next SIEM run. Each adapter is built once and kept (it holds the store's reader).
-
-    Each is a ``siem_rules.CallableSource(name, kind, fetch)`` around that store's "events after
-    cursor" query. Stores that do not exist yet are skipped (nothing recorded there yet).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._made: dict[str, Source] = {}
-
-    def __call__(self) -> list[Source]:
-        from cli.cmd_audit import LEDGER_FILE
-
-        home = self.settings.ensure_home()
-        import keymgmt
-
-        stores = (("decisions", home / "decisions.db", self._decisions),
-                  ("policy-admin", home / "policy.db", self._policy),
-                  ("key-audit", keymgmt.default_audit_path(home), self._keys),
-                  ("provenance", home / LEDGER_FILE, self._provenance))
-        for name, path, make in stores:
-            if name not in self._made and path.exists():
-                self._made[name] = make(path)
-        return [self._made[name] for name, *_ in stores if name in self._made]
-
-    @staticmethod
-    def _decisions(path: Path) -> Source:
-        from pdp.decision_log import DecisionLog
-        from siem_rules import CallableSource
-
-        return CallableSource("decisions", "decision", DecisionLog.reader(path).events_after)
-
-    @staticmethod
-    def _policy(path: Path) -> Source:
-        from policy import RevisionStore
-        from siem_rules import CallableSource
-
-        return CallableSource("policy-admin", "policy", RevisionStore.in_home(path.parent).events_after)
-
-    @staticmethod
-    def _keys(path: Path) -> Source:
-        import keymgmt
-        from siem_rules import CallableSource
-
-        return CallableSource("key-audit", "key", keymgmt.KeyAuditLog(path).events_after)
-
-    def _provenance(self, path: Path) -> Source:
-        from cli.cmd_audit import ledger_from_settings
-        from siem_rules import CallableSource
-
-        return CallableSource("provenance", "provenance", ledger_from_settings(self.settings).events_after)
-
-
-def live_sources(settings: Settings) -> list[Source]:
-    """The live stores that exist now (see :class:`LiveSources`)."""
-    return LiveSources(settings)()
-
-
-def make_scheduler(
-    settings: Settings | None = None, interval: float = 60.0, sources: list[Source] | None = None
-) -> Scheduler:
-    """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
-    settings = settings or load_settings()
-    srcs = LiveSources(settings) if sources is None else sources
-    config = settings.ensure_home() / CONFIG_NAME
-
-    def config_version() -> tuple[int, int] | None:
-        try:
-            st = config.stat()
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    return Scheduler(lambda: make_engine(settings), srcs, interval, config_version=config_version)
-
-
-# ---- helpers -----------------------------------------------------------------------------------
 
 
 def _parse_since(text: str | None) -> datetime | None:
@@ -201,7 +87,6 @@ config_option = click.option(
 @command.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print rules as JSON")
 @config_option
-@handle_errors
 def list_rules(as_json: bool, config_path: Path | None) -> None:
     """List the rules with their level, type and logsource."""
     pack = siem_pack(load_settings(), config_path)
@@ -232,7 +117,6 @@ def list_rules(as_json: bool, config_path: Path | None) -> None:
 @click.argument("rule", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print case results as JSON")
 @config_option
-@handle_errors
 def test_rules(rule: str | None, as_json: bool, config_path: Path | None) -> None:
     """Run each rule's fixtures: `match` cases must alert, `nomatch` must not (exit 1 on failure)."""
     pack = siem_pack(load_settings(), config_path)
@@ -260,7 +144,6 @@ def test_rules(rule: str | None, as_json: bool, config_path: Path | None) -> Non
 )
 @click.option("--json", "as_json", is_flag=True, help="print the alerts raised or extended by this run")
 @config_option
-@handle_errors
 def run(since: str | None, events_file: Path | None, as_json: bool, config_path: Path | None) -> None:
     """Ingest new events and evaluate the pack incrementally (per-rule watermarks)."""
     settings = load_settings()
@@ -297,7 +180,6 @@ def run(since: str | None, events_file: Path | None, as_json: bool, config_path:
 @click.option("--limit", type=int, help="at most this many")
 @click.option("--json", "as_json", is_flag=True, help="print alerts as JSON (with evidence event ids)")
 @config_option
-@handle_errors
 def alerts(
     status: str | None, rule_key: str | None, limit: int | None, as_json: bool, config_path: Path | None
 ) -> None:
@@ -319,7 +201,6 @@ def alerts(
 @click.option("--close", is_flag=True, help="close the alert instead of acknowledging it")
 @click.option("--reopen", is_flag=True, help="set the alert back to open")
 @click.option("--json", "as_json", is_flag=True)
-@handle_errors
 def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
     """Acknowledge (or --close / --reopen) an alert. New evidence keeps extending acknowledged alerts;
     a closed alert is never extended (a recurrence opens a new one)."""
@@ -357,7 +238,6 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="print the export report as JSON")
 @config_option
-@handle_errors
 def export_cmd(target: str, out_dir: Path, as_json: bool, config_path: Path | None) -> None:
     """Convert the pack with pySigma's Elasticsearch backends (rules a target cannot express are listed)."""
     pack = siem_pack(load_settings(), config_path)

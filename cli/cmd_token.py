@@ -7,11 +7,11 @@ import time
 
 import click
 
-from cli.bootstrap import system_keys
 from cli.durations import DURATION
-from cli.errors import fail, handle_errors
-from cli.identity import dev_issuer
-from cli.settings import load_settings
+from cli.errors import fail
+from server.bootstrap import system_keys
+from server.identity import dev_issuer
+from server.settings import load_settings
 
 METHODS = ("password", "otp", "fido2", "citizen_cert")
 
@@ -35,7 +35,6 @@ def command() -> None:
 @click.option("--scope", "scopes", multiple=True, help="scope for a client token, repeatable (pdp:decide …)")
 @click.option("--ttl", type=DURATION, default="15m", show_default=True, help="lifetime, e.g. 15m, 1h")
 @click.option("--json", "as_json", is_flag=True, help="print JSON with the token and its expiry")
-@handle_errors
 def issue(sub, roles, method, mfa, org_unit, subject_type, citizen_ref, client, scopes, ttl, as_json) -> None:
     """Print a signed JWT for an end user (--sub) or a calling system (--client)."""
     settings = load_settings()

@@ -1,15 +1,17 @@
-"""Turning package exceptions into one clear line and an exit code (DESIGN §10).
+"""One mapping from what went wrong to the line the user sees and the exit code (README):
+0 ok, 1 usage or input error, 2 denied/refused, 3 integrity failure.
 
-Exit codes: 0 ok, 1 usage/input error, 2 denied/refused, 3 integrity failure. Package exception
-classes carry an ``exit_code`` attribute; anything without one is an input/usage error (1).
+Every ``ztcp`` command runs under :func:`run` (through the group's ``main``), so a command never
+maps errors itself: it raises the package's exception, which carries ``exit_code``, or a
+:class:`CliFailure` for a message phrased here. click's own usage errors (a missing option, an
+unknown command) are input errors too: exit 1, never 2, which the README reserves for "refused".
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
 
@@ -17,8 +19,6 @@ EXIT_OK = 0
 EXIT_INPUT = 1
 EXIT_DENIED = 2
 EXIT_INTEGRITY = 3
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliFailure(click.ClickException):
@@ -33,43 +33,48 @@ class CliFailure(click.ClickException):
 
 
 def _package_errors() -> tuple[type[BaseException], ...]:
-    """The base exception of every package that is importable (packages land independently)."""
-    found: list[type[BaseException]] = []
-    for module, name in (
-        ("pdp", "PdpError"),
-        ("policy", "PolicyError"),
-        ("provenance", "ProvenanceError"),
-        ("keymgmt", "KeyMgmtError"),
-        ("siem_rules", "SiemError"),
-    ):
-        try:
-            mod = __import__(module)
-        except ImportError:
-            continue
-        cls = getattr(mod, name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
+    """The base exception of every package: each carries ``exit_code`` and a message without values."""
+    import contracts
+
+    import keymgmt
+    import pdp
+    import policy
+    import provenance
+    import siem_rules
+    from server.errors import ServerError
+
+    return (contracts.ContractError, pdp.PdpError, policy.PolicyError, provenance.ProvenanceError,
+            keymgmt.KeyMgmtError, siem_rules.SiemError, ServerError)
 
 
-def handle_errors(fn: F) -> F:
-    """Decorator for commands: package errors become ``ztcp: error: …`` and their exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except _package_errors() as exc:  # type: ignore[misc]
-            raise CliFailure(str(exc), getattr(exc, "exit_code", EXIT_INPUT)) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            raise CliFailure(f"{exc.strerror}: {exc.filename}", EXIT_INPUT) from None
-
-    return wrapper  # type: ignore[return-value]
+def _exit(message: str, code: int) -> NoReturn:
+    click.echo(f"ztcp: error: {message}", err=True)
+    sys.exit(code)
 
 
-def fail(message: str, exit_code: int = EXIT_INPUT) -> None:
+def run(invoke: Callable[[], Any]) -> NoReturn:
+    """Run ``invoke`` (click's non-standalone main) and exit with the documented code."""
+    try:
+        rv = invoke()
+    except click.UsageError as exc:  # bad option, missing argument, unknown command
+        exc.show()
+        sys.exit(EXIT_INPUT)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(EXIT_INPUT)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        _exit(f"{exc.strerror}: {exc.filename}", EXIT_INPUT)
+    except Exception as exc:
+        if isinstance(exc, _package_errors()):
+            _exit(str(exc), getattr(exc, "exit_code", EXIT_INPUT))
+        raise
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def fail(message: str, exit_code: int = EXIT_INPUT) -> NoReturn:
     raise CliFailure(message, exit_code)
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from typing import Any
 
 import click
+
+from cli.errors import run
 
 # command name → module defining a click command or group named ``command``.
 _AREAS = {
@@ -35,6 +38,13 @@ class _LazyGroup(click.Group):
         if module is None or importlib.util.find_spec(module) is None:
             return None
         return importlib.import_module(module).command
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Every command's errors go through one mapping (cli/errors.py) to the documented exit codes."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        run(lambda: super(_LazyGroup, self).main(args, prog_name, complete_var, standalone_mode=False, **extra))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

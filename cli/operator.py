@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from cli.bootstrap import system_keys
 from cli.errors import EXIT_DENIED, EXIT_INPUT, CliFailure
-from cli.identity import token_verifier
-from cli.settings import Settings
 from pdp import TokenError
+from server.bootstrap import system_keys
+from server.identity import token_verifier
+from server.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 blind indexes, the encrypted-table adapter, decrypt-with-decision, and rotate / rewrap /
 re-encrypt / retire jobs with key audit events."""
 
-from keymgmt.audit import KeyAuditEvent, KeyAuditLog, KeyAuditType, default_audit_path
+from contracts.key_event import KeyAuditEvent, KeyAuditType
+from keymgmt.audit import KeyAuditLog, default_audit_path
 from keymgmt.blind_index import BlindIndexer, BlindIndexKeys, normalise
 from keymgmt.ciphertext import ParsedCiphertext, format_ciphertext, is_ciphertext, parse_ciphertext
 from keymgmt.db import make_engine

@@ -30,23 +30,10 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
-import uuid_utils
-from pydantic import BaseModel, ConfigDict, Field
-
+from contracts.key_event import KeyAuditEvent
 from keymgmt.errors import KeyMgmtError
 
-KeyAuditType = Literal[
-    "key.create",
-    "key.rotate",
-    "key.rewrap",
-    "key.retire",
-    "key.decrypt",
-    "key.decrypt_refused",
-    "key.bulk_decrypt",
-    "key.reencrypt",
-]
 AUDIT_FILENAME = "keyaudit.db"
 
 _SCHEMA = """
@@ -67,21 +54,6 @@ CREATE INDEX IF NOT EXISTS key_audit_type ON key_audit(type, seq);
 """
 _COLS = ("event_id", "time", "type", "actor", "key_name", "key_version", "dataset", "count", "reason",
          "decision_id")
-
-
-class KeyAuditEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    event_id: str = Field(default_factory=lambda: str(uuid_utils.uuid7()))
-    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    type: KeyAuditType
-    actor: str = "system"
-    key_name: str | None = None
-    key_version: int | None = None
-    dataset: str | None = None
-    count: int | None = None
-    reason: str | None = None
-    decision_id: str | None = None
 
 
 class KeyAuditLog:

@@ -37,9 +37,9 @@ class EventRecorder(Protocol):
 
 
 def _default_event_factory(**fields: Any) -> Any:
-    import provenance
+    import contracts
 
-    return provenance.ProvenanceEvent(**fields)
+    return contracts.ProvenanceEvent(**fields)
 
 
 class ProtectedReader:
@@ -97,7 +97,7 @@ class ProtectedReader:
         unknown = [f for f in requested if f not in known or f == "ztcp_dek" or f.endswith("_bidx")]
         if unknown:
             raise KeyMgmtError(f"unknown field(s) for {spec.table}: {', '.join(sorted(unknown))}")
-        row = self.table.fetch_row(self._pk_value(record_id))
+        row = self.table.fetch_row(self.pk_value(record_id))
         if row is None:
             self._refuse("record_not_found", claims, rid, requested, via)
         if spec.citizen_ref_column is not None and row[spec.citizen_ref_column] != claims.citizen_ref:
@@ -176,7 +176,8 @@ class ProtectedReader:
                          record_denied=False)
         return pks
 
-    def _pk_value(self, record_id: object) -> object:
+    def pk_value(self, record_id: object) -> object:
+        """The primary-key value for ``record_id`` as the table types it (an int column gets an int)."""
         col = self.table.table.c[self.table.spec.pk]
         try:
             if col.type.python_type is int and not isinstance(record_id, int):

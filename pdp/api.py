@@ -5,9 +5,10 @@ import uuid
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
+from contracts.decision import Decision, DecisionRequest
 from pdp.http_auth import BearerAuth
 from pdp.identity import CallerIdentity
-from pdp.models import BatchRequest, BatchResponse, Decision, DecisionRequest
+from pdp.models import BatchRequest, BatchResponse
 from pdp.point import DecisionPoint
 from pdp.problems import Problem
 

@@ -17,13 +17,14 @@ from typing import Any
 
 from uuid_utils import uuid7
 
+from contracts.decision import Decision, DecisionRequest, PolicyRef, Risk, RiskFactor
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
 from pdp.engine import Engine, GuardedEngine
 from pdp.errors import DecisionLogError, EngineError, EngineTimeout, NoPolicy, SubjectTokenError
 from pdp.identity import JwtVerifier, SubjectIdentity
 from pdp.metrics import PdpMetrics
-from pdp.models import Decision, DecisionRequest, PolicyRef, Risk, RiskFactor, risk_level
+from pdp.models import risk_level
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contracts.decision import DecisionRequest
 from pdp.calendar import BusinessCalendar
 from pdp.identity import SubjectIdentity
-from pdp.models import DecisionRequest
 
 HOUR = 3600.0
 TEN_MINUTES = 600.0

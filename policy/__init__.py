@@ -26,7 +26,6 @@ from policy.errors import (
     StoreIntegrityError,
     ValidationFailed,
 )
-from policy.events import EVENT_TYPES, AdminEvent, EventType
 from policy.pack import DEFAULT_PACK_DIR, PolicyPack, load_pack, pack_from_files
 from policy.revisions import (
     Approval,
@@ -42,9 +41,6 @@ from policy.validate import validate_dir, validate_files, validate_pack
 
 __all__ = [
     "DEFAULT_PACK_DIR",
-    "EVENT_TYPES",
-    "EventType",
-    "AdminEvent",
     "Approval",
     "BundleRejected",
     "BundleSigner",

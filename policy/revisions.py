@@ -37,6 +37,7 @@ import uuid_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 
+from contracts.policy_event import PolicyAdminEvent as AdminEvent
 from policy.bundle import ACTIVE_SCOPE, SHADOW_SCOPE, BundleSigner, as_signer, build_bundle
 from policy.errors import (
     LifecycleRefused,
@@ -45,7 +46,6 @@ from policy.errors import (
     StoreIntegrityError,
     ValidationFailed,
 )
-from policy.events import AdminEvent
 from policy.pack import PolicyPack, pack_from_files
 
 DB_NAME = "policy.db"

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from provenance.events import Actor, ProvenanceEvent
+from contracts.provenance_event import Actor, ProvenanceEvent
 from provenance.ledger import Ledger
 
 CITIZEN_VISIBLE = frozenset({"pii.read", "pii.search", "pii.export", "pii.disclose", "pii.update"})

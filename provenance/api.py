@@ -19,10 +19,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.national_id import CITIZEN_REF_PATTERN
+from contracts.provenance_event import ProvenanceEvent
 from provenance.accesses import StaffVisible, citizen_accesses
-from provenance.citizen_ref import CITIZEN_REF_PATTERN
 from provenance.errors import LedgerUnavailable, ProvenanceError, UnknownEntry
-from provenance.events import ProvenanceEvent
 from provenance.ledger import Ledger
 from provenance.recorder import Recorder
 from provenance.trace import trace_citizen

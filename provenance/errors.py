@@ -9,14 +9,6 @@ class ProvenanceError(Exception):
     exit_code = 1
 
 
-class InvalidNationalId(ProvenanceError, ValueError):
-    """A national ID that is not in the Taiwanese format or fails its checksum (the value is not echoed)."""
-
-
-class InvalidBankAccount(ProvenanceError, ValueError):
-    """A bank account that is not 6–20 digits (the value is not echoed)."""
-
-
 class LedgerUnavailable(ProvenanceError):
     """The ledger cannot durably record right now; callers must fail closed (return no plaintext)."""
 

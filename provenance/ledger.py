@@ -38,6 +38,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from contracts.provenance_event import ProvenanceEvent, canonical_bytes, event_from_bytes
 from provenance import merkle
 from provenance.checkpoint import (
     Checkpoint,
@@ -54,7 +55,6 @@ from provenance.errors import (
     ProvenanceError,
     UnknownEntry,
 )
-from provenance.events import ProvenanceEvent, canonical_bytes, event_from_bytes
 
 log = logging.getLogger(__name__)
 

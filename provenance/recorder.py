@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from contracts.provenance_event import ProvenanceEvent
 from provenance.errors import LedgerUnavailable
-from provenance.events import ProvenanceEvent
 from provenance.ledger import Ledger, Prepared, Receipt
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from contracts.provenance_event import ProvenanceEvent
 from provenance import merkle
 from provenance.errors import ProofError
-from provenance.events import ProvenanceEvent
 from provenance.ledger import Ledger, SignedCheckpoint, StoredEntry
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from contracts.provenance_event import canonical_bytes_reference, event_from_bytes
 from provenance import merkle
 from provenance.checkpoint import open_checkpoint
 from provenance.errors import CheckpointError, IntegrityError, ProofError, UnknownEntry
-from provenance.events import canonical_bytes_reference, event_from_bytes
 from provenance.ledger import UPPER_LEVEL, Ledger, node_from_id, node_id
 
 Progress = Callable[[int, int], None]

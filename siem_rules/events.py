@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from keymgmt import KeyAuditType
-from policy import EventType as PolicyEventType
+from contracts.key_event import KeyAuditType
+from contracts.policy_event import PolicyEventType
 
 from .errors import EventError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.cmd_siem import DB_NAME
+from server.siem import DB_NAME
 from siem_rules import AlertStore, connect
 
 pytestmark = pytest.mark.slow

@@ -66,9 +66,9 @@ class Browser:
 def world(seeded_template, ztcp_home: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
     """(runtime, app, facts) over a fresh copy of the seeded bureau; the console trusts device posture
     (an access proxy admits managed devices) unless a test says otherwise."""
-    from cli.app import create_app
-    from cli.runtime import Runtime
-    from cli.settings import load_settings
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.settings import load_settings
 
     template, facts = seeded_template
     shutil.copytree(template, ztcp_home)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-import provenance
-from cli.app import create_app
-from cli.cmd_siem import live_sources, make_engine
-from cli.runtime import Runtime
-from cli.settings import load_settings
+import contracts
 from policy import pack_from_files, run_tests
+from server.app import create_app
+from server.runtime import Runtime
+from server.settings import load_settings
+from server.siem import live_sources, make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("insured_persons", ROOT / "tests" / "helpers" / "insured_persons.py")
@@ -54,8 +54,8 @@ def seed_home(home: Path) -> dict:
     rt = Runtime(settings)
     try:
         rt.keys.ensure_all()
-        ref_x = provenance.citizen_ref(NID_X, rt.keys.blind_index)
-        ref_y = provenance.citizen_ref(NID_Y, rt.keys.blind_index)
+        ref_x = contracts.citizen_ref(NID_X, rt.keys.blind_index)
+        ref_y = contracts.citizen_ref(NID_Y, rt.keys.blind_index)
         insured.write_bureau(home, CASE, ref_x, ["emp-officer"])
         (home / "directory.json").write_text(json.dumps({"staff": STAFF}, ensure_ascii=False))
         insured.create_encrypted_table(rt, PEOPLE)
@@ -77,7 +77,7 @@ def seed_home(home: Path) -> dict:
                 "derived_from": [read_event]})
             assert disclosure.status_code == 201, disclosure.text
         # A batch system that stopped sending its case: recorded (as PEPs do) and caught by the SIEM.
-        rt.recorder.record(provenance.ProvenanceEvent(
+        rt.recorder.record(contracts.ProvenanceEvent(
             type="pii.read", actor={"id": "svc-batch-7", "type": "service"}, citizen_ref=ref_y, dataset=DATASET,
             record_id="2", fields=["name"], purpose={"code": "benefit_review"}, via={"system": "batch-7"}))
         rt.ledger.checkpoint()

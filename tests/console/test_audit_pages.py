@@ -113,7 +113,7 @@ def test_an_unrecordable_trace_shows_nothing(browser, world) -> None:  # noqa: A
 
 
 def test_a_long_history_shows_the_newest_rows_and_says_so(browser, world, monkeypatch) -> None:  # noqa: ANN001
-    from cli.console import audit_pages
+    from console import audit_pages
 
     _, _, facts = world
     monkeypatch.setattr(audit_pages, "MAX_ROWS_SHOWN", 2)

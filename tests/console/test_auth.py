@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from cli.console.sessions import Session, SessionStore
+from console.sessions import Session, SessionStore
 
 
 def test_root_redirects_to_the_console_and_pages_need_a_session(browser) -> None:

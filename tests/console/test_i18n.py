@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.console import i18n
+from console import i18n
 
 TEMPLATES = Path(i18n.__file__).parent / "templates"
 SOURCES = Path(i18n.__file__).parent
@@ -47,7 +47,7 @@ def test_every_key_used_is_in_the_catalog() -> None:
         used |= set(re.findall(r"""PageError\(\d+, "([a-z_.]+)\"""", text))
         used |= set(re.findall(r"""error\(ctx, \d+, "([a-z_.]+)\"""", text))
     # Keys built in templates from a prefix and a value.
-    from cli.console.soc_pages import LEVELS
+    from console.soc_pages import LEVELS
     from siem_rules.alerts import STATUSES
     used |= {f"status.{s}" for s in STATUSES} | {f"level.{lv}" for lv in LEVELS}
     used |= {f"lang.{loc}" for loc in i18n.LOCALES} | {f"policy.done.{a}" for a in ("approve", "publish", "rollback")}

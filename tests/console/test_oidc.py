@@ -101,9 +101,9 @@ def oidc_world(seeded_template, ztcp_home, provider, monkeypatch):  # noqa: ANN0
 
     from fastapi.testclient import TestClient
 
-    from cli.app import create_app
-    from cli.runtime import Runtime
-    from cli.settings import load_settings
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.settings import load_settings
 
     shutil.copytree(seeded_template[0], ztcp_home)
     monkeypatch.setenv("ZTCP_CONSOLE_MANAGED_DEVICES", "true")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cli.console import app as console_app
+from console import app as console_app
 
 TEMPLATES = Path(console_app.__file__).parent / "templates"
 

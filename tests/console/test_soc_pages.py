@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cli.cmd_siem import DB_NAME
+from server.siem import DB_NAME
 from siem_rules import AlertStore, connect
 
 

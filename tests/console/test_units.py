@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import provenance
-from cli.console.directory import PERSONAS, load_directory
-from cli.console.guard import network_zone
-from cli.console.i18n import LOCALES, negotiate
-from cli.console.lineage import MAX_ROWS, lineage_svg
+import contracts
+from console.directory import PERSONAS, load_directory
+from console.guard import network_zone
+from console.i18n import LOCALES, negotiate
+from console.lineage import MAX_ROWS, lineage_svg
 from provenance.trace import Trace, TracedEvent
 
 LABELS = {k: k for k in ("title", "desc", "citizen", "reads", "disclosures", "recipients", "not_disclosed",
@@ -52,7 +52,7 @@ def test_directory_entries_are_read_defensively(tmp_path) -> None:  # noqa: ANN0
 
 
 def _event(seq: int, **kw) -> TracedEvent:  # noqa: ANN003
-    ev = provenance.ProvenanceEvent(citizen_ref=REF, time=datetime(2026, 11, 2, 3, 4, tzinfo=UTC), **kw)
+    ev = contracts.ProvenanceEvent(citizen_ref=REF, time=datetime(2026, 11, 2, 3, 4, tzinfo=UTC), **kw)
     return TracedEvent(seq, b"", ev, True)
 
 

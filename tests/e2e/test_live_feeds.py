@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from cli.cmd_siem import live_sources, make_engine
 from cli.main import ztcp
-from cli.runtime import Runtime
-from cli.settings import load_settings
-from pdp.models import DecisionRequest
+from contracts.decision import DecisionRequest
+from server.runtime import Runtime
+from server.settings import load_settings
+from server.siem import live_sources, make_engine
 
 
 def test_decisions_and_policy_events_reach_the_siem(ztcp_home):

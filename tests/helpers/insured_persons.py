@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import contracts
 import keymgmt
-import provenance
-from cli.runtime import BUREAU_DATA_FILE
+from server.runtime import BUREAU_DATA_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = "insured_persons"
@@ -25,7 +25,7 @@ COLUMNS = ("name", "national_id", "address", "phone", "bank_account")
 
 def national_id(prefix: str) -> str:
     """A valid Taiwanese national ID: ``prefix`` (letter + 8 digits) plus the check digit that fits."""
-    return prefix + provenance.national_id_check_digit(prefix)
+    return prefix + contracts.national_id_check_digit(prefix)
 
 
 NID_X = national_id("A12345678")
@@ -54,7 +54,7 @@ def create_encrypted_table(rt: Any, people: dict[int, tuple[str, str, str, str, 
     md.create_all(engine)
     with engine.begin() as c:
         for rid, (nid, name, addr, phone, bank) in people.items():
-            c.execute(t.insert().values(id=rid, citizen_ref=provenance.citizen_ref(nid, rt.keys.blind_index),
+            c.execute(t.insert().values(id=rid, citizen_ref=contracts.citizen_ref(nid, rt.keys.blind_index),
                                         name=name, national_id=nid, address=addr, phone=phone, bank_account=bank))
     spec = keymgmt.TableSpec(table=DATASET, pk="id", columns=COLUMNS, blind_index=("national_id",),
                              citizen_ref_column="citizen_ref")

@@ -36,7 +36,7 @@ def test_create_list_rotate_json(runner: CliRunner, ztcp_home: Path) -> None:
     assert [(k["name"], k["type"], k["latest_version"]) for k in listed] == [("sig", "ed25519", 2)]
     run(runner, "keys", "create", "sig", "--type", "ed25519", code=1)
     run(runner, "keys", "rotate", "nope", code=1)
-    run(runner, "keys", "create", "x", "--type", "rsa", code=2)  # click usage error
+    run(runner, "keys", "create", "x", "--type", "rsa", code=1)  # click usage error: an input error (README)
     audit = json.loads(run(runner, "keys", "audit", "--json"))
     assert [e["type"] for e in audit] == ["key.create", "key.rotate"]
     assert all(e["actor"].startswith("os:") for e in audit)

@@ -13,20 +13,21 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
+import contracts
 import keymgmt
 import provenance
-from cli.bootstrap import CHECKPOINT_SIGNING, system_keys
-from cli.cmd_audit import ledger_from_settings
-from cli.errors import CliFailure
 from cli.main import ztcp
-from cli.settings import load_settings
 from provenance.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from server.bootstrap import CHECKPOINT_SIGNING, system_keys
+from server.errors import ConfigError
+from server.ledger import ledger_from_settings
+from server.settings import load_settings
 
 CREF = "cr_" + "A" * 52
 
 
-def _events(n: int, start: int = 0) -> list[provenance.ProvenanceEvent]:
-    return [provenance.ProvenanceEvent(type="pii.read", actor="emp-1", citizen_ref=CREF, dataset="insured_persons",
+def _events(n: int, start: int = 0) -> list[contracts.ProvenanceEvent]:
+    return [contracts.ProvenanceEvent(type="pii.read", actor="emp-1", citizen_ref=CREF, dataset="insured_persons",
                                        record_id=str(start + i), fields=["name"], purpose="benefit_review",
                                        time=datetime.now(UTC)) for i in range(n)]
 
@@ -107,7 +108,7 @@ def test_appends_go_on_when_the_key_cannot_sign_and_the_next_checkpoint_covers_t
 
 
 def test_a_vault_checkpoint_key_without_vault_is_a_configuration_error() -> None:
-    with pytest.raises(CliFailure, match="ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR"):
+    with pytest.raises(ConfigError, match="ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR"):
         load_settings(checkpoint_key="vault")
     assert not load_settings().checkpoint_in_vault
     assert not load_settings(vault_addr="http://127.0.0.1:1", checkpoint_key="local").checkpoint_in_vault

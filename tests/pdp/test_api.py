@@ -11,9 +11,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from cli.app import create_app
-from cli.runtime import Runtime
-from cli.settings import load_settings
+from server.app import create_app
+from server.runtime import Runtime
+from server.settings import load_settings
 
 
 @pytest.fixture

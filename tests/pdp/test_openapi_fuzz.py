@@ -5,9 +5,9 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from cli.app import create_app
-from cli.runtime import Runtime
-from cli.settings import load_settings
+from server.app import create_app
+from server.runtime import Runtime
+from server.settings import load_settings
 
 _runtime = None
 

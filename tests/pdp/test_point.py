@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from contracts.decision import DecisionRequest
 from pdp.engine import EngineError
-from pdp.models import DecisionRequest
 from pdp.tokens import verify_decision_token
 
 MONDAY_10 = 1795399200.0

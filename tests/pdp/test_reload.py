@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from cli.runtime import Runtime
-from cli.settings import load_settings
-from pdp.models import DecisionRequest
+from contracts.decision import DecisionRequest
 from policy import load_pack, pack_from_files
+from server.runtime import Runtime
+from server.settings import load_settings
 
 
 @pytest.fixture

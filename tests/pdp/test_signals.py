@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from contracts.decision import DecisionRequest
 from pdp.calendar import BusinessCalendar
 from pdp.identity import SubjectIdentity
-from pdp.models import DecisionRequest
 from pdp.signals import SignalHistory, haversine_km
 
 T0 = 1795399200.0  # Monday 2026-11-23 10:00 Taipei

@@ -8,11 +8,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from cli.bootstrap import system_keys
 from cli.main import ztcp
-from cli.settings import load_settings
 from policy import RevisionStore, pack_from_files, replay_input, verify_bundle
 from policy.engine import new_engine
+from server.bootstrap import system_keys
+from server.settings import load_settings
 
 
 @pytest.fixture
@@ -305,8 +305,8 @@ def test_refused_operator_token_is_recorded_as_policy_refused(tmp_path, monkeypa
     from click.testing import CliRunner
 
     from cli.main import ztcp
-    from cli.settings import load_settings
     from policy import RevisionStore
+    from server.settings import load_settings
 
     runner = CliRunner()
     monkeypatch.delenv("ZTCP_TOKEN", raising=False)

@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import ztcp
-from cli.runtime import Runtime
-from cli.settings import load_settings
+from contracts.decision import DecisionRequest
 from pdp.engine import create_engine
-from pdp.models import DecisionRequest
 from policy import DEFAULT_PACK_DIR, load_pack, replay_input, verify_bundle
 from policy.simulate import is_fail_closed
+from server.runtime import Runtime
+from server.settings import load_settings
 
 CITIZEN = "cr_SAMPLE" + "A" * 45 + "B"  # the sample case C-2026-0001 in the pack's bureau data
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provenance import ProvenanceEvent, citizen_ref
+from contracts import ProvenanceEvent, citizen_ref
 
 BLIND_KEY = b"test-blind-index-key-32-bytes-ok"
 VALID_IDS = ["A123456789", "F131104093", "B287654326"]  # check digits valid

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provenance import InvalidBankAccount, ProvenanceEvent, bank_account_ref, citizen_ref
-from provenance.bank_account_ref import BANK_ACCOUNT_REF_PATTERN
+from contracts import InvalidBankAccount, ProvenanceEvent, bank_account_ref, citizen_ref
+from contracts.bank_account import BANK_ACCOUNT_REF_PATTERN
 
 KEY = bytes(range(32))
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provenance import InvalidNationalId, citizen_ref, normalise_national_id
+from contracts import InvalidNationalId, citizen_ref, normalise_national_id
 
 KEY = b"k" * 32
 
@@ -67,7 +67,7 @@ def test_exactly_one_check_digit_is_valid(nid: str) -> None:
 @given(letter=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), kind=st.sampled_from("12890"),
        body=st.text(alphabet="0123456789", min_size=7, max_size=7))
 def test_check_digit_completes_exactly_one_valid_id(letter: str, kind: str, body: str) -> None:
-    from provenance import national_id_check_digit
+    from contracts import national_id_check_digit
 
     prefix = letter + kind + body
     digit = national_id_check_digit(prefix)
@@ -84,7 +84,7 @@ def test_check_digit_completes_exactly_one_valid_id(letter: str, kind: str, body
 @pytest.mark.parametrize("bad", ["", "A1234567", "a12345678", "A32345678", "A1234567X", "112345678", "A123456789",
                                  None])
 def test_check_digit_refuses_what_is_not_a_prefix(bad) -> None:  # noqa: ANN001
-    from provenance import national_id_check_digit
+    from contracts import national_id_check_digit
 
     with pytest.raises(InvalidNationalId):
         national_id_check_digit(bad)

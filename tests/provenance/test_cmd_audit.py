@@ -10,20 +10,21 @@ import pytest
 from click.testing import CliRunner
 from provenance_testkit import VALID_IDS, make_event
 
+import contracts
 import provenance
-from cli.bootstrap import system_keys
-from cli.cmd_audit import ledger_from_settings
-from cli.identity import dev_issuer
 from cli.main import ztcp
-from cli.settings import load_settings
+from server.bootstrap import system_keys
+from server.identity import dev_issuer
+from server.ledger import ledger_from_settings
+from server.settings import load_settings
 
 
 @pytest.fixture
 def seeded(ztcp_home: Path) -> dict:
     settings = load_settings()
     keys = system_keys(settings)
-    ref = provenance.citizen_ref(VALID_IDS[0], keys.blind_index)
-    other = provenance.citizen_ref(VALID_IDS[1], keys.blind_index)
+    ref = contracts.citizen_ref(VALID_IDS[0], keys.blind_index)
+    other = contracts.citizen_ref(VALID_IDS[1], keys.blind_index)
     issuer = dev_issuer(settings, keys)
     with ledger_from_settings(settings, keys) as led:
         reads = [make_event(i, citizen_ref=ref) for i in range(3)]

@@ -22,7 +22,8 @@ WRITER = textwrap.dedent(
     """
     import os, sys, threading
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from provenance import Ledger, Recorder, ProvenanceEvent
+    from contracts import ProvenanceEvent
+    from provenance import Ledger, Recorder
     path, ack_path = sys.argv[1], sys.argv[2]
     led = Ledger(path, Ed25519PrivateKey.from_private_bytes(bytes(range(32))), "crash/test", checkpoint_every=500)
     rec = Recorder(led)
@@ -76,7 +77,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, round_: int) -> None
         report = verify_ledger(led, full=True)
         assert report.size >= len(acked)
         # The ledger keeps working after the crash.
-        from provenance import ProvenanceEvent
+        from contracts import ProvenanceEvent
 
         r = led.append([ProvenanceEvent(type="pii.read", actor="after-crash")])[0]
         assert r.seq == report.size

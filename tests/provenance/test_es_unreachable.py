@@ -29,7 +29,8 @@ def test_document_shape() -> None:
     from provenance.ledger import StoredEntry
 
     e = make_event(1)
-    from provenance import canonical_bytes, merkle
+    from contracts import canonical_bytes
+    from provenance import merkle
 
     body = canonical_bytes(e)
     doc = EsMirror.document(StoredEntry(4, e.event_id, merkle.leaf_hash(body), body))

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from provenance_testkit import cref, make_event
 from pydantic import ValidationError
 
-from provenance import ProvenanceEvent
-from provenance.events import canonical_bytes, canonical_bytes_reference
+from contracts import ProvenanceEvent
+from contracts.provenance_event import canonical_bytes, canonical_bytes_reference
 
 
 def test_defaults_uuid7_and_utc_time() -> None:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from provenance_testkit import cref, make_event
 
+from contracts.provenance_event import canonical_bytes
 from provenance import CheckpointUnavailable, Ledger, LedgerUnavailable, ProvenanceError, UnknownEntry, merkle
-from provenance.events import canonical_bytes
 
 
 def test_append_returns_sequential_receipts(ledger: Ledger) -> None:

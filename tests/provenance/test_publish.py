@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provenance_testkit import make_event
 
-from cli.bootstrap import system_keys
-from cli.cmd_audit import ledger_from_settings
 from cli.main import ztcp
-from cli.settings import load_settings
 from provenance import Ledger, NotePublisher, PublishConflict
+from server.bootstrap import system_keys
+from server.ledger import ledger_from_settings
+from server.settings import load_settings
 
 
 def test_every_new_checkpoint_is_published_once(tmp_path: Path) -> None:

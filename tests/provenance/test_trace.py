@@ -11,7 +11,8 @@ import uuid
 import pytest
 from provenance_testkit import cref, make_event
 
-from provenance import Ledger, ProvenanceEvent
+from contracts import ProvenanceEvent
+from provenance import Ledger
 from provenance.accesses import citizen_accesses
 from provenance.export import to_openlineage, to_prov_json
 from provenance.reports import render, to_csv, to_html

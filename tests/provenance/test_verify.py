@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from provenance_testkit import make_event
 
+from contracts.provenance_event import canonical_bytes
 from provenance import IntegrityError, Ledger, merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from provenance.events import canonical_bytes
 from provenance.ledger import UPPER_LEVEL, node_from_id, node_id
 from provenance.verify import verify_ledger
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from demo.siem_week import Traffic
 from siem_rules import ElasticAlertSink, Engine, RulePack, connect
-from siem_rules.simulate import Traffic
 
 pytestmark = pytest.mark.es
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.siem_week import WEEK_START, Traffic, bureau_config
 from siem_rules import Engine, RulePack, connect
-from siem_rules.simulate import WEEK_START, Traffic, bureau_config
 
 
 def _eid(event: tuple[str, dict]) -> str:

@@ -120,8 +120,8 @@ def test_validation_only_raises_event_error(ev: dict) -> None:
 
 def test_store_looks_events_up_by_id_across_kinds(tmp_path):
     """An alert's evidence ids may name decisions, provenance, key and policy events alike."""
+    from demo.siem_week import Traffic
     from siem_rules import EventStore, connect
-    from siem_rules.simulate import Traffic
 
     sim = Traffic(seed=3, employees=20, citizens=100)
     events = sim.benign(days=1, reads_per_hour=2.0)

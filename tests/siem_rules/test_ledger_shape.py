@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import provenance
+import contracts
 from siem_rules import CallableSource, Engine, RulePack, SiemConfig, connect
 from siem_rules.events import normalise
 
@@ -15,7 +15,7 @@ T0 = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Taipei
 
 def _ledger_doc(**fields) -> dict:
     """The JSON the provenance ledger stores and ``Ledger.events_after`` returns."""
-    return provenance.ProvenanceEvent(**fields).model_dump(mode="json", exclude_none=True)
+    return contracts.ProvenanceEvent(**fields).model_dump(mode="json", exclude_none=True)
 
 
 def _engine(events: list[dict]) -> Engine:

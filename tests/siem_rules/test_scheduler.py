@@ -6,10 +6,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from cli.cmd_siem import make_engine, make_scheduler
-from cli.settings import load_settings
+from demo.siem_week import WEEK_START, Traffic, to_jsonl
+from server.settings import load_settings
+from server.siem import make_engine, make_scheduler
 from siem_rules import JsonlSource
-from siem_rules.simulate import WEEK_START, Traffic, to_jsonl
 
 
 def _alerts_when(done, timeout: float = 20.0) -> tuple[list[str], int]:  # noqa: ANN001
@@ -65,7 +65,7 @@ def test_a_store_created_after_start_up_is_read_by_the_running_scheduler(ztcp_ho
     """`ztcp serve` starts before any key has been used: the key audit it creates later (here, a
     custodian's bulk decrypt) must still reach the SIEM without a restart."""
     import keymgmt
-    from cli.cmd_siem import LiveSources
+    from server.siem import LiveSources
 
     settings = load_settings()
     sources = LiveSources(settings)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.siem_week import Traffic, to_jsonl
 from siem_rules import CallableSource, Engine, EventError, JsonlSource, RulePack, connect
-from siem_rules.simulate import Traffic, to_jsonl
 
 
 def _engine() -> Engine:

@@ -1,0 +1,128 @@
+"""Auditor pages: search a citizen (national ID in the POST body, never the URL), the traced
+timeline with proof status, the lineage SVG, and CSV / PDF exports (provenance's own reports).
+
+Each view is recorded first (``audit.trace`` / ``audit.export`` naming the auditor, as
+``ztcp audit trace`` does); if the ledger cannot record it, nothing is shown.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from markupsafe import Markup
+
+import contracts
+import provenance
+from console import guard
+from console.lineage import lineage_svg
+from console.sessions import Session
+from console.web import Console, Ctx, PageError
+from contracts.national_id import CITIZEN_REF_PATTERN
+from provenance import reports
+
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+MAX_ROWS_SHOWN = 1000  # the newest; proofs still cover every event, and the exports hold them all
+
+
+def _day(value: str, tz: str, *, end: bool) -> datetime | None:
+    if not value:
+        return None
+    try:
+        d = date.fromisoformat(value)
+    except ValueError:
+        raise PageError(400, "audit.bad_date") from None
+    if end:  # an "until" date includes that whole day
+        d += timedelta(days=1)
+    return datetime.combine(d, time.min, tzinfo=ZoneInfo(tz))
+
+
+def _citizen(console: Console, form: dict[str, str]) -> str:
+    nid, ref = form.get("national_id", ""), form.get("citizen_ref", "")
+    if bool(nid) == bool(ref):
+        raise PageError(400, "audit.one_of")
+    if ref:
+        if not re.fullmatch(CITIZEN_REF_PATTERN, ref):
+            raise PageError(400, "audit.bad_ref")
+        return ref
+    try:
+        return contracts.citizen_ref(nid, console.runtime.keys.blind_index)
+    except contracts.InvalidNationalId:
+        raise PageError(400, "audit.bad_national_id") from None  # the value itself is never echoed
+
+
+def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: str) -> None:
+    event = contracts.ProvenanceEvent(
+        type=kind,
+        # An auditor's query is an auditor's; a SOC analyst tracing from an alert is staff.
+        actor={"id": s.subject, "type": "auditor" if "auditor" in s.roles else "staff", "roles": list(s.roles),
+               "unit": s.org_unit},
+        via={"system": "ztcp-console", "channel": "console", "ip": console.client_ip(ctx.request)},
+        citizen_ref=ref,
+        query=query,
+    )
+    console.runtime.recorder.record(event)  # durable before anything is shown; raises if it cannot be
+
+
+def _trace(console: Console, ctx: Ctx, form: dict[str, str], kind: str, what: str):  # noqa: ANN202
+    ref = _citizen(console, form)
+    tz = console.runtime.settings.timezone
+    since, until = _day(form.get("since", ""), tz, end=False), _day(form.get("until", ""), tz, end=True)
+    page = guard.EXPORT if kind == "audit.export" else guard.TRACE
+    s = console.require(ctx, page, citizen_ref=ref)
+    try:
+        _record(console, ctx, s, kind, ref,
+                f"console {what} since={form.get('since') or '-'} until={form.get('until') or '-'}")
+    except provenance.ProvenanceError:
+        raise PageError(503, "audit.unrecordable") from None
+    ledger = console.runtime.ledger
+    # Sign now, so every event (this query included) is provable; if the checkpoint key cannot sign,
+    # the latest checkpoint still proves what it covers and newer events show as not yet signed.
+    cp = ledger.checkpoint_or_latest()
+    return provenance.trace_citizen(ledger, ref, since, until, checkpoint=cp, auditor=s.subject)
+
+
+def add_routes(router: APIRouter, console: Console) -> None:
+    @router.get("/audit")
+    def search(request: Request) -> Response:
+        ctx = console.ctx(request)
+        console.require(ctx, guard.TRACE)
+        return console.render(ctx, "audit_search.html.j2", form={})
+
+    @router.post("/audit/trace")
+    async def trace(request: Request) -> Response:
+        ctx = console.ctx(request)
+        form = await console.form(request)
+        console.check_csrf(ctx, form)
+        tr = await run_in_threadpool(_trace, console, ctx, form, "audit.trace", "trace")
+        t = ctx.t
+        labels = {"title": t("lineage.title"), "desc": t("lineage.desc"), "citizen": t("lineage.citizen"),
+                  "reads": t("lineage.reads"), "disclosures": t("lineage.disclosures"),
+                  "recipients": t("lineage.recipients"), "other_reads": t("lineage.other_reads"),
+                  "not_disclosed": t("lineage.not_disclosed"), "broken": t("lineage.broken"),
+                  "more": t("lineage.more"), "no_disclosures": t("lineage.no_disclosures")}
+        rows = reports.rows(tr)
+        return console.render(
+            ctx, "audit_trace.html.j2", trace=tr, rows=rows[-MAX_ROWS_SHOWN:],
+            hidden=max(0, len(rows) - MAX_ROWS_SHOWN), counts=tr.counts(),
+            problems={e.seq: e.problem for e in tr.events if e.problem},
+            svg=Markup(lineage_svg(tr, labels)),  # noqa: S704 - built from escaped parts in lineage.py
+            form={"since": form.get("since", ""), "until": form.get("until", "")})
+
+    @router.post("/audit/export")
+    async def export(request: Request) -> Response:
+        ctx = console.ctx(request)
+        form = await console.form(request)
+        console.check_csrf(ctx, form)
+        fmt = form.get("format", "")
+        if fmt not in EXPORT_TYPES:
+            raise PageError(400, "audit.bad_format")
+        tr = await run_in_threadpool(_trace, console, ctx, form, "audit.export", f"export {fmt}")
+        data = await run_in_threadpool(reports.render, tr, fmt)
+        name = f"trace-{tr.citizen_ref[:12]}-{tr.generated_at:%Y%m%dT%H%M%SZ}.{fmt}"
+        return console.finish(ctx, Response(data, media_type=EXPORT_TYPES[fmt],
+                                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))

@@ -1,0 +1,358 @@
+"""``ztcp demo seed``: build the bureau, replay a simulated week through the gateway, run the SIEM,
+and check the outcome (reads == ledger events; every planted incident caught).
+
+Re-running: a home that already holds a seeded bureau (``directory.json`` or the demo's protected
+tables) is refused unless ``force``; with ``force`` the bureau files and protected tables are rebuilt
+and a new week is *appended* — the ledger, decision log and key audit are append-only and keep the
+earlier week (that is their point), and the SIEM raises or extends alerts for the new one.
+
+Safe while ``ztcp serve`` runs on the same home: every store is SQLite in WAL mode with busy timeouts
+(ledger, decision log, signal history, key audit, SIEM store), ``bureau-data.json`` is replaced
+atomically (the server reloads it), and the SIEM run uses the same cursors as the server's scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from demo import bureau as bureau_mod
+from demo.clock import SimClock
+from demo.errors import AlreadySeeded, DemoError
+from demo.incidents import Incidents
+from demo.traffic import Plan, World, local_midnight, run_steps
+
+DAY = 86400.0
+MAX_CITIZENS = 200_000
+MAX_DAYS = 31
+
+
+@dataclass(frozen=True)
+class SeedOptions:
+    citizens: int = 2000
+    days: int = 7
+    seed: int = 7
+    force: bool = False
+    end: float | None = None  # the simulated week ends here (default: now)
+
+    def check(self) -> None:
+        if not 50 <= self.citizens <= MAX_CITIZENS:
+            raise DemoError(f"--citizens must be between 50 and {MAX_CITIZENS} (got {self.citizens})")
+        if not 2 <= self.days <= MAX_DAYS:
+            raise DemoError(f"--days must be between 2 and {MAX_DAYS} (got {self.days}); the incidents need "
+                            "one full day inside the window")
+        if self.seed < 0:
+            raise DemoError("--seed must be a non-negative integer")
+
+
+@dataclass
+class IncidentResult:
+    name: str
+    title: str
+    rule: str
+    actor: str
+    at: str
+    alert_id: str | None
+    caught_by: list[str] = field(default_factory=list)  # every rule whose alert has this incident's evidence
+
+
+@dataclass
+class SeedReport:
+    home: str
+    seed: int
+    citizens: int
+    staff: int
+    offices: int
+    cases: int
+    claims: dict[str, int]
+    rows: dict[str, int]
+    window: tuple[str, str]
+    requests: int
+    responses: dict[str, int]
+    decisions: dict[str, int]
+    events: dict[str, int]
+    reads: int
+    read_events: int
+    alerts_by_rule: dict[str, int]
+    incidents: list[IncidentResult]
+    seconds: dict[str, float]
+    events_per_second: float  # ledger events recorded per second of gateway request time
+    requests_per_second: float
+
+    @property
+    def missed(self) -> list[IncidentResult]:
+        return [i for i in self.incidents if i.alert_id is None]
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        doc = asdict(self)
+        doc["missed"] = [i.name for i in self.missed]
+        doc["reads_equal_events"] = self.reads == self.read_events
+        return doc
+
+
+class Phases:
+    """Progress display hooks: ``phase(name, total)`` returns an ``advance(n)`` callable."""
+
+    def phase(self, name: str, total: int | None) -> Callable[[int], None]:
+        return lambda n: None
+
+    def done(self, name: str) -> None:
+        pass
+
+
+def already_seeded(home: Path, engine: Any) -> list[str]:
+    import sqlalchemy as sa
+
+    found = [bureau_mod.DIRECTORY_FILE] if (home / bureau_mod.DIRECTORY_FILE).exists() else []
+    insp = sa.inspect(engine)
+    return found + [t for t in bureau_mod.TABLES if insp.has_table(t)]
+
+
+def incident_day(start: float, end: float) -> float:
+    """Local midnight of the latest full working day inside [start, end).
+
+    The incidents are a working day's events (warm-up reads, office hours, the evening export): a
+    weekend day would change who is at work and what the risk score says, so the window's start is
+    moved back to the latest working day when it holds none (``--days 2`` on a Sunday covers Friday).
+    """
+    d = datetime.fromtimestamp(end, bureau_mod_tz()).date()
+    while True:
+        midnight = local_midnight(d)
+        if midnight + DAY <= end and d.weekday() < 5:
+            return midnight
+        d = d.fromordinal(d.toordinal() - 1)
+
+
+def bureau_mod_tz():  # noqa: ANN201 - tiny indirection so traffic's zone is the one source
+    from demo.traffic import TZ
+
+    return TZ
+
+
+def write_siem_config(path: Path, bureau: bureau_mod.Bureau) -> None:
+    """Merge the bureau's lists into the SIEM config (keeping whatever else an analyst set there)."""
+    import yaml
+
+    doc: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            doc = loaded
+
+    def merged(key: str, values: list[str]) -> list[str]:
+        return sorted(set(doc.get(key) or []) | set(values))
+
+    doc["protected_citizens"] = merged("protected_citizens", [c.citizen_ref for c in bureau.well_known()])
+    doc["protected_record_custodians"] = merged("protected_record_custodians", bureau.custodians)
+    doc["external_recipients_allowed"] = merged(
+        "external_recipients_allowed",
+        [a["id"] for a in bureau_mod.AGENCIES if a["status"] == "approved"] + list(bureau_mod.MYDATA_PARTIES))
+    doc["batch_principals"] = merged("batch_principals", ["svc-*"])
+    text = "# ztcp SIEM lists (written by `ztcp demo seed`; edit freely)\n" + yaml.safe_dump(doc, sort_keys=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    import os
+
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def validate_bureau_data(doc: dict[str, Any]) -> None:
+    import jsonschema
+
+    from policy import DEFAULT_PACK_DIR
+
+    schema = json.loads((Path(DEFAULT_PACK_DIR) / "schema" / "bureau.schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    errors = list(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(doc))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path)
+        raise DemoError(f"generated bureau data does not match bureau.schema.json at {where or '/'}")
+
+
+def _ledger_events_after(ledger: Any, cursor: int) -> list[dict]:
+    out: list[dict] = []
+    cur: str | None = str(cursor)
+    while True:
+        batch, new = ledger.events_after(cur, 50_000)
+        if not batch:
+            return out
+        out.extend(batch)
+        cur = new
+
+
+def _decision_cursor(home: Path) -> int:
+    import sqlite3
+
+    path = home / "decisions.db"
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        row = conn.execute("SELECT max(seq) FROM decisions").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+    return int(row[0] or 0)
+
+
+def _decisions_since(home: Path, cursor: int, ours: set[str]) -> Counter:
+    from pdp.decision_log import DecisionLog
+
+    reader = DecisionLog.reader(home / "decisions.db")
+    effects: Counter = Counter()
+    while True:
+        entries, new = reader.iter_since(cursor, 10_000)
+        if not entries:
+            return effects
+        for e in entries:
+            if e.get("decision_id") in ours:
+                effects[(e.get("result") or {}).get("effect", "unknown")] += 1
+        cursor = new
+
+
+def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> SeedReport:
+    """Everything ``ztcp demo seed`` does; returns the report (the CLI prints it and sets the exit code)."""
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette nags about its httpx-based client on import: not for users
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
+        from fastapi.testclient import TestClient
+
+    from policy import DEFAULT_PACK_DIR
+    from server.app import create_app
+    from server.runtime import BUREAU_DATA_FILE, Runtime
+
+    options.check()
+    phases = phases or Phases()
+    timings: dict[str, float] = {}
+    end = options.end if options.end is not None else time.time()
+    start = end - options.days * DAY
+    day = incident_day(start, end)
+    start = min(start, day)  # the window always holds one full working day for the incidents
+    clock = SimClock(start)
+    rt = Runtime(settings, clock=clock)
+    home = rt.home
+    try:
+        seeded = already_seeded(home, rt.protected_engine)
+        if seeded and not options.force:
+            raise AlreadySeeded(f"{home} is already seeded ({', '.join(seeded)}); use --force to rebuild the "
+                                "bureau and append another simulated week")
+        t0 = time.perf_counter()
+        rt.keys.ensure_all()  # what `ztcp serve` bootstraps: data KEK, blind-index and signing keys
+        advance = phases.phase("building the bureau", options.citizens)
+        today = datetime.fromtimestamp(end, UTC).date()
+        bureau = bureau_mod.build_bureau(options.seed, options.citizens, today)
+        incidents = Incidents(bureau, day, options.seed)
+        incidents.plan()
+        bureau_mod.assign_refs(bureau, rt.keys.blind_index)
+        advance(options.citizens)
+        phases.done("building the bureau")
+        sample = json.loads((Path(DEFAULT_PACK_DIR) / "bureau" / "data.json").read_text())
+        data = bureau_mod.bureau_data(bureau, sample)
+        validate_bureau_data(data)
+        rows = bureau_mod.table_rows(bureau)
+        advance = phases.phase("encrypting protected tables", sum(len(r) for r in rows.values()))
+        counts = bureau_mod.write_tables(rt.protected_engine, rt.key_provider, bureau, force=options.force,
+                                         progress=advance)
+        phases.done("encrypting protected tables")
+        bureau_mod.write_json(home / BUREAU_DATA_FILE, data)
+        bureau_mod.write_json(home / bureau_mod.DIRECTORY_FILE,
+                              bureau_mod.directory(bureau, datetime.fromtimestamp(end, UTC)))
+        write_siem_config(home / "siem.yml", bureau)
+        timings["bureau"] = time.perf_counter() - t0
+
+        # -- the simulated week -------------------------------------------------------------------
+        t0 = time.perf_counter()
+        ledger_cursor = rt.ledger.size - 1
+        decision_cursor = _decision_cursor(home)
+        steps = Plan(bureau, start, end, options.seed).build() + incidents.steps()
+        steps.sort()
+        app = create_app(rt)
+        with TestClient(app) as client:
+            world = World(rt, client, bureau, clock)
+            run_steps(world, steps, phases.phase("simulated week through the gateway", len(steps)))
+        phases.done("simulated week through the gateway")
+        rt.decision_log.flush()
+        timings["traffic"] = time.perf_counter() - t0
+
+        ours = world.tally.decision_ids
+        events = [e for e in _ledger_events_after(rt.ledger, ledger_cursor) if e.get("decision_id") in ours]
+        by_type = Counter(e["type"] for e in events)
+        decisions = _decisions_since(home, decision_cursor, ours)
+        # Every id a response named must be in the ledger, with the type the response claimed.
+        ids = {e["event_id"]: e["type"] for e in events}
+        for kind, got in world.tally.event_ids.items():
+            lost = [i for i in got if ids.get(i) != kind]
+            if lost:
+                from demo.errors import ReadsUnrecorded
+
+                raise ReadsUnrecorded(f"{len(lost)} {kind} response(s) have no matching ledger event")
+
+        # -- detection -----------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        phases.phase("SIEM rule pack over the live stores", None)
+        alerts = run_siem(settings, since=start)
+        phases.done("SIEM rule pack over the live stores")
+        timings["siem"] = time.perf_counter() - t0
+        results = match_incidents(incidents, alerts)
+        by_rule = Counter(a.rule_name for a in alerts)
+        tally = world.tally
+        report = SeedReport(
+            home=str(home), seed=options.seed, citizens=len(bureau.citizens), staff=len(bureau.staff),
+            offices=len(bureau.offices), cases=len(bureau.cases),
+            claims=dict(Counter(c.kind for c in bureau.claims)), rows=counts,
+            window=(_iso(start), _iso(end)), requests=tally.requests,
+            responses={f"{op} {status}": n for (op, status), n in sorted(tally.responses.items())},
+            decisions=dict(decisions), events=dict(by_type), reads=tally.ok("read"),
+            read_events=by_type.get("pii.read", 0), alerts_by_rule=dict(sorted(by_rule.items())),
+            incidents=results, seconds={k: round(v, 2) for k, v in timings.items()},
+            events_per_second=round(len(events) / world.gateway_seconds, 1) if world.gateway_seconds else 0.0,
+            requests_per_second=round(tally.requests / world.gateway_seconds, 1) if world.gateway_seconds else 0.0)
+        report.seconds["gateway"] = round(world.gateway_seconds, 2)
+        return report
+    finally:
+        rt.close()
+
+
+def run_siem(settings: Any, since: float | None = None) -> list[Any]:
+    """Ingest the live stores and run the pack; all alerts.
+
+    ``since`` (the simulated window's start) re-evaluates the window whatever the watermarks say: a
+    running server's scheduler may have passed these events before this run's lists (siem.yml)
+    reached it. Re-evaluation never duplicates an alert."""
+    from server.siem import live_sources, make_engine
+
+    engine = make_engine(settings)
+    try:
+        engine.ingest(live_sources(settings))
+        engine.run(since=datetime.fromtimestamp(since, UTC) if since is not None else None)
+        return engine.alerts.list()
+    finally:
+        engine.conn.close()
+
+
+def match_incidents(incidents: Incidents, alerts: list[Any]) -> list[IncidentResult]:
+    out = []
+    for inc in incidents.items.values():
+        catching = [a for a in alerts if inc.ids & set(a.evidence)
+                    or inc.actor in {str(v) for v in a.group_keys.values()}]
+        own = [a for a in catching if a.rule_name == inc.rule]
+        out.append(IncidentResult(name=inc.name, title=inc.title, rule=inc.rule, actor=inc.actor,
+                                  at=_iso(inc.at), alert_id=own[0].alert_id if own else None,
+                                  caught_by=sorted({a.rule_name for a in catching})))
+    return out
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,69 @@
+"""The FastAPI application: every component's router on one server (`ztcp serve`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import gateway
+from pdp import api as pdp_api
+from pdp.http_auth import BearerAuth
+from pdp.problems import install_problem_handlers
+from policy import api as policy_api
+from provenance import api as provenance_api
+from server.readiness import Readiness
+from server.runtime import Runtime
+from siem_rules import Scheduler
+
+log = logging.getLogger("ztcp.app")
+
+
+def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
+    """The app over ``runtime``. Whoever owns the runtime closes it (after the server stops), so
+    the decision log is drained after the last request, never before."""
+    point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
+    runtime.reloader.start()  # follow published revisions (hot reload within ~1 s)
+    auth = BearerAuth(runtime.verifier)
+
+    app = FastAPI(
+        title="ztcp",
+        version="0.1.0",
+        summary="Zero-trust policy decisions, provenance, field encryption and SIEM for a public agency",
+    )
+    install_problem_handlers(app)
+    app.include_router(pdp_api.create_router(point, auth))
+    app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
+    app.include_router(gateway.create_router(runtime.gateway, runtime.verifier))  # /v1/records, /v1/disclosures
+    app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
+                                                    sealed_cases=runtime.sealed_cases))
+    from console import mount_console
+
+    mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there
+
+    @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
+    async def jwks() -> dict:
+        keys = list(runtime.issuer.jwks()["keys"]) if runtime.issuer else []
+        keys.append({**runtime.decision_signer.public_jwk(), "use": "sig"})
+        return {"keys": keys}
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    readiness = Readiness(runtime, siem)
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness of each dependency")
+    def readyz() -> JSONResponse:  # sync: FastAPI runs it in the thread pool (checks may do I/O)
+        ready, checks = readiness.report()
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+

@@ -1,0 +1,51 @@
+"""The provenance ledger as this installation configures it: file, origin, checkpoint signer, trust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keymgmt
+import provenance
+from server.bootstrap import CHECKPOINT_SIGNING, system_keys
+from server.keys import build_provider
+from server.settings import Settings
+
+LEDGER_FILE = "provenance.db"
+DEFAULT_ORIGIN = "ztcp.local/provenance"
+
+
+def ledger_from_settings(settings: Settings, keys: object | None = None, *,
+                         path: Path | None = None) -> provenance.Ledger:
+    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key.
+
+    With Vault/OpenBao configured (``checkpoint_key`` auto or vault) the key is a transit ``ed25519``
+    key: the private half never reaches this host, so whoever controls the host can rewrite the
+    ledger file but not sign a checkpoint vouching for it. Every trusted version verifies old
+    checkpoints after a rotation; the local key is trusted too only if ``checkpoint_trust_local``
+    says so (a ledger that was signed locally before the move).
+    """
+    origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
+    in_vault = settings.checkpoint_in_vault
+
+    def local_keys() -> list:
+        return (keys if keys is not None else system_keys(settings)).public_keys(CHECKPOINT_SIGNING)  # type: ignore[attr-defined]
+
+    if in_vault:
+        provider = build_provider(settings)
+        provider.ensure(CHECKPOINT_SIGNING, "ed25519")
+        signer: object = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)  # type: ignore[arg-type]
+        trusted = list(provider.ed25519_public_keys(CHECKPOINT_SIGNING).values())
+        if settings.checkpoint_trust_local:
+            trusted += local_keys()
+    else:
+        keys = keys if keys is not None else system_keys(settings)
+        signer, trusted = keys.checkpoint_signing, local_keys()  # type: ignore[attr-defined]
+    return provenance.Ledger(
+        path or settings.ensure_home() / LEDGER_FILE,  # another path: a backup's copy, say
+        signer,  # type: ignore[arg-type]
+        origin,
+        trusted_keys=trusted,
+        checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
+        publish=provenance.NotePublisher(settings.checkpoint_publish_dir) if settings.checkpoint_publish_dir else None,
+    )
+

@@ -1,0 +1,104 @@
+"""`/readyz`: the state of every dependency ``ztcp serve`` relies on, one check each.
+
+A check never raises; it answers ``{"ok": bool, ...facts}``. Checks that cross the network (the key
+provider may be Vault/OpenBao) are cached for a few seconds so a probing load balancer cannot turn
+readiness into load on the key service. The SIEM is reported but not *required*: a failing rule
+run must not take decisions and protected reads out of service (its alerts would come late, and
+its last error is shown here and in the log).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.bootstrap import DATA_KEK
+
+CACHE_SECONDS = 5.0
+Check = Callable[[], dict[str, Any]]
+
+
+class Readiness:
+    def __init__(self, runtime: Any, siem: Any = None) -> None:  # noqa: ANN401 - the composition root
+        self.runtime = runtime
+        self.siem = siem
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def report(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        checks: dict[str, dict[str, Any]] = {
+            "policy": self._policy(),
+            "decision_log": _guard(self._decision_log),
+            "ledger": _guard(self._ledger),
+            "keys": self._cached("keys", self._keys),
+            "protected_db": self._cached("protected_db", self._protected_db),
+        }
+        point = self.runtime.point
+        if point.shadow is not None:
+            checks["shadow_policy"] = {"ok": True, "revision": point.shadow.revision}
+        ready = all(c["ok"] for c in checks.values())
+        if self.siem is not None:
+            checks["siem"] = {"ok": self.siem.running and self.siem.last_error is None, "required": False,
+                              "runs": self.siem.runs, "error": self.siem.last_error}
+        return ready, checks
+
+    def _cached(self, name: str, check: Check) -> dict[str, Any]:
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        result = _guard(check)
+        with self._lock:
+            self._cache[name] = (time.monotonic(), result)
+        return result
+
+    def _policy(self) -> dict[str, Any]:
+        active = self.runtime.point.active
+        out = {"ok": active is not None, "revision": active.revision if active else None,
+               "digest": active.digest if active else None, "engine": active.engine.kind if active else None}
+        if self.runtime.reloader.last_error:
+            out["reload_error"] = self.runtime.reloader.last_error
+        return out
+
+    def _decision_log(self) -> dict[str, Any]:
+        log = self.runtime.point.log
+        return {"ok": log.healthy, "error": log.last_error}
+
+    def _ledger(self) -> dict[str, Any]:
+        # Appends go on while the checkpoint key cannot sign (they stay durable and the next
+        # checkpoint covers them), so that is reported, not a reason to stop serving.
+        ledger = self.runtime.ledger
+        out: dict[str, Any] = {"ok": True, "size": ledger.size,
+                               "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
+        if ledger.checkpoint_error:
+            out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
+        if ledger.publish_error:
+            out["publish_error"] = ledger.publish_error.split(":", 1)[0]
+        return out
+
+    def _keys(self) -> dict[str, Any]:
+        import keymgmt
+
+        provider = self.runtime.key_provider
+        try:
+            version = provider.info(DATA_KEK).latest_version
+        except keymgmt.KeyNotFound:  # reachable; the data key is created with the first encrypted table
+            version = None
+        return {"ok": True, "provider": type(provider).__name__, "data_kek_version": version}
+
+    def _protected_db(self) -> dict[str, Any]:
+        import sqlalchemy as sa
+
+        engine = self.runtime.protected_engine
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return {"ok": True, "dialect": engine.dialect.name}
+
+
+def _guard(check: Check) -> dict[str, Any]:
+    try:
+        return check()
+    except Exception as exc:  # readiness reports; it never raises, and names no secrets or values
+        return {"ok": False, "error": type(exc).__name__}

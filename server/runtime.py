@@ -1,0 +1,271 @@
+"""The composition root: builds every component from Settings, once, for `ztcp serve` and the CLI.
+
+Packages take explicit keys, paths and collaborators; only this module knows where they come from
+(the sealed keyring, ``ZTCP_HOME``, backend URLs). Components are built lazily so a CLI command
+pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from gateway import Gateway
+from pdp.calendar import BusinessCalendar
+from pdp.decision_log import DecisionLog, ElasticsearchSink
+from pdp.engine import create_engine
+from pdp.identity import JwtVerifier
+from pdp.issuer import DevIssuer
+from pdp.metrics import PdpMetrics
+from pdp.point import ActivePolicy, DecisionPoint
+from pdp.reload import PolicyReloader
+from pdp.signals import SignalHistory
+from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
+from policy import PolicyPack, RevisionStore, ensure_initial_revision, load_pack
+from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
+from server.identity import dev_issuer, token_verifier
+from server.settings import Settings
+
+log = logging.getLogger("ztcp.runtime")
+BUREAU_DATA_FILE = "bureau-data.json"
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.home = settings.ensure_home()
+        # One "now" for everything that stamps or checks time (decisions, token checks, provenance,
+        # key audit): the demo's simulated week passes a settable clock here.
+        self.clock = clock
+        self._closers: list = []
+        self._lock = threading.Lock()
+        self._classes: tuple[int, dict[str, str]] | None = None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
+
+    def provenance_event(self, **fields: object):  # type: ignore[no-untyped-def]
+        """A provenance event stamped with this runtime's clock (unless ``time`` is given)."""
+        import contracts
+
+        fields.setdefault("time", self.now())
+        return contracts.ProvenanceEvent(**fields)  # type: ignore[arg-type]
+
+    # -- identity and keys ------------------------------------------------------------------
+    @cached_property
+    def keys(self) -> SystemKeys:
+        return system_keys(self.settings)
+
+    @cached_property
+    def issuer(self) -> DevIssuer | None:
+        return None if self.settings.idp_issuer else dev_issuer(self.settings, self.keys)
+
+    @cached_property
+    def verifier(self) -> JwtVerifier:
+        return token_verifier(self.settings, self.keys)
+
+    @cached_property
+    def decision_signer(self) -> DecisionTokenSigner:
+        return DecisionTokenSigner(self.keys.decision_signing, issuer=self.decision_issuer,
+                                   ttl_seconds=self.settings.decision_ttl_seconds)
+
+    @property
+    def decision_issuer(self) -> str:
+        return f"{self.settings.dev_issuer.rstrip('/')}/pdp"
+
+    @cached_property
+    def decision_verifier(self) -> DecisionTokenVerifier:
+        """Trusts every decision-signing key version still allowed, so rotation keeps tokens valid."""
+        return DecisionTokenVerifier(self.keys.public_keys(DECISION_SIGNING), issuer=self.decision_issuer)
+
+    # -- policy -----------------------------------------------------------------------------
+    def bureau_data(self) -> dict | None:
+        """Operational facts (cases, agreements, consents) maintained by the bureau, if present."""
+        path = self.home / BUREAU_DATA_FILE
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def dataset_classification(self, dataset: str) -> str | None:
+        """The dataset's classification in the bureau's register (re-read only when the file changes),
+        so a PEP can declare it and the decision log shows what the policy saw."""
+        path = self.home / BUREAU_DATA_FILE
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._classes
+        if cached is None or cached[0] != mtime:
+            try:
+                datasets = (self.bureau_data() or {}).get("datasets", {})
+            except (OSError, ValueError):
+                return None
+            cached = (mtime, {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)})
+            self._classes = cached
+        return cached[1].get(dataset)
+
+    def pack(self) -> PolicyPack:
+        return load_pack(self.settings.policy_dir)
+
+    def build_active(self, pack: PolicyPack, revision: str | None) -> ActivePolicy:
+        bureau = self.bureau_data()
+        engine = create_engine(pack, self.settings.engine if not self.settings.opa_url else "opa",
+                               revision=revision, extra_data={"bureau": bureau} if bureau else None,
+                               opa_url=self.settings.opa_url)
+        calendar_config = pack.data.get("ztcp", {}).get("config", {}).get("calendar")
+        return ActivePolicy(engine=engine,
+                            calendar=BusinessCalendar.from_config(calendar_config, self.settings.timezone))
+
+    # -- decision point ---------------------------------------------------------------------
+    @cached_property
+    def metrics(self) -> PdpMetrics:
+        return PdpMetrics()
+
+    @cached_property
+    def decision_log(self) -> DecisionLog:
+        sinks = []
+        if self.settings.es_url:
+            sinks.append(ElasticsearchSink(self.elasticsearch))
+        dlog = DecisionLog(self.home / "decisions.db", sinks=sinks)
+        self._closers.append(dlog.close)
+        return dlog
+
+    @cached_property
+    def elasticsearch(self):  # type: ignore[no-untyped-def]
+        from elasticsearch import Elasticsearch
+
+        api_key = self.settings.es_api_key.get_secret_value() if self.settings.es_api_key else None
+        return Elasticsearch(self.settings.es_url, api_key=api_key)
+
+    @cached_property
+    def history(self) -> SignalHistory:
+        history = SignalHistory(self.home / "signals.db", clock=self.clock)
+        self._closers.append(history.close)
+        return history
+
+    @cached_property
+    def revision_store(self) -> RevisionStore:
+        store = RevisionStore.in_home(self.home)
+        self._closers.append(store.close)
+        return store
+
+    def bundle_public_keys(self) -> list:
+        return self.keys.public_keys(BUNDLE_SIGNING)
+
+    @cached_property
+    def point(self) -> DecisionPoint:
+        """The decision point on the store's active revision (the default pack becomes r1 on first start)."""
+        ensure_initial_revision(self.revision_store, self.pack(), self.keys.bundle_signing)
+        point = DecisionPoint(verifier=self.verifier, signer=self.decision_signer, log=self.decision_log,
+                              history=self.history, active=None,
+                              timeout_ms=self.settings.engine_timeout_ms, metrics=self.metrics,
+                              clock=self.clock)
+        self._closers.insert(0, point.close)
+        self.reloader = PolicyReloader(self.revision_store, self.bundle_public_keys, self.build_active, point,
+                                       watch_files=[self.home / BUREAU_DATA_FILE])
+        self.reloader.check()  # activate now; `ztcp serve` then keeps following the store
+        self._closers.insert(0, self.reloader.stop)
+        return point
+
+    # -- provenance and protected data (used by the gateway) -----------------------------------
+    @cached_property
+    def ledger(self):  # type: ignore[no-untyped-def]
+        """The embedded provenance ledger under ZTCP_HOME (same file and keys as ``ztcp audit``)."""
+        from server.ledger import ledger_from_settings
+
+        ledger = ledger_from_settings(self.settings, self.keys)
+        self._closers.append(ledger.close)
+        return ledger
+
+    @cached_property
+    def recorder(self):  # type: ignore[no-untyped-def]
+        """Group-commit recorder over :attr:`ledger`: ``record`` returns once the event is durable."""
+        import provenance
+
+        recorder = provenance.Recorder(self.ledger, checkpoint_timer=True)  # signed checkpoints every T s
+        self._closers.insert(0, recorder.close)
+        return recorder
+
+    def sealed_cases(self) -> set[str]:
+        """Open sealed investigations: their records stay out of the citizen's view until closed."""
+        cases = (self.bureau_data() or {}).get("cases", {})
+        return {cid for cid, c in cases.items() if c.get("sealed") and c.get("status") != "closed"}
+
+    @cached_property
+    def key_provider(self):  # type: ignore[no-untyped-def]
+        from server.keys import build_provider
+
+        return build_provider(self.settings)
+
+    @cached_property
+    def key_audit(self):  # type: ignore[no-untyped-def]
+        import keymgmt
+
+        return keymgmt.KeyAuditLog(keymgmt.default_audit_path(self.home), clock=self.clock)
+
+    @cached_property
+    def protected_engine(self):  # type: ignore[no-untyped-def]
+        import keymgmt
+
+        engine = keymgmt.make_engine(self.settings.protected_db_url)
+        self._closers.append(engine.dispose)
+        return engine
+
+    def protected_reader(self, dataset: str):  # type: ignore[no-untyped-def]
+        """The decision gate over the registered protected table of ``dataset``; None if there is none.
+
+        Built once per dataset (the envelope's DEK cache is per instance); a table registered after
+        the first miss is found on the next call.
+        """
+        import keymgmt
+
+        with self._lock:
+            readers = self.__dict__.setdefault("_readers", {})
+            if dataset in readers:
+                return readers[dataset]
+            spec = next((s for s in keymgmt.registered_specs(self.protected_engine) if s.dataset == dataset),
+                        None)
+            if spec is None:
+                return None
+            engine = self.protected_engine
+            blind = (keymgmt.BlindIndexKeys(self.key_provider, length=spec.bi_length)
+                     if spec.blind_index else None)
+            table = keymgmt.EncryptedTable(engine, spec, keymgmt.Envelope(self.key_provider, engine), blind)
+            reader = keymgmt.ProtectedReader(table, self.decision_verifier, self.recorder, self.key_audit,
+                                             system="ztcp-gateway", event_factory=self.provenance_event)
+            readers[dataset] = reader
+            return reader
+
+    # -- SIEM (the scheduler itself is built by server.siem) ---------------------------------------
+    @property
+    def siem_db_path(self) -> Path:
+        from server.siem import DB_NAME
+
+        return self.home / DB_NAME
+
+    def alert_sinks(self) -> list:
+        """Where alert status changes are copied besides the SIEM store (Elasticsearch when configured)."""
+        from server.siem import alert_sinks
+
+        return alert_sinks(self.settings)
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        """The reference PEP over this runtime's decision point, ledger and protected tables."""
+        return Gateway(point=self.point, recorder=self.recorder, ledger=self.ledger, readers=self.protected_reader,
+                       decision_verifier=self.decision_verifier, blind_index_key=lambda: self.keys.blind_index,
+                       clock=self.clock, classification=self.dataset_classification)
+
+    def close(self) -> None:
+        for close in self._closers:
+            try:
+                close()
+            except Exception as exc:  # shutting down: report, keep closing the rest
+                log.warning("error while closing %s: %s", getattr(close, "__qualname__", close), exc)
+        self._closers.clear()

@@ -1,0 +1,137 @@
+"""Process-wide configuration: environment `ZTCP_*`, then an optional `ztcp.toml`, then defaults.
+
+Packages never read the environment themselves; the composition root (``cli``) builds their
+configuration from these settings and passes it in, so each package stays testable on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from server.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZTCP_",
+        toml_file=os.environ.get("ZTCP_CONFIG", "ztcp.toml"),
+        extra="ignore",
+    )
+
+    home: Path = Field(default=Path(".ztcp"), description="data directory, created with mode 0700")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed (none by default: "
+                    "the client IP is the connection's)")
+
+    # TLS for `ztcp serve` (files, never argv). A client CA makes it mutual TLS: only systems
+    # holding a certificate from that CA can connect at all; callers still present their token.
+    tls_cert_file: Path | None = Field(default=None, description="server certificate chain (PEM)")
+    tls_key_file: Path | None = Field(default=None, description="server private key (PEM, mode 0600)")
+    tls_client_ca_file: Path | None = Field(default=None, description="CA bundle; set = client certificates required")
+
+    # Identity: the embedded development issuer unless an external IdP is configured.
+    idp_issuer: str | None = Field(default=None, description="external OIDC issuer URL (discovery)")
+    idp_audience: str = "ztcp"
+    dev_issuer: str = "https://ztcp.local/dev-idp"
+    token_leeway_seconds: int = 30
+
+    # Decisions.
+    decision_ttl_seconds: int = 60
+    engine_timeout_ms: int = 50
+    engine: str = Field(default="regorus", description="embedded Rego engine: regorus | regopy")
+    policy_dir: Path | None = Field(default=None, description="policy pack directory (default: bundled)")
+    timezone: str = "Asia/Taipei"
+
+    # Backends, chosen by URL.
+    opa_url: str | None = None
+    es_url: str | None = None
+    es_api_key: SecretStr | None = None
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_namespace: str | None = None
+    vault_mount: str = "transit"
+    vault_cacert: Path | None = Field(default=None, description="CA bundle for Vault's TLS certificate")
+    vault_client_cert: Path | None = Field(default=None, description="client certificate (mTLS)")
+    vault_client_key: Path | None = Field(default=None, description="client key (mTLS)")
+    vault_skip_verify: bool = Field(default=False, description="never in production: skips TLS checks")
+    protected_db: str | None = None
+    master_key: SecretStr | None = None
+
+    # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
+    # private key never reaches this host), else the sealed local keyring.
+    checkpoint_key: Literal["auto", "local", "vault"] = "auto"
+    checkpoint_publish_dir: Path | None = Field(
+        default=None, description="copy every new signed checkpoint here (storage the ledger's host cannot rewrite)")
+    checkpoint_trust_local: bool = Field(
+        default=False,
+        description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
+                    "(only for a ledger that was signed locally before moving to Vault)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.checkpoint_key == "vault" and not self.vault_addr:
+            raise ValueError("ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
+
+    @property
+    def checkpoint_in_vault(self) -> bool:
+        return self.checkpoint_key == "vault" or (self.checkpoint_key == "auto" and bool(self.vault_addr))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    def ensure_home(self) -> Path:
+        """Create ``home`` (0700) if needed and refuse one that others can read."""
+        home = self.home.expanduser().resolve()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = home.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(home, 0o700)
+        return home
+
+    @property
+    def protected_db_url(self) -> str:
+        return self.protected_db or f"sqlite:///{self.ensure_home() / 'protected.db'}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings, or one clear line naming the variable at fault (never its value: it may be a secret)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"ZTCP_{str(err['loc'][0]).upper()}: {msg}" if err["loc"] else msg)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,115 @@
+"""The SIEM as this installation runs it: the rule pack over ``ZTCP_HOME/siem.db``, fed by the live stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+from server.ledger import LEDGER_FILE, ledger_from_settings
+from server.settings import Settings, load_settings
+from siem_rules import ElasticAlertSink, Engine, RulePack, Scheduler, Source, connect, load_config
+
+DB_NAME = "siem.db"
+CONFIG_NAME = "siem.yml"
+
+
+def siem_pack(settings: Settings, config_path: Path | None = None) -> RulePack:
+    path = config_path or settings.ensure_home() / CONFIG_NAME
+    if config_path is not None and not config_path.exists():
+        raise ConfigError(f"no such config file: {config_path}")
+    return RulePack(load_config(path, timezone=settings.timezone))
+
+
+def alert_sinks(settings: Settings) -> list[Any]:
+    if not settings.es_url:
+        return []
+    from elasticsearch import Elasticsearch
+
+    api_key = settings.es_api_key.get_secret_value() if settings.es_api_key else None
+    return [ElasticAlertSink(Elasticsearch(settings.es_url, api_key=api_key))]
+
+
+def make_engine(settings: Settings, config_path: Path | None = None) -> Engine:
+    """The engine over ``ZTCP_HOME/siem.db`` with lists from ``ZTCP_HOME/siem.yml`` (if present)."""
+    conn = connect(settings.ensure_home() / DB_NAME)
+    return Engine(conn, siem_pack(settings, config_path), sinks=alert_sinks(settings))
+
+
+class LiveSources:
+    """Adapters for the live stores (decision log, provenance ledger, key and policy audit), found
+    anew on each call: a store created after start-up (the first key event, a first policy change)
+    joins the next SIEM run. Each adapter is built once and kept (it holds the store's reader).
+
+    Each is a ``siem_rules.CallableSource(name, kind, fetch)`` around that store's "events after
+    cursor" query. Stores that do not exist yet are skipped (nothing recorded there yet).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._made: dict[str, Source] = {}
+
+    def __call__(self) -> list[Source]:
+        home = self.settings.ensure_home()
+        import keymgmt
+
+        stores = (("decisions", home / "decisions.db", self._decisions),
+                  ("policy-admin", home / "policy.db", self._policy),
+                  ("key-audit", keymgmt.default_audit_path(home), self._keys),
+                  ("provenance", home / LEDGER_FILE, self._provenance))
+        for name, path, make in stores:
+            if name not in self._made and path.exists():
+                self._made[name] = make(path)
+        return [self._made[name] for name, *_ in stores if name in self._made]
+
+    @staticmethod
+    def _decisions(path: Path) -> Source:
+        from pdp.decision_log import DecisionLog
+        from siem_rules import CallableSource
+
+        return CallableSource("decisions", "decision", DecisionLog.reader(path).events_after)
+
+    @staticmethod
+    def _policy(path: Path) -> Source:
+        from policy import RevisionStore
+        from siem_rules import CallableSource
+
+        return CallableSource("policy-admin", "policy", RevisionStore.in_home(path.parent).events_after)
+
+    @staticmethod
+    def _keys(path: Path) -> Source:
+        import keymgmt
+        from siem_rules import CallableSource
+
+        return CallableSource("key-audit", "key", keymgmt.KeyAuditLog(path).events_after)
+
+    def _provenance(self, path: Path) -> Source:
+        from siem_rules import CallableSource
+
+        return CallableSource("provenance", "provenance", ledger_from_settings(self.settings).events_after)
+
+
+def live_sources(settings: Settings) -> list[Source]:
+    """The live stores that exist now (see :class:`LiveSources`)."""
+    return LiveSources(settings)()
+
+
+def make_scheduler(
+    settings: Settings | None = None, interval: float = 60.0, sources: list[Source] | None = None
+) -> Scheduler:
+    """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
+    settings = settings or load_settings()
+    srcs = LiveSources(settings) if sources is None else sources
+    config = settings.ensure_home() / CONFIG_NAME
+
+    def config_version() -> tuple[int, int] | None:
+        try:
+            st = config.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    return Scheduler(lambda: make_engine(settings), srcs, interval, config_version=config_version)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
