@@ -29,6 +29,7 @@ from demo.incidents import Incidents
 from demo.traffic import Plan, World, local_midnight, run_steps
 
 DAY = 86400.0
+DEMO_PROXY = "10.255.0.1"  # the bureau's reverse proxy in front of the gateway, in the simulation
 MAX_CITIZENS = 200_000
 MAX_DAYS = 31
 
@@ -241,6 +242,9 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
     day = incident_day(start, end)
     start = min(start, day)  # the window always holds one full working day for the incidents
     clock = SimClock(start)
+    # The simulated week reaches the gateway as it would in the bureau: through its trusted proxy,
+    # which passes on the workstation's device id, network zone and location.
+    settings = settings.model_copy(update={"trusted_proxies": [*settings.trusted_proxies, DEMO_PROXY]})
     rt = Runtime(settings, clock=clock)
     home = rt.home
     try:
@@ -270,6 +274,9 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         bureau_mod.write_json(home / bureau_mod.DIRECTORY_FILE,
                               bureau_mod.directory(bureau, datetime.fromtimestamp(end, UTC)))
         write_siem_config(home / "siem.yml", bureau)
+        for member in bureau.staff:  # the workstations the bureau enrolled, with their posture
+            rt.device_inventory.register(member.device_id, managed=member.managed, compliant=member.compliant,
+                                         actor="demo")
         timings["bureau"] = time.perf_counter() - t0
 
         # -- the simulated week -------------------------------------------------------------------
@@ -279,7 +286,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         steps = Plan(bureau, start, end, options.seed).build() + incidents.steps()
         steps.sort()
         app = create_app(rt)
-        with TestClient(app) as client:
+        with TestClient(app, client=(DEMO_PROXY, 443)) as client:
             world = World(rt, client, bureau, clock)
             run_steps(world, steps, phases.phase("simulated week through the gateway", len(steps)))
         phases.done("simulated week through the gateway")

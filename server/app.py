@@ -36,7 +36,7 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(pdp_api.create_router(point, auth))
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
-    app.include_router(gateway.create_router(runtime.gateway, runtime.verifier))  # /v1/records, /v1/disclosures
+    app.include_router(gateway.create_router(runtime.gateway, runtime.verifier, runtime.context_resolver))
     app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
                                                     sealed_cases=runtime.sealed_cases))
     from console import mount_console

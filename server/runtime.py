@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
-from gateway import Gateway
+from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog, ElasticsearchSink
+from pdp.devices import INVENTORY_FILE, DeviceAuthenticator, DeviceCA, DeviceInventory, PostureVerifier
 from pdp.engine import create_engine
-from pdp.identity import JwtVerifier
+from pdp.identity import JwtVerifier, OidcKeySource, StaticKeySource
 from pdp.issuer import DevIssuer
 from pdp.metrics import PdpMetrics
 from pdp.point import ActivePolicy, DecisionPoint
@@ -29,6 +30,7 @@ from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
 from policy import PolicyPack, RevisionStore, ensure_initial_revision, load_pack
 from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
+from server.errors import ConfigError
 from server.identity import dev_issuer, token_verifier
 from server.settings import Settings
 
@@ -254,6 +256,32 @@ class Runtime:
         from server.siem import alert_sinks
 
         return alert_sinks(self.settings)
+
+    @cached_property
+    def device_inventory(self) -> DeviceInventory:
+        inventory = DeviceInventory(self.home / INVENTORY_FILE)
+        self._closers.append(inventory.close)
+        return inventory
+
+    @cached_property
+    def context_resolver(self) -> ContextResolver:
+        """What the gateway believes about a request's device and context (see gateway/context.py)."""
+        s = self.settings
+        posture = None
+        if s.device_posture_jwks and s.device_posture_issuer:
+            source = (OidcKeySource.jwks_only(s.device_posture_jwks) if s.device_posture_jwks.startswith("https://")
+                      else StaticKeySource(json.loads(Path(s.device_posture_jwks).read_text())))
+            posture = PostureVerifier(JwtVerifier(source, s.device_posture_issuer, s.idp_audience,
+                                                  leeway_seconds=s.token_leeway_seconds),
+                                      max_age_seconds=s.device_posture_max_age_seconds)
+        devices = DeviceAuthenticator(ca=DeviceCA.from_file(s.device_ca_file) if s.device_ca_file else None,
+                                      posture=posture, inventory=self.device_inventory)
+        try:
+            return ContextResolver(trusted_proxies=s.trusted_proxies, zones=s.network_zones,
+                                   sites=load_sites(s.sites_file) if s.sites_file else (), devices=devices,
+                                   clock=self.clock)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @cached_property
     def gateway(self) -> Gateway:

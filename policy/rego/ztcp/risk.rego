@@ -15,7 +15,7 @@ limits := cfg.limits
 factor_order := [
 	"weak_auth", "no_mfa", "stale_token", "recent_denies", "failed_step_ups",
 	"unmanaged_device", "noncompliant_device", "new_device", "network_internet", "network_vpn",
-	"off_hours", "holiday", "impossible_travel", "high_request_rate", "breadth_spike",
+	"off_hours", "holiday", "impossible_travel", "location_unknown", "high_request_rate", "breadth_spike",
 	"first_dataset_access", "protected_citizen", "self_record", "break_glass",
 ]
 
@@ -147,6 +147,12 @@ fired contains {"name": "impossible_travel", "detail": d} if {
 }
 
 impossible_travel if input.signals.impossible_travel == true
+
+# No trusted location (no site for the client's network, no X-Geo from a trusted proxy): impossible
+# travel cannot be checked, so the missing location is itself a factor, never a skipped check.
+fired contains {"name": "location_unknown", "detail": "no trusted location: travel cannot be checked"} if {
+	input.signals.location_unknown == true
+}
 
 impossible_travel if {
 	is_number(input.signals.travel_speed_kmh)
