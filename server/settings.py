@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".ztcp"), description="data directory, created with mode 0700")
     host: str = "127.0.0.1"
     port: int = 8080
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+                                description="largest request body accepted (413 before authentication)")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or CIDR ranges of reverse proxies whose X-Forwarded-For and device/context "
