@@ -114,7 +114,7 @@ test_location_unknown_is_a_factor if {
 	inp := fx.patch(fx.officer, "signals", {"location_unknown": true})
 	d := authz.decision with input as inp with data.bureau as fx.bureau
 	fx.factor_names(d) == {"location_unknown"}
-	d.risk.score == 10
+	d.risk.score == 5
 }
 
 test_breadth_spike if {
