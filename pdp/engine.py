@@ -296,6 +296,7 @@ class OpaEngine:
 
     kind = "opa"
     PUSH_PREFIX = "ztcp_"
+    ADMIN_TIMEOUT_S = 10.0  # uploads and health checks: OPA compiles on upload, far beyond a decision budget
 
     def __init__(self, url: str, *, timeout_s: float = 0.05, revision: str | None = None,
                  client: OpaClient | None = None, pack: PolicyPack | None = None, push: bool = False,
@@ -304,17 +305,18 @@ class OpaEngine:
         self.digest = pack.digest if pack is not None and push else None
         self.url = url.rstrip("/")
         self._client = client or _opa_client(url, timeout_s)
+        self._admin = client or _opa_client(url, self.ADMIN_TIMEOUT_S)
         self.root = "ztcp"
         if push:
             if pack is None:
                 raise ConfigurationError("pushing to OPA needs the policy pack")
             self.root = self.PUSH_PREFIX + pack.digest.removeprefix("sha256:")[:16]
             self._push(pack, extra_data)
-        self._package = self.root + ".authz"
+        self._package = self._package_of(self.root)
 
     def healthy(self) -> bool:
         """OPA's ``GET /health``: up, and (for a bundle-pulling OPA) its bundles activated."""
-        return self._client.check_health()
+        return self._admin.check_health()
 
     def evaluate(self, input_doc: dict) -> dict:
         try:
@@ -337,27 +339,64 @@ class OpaEngine:
         try:
             for key, value in sorted(data.items()):
                 if key != "ztcp" and isinstance(value, dict):
-                    self._client.update_or_create_data(value, key)  # shared: data.bureau
-            self._client.update_or_create_data(data.get("ztcp", {}), self.root)
-            for path, source in sorted(pack.policy_modules.items()):
-                # rego_compat=False: the client would otherwise rewrite a rejected module as Rego v0.
-                self._client.update_policy_from_string(_reroot(source, self.root), f"{self.root}/{path}",
-                                                       rego_compat=False)
+                    self._admin.update_or_create_data(value, key)  # shared: data.bureau
+            self._admin.update_or_create_data(data.get("ztcp", {}), self.root)
+            self._push_modules(pack)
+            # One decision before traffic: OPA prepares a query on its first evaluation, which would
+            # otherwise be charged to (and time out) the first real request; and a root that gives
+            # no decision fails the load, not that request.
+            answer = self._admin.query_rule(_PROBE_INPUT, self._package_of(self.root), "decision")
         except (requests.RequestException, RegoParseError, ValueError) as exc:
             raise EngineError(f"pushing the policy to OPA failed: {type(exc).__name__}: {str(exc)[:200]}") \
                 from None
+        if "result" not in answer:
+            raise EngineError(f"the policy pushed to OPA gives no decision at data.{self.root}.authz.decision")
         self._delete_other_roots()
 
+    @staticmethod
+    def _package_of(root: str) -> str:
+        return root + ".authz"
+
+    def _push_modules(self, pack: PolicyPack) -> None:
+        """OPA compiles each uploaded module against those it already has, so a module calling a
+        function of one not yet uploaded is refused: upload in passes until none is left, and give
+        up (with OPA's last refusal) when a pass uploads nothing."""
+        pending = sorted(pack.policy_modules.items())
+        while pending:
+            refused: list[tuple[str, str]] = []
+            last: RegoParseError | None = None
+            for path, source in pending:
+                try:
+                    # rego_compat=False: the client would otherwise retry a refused module as Rego v0.
+                    self._admin.update_policy_from_string(_reroot(source, self.root), f"{self.root}/{path}",
+                                                           rego_compat=False)
+                except RegoParseError as exc:
+                    refused.append((path, source))
+                    last = exc
+            if len(refused) == len(pending) and last is not None:
+                raise last
+            pending = refused
+
     def _delete_other_roots(self) -> None:
-        """Drop earlier pushed revisions; a failure only leaves them behind (they are never queried)."""
+        """Drop earlier pushed revisions; a failure only leaves them behind (they are never queried).
+
+        OPA refuses to delete a module that others still call, so deletion goes in passes too."""
         try:
-            stale = {pid.split("/", 1)[0] for pid in self._client.get_policies_list()
-                     if pid.startswith(self.PUSH_PREFIX) and not pid.startswith(self.root + "/")}
-            for pid in self._client.get_policies_list():
-                if pid.split("/", 1)[0] in stale:
-                    self._client.delete_policy(pid)
-            for root in sorted(stale):
-                self._client.delete_data(root)
+            pending = sorted(pid for pid in self._admin.get_policies_list()
+                             if pid.startswith(self.PUSH_PREFIX) and not pid.startswith(self.root + "/"))
+            stale = sorted({pid.split("/", 1)[0] for pid in pending})
+            while pending:
+                kept = []
+                for pid in pending:
+                    try:
+                        self._admin.delete_policy(pid)
+                    except DeletePolicyError:
+                        kept.append(pid)
+                if len(kept) == len(pending):
+                    raise DeletePolicyError("delete_refused", f"OPA keeps {len(kept)} module(s)")
+                pending = kept
+            for root in stale:
+                self._admin.delete_data(root)
         except (requests.RequestException, DeletePolicyError, DeleteDataError, ValueError) as exc:
             log.warning("could not delete earlier policy revisions from OPA: %s", type(exc).__name__)
 
