@@ -47,7 +47,7 @@ def lib_dirs() -> list[Path]:
         dirs.append(Path(os.environ[LIB_DIR_ENV]))
     dirs.append(Path(sys.prefix) / LIB_DIR_NAME)
     dirs.append(Path(__file__).resolve().parent.parent / ".venv" / LIB_DIR_NAME)
-    return dirs
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def load_bindings() -> ModuleType:
