@@ -106,8 +106,9 @@ class Outcome:
         return self.kind == other.kind and self.value == other.value
 
     def __str__(self) -> str:
-        return f"error ({self.detail[:160]})" if self.kind == "error" else self.kind if self.kind != "value" \
-            else repr(self.value)
+        if self.kind == "error":
+            return f"error ({self.detail[:160]})"
+        return repr(self.value) if self.kind == "value" else self.kind
 
 
 class OpaLibrary:
