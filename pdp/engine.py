@@ -351,7 +351,12 @@ class OpaEngine:
                 from None
         if "result" not in answer:
             raise EngineError(f"the policy pushed to OPA gives no decision at data.{self.root}.authz.decision")
-        self._delete_other_roots()
+        if self._delete_other_roots():
+            # Deleting modules makes OPA recompile, which drops the query it just prepared: warm again.
+            try:
+                self._admin.query_rule(_PROBE_INPUT, self._package_of(self.root), "decision")
+            except (requests.RequestException, ValueError) as exc:
+                log.warning("OPA did not answer the warm-up decision after the switch: %s", type(exc).__name__)
 
     @staticmethod
     def _package_of(root: str) -> str:
@@ -377,10 +382,12 @@ class OpaEngine:
                 raise last
             pending = refused
 
-    def _delete_other_roots(self) -> None:
+    def _delete_other_roots(self) -> bool:
         """Drop earlier pushed revisions; a failure only leaves them behind (they are never queried).
+        True when something was deleted.
 
         OPA refuses to delete a module that others still call, so deletion goes in passes too."""
+        deleted = False
         try:
             pending = sorted(pid for pid in self._admin.get_policies_list()
                              if pid.startswith(self.PUSH_PREFIX) and not pid.startswith(self.root + "/"))
@@ -390,6 +397,7 @@ class OpaEngine:
                 for pid in pending:
                     try:
                         self._admin.delete_policy(pid)
+                        deleted = True
                     except DeletePolicyError:
                         kept.append(pid)
                 if len(kept) == len(pending):
@@ -399,6 +407,7 @@ class OpaEngine:
                 self._admin.delete_data(root)
         except (requests.RequestException, DeletePolicyError, DeleteDataError, ValueError) as exc:
             log.warning("could not delete earlier policy revisions from OPA: %s", type(exc).__name__)
+        return deleted
 
 
 def _opa_client(url: str, timeout_s: float) -> OpaClient:
