@@ -119,7 +119,7 @@ class Runtime:
         bureau = self.bureau_data()
         engine = create_engine(pack, self.settings.engine if not self.settings.opa_url else "opa",
                                revision=revision, extra_data={"bureau": bureau} if bureau else None,
-                               opa_url=self.settings.opa_url)
+                               opa_url=self.settings.opa_url, opa_push=self.settings.opa_push)
         calendar_config = pack.data.get("ztcp", {}).get("config", {}).get("calendar")
         return ActivePolicy(engine=engine,
                             calendar=BusinessCalendar.from_config(calendar_config, self.settings.timezone))

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
 
     # Backends, chosen by URL.
     opa_url: str | None = None
+    opa_push: bool = Field(default=False, description="upload the pack to ZTCP_OPA_URL (an OPA that does not "
+                                                      "poll bundles) instead of letting it pull /v1/bundles/ztcp")
     es_url: str | None = None
     es_api_key: SecretStr | None = None
     vault_addr: str | None = None
