@@ -40,7 +40,7 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
     app.include_router(gateway.create_router(runtime.gateway, runtime.verifier, runtime.context_resolver))
     app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
-                                                    sealed_cases=runtime.sealed_cases))
+                                                    sealed_cases=runtime.sealed_cases, clock=runtime.clock))
     from console import mount_console
 
     mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there
