@@ -28,7 +28,7 @@ from pdp.point import ActivePolicy, DecisionPoint
 from pdp.reload import PolicyReloader
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
-from policy import PolicyPack, RevisionStore, ensure_initial_revision, load_pack
+from policy import GOVERNED_REGISTERS, PolicyPack, RevisionStore, ensure_initial_revision, load_pack
 from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
 from server.errors import ConfigError
 from server.identity import dev_issuer, token_verifier
@@ -47,7 +47,7 @@ class Runtime:
         self.clock = clock
         self._closers: list = []
         self._lock = threading.Lock()
-        self._classes: tuple[int, dict[str, str]] | None = None
+        self._classes: dict[str, str | None] = {}
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -95,28 +95,38 @@ class Runtime:
         return json.loads(path.read_text())
 
     def dataset_classification(self, dataset: str) -> str | None:
-        """The dataset's classification in the bureau's register (re-read only when the file changes),
-        so a PEP can declare it and the decision log shows what the policy saw."""
-        path = self.home / BUREAU_DATA_FILE
-        try:
-            mtime = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None
-        cached = self._classes
-        if cached is None or cached[0] != mtime:
-            try:
-                datasets = (self.bureau_data() or {}).get("datasets", {})
-            except (OSError, ValueError):
-                return None
-            cached = (mtime, {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)})
-            self._classes = cached
-        return cached[1].get(dataset)
+        """The dataset's classification in the signed register of the active revision, so a PEP can
+        declare it and the decision log shows what the policy saw."""
+        return self._classes.get(dataset)
+
+    def _bureau_for(self, pack: PolicyPack) -> dict | None:
+        """``data.bureau`` for ``pack``: its own signed registers (agreements, protected citizens,
+        datasets) and the live feed's operational facts (cases, consents). A register in the live
+        file that differs from the signed one is ignored, and said so: it would change decisions
+        with no signature and no second officer."""
+        live = self.bureau_data()
+        signed = pack.data.get("bureau") or {}
+        if live is None:
+            return None  # the pack's own bureau data, as signed
+        merged = dict(live)
+        for key in GOVERNED_REGISTERS:
+            if key in live and live[key] != signed.get(key):
+                log.warning("%s: %s ignored; registers change only through a signed, approved policy revision "
+                            "(bureau/data.json in the pack: ztcp policy propose / approve / publish)",
+                            BUREAU_DATA_FILE, key)
+            if key in signed:
+                merged[key] = signed[key]
+            else:
+                merged.pop(key, None)
+        return merged
 
     def pack(self) -> PolicyPack:
         return load_pack(self.settings.policy_dir)
 
     def build_active(self, pack: PolicyPack, revision: str | None) -> ActivePolicy:
-        bureau = self.bureau_data()
+        bureau = self._bureau_for(pack)
+        datasets = (pack.data.get("bureau") or {}).get("datasets") or {}
+        self._classes = {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)}
         engine = create_engine(pack, self.settings.engine if not self.settings.opa_url else "opa",
                                revision=revision, extra_data={"bureau": bureau} if bureau else None,
                                opa_url=self.settings.opa_url, opa_push=self.settings.opa_push)

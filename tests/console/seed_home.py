@@ -57,7 +57,7 @@ def seed_home(home: Path) -> dict:
         rt.device_inventory.register("dev-con-1", managed=True, compliant=True, actor="test")
         ref_x = contracts.citizen_ref(NID_X, rt.keys.blind_index)
         ref_y = contracts.citizen_ref(NID_Y, rt.keys.blind_index)
-        insured.write_bureau(home, CASE, ref_x, ["emp-officer"])
+        insured.write_bureau(home, CASE, ref_x, ["emp-officer"], rt)
         (home / "directory.json").write_text(json.dumps({"staff": STAFF}, ensure_ascii=False))
         insured.create_encrypted_table(rt, PEOPLE)
 

@@ -75,7 +75,7 @@ def world(ztcp_home: Path):
     rt.device_inventory.register("dev-gw-1", managed=True, compliant=True, actor="test")
     # The bureau's registers: the sample pack's, plus one open case about citizen X.
     insured.write_bureau(ztcp_home, CASE, contracts.citizen_ref(NID_X, rt.keys.blind_index),
-                         ["emp-officer", "emp-counter"])
+                         ["emp-officer", "emp-counter"], rt)
     # A plaintext table, then encrypted in place by keymgmt's adapter (as `ztcp keys encrypt-table`).
     assert insured.create_encrypted_table(rt, PEOPLE).rows_changed == len(PEOPLE)
 

@@ -3,6 +3,7 @@ with real components: sealed keyring, encrypted SQLite table, default Rego pack,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ DATASET = "insured_persons"
 NID = "A123456789"
 OLD_BANK, NEW_BANK = "812-000012345678", "700-999988887777"
 ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("insured_persons", ROOT / "tests" / "helpers" / "insured_persons.py")
+insured = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(insured)
 T0 = datetime(2026, 3, 4, 2, 0, tzinfo=UTC).timestamp()  # Wednesday 10:00 in Taipei, long before "now"
 CHANGE = {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}}
 PROXY = "192.0.2.10"  # the bureau's trusted proxy: it passes on the device id and the context
@@ -64,6 +68,7 @@ def world(ztcp_home: Path):
                               "purposes": ["bank_account_change"], "org_unit": "taipei-01"}
     bureau["datasets"][DATASET]["fields"] = ["name", "national_id", "bank_account"]
     (ztcp_home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+    insured.publish_registers(rt, {"datasets": bureau["datasets"]})
     engine = rt.protected_engine
     md = sa.MetaData()
     sa.Table(DATASET, md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("citizen_ref", sa.String(80)),

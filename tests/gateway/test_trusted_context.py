@@ -62,7 +62,7 @@ def rt(ztcp_home: Path):
     runtime.keys.ensure_all()
     runtime.device_inventory.register("dev-gw-1", managed=True, compliant=True, actor="test")
     insured.write_bureau(ztcp_home, CASE, contracts.citizen_ref(insured.NID_X, runtime.keys.blind_index),
-                         ["emp-officer"])
+                         ["emp-officer"], runtime)
     insured.create_encrypted_table(runtime, insured.PEOPLE)
     yield runtime
     runtime.close()
