@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.errors import CliFailure
+from cli.operator import authorize, current_operator, token_option
 from cli.tables import print_table
 from server.settings import load_settings
 from server.siem import DB_NAME, alert_sinks, live_sources, make_engine, siem_pack
@@ -21,6 +22,7 @@ from siem_rules import (
     SiemError,
     Source,
     connect,
+    triage,
 )
 from siem_rules.alerts import STATUSES
 from siem_rules.export import TARGETS, export
@@ -197,23 +199,29 @@ def alerts(
         print_table(_alerts_table(found), _console())
 
 
+SOC_ROLE = "soc_analyst"
+
+
 @command.command("ack")
 @click.argument("alert_id")
 @click.option("--close", is_flag=True, help="close the alert instead of acknowledging it")
 @click.option("--reopen", is_flag=True, help="set the alert back to open")
 @click.option("--json", "as_json", is_flag=True)
-def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
-    """Acknowledge (or --close / --reopen) an alert. New evidence keeps extending acknowledged alerts;
-    a closed alert is never extended (a recurrence opens a new one)."""
+@token_option
+def ack(alert_id: str, close: bool, reopen: bool, as_json: bool, token: str | None) -> None:
+    """Acknowledge (or --close / --reopen) an alert, as the SOC analyst the token names; the PDP
+    decides and the change is recorded with you as its actor. New evidence keeps extending
+    acknowledged alerts; a closed alert is never extended (a recurrence opens a new one)."""
     if close and reopen:
         raise CliFailure("--close and --reopen are exclusive")
     status = "closed" if close else "open" if reopen else "acknowledged"
     settings = load_settings()
+    operator = current_operator(settings, token, SOC_ROLE)
+    authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
+              record_id=alert_id[:128])
     conn = connect(settings.ensure_home() / DB_NAME)
     try:
-        from siem_rules.alerts import AlertStore
-
-        alert = AlertStore(conn).set_status(alert_id, status)
+        alert = triage.set_status(conn, alert_id, status, actor=operator.id)
         for sink in alert_sinks(settings):
             try:
                 sink.publish([alert])
@@ -224,7 +232,49 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool) -> None:
     if as_json:
         _dump(alert.model_dump())
     else:
-        click.echo(f"{alert.alert_id} {alert.status}")
+        click.echo(f"{alert.alert_id} {alert.status} (by {operator.id})")
+
+
+@command.command("comment")
+@click.argument("alert_id")
+@click.argument("text")
+@token_option
+def comment_cmd(alert_id: str, text: str, token: str | None) -> None:
+    """Add a comment to an alert's history (no personal data: national IDs and phone numbers are refused)."""
+    settings = load_settings()
+    operator = current_operator(settings, token, SOC_ROLE)
+    authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
+              record_id=alert_id[:128])
+    conn = connect(settings.ensure_home() / DB_NAME)
+    try:
+        triage.comment(conn, alert_id, text, actor=operator.id)
+    finally:
+        conn.close()
+    click.echo(f"{alert_id}: comment recorded (by {operator.id})")
+
+
+@command.command("history")
+@click.argument("alert_id")
+@click.option("--json", "as_json", is_flag=True)
+def history_cmd(alert_id: str, as_json: bool) -> None:
+    """Who triaged an alert and commented on it, when (UTC)."""
+    conn = connect(load_settings().ensure_home() / DB_NAME)
+    try:
+        from siem_rules.alerts import AlertStore
+
+        store = AlertStore(conn)
+        store.get(alert_id)
+        rows = store.history(alert_id)
+    finally:
+        conn.close()
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("time (UTC)", "action", "by", "status", "self-review", "comment")
+    for r in rows:
+        status = f"{r['from_status']} → {r['to_status']}" if r["to_status"] else ""
+        table.add_row(r["time"], r["type"], r["actor"], status, "yes" if r["self_review"] else "", r["comment"] or "")
+    print_table(table)
 
 
 @command.command("export")

@@ -8,8 +8,9 @@ is warned about.
 from __future__ import annotations
 
 import os
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -27,6 +28,7 @@ class Operator:
     roles: tuple[str, ...]
     auth_method: str
     mfa: bool
+    token: str = field(default="", repr=False)  # the verified token, for the PDP (never printed)
 
 
 def read_token(value: str | None) -> str | None:
@@ -60,7 +62,32 @@ def current_operator(settings: Settings, token: str | None, role: str) -> Operat
     if role not in subject.roles:
         raise CliFailure(f"operator {subject.id} lacks role {role} (has: {', '.join(subject.roles) or 'none'})",
                          EXIT_DENIED)
-    return Operator(id=subject.id, roles=subject.roles, auth_method=subject.auth_method, mfa=subject.mfa)
+    return Operator(id=subject.id, roles=subject.roles, auth_method=subject.auth_method, mfa=subject.mfa, token=raw)
+
+
+def authorize(settings: Settings, operator: Operator, *, dataset: str, action: str, purpose: str,
+              record_id: str | None = None) -> None:
+    """Ask the PDP, like every other action: may this operator do ``action`` on ``dataset`` now?
+
+    The device is this host (the CLI runs where ztcp's keyring is, on the bureau's server), on the
+    internal network; the policy still weighs the operator's sign-in, role, time and history."""
+    from contracts.decision import DecisionRequest
+    from server.runtime import Runtime
+
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())[:100] or "localhost"
+    request = DecisionRequest.model_validate({
+        "subject_token": operator.token, "device": {"id": f"host:{host}", "managed": True, "compliant": True},
+        "context": {"network_zone": "internal", "channel": "cli"},
+        "resource": {"type": "operation", "dataset": dataset, "record_id": record_id, "fields": [],
+                     "classification": "internal"},
+        "action": action, "purpose": {"code": purpose}})
+    runtime = Runtime(settings)
+    try:
+        decision = runtime.point.decide(request, caller="ztcp-cli")
+    finally:
+        runtime.close()
+    if decision.effect != "permit":
+        raise CliFailure(f"refused by policy ({decision.effect}): {', '.join(decision.reasons)}", EXIT_DENIED)
 
 
 token_option = click.option(

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from console import guard
 from console.web import PREFIX, Console, PageError
-from siem_rules import AlertNotFound, AlertStore, EventStore, SiemError, connect
+from siem_rules import AlertNotFound, AlertStore, EventStore, SiemError, connect, triage
 from siem_rules.alerts import STATUSES
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -119,7 +119,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
                               can_trace=console.shows(ctx, guard.TRACE))
 
     @router.post("/alerts/{alert_id}/status")
-    async def triage(request: Request, alert_id: str) -> Response:
+    async def change_status(request: Request, alert_id: str) -> Response:
         ctx = console.ctx(request)
         form = await console.form(request)
         console.check_csrf(ctx, form)
@@ -128,10 +128,10 @@ def add_routes(router: APIRouter, console: Console) -> None:
             raise PageError(400, "alerts.bad_status")
 
         def change() -> None:
-            console.require(ctx, guard.ALERT_TRIAGE, record_id=alert_id[:128])
+            s = console.require(ctx, guard.ALERT_TRIAGE, record_id=alert_id[:128])
             conn = _open(console)
             try:
-                updated = AlertStore(conn).set_status(alert_id, status)
+                updated = triage.set_status(conn, alert_id, status, actor=s.subject)
             except AlertNotFound:
                 raise PageError(404, "alerts.not_found") from None
             finally:

@@ -9,8 +9,8 @@ Refused (the error names the field, never the value):
 A canonical UUID (8-4-4-4-12 hex) is exempt: event and decision ids are UUIDv7, whose random hex
 would otherwise match the ID shape now and then, and the format leaves no room for a readable value.
 
-Every check runs on the NFKC form (full-width ``Ａ１２３…`` is ``A123…``) and again with spaces and
-dashes removed (``A123-456-789``), the ways a person writes an ID into a free-text field.
+Every check runs on the NFKC form (full-width ``Ａ１２３…`` is ``A123…``), and an ID written with
+spaces or dashes (``A123-456-789``) counts too: the ways a person writes one into a text field.
 
 Screening errs towards refusing: a record id that happens to look like an ID must be re-keyed by
 the caller, which is cheaper than a national ID in an append-only, replicated log.
@@ -27,15 +27,19 @@ _MOBILE = re.compile(r"(?<![0-9])09[0-9]{2}[- ]?[0-9]{3}[- ]?[0-9]{3}(?![0-9])")
 
 
 
-_SEPARATORS = re.compile(r"[\s\-]+")
+# An ID written with spaces or dashes ("A123-456-789", "A 123 456 789"). The letter must start a
+# token: "dec-000000036" is a sequence number, not an ID with a dash in it.
+_SEPARATED = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][\s\-]*[12890A-Da-d](?:[\s\-]*[0-9]){8}(?![\s\-]*[0-9])")
 
 
-def _forms(value: str) -> tuple[str, ...]:
-    # Cheap on the hot path: ids and codes are ASCII (NFKC is the identity) and rarely hold separators.
-    folded = value if value.isascii() else unicodedata.normalize("NFKC", value)
-    if " " in folded or "-" in folded or not folded.isascii():
-        return folded, _SEPARATORS.sub("", folded)
-    return (folded,)
+def _folded(value: str) -> str:
+    # Cheap on the hot path: ids and codes are ASCII, for which NFKC is the identity.
+    return value if value.isascii() else unicodedata.normalize("NFKC", value)
+
+
+def _has_id(text: str) -> bool:
+    return _RAW_ID.search(text) is not None or (
+        (" " in text or "-" in text or not text.isascii()) and _SEPARATED.search(text) is not None)
 
 
 def screen_text(value: str) -> str:
@@ -46,14 +50,14 @@ def screen_text(value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("contains invalid Unicode (a lone surrogate)") from None
-    for form in _forms(value):
-        if _RAW_ID.search(form):
-            raise ValueError("contains something shaped like a national ID; use citizen_ref instead")
-        if _MOBILE.search(form):
-            raise ValueError("contains something shaped like a phone number; raw personal values are not allowed")
+    folded = _folded(value)
+    if _has_id(folded):
+        raise ValueError("contains something shaped like a national ID; use citizen_ref instead")
+    if _MOBILE.search(folded):
+        raise ValueError("contains something shaped like a phone number; raw personal values are not allowed")
     return value
 
 
 def contains_national_id(value: str) -> bool:
     """Whether ``value`` holds something shaped like a national ID (UUIDs exempt, as in :func:`screen_text`)."""
-    return not _UUID.fullmatch(value) and any(_RAW_ID.search(form) for form in _forms(value))
+    return not _UUID.fullmatch(value) and _has_id(_folded(value))

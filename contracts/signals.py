@@ -19,6 +19,7 @@ class Signals(TypedDict):
     recent_denies_1h: int
     failed_step_ups_1h: int  # step-ups not completed within 5 minutes, last hour
     device_first_seen: bool  # first decision for this subject on this device
+    location_unknown: bool  # no trusted location for the request (no site, no X-Geo from a trusted proxy)
     off_hours: bool  # outside office hours or on a holiday, bureau time zone
     holiday: bool
     local_hour: int  # 0-23, bureau time zone

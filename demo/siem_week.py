@@ -102,6 +102,7 @@ class Traffic:
             "recent_denies_1h": 0,
             "failed_step_ups_1h": 0,
             "device_first_seen": False,
+            "location_unknown": False,
             "off_hours": False,
             "holiday": False,
             "local_hour": local.hour,

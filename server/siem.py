@@ -56,7 +56,8 @@ class LiveSources:
         stores = (("decisions", home / "decisions.db", self._decisions),
                   ("policy-admin", home / "policy.db", self._policy),
                   ("key-audit", keymgmt.default_audit_path(home), self._keys),
-                  ("provenance", home / LEDGER_FILE, self._provenance))
+                  ("provenance", home / LEDGER_FILE, self._provenance),
+                  ("alert-admin", home / DB_NAME, self._alerts))
         for name, path, make in stores:
             if name not in self._made and path.exists():
                 self._made[name] = make(path)
@@ -82,6 +83,13 @@ class LiveSources:
         from siem_rules import CallableSource
 
         return CallableSource("key-audit", "key", keymgmt.KeyAuditLog(path).events_after)
+
+    @staticmethod
+    def _alerts(path: Path) -> Source:
+        from siem_rules import AlertStore, CallableSource
+
+        # The SOC's own triage, read back from the SIEM store on a connection of its own.
+        return CallableSource("alert-admin", "alert", AlertStore(connect(path)).events_after)
 
     def _provenance(self, path: Path) -> Source:
         from siem_rules import CallableSource

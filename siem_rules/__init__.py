@@ -1,5 +1,6 @@
 """SIEM detection: Sigma rules over decisions, provenance, key and policy events; alerts; export."""
 
+from . import triage
 from .alerts import Alert, AlertStore, ElasticAlertSink
 from .config import SiemConfig, load_config
 from .engine import Engine, RunReport, Scheduler
@@ -14,6 +15,7 @@ __all__ = [
     "Alert",
     "AlertNotFound",
     "AlertStore",
+    "triage",
     "AlertingRule",
     "CallableSource",
     "DecisionEvent",

@@ -11,14 +11,19 @@ Alerts carry only references (actor ids, ``citizen_ref``, event ids), never pers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+import uuid_utils
 from pydantic import BaseModel
+
+from contracts.screen import screen_text
 
 from .errors import AlertNotFound, SiemError
 
@@ -72,6 +77,27 @@ class Hit:
         return max(t for t, _ in self.evidence)
 
 
+# Sigma fields that name a person (an employee, a service account) in events and group keys.
+PERSON_FIELDS = ("actor", "input.subject.id", "subject_id")
+
+
+def alert_subjects(alert: Alert, evidence_rows: list[dict[str, Any]] = ()) -> set[str]:  # type: ignore[assignment]
+    """The people an alert concerns: person fields of its group key and of its evidence events."""
+    people = {str(v) for k, v in alert.group_keys.items() if k in PERSON_FIELDS and v}
+    people |= {str(row[c]) for row in evidence_rows for c in ("actor", "subject_id") if row.get(c)}
+    return people
+
+
+def screen_comment(text: str) -> str:
+    text = (text or "").strip()
+    if not 1 <= len(text) <= 2000:
+        raise SiemError("a comment is 1 to 2000 characters")
+    try:
+        return screen_text(text)
+    except ValueError as exc:
+        raise SiemError(f"comment refused: {exc}") from None
+
+
 def group_hash(group: dict[str, Any]) -> str:
     norm = {k: (v.lower() if isinstance(v, str) else v) for k, v in sorted(group.items())}
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -89,6 +115,13 @@ _SCHEMA = [
         metric REAL, status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS siem_alerts_dedup ON siem_alerts(rule_id, group_hash, last_ts)",
     "CREATE INDEX IF NOT EXISTS siem_alerts_status ON siem_alerts(status, last_ts)",
+    # Who changed an alert's status or commented, when: the SOC's own actions, which the SIEM reads
+    # back as events of kind "alert" (seq is their cursor).
+    """CREATE TABLE IF NOT EXISTS siem_alert_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, time TEXT NOT NULL,
+        type TEXT NOT NULL, actor TEXT NOT NULL, alert_id TEXT NOT NULL, rule_id TEXT NOT NULL,
+        level TEXT NOT NULL, from_status TEXT, to_status TEXT, self_review INTEGER NOT NULL,
+        comment TEXT)""",
     """CREATE TABLE IF NOT EXISTS siem_alert_evidence (
         alert_id TEXT NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (alert_id, event_id))
         WITHOUT ROWID""",
@@ -254,16 +287,69 @@ class AlertStore:
             raise AlertNotFound(alert_id)
         return self._to_alert(row)
 
-    def set_status(self, alert_id: str, status: str) -> Alert:
+    def set_status(self, alert_id: str, status: str, *, actor: str, subjects: set[str] | None = None,
+                   comment: str | None = None) -> Alert:
+        """Change an alert's status as ``actor``, recorded in the alert's history (same transaction).
+
+        ``subjects`` are the people the alert concerns (see :func:`alert_subjects`); when the actor
+        is one of them the change is marked ``self_review`` (a rule watches for it)."""
         if status not in STATUSES:
             raise SiemError(f"status must be one of {', '.join(STATUSES)}")
+        before = self.get(alert_id)
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        cur = self.conn.execute(
-            "UPDATE siem_alerts SET status=?, updated_at=? WHERE alert_id=?", (status, now, alert_id)
-        )
-        if cur.rowcount == 0:
-            raise AlertNotFound(alert_id)
+        kind = {"acknowledged": "alert.acknowledge", "closed": "alert.close", "open": "alert.reopen"}[status]
+        with self._transaction():
+            self.conn.execute("UPDATE siem_alerts SET status=?, updated_at=? WHERE alert_id=?",
+                              (status, now, alert_id))
+            self._history(kind, actor, before, now, before.status, status, subjects, comment)
         return self.get(alert_id)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the connection is in autocommit mode; the engine's run may hold one)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def comment(self, alert_id: str, text: str, *, actor: str, subjects: set[str] | None = None) -> None:
+        """Add a comment (1–2000 characters, screened for raw personal identifiers) to the history."""
+        text = screen_comment(text)
+        alert = self.get(alert_id)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        with self._transaction():
+            self._history("alert.comment", actor, alert, now, None, None, subjects, text)
+
+    def _history(self, kind: str, actor: str, alert: Alert, now: str, old: str | None, new: str | None,
+                 subjects: set[str] | None, comment: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO siem_alert_history (event_id, time, type, actor, alert_id, rule_id, level, from_status,"
+            " to_status, self_review, comment) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (str(uuid_utils.uuid7()), now, kind, actor, alert.alert_id, alert.rule_id, alert.level, old, new,
+             int(actor.lower() in {s.lower() for s in subjects or ()}), comment))
+
+    def history(self, alert_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT time, type, actor, from_status, to_status, self_review, comment FROM siem_alert_history"
+            " WHERE alert_id=? ORDER BY seq", (alert_id,)).fetchall()
+        return [{"time": r[0], "type": r[1], "actor": r[2], "from_status": r[3], "to_status": r[4],
+                 "self_review": bool(r[5]), "comment": r[6]} for r in rows]
+
+    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], int | None]:
+        """History entries as alert administration events (contracts.alert_event), for the SIEM itself."""
+        after = int(cursor or 0)
+        rows = self.conn.execute(
+            "SELECT seq, event_id, time, type, actor, alert_id, rule_id, level, from_status, to_status, self_review"
+            " FROM siem_alert_history WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        events = [{"event_id": r[1], "time": r[2], "type": r[3], "actor": r[4], "alert_id": r[5], "rule_id": r[6],
+                   "level": r[7], "from_status": r[8], "to_status": r[9], "self_review": bool(r[10])} for r in rows]
+        return events, (rows[-1][0] if rows else (after or None))
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM siem_alerts").fetchone()[0])

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from contracts.alert_event import AlertAdminType
 from contracts.key_event import KeyAuditType
 from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.policy_event import PolicyEventType
@@ -38,9 +39,10 @@ from contracts.provenance_event import ProvenanceEvent
 
 from .errors import EventError
 
-KINDS = ("decision", "provenance", "key", "policy")
+KINDS = ("decision", "provenance", "key", "policy", "alert")
 # Sigma logsource service of each kind (the issue names them decision|provenance|keymgmt|policy).
-SERVICE_OF_KIND = {"decision": "decision", "provenance": "provenance", "key": "keymgmt", "policy": "policy"}
+SERVICE_OF_KIND = {"decision": "decision", "provenance": "provenance", "key": "keymgmt", "policy": "policy",
+                   "alert": "alert"}
 KIND_OF_SERVICE = {v: k for k, v in SERVICE_OF_KIND.items()}
 # What the ledger adds to the event it stores (``Ledger.events_after``, ``ztcp audit export``).
 LEDGER_FIELDS = ("seq", "leaf_hash")
@@ -218,11 +220,28 @@ class PolicyEvent(_Open):
     reason: str | None = None
 
 
+# ---- alert administration events (the SOC's own actions, read back from the SIEM store) ---------------
+
+
+class AlertEvent(_Open):
+    event_id: str
+    time: Rfc3339
+    type: AlertAdminType
+    actor: str
+    alert_id: str
+    rule_id: str
+    level: str
+    from_status: str | None = None
+    to_status: str | None = None
+    self_review: bool = False
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "decision": DecisionEvent,
     "provenance": ProvenanceEvent,  # the contract itself (see validate)
     "key": KeyEvent,
     "policy": PolicyEvent,
+    "alert": AlertEvent,
 }
 
 
@@ -350,6 +369,18 @@ FIELDS: dict[str, tuple[Column, ...]] = {
         ("digest", "digest"),
         ("reason", "reason"),
     )
+    + _LOCAL,    "alert": _cols(
+        ("event_id", "event_id"),
+        ("time", "time"),
+        ("type", "type"),
+        ("actor", "actor"),
+        ("alert_id", "alert_id"),
+        ("rule_id", "rule_id"),
+        ("level", "level"),
+        ("from_status", "from_status"),
+        ("to_status", "to_status"),
+        ("self_review", "self_review", "INTEGER"),
+    )
     + _LOCAL,
 }
 
@@ -367,8 +398,9 @@ LIST_FIELDS = frozenset(
     }
 )
 
-TIME_FIELD = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time"}
-ID_FIELD = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id"}
+TIME_FIELD = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time", "alert": "time"}
+ID_FIELD = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id",
+            "alert": "event_id"}
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

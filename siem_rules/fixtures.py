@@ -152,6 +152,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "recent_denies_1h": 0,
                 "failed_step_ups_1h": 0,
                 "device_first_seen": False,
+                "location_unknown": False,
                 "off_hours": False,
                 "holiday": False,
                 "local_hour": 10,
@@ -209,9 +210,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "revision": "r2",
         "digest": "sha256:00",
     },
+    "alert": {
+        "event_id": "",
+        "time": "",
+        "type": "alert.close",
+        "actor": "soc-1",
+        "alert_id": "al_0000000000000000000a",
+        "rule_id": "00000000-0000-0000-0000-000000000000",
+        "level": "high",
+        "from_status": "open",
+        "to_status": "closed",
+        "self_review": False,
+    },
 }
-_TIME_KEY = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time"}
-_ID_KEY = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id"}
+_TIME_KEY = {"decision": "timestamp", "provenance": "time", "key": "time", "policy": "time", "alert": "time"}
+_ID_KEY = {"decision": "decision_id", "provenance": "event_id", "key": "event_id", "policy": "event_id",
+           "alert": "event_id"}
 
 
 def _undot(d: dict[str, Any]) -> dict[str, Any]:

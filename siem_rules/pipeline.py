@@ -29,6 +29,7 @@ ES_INDEX = {
     "provenance": "ztcp-provenance*",
     "key": "ztcp-keys*",
     "policy": "ztcp-policy*",
+    "alert": "ztcp-alerts*",
 }
 
 

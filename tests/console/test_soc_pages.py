@@ -138,7 +138,7 @@ def test_a_soc_analyst_traces_only_the_citizens_of_an_open_alert(new_browser, wo
             assert r.status_code == 403 and "open alert" in r.text, form
         conn = connect(rt.home / DB_NAME)
         try:
-            AlertStore(conn).set_status(aid, "closed")
+            AlertStore(conn).set_status(aid, "closed", actor="emp-soc-2")
         finally:
             conn.close()
         r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"], "alert_id": aid}, csrf_from=page)

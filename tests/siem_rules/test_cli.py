@@ -21,8 +21,15 @@ from siem_rules.fixtures import synthetic_citizen_ref
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _invoke(*args: str):
-    return CliRunner().invoke(ztcp, ["siem", *args], catch_exceptions=False)
+def _invoke(*args: str, token: str | None = None):
+    env = {"ZTCP_TOKEN": token} if token else {}
+    return CliRunner(env=env).invoke(ztcp, ["siem", *args], catch_exceptions=False)
+
+
+def _token(sub: str, role: str) -> str:
+    result = CliRunner().invoke(ztcp, ["token", "issue", "--sub", sub, "--role", role, "--method", "fido2", "--mfa"])
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
 
 
 @pytest.fixture
@@ -78,17 +85,44 @@ def test_run_alerts_ack_flow(events_file: Path) -> None:
     again = _invoke("run", "--events", str(events_file), "--json")
     assert json.loads(again.output) == []  # nothing new, nothing repeated
     target = raised[0]["alert_id"]
-    assert _invoke("ack", target).exit_code == 0
+    soc = _token("emp-soc-9", "soc_analyst")
+    assert _invoke("ack", target, token=soc).exit_code == 0
     acked = json.loads(_invoke("alerts", "--status", "acknowledged", "--json").output)
     assert [a["alert_id"] for a in acked] == [target]
-    assert _invoke("ack", target, "--close").exit_code == 0
-    missing = _invoke("ack", "al_doesnotexist")
+    assert _invoke("ack", target, "--close", token=soc).exit_code == 0
+    missing = _invoke("ack", "al_doesnotexist", token=soc)
     assert missing.exit_code == 1 and "no alert" in missing.output
     # The table (piped: 80 columns) shows every id and rule name whole, ready to paste into `ack`.
     table = _invoke("alerts").output
     for a in raised:
         assert a["alert_id"] in table and a["rule_name"] in table
     assert "…" not in table
+
+
+def test_triage_needs_a_soc_analyst_and_records_who(events_file: Path) -> None:
+    # Issue #13 finding 9: anyone on the host could silence an alert, and nobody could say who.
+    raised = json.loads(_invoke("run", "--events", str(events_file), "--json").output)
+    target = next(a for a in raised if a["group_keys"].get("actor"))
+    aid, subject = target["alert_id"], target["group_keys"]["actor"]
+    nobody = _invoke("ack", aid, "--close")
+    assert nobody.exit_code == 2 and "needs a token with role soc_analyst" in nobody.output
+    auditor = _invoke("ack", aid, "--close", token=_token("emp-aud-1", "auditor"))
+    assert auditor.exit_code == 2 and "lacks role soc_analyst" in auditor.output
+    assert json.loads(_invoke("alerts", "--json").output)[0]["status"] == "open" or all(
+        a["status"] == "open" for a in json.loads(_invoke("alerts", "--json").output))
+    # The analyst the alert is about closes it: done, recorded, and itself an alert.
+    closed = _invoke("ack", aid, "--close", token=_token(subject, "soc_analyst"))
+    assert closed.exit_code == 0 and f"(by {subject})" in closed.output
+    assert _invoke("comment", aid, "false positive, the batch job was mine", token=_token(subject, "soc_analyst")
+                   ).exit_code == 0
+    refused = _invoke("comment", aid, "see A123456789", token=_token(subject, "soc_analyst"))
+    assert refused.exit_code == 1 and "A123456789" not in refused.output
+    history = json.loads(_invoke("history", aid, "--json").output)
+    assert [(h["type"], h["actor"], h["self_review"]) for h in history] == [
+        ("alert.close", subject, True), ("alert.comment", subject, True)]
+    after = json.loads(_invoke("run", "--json").output)  # the live sources include the triage history
+    selfies = [a for a in after if a["rule_name"] == "alert_self_review"]
+    assert len(selfies) == 1 and selfies[0]["group_keys"] == {} or selfies[0]["evidence"]
 
 
 def test_run_rejects_bad_input_and_since(tmp_path: Path) -> None:

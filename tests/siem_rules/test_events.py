@@ -25,7 +25,7 @@ def _event(kind: str, **over) -> dict:
     return ev
 
 
-@pytest.mark.parametrize("kind", ["decision", "provenance", "key", "policy"])
+@pytest.mark.parametrize("kind", ["decision", "provenance", "key", "policy", "alert"])
 def test_defaults_validate(kind: str) -> None:
     validate(kind, _event(kind))
 

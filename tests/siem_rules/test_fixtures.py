@@ -17,7 +17,7 @@ def test_pack_has_at_least_15_rules_with_metadata() -> None:
     for r in PACK.rules:
         assert r.id and r.title and r.description and r.tags and r.falsepositives, r.name
         assert r.level in LEVELS
-        assert set(r.logsource) <= {"decision", "provenance", "keymgmt", "policy"}, r.name
+        assert set(r.logsource) <= {"decision", "provenance", "keymgmt", "policy", "alert"}, r.name
 
 
 def test_analytics_are_few() -> None:

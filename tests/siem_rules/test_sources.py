@@ -49,7 +49,7 @@ def test_partial_last_line_waits_for_the_writer(tmp_path: Path) -> None:
     ("line", "problem"),
     [
         ("not json", "not valid JSON"),
-        ('{"kind": "alert"}', "'kind' must be one of"),
+        ('{"kind": "telemetry"}', "'kind' must be one of"),
         ("[1, 2]", "expected a JSON object"),
         (
             '{"kind": "provenance", "event_id": "x", "time": "2026-03-04T00:00:00Z", "type": "pii.read", '
