@@ -32,7 +32,8 @@ from benchmarks.common import percentiles, write
 from benchmarks.common import result as _result
 from contracts import ProvenanceEvent, canonical_bytes, citizen_ref, national_id_check_digit
 from provenance import Ledger, Recorder
-from provenance.ledger import _SCHEMA, Prepared, _insert_batch, citizen_key  # noqa: PLC2701 - the anchor
+from provenance.sqlite_store import _SCHEMA, _insert_batch  # noqa: PLC2701 - the anchor: the driver's own SQL
+from provenance.store import Prepared, citizen_key
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger
 
@@ -173,7 +174,8 @@ def schema_sqlite_rate(path: Path, items: list[Prepared]) -> float:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA cache_size=-65536")
     db.execute("PRAGMA wal_autocheckpoint=10000")
-    db.executescript(_SCHEMA)
+    for stmt in _SCHEMA:
+        db.execute(stmt)
     start = time.perf_counter()
     for b in range(0, len(items), BATCH):
         chunk = items[b : b + BATCH]

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from cli.errors import CliFailure
 from server.backup import BackupError, BackupReport, check_backup, create_backup, ledger_verifier, restore_backup
+from server.ledger import ledger_store
 from server.settings import load_settings
 
 
@@ -54,7 +55,8 @@ def create(directory: Path, as_json: bool) -> None:
     with err.status("backing up") as status:
         report = _run(lambda: create_backup(home, directory, verify_ledger=ledger_verifier(settings),
                                             progress=lambda name: status.update(f"backing up {name}"),
-                                            elsewhere=elsewhere))
+                                            elsewhere=elsewhere,
+                                            ledger_store=lambda path: ledger_store(settings, path)))
     _say(report, as_json, "backed up to")
 
 

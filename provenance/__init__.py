@@ -1,4 +1,5 @@
-"""Provenance: lineage events, the tamper-evident ledger, proofs, checkpoints, trace and exports."""
+"""Provenance: lineage events, the tamper-evident ledger and its storage drivers, proofs, checkpoints,
+trace and exports."""
 
 from provenance import merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
@@ -9,11 +10,14 @@ from provenance.errors import (
     LedgerUnavailable,
     ProofError,
     ProvenanceError,
+    SchemaVersionError,
     UnknownEntry,
 )
 from provenance.ledger import Ledger, Receipt, SignedCheckpoint, StoredEntry
 from provenance.publish import NotePublisher, PublishConflict, published_notes
 from provenance.recorder import Recorder
+from provenance.sqlite_store import SqliteLedgerStore
+from provenance.store import LedgerStore
 from provenance.trace import Trace, TracedEvent, trace_citizen
 from provenance.verify import VerifyReport, verify_ledger
 
@@ -23,6 +27,7 @@ __all__ = [
     "CheckpointUnavailable",
     "IntegrityError",
     "Ledger",
+    "LedgerStore",
     "NotePublisher",
     "LedgerUnavailable",
     "NoteSigner",
@@ -32,7 +37,9 @@ __all__ = [
     "PublishConflict",
     "Receipt",
     "Recorder",
+    "SchemaVersionError",
     "SignedCheckpoint",
+    "SqliteLedgerStore",
     "StoredEntry",
     "Trace",
     "TracedEvent",

@@ -15,6 +15,14 @@ class LedgerUnavailable(ProvenanceError):
     exit_code = 2
 
 
+class SchemaVersionError(LedgerUnavailable):
+    """A ledger store whose layout this ztcp cannot use (written by a newer ztcp, or unrecognisable).
+
+    Refused rather than opened: running this version's schema statements over an unknown layout
+    could damage it. A subclass of ``LedgerUnavailable``, so every fail-closed path treats it as one.
+    """
+
+
 class UnknownEntry(ProvenanceError):
     """A sequence number, tree size or checkpoint that the ledger does not have."""
 

@@ -11,14 +11,16 @@ reference ``rfc8785`` package (catches a writer bug as well as tampering).
 The first difference is reported as an ``IntegrityError`` naming the seq and the kind of damage:
 ``changed`` (event altered), ``missing`` (event removed), ``inserted`` (event added in the
 middle), ``reordered`` (events swapped), ``tree`` (stored node altered), ``forged-checkpoint``,
-``inconsistent-checkpoint``, ``rewritten`` (differs from a published checkpoint) or ``corrupt`` (the file
+``inconsistent-checkpoint``, ``rewritten`` (differs from a published checkpoint) or ``corrupt`` (the store
 itself cannot be read).
+
+Everything is read through the ledger's store (``scan``, ``scan_nodes``, ``checkpoints``,
+``node_hashes``), so any driver is verified the same way; what the store returns is never trusted.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -27,7 +29,8 @@ from contracts.provenance_event import canonical_bytes_reference, event_from_byt
 from provenance import merkle
 from provenance.checkpoint import open_checkpoint
 from provenance.errors import CheckpointError, IntegrityError, ProofError, UnknownEntry
-from provenance.ledger import UPPER_LEVEL, Ledger, node_from_id, node_id
+from provenance.ledger import Ledger
+from provenance.store import LedgerStore, node_from_id, node_id
 
 Progress = Callable[[int, int], None]
 
@@ -66,8 +69,9 @@ def verify_ledger(
         for note in published:
             _check_published(ledger, note)
         return report
-    except sqlite3.DatabaseError as exc:
-        raise IntegrityError(f"ledger file is unreadable or corrupt: {exc}", kind="corrupt") from None
+    except ledger.store.read_errors as exc:
+        where = ledger.store.location
+        raise IntegrityError(f"ledger {where} is unreadable or corrupt: {exc}", kind="corrupt") from None
 
 
 def _check_published(ledger: Ledger, note: str) -> None:
@@ -92,10 +96,10 @@ def _check_published(ledger: Ledger, note: str) -> None:
 
 def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyReport:
     ledger.refresh()
-    db = ledger.raw_db()
+    store = ledger.store
     size = ledger.size
     cps = []
-    for cp_size, root, _t, note in ledger.raw_checkpoints():
+    for cp_size, root, _t, note in store.checkpoints():
         try:
             cp = open_checkpoint(note, ledger.verifiers, ledger.origin)
         except CheckpointError as exc:
@@ -110,13 +114,9 @@ def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyRepo
             )
         cps.append(cp)
 
-    count, max_seq = db.execute("SELECT count(*), max(seq) FROM entries").fetchone()
-    if count != size or (max_seq is not None and max_seq != size - 1):
-        gap = _first_gap(db)
-        raise IntegrityError(f"seq {gap} is missing from the ledger", seq=gap, kind="missing")
-
-    # The streaming pass locates damage precisely, so it runs before the checks that trust stored nodes.
-    checked = _recompute(ledger, db, size, cps, progress, deep=full)
+    # The streaming pass locates damage precisely (a gap in the sequence included), so it runs
+    # before the checks that trust stored nodes.
+    checked = _recompute(store, size, cps, progress, deep=full)
     if cps and cps[-1].size > size:
         raise IntegrityError(
             f"events missing: a checkpoint signs {cps[-1].size} events, the ledger holds {size}"
@@ -152,31 +152,21 @@ def _check_consistency(ledger: Ledger, a, b) -> None:  # noqa: ANN001 - two Chec
         ) from None
 
 
-def _first_gap(db: sqlite3.Connection) -> int:
-    row = db.execute(
-        "SELECT e.seq + 1 FROM entries e LEFT JOIN entries n ON n.seq = e.seq + 1 "
-        "WHERE n.seq IS NULL ORDER BY e.seq LIMIT 1"
-    ).fetchone()
-    first = db.execute("SELECT min(seq) FROM entries").fetchone()[0]
-    if first not in (None, 0):
-        return 0
-    return row[0] if row else 0
-
-
 def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
-    ledger: Ledger, db: sqlite3.Connection, size: int, cps: list, progress: Progress | None, *, deep: bool
+    store: LedgerStore, size: int, cps: list, progress: Progress | None, *, deep: bool
 ) -> int:
     cp_at = {cp.size: cp for cp in cps}
     frontier = merkle.CompactRange()
-    entries = db.execute("SELECT seq, leaf_hash, body FROM entries ORDER BY seq")
-    # Two ordered streams (low and upper tree levels live in separate tables); each is consumed in
-    # exactly the order the recomputation produces its nodes.
-    lower = db.execute("SELECT id, hash FROM nodes ORDER BY id")
-    upper = db.execute("SELECT id, hash FROM upper_nodes ORDER BY id")
+    # Two ordered streams, consumed in exactly the order the recomputation produces leaves and nodes
+    # (node ids grow in creation order), so one pass needs no lookups and no memory.
+    nodes: Iterator[tuple[int, bytes]] = iter(store.scan_nodes())
     expected = 0
     leaf = merkle.leaf_hash
-    for seq, stored_leaf, body in entries:
+    for seq, stored_leaf, body in store.scan():
         if seq != expected:
+            if seq < expected:  # e.g. a row planted below seq 0, where no reader of the log looks
+                raise IntegrityError(f"a row at seq {seq} lies outside the ledger's sequence", seq=seq,
+                                     kind="inserted")
             raise IntegrityError(f"seq {expected} is missing from the ledger", seq=expected, kind="missing")
         h = leaf(body)
         if h != stored_leaf:
@@ -186,10 +176,10 @@ def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
         if deep:
             _deep_check(seq, body)
         for level, index, nh in frontier.append(h):
-            row = (lower if level < UPPER_LEVEL else upper).fetchone()
+            row = next(nodes, None)
             want_id = node_id(level, index)
             if row is None or row[0] != want_id or row[1] != nh:
-                raise _diagnose(ledger, db, seq, level, index, nh, row, want_id)
+                raise _diagnose(store, seq, level, index, nh, row, want_id)
         expected += 1
         cp = cp_at.get(expected)
         if cp is not None and frontier.root() != cp.root:
@@ -203,7 +193,7 @@ def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
             progress(expected, size)
     if progress:
         progress(expected, size)
-    extra = lower.fetchone() or upper.fetchone()
+    extra = next(nodes, None)
     if extra is not None:
         level, index = node_from_id(extra[0])
         seq = index << level
@@ -223,7 +213,7 @@ def _deep_check(seq: int, body: bytes) -> None:
         raise IntegrityError(f"event at seq {seq} is not in RFC 8785 canonical form", seq=seq, kind="changed")
 
 
-def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> IntegrityError:  # noqa: ANN001, PLR0913
+def _diagnose(store, seq, level, index, computed, row, want_id) -> IntegrityError:  # noqa: ANN001, PLR0913
     """Name what happened at the first mismatch, comparing leaves with the stored level-0 nodes."""
     if level > 0:
         first = index << level
@@ -239,17 +229,19 @@ def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> Integrit
     # A leaf differs from the tree's record of leaf `seq`: find where this event really belongs.
     window = 4096
     lo, hi = max(0, seq - window), seq + window
-    stored_leaves = {}
-    for nid, h in db.execute(
-        "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? AND (id & 63) = 0", (lo << 6, hi << 6)
-    ):
-        stored_leaves[h] = nid >> 6
+    tree_leaves = store.node_hashes([node_id(0, i) for i in range(lo, hi)])
+    stored_leaves = {h: nid >> 6 for nid, h in sorted(tree_leaves.items())}
     original_pos = stored_leaves.get(computed)
+    tree_here = tree_leaves.get(node_id(0, seq))
+
+    def leaf_at(s: int) -> bytes | None:
+        entry = store.get(s)
+        return entry.leaf_hash if entry else None
+
     if original_pos is not None and original_pos > seq:
         # The event recorded at `original_pos` now sits at `seq`: either events were removed, or swapped.
-        back = db.execute("SELECT leaf_hash FROM entries WHERE seq = ?", (original_pos,)).fetchone()
-        tree_here = db.execute("SELECT hash FROM nodes WHERE id = ?", (node_id(0, seq),)).fetchone()
-        if back and tree_here and back[0] == tree_here[0]:
+        back = leaf_at(original_pos)
+        if back and tree_here and back == tree_here:
             return IntegrityError(
                 f"events at seq {seq} and {original_pos} were swapped (reordered)", seq=seq, kind="reordered"
             )
@@ -258,9 +250,8 @@ def _diagnose(ledger, db, seq, level, index, computed, row, want_id) -> Integrit
             seq=seq,
             kind="missing",
         )
-    nxt = db.execute("SELECT leaf_hash FROM entries WHERE seq = ?", (seq + 1,)).fetchone()
-    tree_here = db.execute("SELECT hash FROM nodes WHERE id = ?", (node_id(0, seq),)).fetchone()
-    if nxt and tree_here and nxt[0] == tree_here[0]:
+    nxt = leaf_at(seq + 1)
+    if nxt and tree_here and nxt == tree_here:
         return IntegrityError(f"an event was inserted at seq {seq} (later events shifted)", seq=seq, kind="inserted")
     if original_pos is not None and original_pos < seq:
         return IntegrityError(

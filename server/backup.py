@@ -1,12 +1,14 @@
 """Backups of a ztcp home: consistent copies of every store, taken while `ztcp serve` runs.
 
-SQLite stores (the ledger, decision log, policy revisions, key audit, SIEM, protected tables when
-they live in the home) are copied with SQLite's online backup API, so each copy is a consistent
-snapshot even while writers append. Other files (the sealed keyring, registers, SIEM lists) are
-copied as they are. The master key is never copied: a backup holding both the sealed keyring and
-the key that opens it would be an unsealed keyring. ``MANIFEST.json`` lists every file with its
-SHA-256, the ledger size and the latest signed checkpoint, so a restore can be checked before it
-is trusted, and the copied ledger is verified like ``ztcp audit verify`` would.
+The provenance ledger is copied by its own store (``LedgerStore.backup_to``: for the SQLite driver,
+SQLite's online backup API in one step), so the copy is one point of its sequence, whole batches
+only, while ``ztcp serve`` appends. The other SQLite stores (decision log, policy revisions, key
+audit, SIEM, protected tables when they live in the home) are copied with the same API directly.
+Other files (the sealed keyring, registers, SIEM lists) are copied as they are. The master key is
+never copied: a backup holding both the sealed keyring and the key that opens it would be an
+unsealed keyring. ``MANIFEST.json`` lists every file with its SHA-256, the ledger size and the
+latest signed checkpoint, so a restore can be checked before it is trusted, and the copied ledger
+is verified like ``ztcp audit verify`` would.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import provenance
+from provenance.sqlite_store import SqliteLedgerStore
+from provenance.store import LedgerStore
 from server.settings import Settings
 
 MANIFEST = "MANIFEST.json"
@@ -95,13 +99,25 @@ def _copy_sqlite(src: Path, dst: Path) -> None:
         source.close()
 
 
+def _copy_ledger(store: LedgerStore, dst: Path) -> None:
+    try:
+        store.backup_to(dst)
+    except provenance.ProvenanceError as exc:
+        raise BackupError(f"cannot copy the ledger: {exc}") from None
+    finally:
+        store.close()
+
+
 def create_backup(home: Path, target: Path, *, verify_ledger: Callable[[Path], tuple[int, str | None]],
                   progress: Callable[[str], None] = lambda name: None,
-                  elsewhere: dict[str, str] | None = None) -> BackupReport:
+                  elsewhere: dict[str, str] | None = None,
+                  ledger_store: Callable[[Path], LedgerStore] = SqliteLedgerStore) -> BackupReport:
     """Copy ``home`` into the new or empty directory ``target``; return what was copied.
 
     ``verify_ledger(path)`` opens the copied ledger, verifies it (raising on damage) and returns
     (size, latest checkpoint note); the composition root supplies it with the right keys.
+    ``ledger_store(path)`` is the store over the home's ledger file, whose ``backup_to`` makes the
+    copy (never opened for writing: ``ztcp serve`` may be appending to it).
     """
     if not home.is_dir():
         raise BackupError(f"no ztcp home at {home}")
@@ -117,7 +133,10 @@ def create_backup(home: Path, target: Path, *, verify_ledger: Callable[[Path], t
             continue
         progress(name)
         dst = target / name
-        if _is_sqlite(src):
+        if name == LEDGER_FILE:
+            _copy_ledger(ledger_store(src), dst)
+            kind = "sqlite"
+        elif _is_sqlite(src):
             _copy_sqlite(src, dst)
             kind = "sqlite"
         else:

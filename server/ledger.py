@@ -6,12 +6,20 @@ from pathlib import Path
 
 import keymgmt
 import provenance
+from provenance.sqlite_store import SqliteLedgerStore
+from provenance.store import LedgerStore
 from server.bootstrap import CHECKPOINT_SIGNING, system_keys
 from server.keys import build_provider
 from server.settings import Settings
 
 LEDGER_FILE = "provenance.db"
 DEFAULT_ORIGIN = "ztcp.local/provenance"
+
+
+def ledger_store(settings: Settings, path: Path | None = None) -> LedgerStore:
+    """The storage driver under the ledger: the one place it is chosen (today the SQLite file in
+    ZTCP_HOME, or ``path``: a backup's copy, say; issue #12 adds PostgreSQL here)."""
+    return SqliteLedgerStore(path or settings.ensure_home() / LEDGER_FILE)
 
 
 def ledger_from_settings(settings: Settings, keys: object | None = None, *,
@@ -41,9 +49,9 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
         keys = keys if keys is not None else system_keys(settings)
         signer, trusted = keys.checkpoint_signing, local_keys()  # type: ignore[attr-defined]
     return provenance.Ledger(
-        path or settings.ensure_home() / LEDGER_FILE,  # another path: a backup's copy, say
-        signer,  # type: ignore[arg-type]
-        origin,
+        store=ledger_store(settings, path),
+        signing_key=signer,  # type: ignore[arg-type]
+        origin=origin,
         trusted_keys=trusted,
         checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
         publish=provenance.NotePublisher(settings.checkpoint_publish_dir) if settings.checkpoint_publish_dir else None,

@@ -14,7 +14,8 @@ from provenance_testkit import make_event
 from contracts.provenance_event import canonical_bytes
 from provenance import IntegrityError, Ledger, merkle
 from provenance.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from provenance.ledger import UPPER_LEVEL, node_from_id, node_id
+from provenance.sqlite_store import UPPER_LEVEL
+from provenance.store import node_from_id, node_id
 from provenance.verify import verify_ledger
 
 ORIGIN = "ztcp.test/provenance"
@@ -157,6 +158,21 @@ def test_reorder_is_located(pristine: Path, tmp_path: Path, a: int, b: int) -> N
         _verify(p)
     assert exc.value.seq == a and exc.value.kind == "reordered"
     assert f"{a} and {b}" in str(exc.value)
+
+
+def test_a_row_planted_outside_the_sequence_is_found(pristine: Path, tmp_path: Path) -> None:
+    """A row below seq 0 is in no tree and no reader's range, yet its event id would make a real
+    event with that id look like a duplicate: verify must see every stored row, not just 0..size."""
+    p = _copy(pristine, tmp_path)
+    db = sqlite3.connect(p, isolation_level=None)
+    planted = make_event(777, record_id="planted")
+    body = canonical_bytes(planted)
+    db.execute("INSERT INTO entries VALUES (-1, ?, NULL, 0, 'pii.read', ?, ?)",
+               (planted.event_id, body, merkle.leaf_hash(body)))
+    db.close()
+    with pytest.raises(IntegrityError) as exc:
+        _verify(p)
+    assert exc.value.seq == -1 and exc.value.kind == "inserted"
 
 
 def test_forged_checkpoint_detected(pristine: Path, tmp_path: Path) -> None:

@@ -124,3 +124,28 @@ def test_targets_must_be_new_or_empty(home: Path, tmp_path: Path) -> None:
     assert res.exit_code == 1 and "not an empty directory" in res.output
     res = _invoke("backup", "verify", str(busy))
     assert res.exit_code == 1 and "not a ztcp backup" in res.output
+
+
+def test_the_ledger_is_copied_by_its_store(home: Path, tmp_path: Path) -> None:
+    """The ledger goes through its store's backup operation (the seam a PostgreSQL driver fills);
+    a ledger the store cannot copy stops the backup with a message, not a traceback."""
+    from provenance.sqlite_store import SqliteLedgerStore
+    from server.backup import BackupError, create_backup, ledger_verifier
+
+    copied: list[Path] = []
+
+    class Observed(SqliteLedgerStore):  # the real driver, watched
+        def backup_to(self, path: Path) -> None:
+            copied.append(path)
+            super().backup_to(path)
+
+    settings = load_settings()
+    report = create_backup(home, tmp_path / "bk", verify_ledger=ledger_verifier(settings), ledger_store=Observed)
+    assert copied == [tmp_path / "bk" / "provenance.db"] and report.ledger_size == 500
+    assert report.files["provenance.db"]["kind"] == "sqlite"
+
+    (home / "provenance.db").write_bytes(b"not a database at all" * 100)
+    for side in ("-wal", "-shm"):
+        (home / f"provenance.db{side}").unlink(missing_ok=True)
+    with pytest.raises(BackupError, match="cannot copy the ledger"):
+        create_backup(home, tmp_path / "bk2", verify_ledger=ledger_verifier(settings))
