@@ -27,6 +27,7 @@ _AREAS = {
     "demo": "cli.cmd_demo",
     "backup": "cli.cmd_backup",
     "devices": "cli.cmd_devices",
+    "witness": "cli.cmd_witness",
 }
 
 

@@ -10,12 +10,15 @@ to release plaintext must not (DESIGN §2).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
 from contracts.provenance_event import ProvenanceEvent
-from provenance.errors import LedgerUnavailable
+from provenance.errors import LedgerUnavailable, ProvenanceError
 from provenance.ledger import Ledger, Prepared, Receipt
+
+log = logging.getLogger(__name__)
 
 
 class _Ticket:
@@ -127,3 +130,10 @@ class Recorder:
         self._stop.set()
         if self._timer is not None:
             self._timer.join(timeout=10)
+            # Sign what was appended since the last checkpoint: a clean shutdown leaves no unsigned
+            # tail (which anyone with the file could cut off unnoticed).
+            try:
+                if self.ledger.size > (getattr(self.ledger.latest_checkpoint(), "size", 0) or 0):
+                    self.ledger.checkpoint()
+            except ProvenanceError as exc:
+                log.warning("final checkpoint at shutdown not made: %s", exc)

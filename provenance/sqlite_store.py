@@ -26,6 +26,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
@@ -474,6 +475,22 @@ class SqliteLedgerStore:
         return self._reader().execute(
             "SELECT id, hash FROM nodes UNION ALL SELECT id, hash FROM upper_nodes ORDER BY id"
         )
+
+    def probe(self) -> None:
+        # Its own short-timeout connection: a readiness check must answer in seconds, not wait out
+        # the 30 s lock timeout of the writers; and a probe row, never a log entry.
+        try:
+            db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE IF NOT EXISTS ztcp_probe (id INTEGER PRIMARY KEY, time REAL NOT NULL)")
+                db.execute("INSERT OR REPLACE INTO ztcp_probe VALUES (1, ?)", (time.time(),))
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger {self.path} cannot write: {exc}") from None
 
     def backup_to(self, path: str | Path) -> None:
         target = Path(path)

@@ -263,6 +263,11 @@ class LedgerStore(Protocol):
         """Every stored ``(node id, hash)`` in id order, i.e. in the order the tree created them."""
         ...
 
+    def probe(self) -> None:
+        """Prove the store can durably write right now (``/readyz``): take the write lock, write a
+        row outside the log, commit. Raises :class:`LedgerUnavailable` within a few seconds if not."""
+        ...
+
     def backup_to(self, path: Path) -> None:
         """Write a consistent copy of the store to ``path`` in one step: one point of the sequence,
         whole batches only, while writers go on. Callable without ``open`` (``ztcp backup`` copies a

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import keymgmt
 import provenance
 from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import LedgerStore
+from provenance.witness import WitnessEndpoint, Witnessing
 from server.bootstrap import CHECKPOINT_SIGNING, system_keys
 from server.keys import build_provider
 from server.settings import Settings
@@ -54,6 +56,45 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
         origin=origin,
         trusted_keys=trusted,
         checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
-        publish=provenance.NotePublisher(settings.checkpoint_publish_dir) if settings.checkpoint_publish_dir else None,
+        publish=provenance.NotePublisher(settings.publish_dir),
     )
+
+
+def witness_endpoints(settings: Settings) -> list[WitnessEndpoint]:
+    from server.errors import ConfigError
+
+    endpoints = []
+    for i, w in enumerate(settings.witnesses):
+        try:
+            endpoints.append(WitnessEndpoint.parse(w["url"], w["key"]))
+        except (KeyError, TypeError, provenance.ProvenanceError) as exc:
+            raise ConfigError(f"ZTCP_WITNESSES[{i}]: needs url and key (ztcp witness key): {exc}") from None
+    return endpoints
+
+
+class PublishChain:
+    """Every publishing step gets every checkpoint, whether or not an earlier one failed."""
+
+    def __init__(self, *steps: Callable[[int, str], None]) -> None:
+        self.steps = steps
+
+    def __call__(self, size: int, note: str) -> None:
+        failure: Exception | None = None
+        for step in self.steps:
+            try:
+                step(size, note)
+            except Exception as exc:  # noqa: BLE001 - reported after the other steps ran
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
+def attach_witnessing(settings: Settings, ledger: provenance.Ledger) -> Witnessing | None:
+    """For a serving process: send every new checkpoint to the configured witnesses (off the append path)."""
+    endpoints = witness_endpoints(settings)
+    if not endpoints:
+        return None
+    witnessing = Witnessing(endpoints, ledger.consistency_proof, settings.witnessed_dir)
+    ledger.publish = PublishChain(*(s for s in (ledger.publish, witnessing) if s is not None))
+    return witnessing
 

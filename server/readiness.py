@@ -70,12 +70,16 @@ class Readiness:
         # Appends go on while the checkpoint key cannot sign (they stay durable and the next
         # checkpoint covers them), so that is reported, not a reason to stop serving.
         ledger = self.runtime.ledger
+        ledger.store.probe()  # can it durably write now? (a read-only or full disk, a held lock)
         out: dict[str, Any] = {"ok": True, "size": ledger.size,
                                "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
         if ledger.checkpoint_error:
             out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
         if ledger.publish_error:
             out["publish_error"] = ledger.publish_error.split(":", 1)[0]
+        witnessing = getattr(self.runtime, "witnessing", None)
+        if witnessing is not None:  # reported, not required: appends go on, the next checkpoint catches up
+            out["witnesses"] = witnessing.status()
         return out
 
     def _keys(self) -> dict[str, Any]:

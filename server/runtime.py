@@ -48,6 +48,7 @@ class Runtime:
         self._closers: list = []
         self._lock = threading.Lock()
         self._classes: dict[str, str | None] = {}
+        self.witnessing = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -189,10 +190,13 @@ class Runtime:
     @cached_property
     def ledger(self):  # type: ignore[no-untyped-def]
         """The embedded provenance ledger under ZTCP_HOME (same file and keys as ``ztcp audit``)."""
-        from server.ledger import ledger_from_settings
+        from server.ledger import attach_witnessing, ledger_from_settings
 
         ledger = ledger_from_settings(self.settings, self.keys)
         self._closers.append(ledger.close)
+        self.witnessing = attach_witnessing(self.settings, ledger)
+        if self.witnessing is not None:
+            self._closers.insert(0, self.witnessing.close)
         return ledger
 
     @cached_property

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     checkpoint_key: Literal["auto", "local", "vault"] = "auto"
     checkpoint_publish_dir: Path | None = Field(
         default=None, description="copy every new signed checkpoint here (storage the ledger's host cannot rewrite)")
+    witnesses: list[dict[str, str]] = Field(
+        default_factory=list,
+        description='witnesses that cosign every checkpoint: [{"url": "https://witness.example", "key": '
+                    '"<name>+<id>+<base64>"}] (ztcp witness key prints the key)')
+    checkpoint_unsigned_max_age_seconds: int = Field(
+        default=180, ge=10, description="audit verify fails when events stay unsigned longer than this after the "
+                                        "latest checkpoint (checkpoints are made every minute while serving)")
     checkpoint_trust_local: bool = Field(
         default=False,
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
@@ -139,6 +146,17 @@ class Settings(BaseSettings):
         if self.idp_issuer:
             return False
         return self.dev_signin if self.dev_signin is not None else self.loopback
+
+    @property
+    def publish_dir(self) -> Path:
+        """Where signed checkpoints are published: ZTCP_CHECKPOINT_PUBLISH_DIR, by default
+        ZTCP_HOME/published (copy it off the host, or better, run witnesses)."""
+        return self.checkpoint_publish_dir or self.ensure_home() / "published"
+
+    @property
+    def witnessed_dir(self) -> Path:
+        """Where the witnesses' cosignatures are kept (ZTCP_HOME/witnessed)."""
+        return self.ensure_home() / "witnessed"
 
     @property
     def checkpoint_in_vault(self) -> bool:

@@ -58,9 +58,10 @@ def test_a_large_batch_does_not_stall_health_checks(rt: Runtime, unused_tcp_port
         while not server.started:
             time.sleep(0.02)
 
-        async def probe() -> tuple[int, float]:
+        async def probe() -> tuple[int, float, float]:
             base = f"http://127.0.0.1:{unused_tcp_port}"
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                began = time.perf_counter()
                 batch = asyncio.create_task(client.post("/v1/decisions/batch", content=body, headers={
                     "authorization": f"Bearer {caller}", "content-type": "application/json"}))
                 await asyncio.sleep(0.15)  # the batch is being decided now
@@ -70,12 +71,15 @@ def test_a_large_batch_does_not_stall_health_checks(rt: Runtime, unused_tcp_port
                     assert (await client.get("/healthz")).status_code == 200
                     worst = max(worst, time.perf_counter() - t0)
                     await asyncio.sleep(0.01)
-                return (await batch).status_code, worst
+                status = (await batch).status_code
+                return status, worst, time.perf_counter() - began
 
-        status, worst = asyncio.run(probe())
+        status, worst, took = asyncio.run(probe())
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         big.close()
     assert status == 200
-    assert worst < 0.25, f"/healthz took {worst:.3f} s while the batch ran"
+    # On the event loop the batch would hold /healthz for the rest of its run; in the thread pool a
+    # health check waits at most a GIL switch or two (relative: this machine's speed varies).
+    assert took > 0.3 and worst < took / 3, f"/healthz took {worst:.3f} s while the {took:.3f} s batch ran"

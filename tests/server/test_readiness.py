@@ -74,3 +74,23 @@ def test_a_failing_siem_run_is_reported_but_does_not_stop_decisions(runtime):
     assert r.status_code == 200
     siem = r.json()["checks"]["siem"]
     assert siem == {"ok": False, "required": False, "runs": 3, "error": "OperationalError: database is locked"}
+
+
+def test_a_ledger_that_cannot_write_is_not_ready(runtime):
+    """Issue #13 finding 8: /readyz wrote nothing and said the ledger was ok. It now proves a write:
+    while another process holds the ledger's write lock (a stuck writer, a locked or full disk)
+    the server is not ready, and it is again once the lock is released."""
+    import sqlite3
+
+    with _client(runtime) as client:
+        assert client.get("/readyz").json()["checks"]["ledger"]["ok"] is True
+        holder = sqlite3.connect(runtime.home / "provenance.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            r = client.get("/readyz")
+            assert r.status_code == 503
+            assert r.json()["checks"]["ledger"] == {"ok": False, "error": "LedgerUnavailable"}
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert client.get("/readyz").status_code == 200
