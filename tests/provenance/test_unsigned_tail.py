@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from provenance_testkit import make_event
 
 from cli.cmd_audit import _check_unsigned_tail
 from cli.main import ztcp
 from provenance import IntegrityError, Recorder, verify_ledger
-from provenance_testkit import make_event
 from server.ledger import ledger_from_settings
 from server.settings import load_settings
 
