@@ -35,7 +35,6 @@ class CliFailure(click.ClickException):
 def _package_errors() -> tuple[type[BaseException], ...]:
     """The base exception of every package: each carries ``exit_code`` and a message without values."""
     import contracts
-
     import keymgmt
     import pdp
     import policy

@@ -70,6 +70,9 @@ class Readiness:
         # Appends go on while the checkpoint key cannot sign (they stay durable and the next
         # checkpoint covers them), so that is reported, not a reason to stop serving.
         ledger = self.runtime.ledger
+        # The file's size, not the one this process last wrote: CLI commands append to the same file
+        # (`ztcp audit trace` records its query), and a cached size would lag behind them.
+        ledger.refresh()
         out: dict[str, Any] = {"ok": True, "size": ledger.size,
                                "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
         if ledger.checkpoint_error:
