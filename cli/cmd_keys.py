@@ -32,6 +32,8 @@ from rich.text import Text
 import keymgmt
 from cli.errors import EXIT_INTEGRITY, CliFailure
 from cli.tables import print_table
+from keymgmt.inventory import INVENTORY_FILE as KEY_INVENTORY_FILE
+from keymgmt.inventory import KeyInventory, redact
 from server.keys import build_provider
 from server.settings import Settings, load_settings
 
@@ -88,12 +90,27 @@ class _Ctx:
         env = keymgmt.Envelope(self.provider, engine, kek)
         if spec is None:
             spec = keymgmt.load_spec(engine, table)
+        # Remember where data is encrypted under this KEK: `keys retire` checks every such database.
+        self.inventory().record(_db_url(self.settings, db), spec.table, spec.dataset, kek)
         blind = None
         if spec.blind_index:
             if create:
                 self.ensure_key(BLIND, "hmac")
             blind = keymgmt.BlindIndexKeys(self.provider, BLIND, length=spec.bi_length)
         return keymgmt.EncryptedTable(engine, spec, env, blind)
+
+    def inventory(self) -> KeyInventory:
+        return KeyInventory(self.settings.ensure_home() / KEY_INVENTORY_FILE)
+
+    def retire_engines(self, db: str | None) -> dict[str, Any]:
+        """Every database to check before retiring: the default one, each the inventory knows, and --db."""
+        default = self.settings.protected_db_url
+        urls = {redact(default): default}
+        for known in self.inventory().databases():
+            urls.setdefault(known, known)  # without a password: libpq finds it (PGPASSFILE) or retire refuses
+        if db is not None:
+            urls[redact(db)] = _db_url(self.settings, db)
+        return {label: keymgmt.make_engine(url) for label, url in urls.items()}
 
     def ensure_key(self, name: str, type_: str) -> None:
         if not self.provider.exists(name):
@@ -300,13 +317,18 @@ def status_cmd(ctx: _Ctx, db: str | None, table: str, kek: str, as_json: bool) -
 @command.command("retire")
 @click.argument("name")
 @click.option("--min-decryption-version", "min_version", required=True, type=int)
-@click.option("--db", help="protected database URL checked for dependants (default: ZTCP_PROTECTED_DB)")
+@click.option("--db", help="another database to check too (the default one and every database the key "
+                           "inventory knows are always checked)")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def retire_cmd(ctx: _Ctx, name: str, min_version: int, db: str | None, as_json: bool) -> None:
     """Raise the minimum decryption version; refused while data keys or rows depend on older versions."""
-    engine = keymgmt.make_engine(_db_url(ctx.settings, db))
-    keymgmt.retire(ctx.provider, name, min_version, engine, _audit(ctx.settings), _actor())
+    engines = ctx.retire_engines(db)
+    try:
+        keymgmt.retire(ctx.provider, name, min_version, engines, _audit(ctx.settings), _actor())
+    finally:
+        for engine in engines.values():
+            engine.dispose()
     _emit(as_json, {"name": name, "min_decryption_version": min_version},
           lambda: click.echo(f"retired versions of {name} below {min_version}"))
 

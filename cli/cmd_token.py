@@ -8,7 +8,7 @@ import time
 import click
 
 from cli.durations import DURATION
-from cli.errors import fail
+from cli.errors import EXIT_DENIED, fail
 from server.bootstrap import system_keys
 from server.identity import dev_issuer
 from server.settings import load_settings
@@ -40,6 +40,9 @@ def issue(sub, roles, method, mfa, org_unit, subject_type, citizen_ref, client, 
     settings = load_settings()
     if settings.idp_issuer:
         fail("an external IdP is configured (ZTCP_IDP_ISSUER); get tokens from it, not the dev issuer")
+    if not settings.dev_signin_enabled:
+        fail("development token issuing is off: ZTCP_HOST is not loopback and ZTCP_DEV_SIGNIN is not true "
+             "(set ZTCP_DEV_SIGNIN=true only for a non-production demo)", EXIT_DENIED)
     if bool(sub) == bool(client):
         fail("give either --sub (end user) or --client (calling system)")
     issuer = dev_issuer(settings, system_keys(settings))

@@ -26,6 +26,7 @@ _AREAS = {
     "siem": "cli.cmd_siem",
     "demo": "cli.cmd_demo",
     "backup": "cli.cmd_backup",
+    "devices": "cli.cmd_devices",
 }
 
 

@@ -21,6 +21,7 @@ import provenance
 from console import guard
 from console.lineage import lineage_svg
 from console.sessions import Session
+from console.soc_pages import open_alert_about
 from console.web import Console, Ctx, PageError
 from contracts.national_id import CITIZEN_REF_PATTERN
 from provenance import reports
@@ -55,7 +56,8 @@ def _citizen(console: Console, form: dict[str, str]) -> str:
         raise PageError(400, "audit.bad_national_id") from None  # the value itself is never echoed
 
 
-def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: str) -> None:
+def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: str,
+            alert_id: str | None = None) -> None:
     event = contracts.ProvenanceEvent(
         type=kind,
         # An auditor's query is an auditor's; a SOC analyst tracing from an alert is staff.
@@ -64,6 +66,8 @@ def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: 
         via={"system": "ztcp-console", "channel": "console", "ip": console.client_ip(ctx.request)},
         citizen_ref=ref,
         query=query,
+        # A SOC analyst's reason to look, named in the record: the alert under investigation.
+        purpose={"code": "alert_investigation", "case_id": alert_id} if alert_id else None,
     )
     console.runtime.recorder.record(event)  # durable before anything is shown; raises if it cannot be
 
@@ -74,9 +78,17 @@ def _trace(console: Console, ctx: Ctx, form: dict[str, str], kind: str, what: st
     since, until = _day(form.get("since", ""), tz, end=False), _day(form.get("until", ""), tz, end=True)
     page = guard.EXPORT if kind == "audit.export" else guard.TRACE
     s = console.require(ctx, page, citizen_ref=ref)
+    alert_id = None
+    if "auditor" not in s.roles:
+        # Need to know: only auditors trace any citizen; anyone else (a SOC analyst) names an alert
+        # that is not closed and concerns this citizen, and that alert is recorded as the reason.
+        alert_id = form.get("alert_id", "")
+        if not re.fullmatch(r"al_[0-9a-f]{4,64}", alert_id) or not open_alert_about(console, alert_id, ref):
+            raise PageError(403, "audit.need_alert")
     try:
         _record(console, ctx, s, kind, ref,
-                f"console {what} since={form.get('since') or '-'} until={form.get('until') or '-'}")
+                f"console {what} since={form.get('since') or '-'} until={form.get('until') or '-'}"
+                + (f" alert={alert_id}" if alert_id else ""), alert_id)
     except provenance.ProvenanceError:
         raise PageError(503, "audit.unrecordable") from None
     ledger = console.runtime.ledger

@@ -115,7 +115,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
     @router.get("/signin")
     def signin(request: Request) -> Response:
         ctx = console.ctx(request)
-        staff, from_directory = ([], False) if oidc else load_directory(console.runtime.home)
+        dev = oidc is None and console.runtime.settings.dev_signin_enabled
+        staff, from_directory = load_directory(console.runtime.home) if dev else ([], False)
         login_csrf = secrets.token_urlsafe(24)
         response = console.render(ctx, "signin.html.j2", staff=staff, from_directory=from_directory,
                                   oidc=oidc is not None, login_csrf=login_csrf,
@@ -127,7 +128,7 @@ def add_routes(router: APIRouter, console: Console) -> None:
     @router.post("/signin/dev")
     async def signin_dev(request: Request) -> Response:
         ctx = console.ctx(request)
-        if oidc is not None or console.runtime.issuer is None:
+        if oidc is not None or console.runtime.issuer is None or not console.runtime.settings.dev_signin_enabled:
             return console.error(ctx, 404, "signin.dev_disabled")
         form = await console.form(request)
         cookie = request.cookies.get(LOGIN_COOKIE, "")

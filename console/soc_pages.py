@@ -53,6 +53,28 @@ def evidence(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def alert_citizens(conn: sqlite3.Connection, alert: Any, events: list[dict[str, Any]] | None = None) -> set[str]:
+    """The citizens an alert concerns: its group key and every citizen_ref in its evidence."""
+    evidence_events = events if events is not None else evidence(conn, alert.evidence)
+    refs = {str(e["details"]["citizen_ref"]) for e in evidence_events if e["details"].get("citizen_ref")}
+    if alert.group_keys.get("citizen_ref"):
+        refs.add(str(alert.group_keys["citizen_ref"]))
+    return refs
+
+
+def open_alert_about(console: Console, alert_id: str, citizen_ref: str) -> bool:
+    """Is ``alert_id`` an alert not yet closed whose evidence concerns ``citizen_ref``? (A SOC analyst's
+    need to know: they trace a citizen from an alert about them, never any citizen they like.)"""
+    conn = _open(console)
+    try:
+        alert = AlertStore(conn).get(alert_id)
+        return alert.status != "closed" and citizen_ref in alert_citizens(conn, alert)
+    except AlertNotFound:
+        return False
+    finally:
+        conn.close()
+
+
 def add_routes(router: APIRouter, console: Console) -> None:
     @router.get("/alerts")
     def alerts(request: Request) -> Response:
@@ -86,13 +108,12 @@ def add_routes(router: APIRouter, console: Console) -> None:
         try:
             found = AlertStore(conn).get(alert_id)
             events = evidence(conn, found.evidence[:EVIDENCE_SHOWN])
+            refs = sorted(alert_citizens(conn, found, events))
         except AlertNotFound:
             raise PageError(404, "alerts.not_found") from None
         finally:
             conn.close()
         done = request.query_params.get("done", "")
-        refs = sorted({str(e["details"]["citizen_ref"]) for e in events if e["details"].get("citizen_ref")}
-                      | ({str(found.group_keys["citizen_ref"])} if found.group_keys.get("citizen_ref") else set()))
         return console.render(ctx, "alert.html.j2", alert=found, events=events, done=done if done in STATUSES else "",
                               can_triage=console.shows(ctx, guard.ALERT_TRIAGE), citizens=refs,
                               can_trace=console.shows(ctx, guard.TRACE))

@@ -98,7 +98,7 @@ class Console:
     def managed_devices(self) -> bool:
         if self.settings.managed_devices is not None:
             return self.settings.managed_devices
-        return self.runtime.issuer is not None and not self.runtime.settings.idp_issuer
+        return self.runtime.settings.dev_signin_enabled
 
     def secure(self, request: Request) -> bool:
         return request.url.scheme == "https"
@@ -111,7 +111,7 @@ class Console:
         s = ctx.session
         body = self.env.get_template(template).render(
             t=ctx.t, lang=ctx.t.locale, locales=LOCALES, session=s, csrf=s.csrf if s else "",
-            prefix=PREFIX, path=ctx.request.url.path, dev_issuer=self.runtime.issuer is not None, **values)
+            prefix=PREFIX, path=ctx.request.url.path, dev_issuer=self.runtime.settings.dev_signin_enabled, **values)
         response = HTMLResponse(body, status_code=status)
         self.finish(ctx, response)
         return response
@@ -154,7 +154,7 @@ class Console:
         An IdP token is never extended here: once it expires the user signs in again."""
         if time.time() < session.token_expires - 60:
             return session.token
-        if session.mode == "dev" and self.runtime.issuer is not None:
+        if session.mode == "dev" and self.runtime.issuer is not None and self.runtime.settings.dev_signin_enabled:
             from console.auth import mint
             from console.directory import load_directory
 

@@ -13,12 +13,14 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from contracts.national_id import CITIZEN_REF_PATTERN
-from contracts.screen import contains_national_id
+from contracts.screen import contains_national_id, screen_text
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
+# Every id, code and channel of a request reaches the decision log: a national ID in any of them is refused.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-/]+$"),
+                 AfterValidator(screen_text)]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 CitizenRef = Annotated[str, StringConstraints(pattern=CITIZEN_REF_PATTERN)]
 _CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)

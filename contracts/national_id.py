@@ -13,10 +13,11 @@ import base64
 import hashlib
 import hmac
 import re
+import unicodedata
 
 from contracts.errors import InvalidNationalId
 
-_FORMAT = re.compile(r"[A-Z][12890]\d{8}")
+_FORMAT = re.compile(r"[A-Z][12890][0-9]{8}")
 CITIZEN_REF_PATTERN = r"^cr_[A-Z2-7]{52}$"
 
 # Letter → two-digit area code of the Taiwanese ID checksum (I, O, W, X, Y, Z are out of order).
@@ -44,7 +45,9 @@ def normalise_national_id(national_id: str) -> str:
     """Return the canonical form of a Taiwanese national ID, or raise ``InvalidNationalId``."""
     if not isinstance(national_id, str):
         raise InvalidNationalId("national ID must be a string")
-    nid = "".join(national_id.split()).upper()
+    # NFKC first: a full-width ID typed on a CJK keyboard is the same ID (and must not reach the
+    # checksum table as a character it does not know).
+    nid = "".join(unicodedata.normalize("NFKC", national_id).split()).upper()
     if not _FORMAT.fullmatch(nid):
         raise InvalidNationalId("national ID must be 10 characters: one letter, then 1, 2, 8, 9 or 0, then 8 digits")
     if not _checksum_ok(nid):

@@ -241,7 +241,7 @@ class Incidents:
             for _ in range(3):
                 r = w.read(officer, "injury_claims", injury, ["injury_type", "diagnosis", "disability_grade"],
                            "benefit_review", case.id, token=token, geo=ABROAD, zone="internet",
-                           device="dev-unknown-7f3a9c", managed=False, compliant=False)
+                           device="dev-unknown-7f3a9c")
                 take.collect(r)
                 w.tick(40)
 

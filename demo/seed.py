@@ -27,8 +27,10 @@ from demo.clock import SimClock
 from demo.errors import AlreadySeeded, DemoError
 from demo.incidents import Incidents
 from demo.traffic import Plan, World, local_midnight, run_steps
+from policy import GOVERNED_REGISTERS
 
 DAY = 86400.0
+DEMO_PROXY = "10.255.0.1"  # the bureau's reverse proxy in front of the gateway, in the simulation
 MAX_CITIZENS = 200_000
 MAX_DAYS = 31
 
@@ -223,6 +225,29 @@ def _decisions_since(home: Path, cursor: int, ours: set[str]) -> Counter:
         cursor = new
 
 
+def publish_registers(rt: Any, bureau: Any, registers: dict[str, Any]) -> str:
+    """Propose the registers as a revision (one of the bureau's security officers), approve it
+    (another), publish it signed; the PDP follows at once."""
+    import policy
+
+    officers = [s.id for s in bureau.by_role("security_officer")][:2] or ["demo-officer-1", "demo-officer-2"]
+    maker, checker = officers[0], officers[-1] if len(officers) > 1 else "demo-officer-2"
+    store = rt.revision_store
+    policy.ensure_initial_revision(store, rt.pack(), rt.keys.bundle_signing)
+    base = store.active()
+    pack = policy.with_registers(store.pack(base.revision) if base else rt.pack(), registers)
+    existing = store.active()
+    if existing is not None and existing.digest == pack.digest:
+        return existing.revision  # a re-seed with the same registers: nothing to change
+    rev = store.propose(pack, author=maker, message="demo: the bureau's registers (agreements, protected "
+                                                    "citizens, datasets)")
+    store.approve(rev.id, approver=checker, comment="checked against the register of agreements")
+    store.publish(rev.id, actor=checker, signer=rt.keys.bundle_signing)
+    if "point" in rt.__dict__:
+        rt.reloader.check()
+    return rev.id
+
+
 def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> SeedReport:
     """Everything ``ztcp demo seed`` does; returns the report (the CLI prints it and sets the exit code)."""
     import warnings
@@ -243,6 +268,9 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
     day = incident_day(start, end)
     start = min(start, day)  # the window always holds one full working day for the incidents
     clock = SimClock(start)
+    # The simulated week reaches the gateway as it would in the bureau: through its trusted proxy,
+    # which passes on the workstation's device id, network zone and location.
+    settings = settings.model_copy(update={"trusted_proxies": [*settings.trusted_proxies, DEMO_PROXY]})
     rt = Runtime(settings, clock=clock)
     home = rt.home
     try:
@@ -269,9 +297,15 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
                                          progress=advance)
         phases.done("encrypting protected tables")
         bureau_mod.write_json(home / BUREAU_DATA_FILE, data)
+        # The bureau's registers (agreements, protected citizens, datasets) change decisions, so they
+        # reach the PDP only as a signed revision that one security officer proposed and another approved.
+        publish_registers(rt, bureau, {k: data[k] for k in GOVERNED_REGISTERS})
         bureau_mod.write_json(home / bureau_mod.DIRECTORY_FILE,
                               bureau_mod.directory(bureau, datetime.fromtimestamp(end, UTC)))
         write_siem_config(home / "siem.yml", bureau)
+        for member in bureau.staff:  # the workstations the bureau enrolled, with their posture
+            rt.device_inventory.register(member.device_id, managed=member.managed, compliant=member.compliant,
+                                         actor="demo")
         timings["bureau"] = time.perf_counter() - t0
 
         # -- the simulated week -------------------------------------------------------------------
@@ -281,7 +315,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         steps = Plan(bureau, start, end, options.seed).build() + incidents.steps()
         steps.sort()
         app = create_app(rt)
-        with TestClient(app) as client:
+        with TestClient(app, client=(DEMO_PROXY, 443)) as client:
             world = World(rt, client, bureau, clock)
             run_steps(world, steps, phases.phase("simulated week through the gateway", len(steps)))
         phases.done("simulated week through the gateway")

@@ -111,15 +111,14 @@ class World:
         return tok
 
     def headers(self, staff: Staff, *, token: str | None = None, geo: tuple[float, float] | None = None,
-                zone: str = "internal", device: str | None = None, managed: bool | None = None,
-                compliant: bool | None = None) -> dict[str, str]:
+                zone: str = "internal", device: str | None = None) -> dict[str, str]:
+        """What the bureau's proxy passes on: the workstation's id (its posture is in the inventory),
+        the network zone and the location. A device the bureau never enrolled has no posture."""
         office = self.bureau.office(staff.office)
         lat, lon = geo or (office.lat, office.lon)
         return {
             "Authorization": f"Bearer {token or self.token(staff)}",
             "X-Device-Id": device or staff.device_id,
-            "X-Device-Managed": str(staff.managed if managed is None else managed).lower(),
-            "X-Device-Compliant": str(staff.compliant if compliant is None else compliant).lower(),
             "X-Network-Zone": zone, "X-Channel": CHANNEL.get(staff.role, "gateway"),
             "X-Geo": f"{lat:.4f},{lon:.4f}",
         }

@@ -4,8 +4,8 @@
 collaborators; :func:`create_router` exposes them over HTTP.
 """
 
-from gateway.context import device_and_context
+from gateway.context import ContextResolver, Site, load_sites
 from gateway.gateway import CALLER, SYSTEM, Caller, Gateway
 from gateway.routes import create_router
 
-__all__ = ["CALLER", "SYSTEM", "Caller", "Gateway", "create_router", "device_and_context"]
+__all__ = ["CALLER", "SYSTEM", "Caller", "ContextResolver", "Gateway", "Site", "create_router", "load_sites"]

@@ -8,11 +8,12 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from contracts.decision import Name  # ids and codes: screened for national IDs like the PDP's
+
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"
 FIELD_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 NATIONAL_ID_COLUMN = "national_id"
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 PathName = Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 EventId = Annotated[str, StringConstraints(
@@ -31,9 +32,12 @@ class SearchRequest(_Strict):
 
 
 class RecipientIn(_Strict):
+    """Who receives the data, by reference only: the agency or MyData party id from the bureau's
+    registers, or the citizen's citizen_ref. No free-text name: it would put names (and IDs typed
+    into them) into the append-only ledger; the register holds the display name."""
+
     type: Literal["agency", "mydata", "citizen"]
     id: Name
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     channel: Name | None = None
 
 

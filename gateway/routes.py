@@ -29,7 +29,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 import pdp
-from gateway.context import device_and_context, documented_headers
+from gateway.context import ContextResolver, documented_headers
 from gateway.gateway import Caller, Gateway, parse_fields
 from gateway.models import NAME_PATTERN, DisclosureRequest, PathName, SearchRequest, UpdateRequest
 from pdp.http_auth import BearerAuth
@@ -70,18 +70,19 @@ def bearer_value(request: Request) -> str:
     return request.headers.get("authorization", "").partition(" ")[2].strip()
 
 
-def _caller(request: Request, response: Response, subject: SubjectIdentity) -> Caller:
-    # Personal data: no proxy or browser cache. Device and context errors (422 naming the header)
-    # come before anything else is looked at.
-    response.headers["Cache-Control"] = "no-store"
-    device, context = device_and_context(request)
-    return Caller(subject=subject, token=bearer_value(request), device=device, context=context)
-
-
-def create_router(gateway: Gateway, verifier: Any) -> APIRouter:
-    """The routes over ``gateway``; ``verifier`` checks the end user's token at the gateway's clock."""
+def create_router(gateway: Gateway, verifier: Any, resolver: ContextResolver | None = None) -> APIRouter:
+    """The routes over ``gateway``; ``verifier`` checks the end user's token at the gateway's clock;
+    ``resolver`` says what is believed about the device and context (default: nothing from headers)."""
     router = APIRouter(tags=["gateway"], dependencies=[Depends(documented_headers)])
     subject_dep = subject_dependency(verifier, gateway.clock)
+    context = resolver or ContextResolver(clock=gateway.clock)
+
+    def _caller(request: Request, response: Response, subject: SubjectIdentity) -> Caller:
+        # Personal data: no proxy or browser cache. Device and context errors (401 for a bad device
+        # credential, 422 naming a header) come before anything else is looked at.
+        response.headers["Cache-Control"] = "no-store"
+        device, ctx = context.resolve(request)
+        return Caller(subject=subject, token=bearer_value(request), device=device, context=ctx)
 
     @router.get("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
                 summary="Read one record's fields through the decision point (the reference PEP)")

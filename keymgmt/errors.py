@@ -75,6 +75,12 @@ class ProviderError(KeyMgmtError):
     exit_code = 2
 
 
+class ProviderMisconfigured(ProviderError):
+    """The key provider is not set up as configured (e.g. no transit engine at the mount): fix the setup."""
+
+    exit_code = 1
+
+
 class CiphertextError(KeyMgmtError):
     """A protected value failed to parse or authenticate (tampered, moved to another row/column)."""
 

@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -448,7 +448,7 @@ def verify_table(
 
 
 def retire_dependencies(provider: KeyProvider, name: str, n: int, engine: sa.Engine | None) -> dict[str, int]:
-    """What still depends on versions of ``name`` below ``n`` (empty dict = safe to retire)."""
+    """What still depends on versions of ``name`` below ``n`` in one database, by table (empty = safe)."""
     info = provider.info(name)
     if not 1 <= n <= info.latest_version:
         raise KeyMgmtError(f"min decryption version for {name!r} must be between 1 and {info.latest_version}")
@@ -456,48 +456,67 @@ def retire_dependencies(provider: KeyProvider, name: str, n: int, engine: sa.Eng
     if engine is None:
         return found
     insp = sa.inspect(engine)
+    specs = registered_specs(engine)
+    table_of = {spec.dataset: spec.table for spec in specs}
     if info.type == "aes256-gcm96" and insp.has_table("ztcp_deks"):
         with engine.connect() as c:
-            wrapped_old = c.execute(sa.select(sa.func.count()).select_from(deks)
-                                    .where(deks.c.kek_name == name, deks.c.kek_version < n)).scalar_one()
+            wrapped_old = c.execute(sa.select(deks.c.dataset, sa.func.count()).where(
+                deks.c.kek_name == name, deks.c.kek_version < n).group_by(deks.c.dataset)).all()
             old_origin = [r[0] for r in c.execute(
                 sa.select(deks.c.dek_id).where(deks.c.kek_name == name, deks.c.origin_kek_version < n))]
-        if wrapped_old:
-            found["data keys wrapped under an older version (run: ztcp keys rewrap)"] = int(wrapped_old)
+        for dataset, count in wrapped_old:
+            found[f"table {table_of.get(dataset, dataset)}: data keys wrapped under an older version "
+                  "(run: ztcp keys rewrap)"] = int(count)  # "table T: what" — retire puts the count after T
         if old_origin:
-            rows = 0
-            for spec in registered_specs(engine):
+            for spec in specs:
                 t = sa.Table(spec.table, sa.MetaData(), autoload_with=engine)
-                rows += _count(engine, sa.select(sa.func.count()).select_from(t)
-                               .where(t.c[STATE_COLUMN].in_(old_origin)))
-            if rows:
-                found[f"rows under data keys made before version {n} (run: ztcp keys reencrypt)"] = rows
+                rows = _count(engine, sa.select(sa.func.count()).select_from(t)
+                              .where(t.c[STATE_COLUMN].in_(old_origin)))
+                if rows:
+                    found[f"table {spec.table}: rows under data keys made before version {n} "
+                          "(run: ztcp keys reencrypt)"] = rows
     if info.type == "hmac":
-        rows = 0
-        for spec in registered_specs(engine):
+        for spec in specs:
             t = sa.Table(spec.table, sa.MetaData(), autoload_with=engine)
+            rows = 0
             for col in spec.blind_index:
                 b = t.c[spec.bidx_column(col)]
                 for v in range(1, n):
                     rows += _count(engine, sa.select(sa.func.count()).select_from(t).where(b.like(f"{v}:%")))
-        if rows:
-            found["blind indexes under an older version (run: ztcp keys reencrypt)"] = rows
+            if rows:
+                found[f"table {spec.table}: blind indexes under an older version (run: ztcp keys reencrypt)"] = rows
     return found
 
 
 def retire(
-    provider: KeyProvider, name: str, n: int, engine: sa.Engine | None,
+    provider: KeyProvider, name: str, n: int, engines: sa.Engine | Mapping[str, sa.Engine] | None,
     audit: KeyAuditLog | None = None, actor: str = "cli",
 ) -> None:
-    deps = retire_dependencies(provider, name, n, engine)
-    if deps:
+    """Raise the minimum decryption version of ``name`` to ``n`` — refused while anything in any of
+    ``engines`` (label → engine: every database the key inventory knows) depends on an older version,
+    or while one of them cannot be checked."""
+    if engines is None or isinstance(engines, sa.Engine):
+        engines = {"": engines} if engines is not None else {}
+    problems: list[str] = []
+    counted = 0
+    for label, engine in engines.items():
+        where = f"database {label}, " if label else ""
+        try:
+            for what, count in retire_dependencies(provider, name, n, engine).items():
+                table, _, detail = what.partition(": ")
+                problems.append(f"{where}{table}: {count} {detail}")
+                counted += count
+        except sa.exc.SQLAlchemyError as exc:
+            # Fail closed: data we cannot see may depend on the versions being retired.
+            problems.append(f"{where}cannot be checked ({type(exc).__name__}: make it reachable, e.g. its "
+                            "password in PGPASSFILE, or give its URL with --db)")
+    if not engines:
+        retire_dependencies(provider, name, n, None)  # still checks that n is in range
+    if problems:
         if audit is not None:
             audit.record(type="key.retire", actor=actor, key_name=name, key_version=n,
-                         count=sum(deps.values()), reason="refused")
-        raise RetireRefused(
-            f"cannot retire versions of {name!r} below {n}: "
-            + "; ".join(f"{v} {k}" for k, v in deps.items())
-        )
+                         count=counted, reason="refused")
+        raise RetireRefused(f"cannot retire versions of {name!r} below {n}: " + "; ".join(problems))
     provider.set_min_decryption_version(name, n)
     if audit is not None:
         audit.record(type="key.retire", actor=actor, key_name=name, key_version=n)

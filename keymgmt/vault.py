@@ -34,6 +34,7 @@ from keymgmt.errors import (
     KeyTypeMismatch,
     KeyVersionUnavailable,
     ProviderError,
+    ProviderMisconfigured,
     ProviderUnavailable,
 )
 from keymgmt.keyring import KEY_TYPES, KeyInfo
@@ -126,7 +127,13 @@ class VaultProvider:
                     self._login()
                     continue
                 raise ProviderError(f"vault refused {what}: permission denied") from None
-            except hv.InvalidPath:
+            except hv.InvalidPath as exc:
+                errors = " ".join(str(e) for e in (getattr(exc, "errors", None) or []))
+                if "no handler for route" in errors:  # the mount itself is missing, not the key
+                    raise ProviderMisconfigured(
+                        f"no transit secrets engine is mounted at '{self.mount}/' on {self.addr}: mount it "
+                        f"(bao secrets enable -path={self.mount} transit, or the vault CLI's equivalent) or "
+                        "set ZTCP_VAULT_MOUNT to the mount in use") from None
                 if name is not None:
                     raise KeyNotFound(name) from None
                 raise ProviderError(f"vault: no such path for {what}") from None

@@ -3,6 +3,7 @@
 import uuid
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from contracts.decision import Decision, DecisionRequest
@@ -38,7 +39,12 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
                  summary="Decide up to 1000 requests in order")
     async def decide_batch(batch: BatchRequest,
                            caller: CallerIdentity = Depends(decide_scope)) -> Response:
-        return _json(BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests]))
+        # Up to 1000 decisions: in the thread pool, so a large batch never stalls the event loop
+        # (health checks, other callers' single decisions) for the ~0.3 s it takes.
+        def decide_all() -> Response:
+            return _json(BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests]))
+
+        return await run_in_threadpool(decide_all)
 
     @router.get("/v1/decisions/{decision_id}", responses={**_ERRORS, 404: {"description": "unknown id"}},
                 summary="A logged decision (auditor scope)")

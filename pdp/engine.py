@@ -2,7 +2,9 @@
 
 ``regorus`` (Rust, in process; the default, chosen by benchmark: ~17 µs vs ~1.5 ms per evaluation for
 regopy on the same policy) and ``regopy`` (Microsoft rego-cpp) evaluate the pack in process; ``opa``
-asks a remote OPA that pulled our signed bundle. All answer the same query with the same input.
+asks a remote OPA (``ZTCP_OPA_URL``) that pulled our signed bundle, or to which we pushed the pack
+(``ZTCP_OPA_PUSH``). All answer the same query with the same input; the pack is kept portable so
+that they also give the same answer (``tests/policy/test_opa_conformance.py`` checks OPA itself).
 The only registry build of regorus is a third-party fork (``gordon-to-regorus``): pinned, and
 swappable for regopy by one setting, ``ZTCP_ENGINE=regopy``.
 
@@ -14,25 +16,39 @@ deadline (the worker finishes or stays stuck on its own).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
+import requests
+from opa_client import OpaClient
+from opa_client.errors import DeleteDataError, DeletePolicyError, RegoParseError
 
 from pdp.errors import ConfigurationError, EngineError, EngineTimeout, NoPolicy
 from policy import PolicyPack
+from policy.conformance import mutations
 
 log = logging.getLogger("ztcp.pdp.engine")
 QUERY = "data.ztcp.authz.decision"
 ENGINE_KINDS = ("regorus", "regorus-interpreter", "regopy", "opa")
+# The start-up gate's malformed inputs: a fixed, seeded set (same pack → same inputs → same choice
+# of mode on every start), mutated from the pack's conformance inputs (policy.conformance).
+GATE_MUTATIONS = 120
+GATE_SEED = 17
+# Gate verdicts by (pack digest, data digest): both modes are deterministic, so the same pack and
+# data get the same verdict; a reload of an unchanged revision does not pay ~0.2 s again.
+_GATE_VERDICTS: dict[tuple[str, str], bool] = {}
+_GATE_VERDICTS_MAX = 64
 
 
 class Engine(Protocol):
@@ -111,36 +127,49 @@ class RegorusEngine:
                 log.info("policy uses constructs the RVM cannot compile; using the interpreter: %s",
                          _rust_message(exc).splitlines()[0][:200])
         if self.mode == "rvm" and mode == "auto":
-            self._gate_rvm(conformance_inputs(pack))
+            key = (pack.digest, hashlib.sha256(self._data_json.encode()).hexdigest())
+            if key not in _GATE_VERDICTS:
+                if len(_GATE_VERDICTS) >= _GATE_VERDICTS_MAX:
+                    _GATE_VERDICTS.clear()
+                _GATE_VERDICTS[key] = self._gate_rvm(conformance_inputs(pack))
+            if not _GATE_VERDICTS[key]:
+                self._program, self.mode = None, "interpreter"
         self._key = next(_KEYS)
         _LIVE.add(self._key)
         weakref.finalize(self, _LIVE.discard, self._key)
         self._engine()  # compile errors surface at load time, not at the first request
 
-    def _gate_rvm(self, inputs: list[dict]) -> None:
+    def _gate_rvm(self, inputs: list[dict]) -> bool:
         """Use the RVM only if it decides exactly like the interpreter on the pack's conformance
-        inputs: the RVM is younger, and a construct it mis-compiles must not change a decision."""
+        inputs and on seeded malformed variants of them: the RVM is younger, and a construct it
+        mis-compiles must not change a decision. False on a disagreement: the caller then uses the
+        interpreter, the safer mode (it raises where the RVM has been seen to carry on)."""
         interpreter = RegorusEngine.__new__(RegorusEngine)
         interpreter.__dict__.update(self.__dict__)
         interpreter._program, interpreter.mode = None, "interpreter"
         interpreter._key = next(_KEYS)
         probe_rvm = self._compile()
         probe_interp = interpreter._compile()
-        for doc in inputs:
+        corpus = [*inputs, *mutations(inputs, GATE_MUTATIONS, GATE_SEED)]
+        for index, doc in enumerate(corpus):
             try:
                 probe_rvm.set_input_json(orjson.dumps(doc).decode())
-                fast = orjson.loads(probe_rvm.execute())
-            except (RuntimeError, ValueError, TypeError) as exc:
-                fast = f"error: {_rust_message(exc)}"
+                fast = _defined(orjson.loads(probe_rvm.execute()))
+            except (RuntimeError, ValueError, TypeError):
+                fast = _ERROR  # error texts differ between modes; both erring is agreement (deny)
             try:
                 probe_interp.set_input(doc)
                 slow = probe_interp.eval_rule(QUERY)
-            except (RuntimeError, ValueError, TypeError) as exc:
-                slow = f"error: {_rust_message(exc)}"
+            except (RuntimeError, ValueError, TypeError):
+                slow = _ERROR
             if fast != slow:
-                log.warning("RVM and interpreter disagree on a conformance input; using the interpreter")
-                self._program, self.mode = None, "interpreter"
-                return
+                # Only where and what kind: the input itself may carry personal data.
+                log.warning("RVM and interpreter disagree on conformance input %d of %d (%s; %s vs %s); "
+                            "using the interpreter", index, len(corpus),
+                            "as shipped" if index < len(inputs) else "malformed variant",
+                            _kind(fast), _kind(slow))
+                return False
+        return True
 
     def _compile_program(self) -> Any:
         import regorus
@@ -188,6 +217,18 @@ class RegorusEngine:
             return engine.eval_rule(QUERY)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(_rust_message(exc)) from None
+
+
+_ERROR = object()
+
+
+def _defined(value: Any) -> Any:
+    """regorus' RVM returns the text "<undefined>" where the interpreter returns None."""
+    return None if value == "<undefined>" else value
+
+
+def _kind(outcome: Any) -> str:
+    return "error" if outcome is _ERROR else "undefined" if outcome is None else "a value"
 
 
 class RegopyEngine:
@@ -240,32 +281,152 @@ class RegopyEngine:
 
 
 class OpaEngine:
-    """A remote OPA (``ZTCP_OPA_URL``) serving our bundle; Data API, one POST per decision."""
+    """A remote OPA (``ZTCP_OPA_URL``) through its REST API, with opa-python-client.
+
+    Decisions are one ``POST /v1/data/<root>/authz/decision`` each, with no retries (a slow or
+    failing OPA is a deny within the budget, not a retry storm). By default OPA pulls our signed
+    bundle itself (``/v1/bundles/ztcp``) and the root is ``ztcp``. With ``push=True`` (an OPA that
+    does not poll bundles) the engine uploads the pack on creation: its data under
+    ``data.<root>`` and its modules, rewritten from ``ztcp`` to ``<root>``, where ``<root>`` is
+    ``ztcp_<digest prefix>``. Pushing under a root of its own is what makes a reload atomic: OPA has
+    no transaction over several modules, so the new revision is uploaded beside the old one and
+    decisions switch to it in one step (this engine replacing the previous one); older pushed
+    roots are then deleted. Operational data (``data.bureau``) is shared, not versioned.
+    """
 
     kind = "opa"
+    PUSH_PREFIX = "ztcp_"
+    ADMIN_TIMEOUT_S = 10.0  # uploads and health checks: OPA compiles on upload, far beyond a decision budget
 
     def __init__(self, url: str, *, timeout_s: float = 0.05, revision: str | None = None,
-                 client: httpx.Client | None = None) -> None:
-        self.url = url.rstrip("/") + "/v1/data/" + QUERY.removeprefix("data.").replace(".", "/")
+                 client: OpaClient | None = None, pack: PolicyPack | None = None, push: bool = False,
+                 extra_data: dict | None = None) -> None:
         self.revision = revision
-        self.digest = None
-        self._client = client or httpx.Client(timeout=timeout_s)
+        self.digest = pack.digest if pack is not None and push else None
+        self.url = url.rstrip("/")
+        self._client = client or _opa_client(url, timeout_s)
+        self._admin = client or _opa_client(url, self.ADMIN_TIMEOUT_S)
+        self.root = "ztcp"
+        if push:
+            if pack is None:
+                raise ConfigurationError("pushing to OPA needs the policy pack")
+            self.root = self.PUSH_PREFIX + pack.digest.removeprefix("sha256:")[:16]
+            self._push(pack, extra_data)
+        self._package = self._package_of(self.root)
+
+    def healthy(self) -> bool:
+        """OPA's ``GET /health``: up, and (for a bundle-pulling OPA) its bundles activated."""
+        return self._admin.check_health()
 
     def evaluate(self, input_doc: dict) -> dict:
         try:
-            response = self._client.post(self.url, content=orjson.dumps({"input": input_doc}),
-                                         headers={"content-type": "application/json"})
-        except httpx.TimeoutException:
+            body = self._client.query_rule(input_doc, self._package, "decision")
+        except requests.Timeout:
             raise EngineTimeout("OPA did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except requests.HTTPError as exc:
+            raise EngineError(f"OPA answered HTTP {exc.response.status_code if exc.response is not None else '?'}") \
+                from None
+        except (requests.RequestException, ValueError) as exc:  # ValueError: a body that is not JSON
             raise EngineError(f"OPA unreachable: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise EngineError(f"OPA answered HTTP {response.status_code}")
-        body = response.json()
-        if "result" not in body:
-            raise NoPolicy("OPA has no decision at data.ztcp.authz.decision (bundle not loaded?)")
-        self.revision = self.revision or response.headers.get("x-opa-bundle-revision")
+        if not isinstance(body, dict) or "result" not in body:
+            raise NoPolicy(f"OPA has no decision at data.{self._package}.decision (bundle not loaded?)")
         return body["result"]
+
+    # -- push mode ----------------------------------------------------------------------------
+
+    def _push(self, pack: PolicyPack, extra_data: dict | None) -> None:
+        data = _merge_data(pack, extra_data)
+        try:
+            for key, value in sorted(data.items()):
+                if key != "ztcp" and isinstance(value, dict):
+                    self._admin.update_or_create_data(value, key)  # shared: data.bureau
+            self._admin.update_or_create_data(data.get("ztcp", {}), self.root)
+            self._push_modules(pack)
+            # One decision before traffic: OPA prepares a query on its first evaluation, which would
+            # otherwise be charged to (and time out) the first real request; and a root that gives
+            # no decision fails the load, not that request.
+            answer = self._admin.query_rule(_PROBE_INPUT, self._package_of(self.root), "decision")
+        except (requests.RequestException, RegoParseError, ValueError) as exc:
+            raise EngineError(f"pushing the policy to OPA failed: {type(exc).__name__}: {str(exc)[:200]}") \
+                from None
+        if "result" not in answer:
+            raise EngineError(f"the policy pushed to OPA gives no decision at data.{self.root}.authz.decision")
+        if self._delete_other_roots():
+            # Deleting modules makes OPA recompile, which drops the query it just prepared: warm again.
+            try:
+                self._admin.query_rule(_PROBE_INPUT, self._package_of(self.root), "decision")
+            except (requests.RequestException, ValueError) as exc:
+                log.warning("OPA did not answer the warm-up decision after the switch: %s", type(exc).__name__)
+
+    @staticmethod
+    def _package_of(root: str) -> str:
+        return root + ".authz"
+
+    def _push_modules(self, pack: PolicyPack) -> None:
+        """OPA compiles each uploaded module against those it already has, so a module calling a
+        function of one not yet uploaded is refused: upload in passes until none is left, and give
+        up (with OPA's last refusal) when a pass uploads nothing."""
+        pending = sorted(pack.policy_modules.items())
+        while pending:
+            refused: list[tuple[str, str]] = []
+            last: RegoParseError | None = None
+            for path, source in pending:
+                try:
+                    # rego_compat=False: the client would otherwise retry a refused module as Rego v0.
+                    self._admin.update_policy_from_string(_reroot(source, self.root), f"{self.root}/{path}",
+                                                           rego_compat=False)
+                except RegoParseError as exc:
+                    refused.append((path, source))
+                    last = exc
+            if len(refused) == len(pending) and last is not None:
+                raise last
+            pending = refused
+
+    def _delete_other_roots(self) -> bool:
+        """Drop earlier pushed revisions; a failure only leaves them behind (they are never queried).
+        True when something was deleted.
+
+        OPA refuses to delete a module that others still call, so deletion goes in passes too."""
+        deleted = False
+        try:
+            pending = sorted(pid for pid in self._admin.get_policies_list()
+                             if pid.startswith(self.PUSH_PREFIX) and not pid.startswith(self.root + "/"))
+            stale = sorted({pid.split("/", 1)[0] for pid in pending})
+            while pending:
+                kept = []
+                for pid in pending:
+                    try:
+                        self._admin.delete_policy(pid)
+                        deleted = True
+                    except DeletePolicyError:
+                        kept.append(pid)
+                if len(kept) == len(pending):
+                    raise DeletePolicyError("delete_refused", f"OPA keeps {len(kept)} module(s)")
+                pending = kept
+            for root in stale:
+                self._admin.delete_data(root)
+        except (requests.RequestException, DeletePolicyError, DeleteDataError, ValueError) as exc:
+            log.warning("could not delete earlier policy revisions from OPA: %s", type(exc).__name__)
+        return deleted
+
+
+def _opa_client(url: str, timeout_s: float) -> OpaClient:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"ZTCP_OPA_URL must be http(s)://host[:port], not {url!r}")
+    if parts.path.strip("/"):
+        raise ConfigurationError("ZTCP_OPA_URL cannot carry a path: OPA's API is served at its root")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return OpaClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", retries=0, timeout=timeout_s)
+
+
+_ZTCP_REF = re.compile(r"\bdata\.ztcp\b")
+_ZTCP_PACKAGE = re.compile(r"^(\s*package\s+)ztcp\b", re.MULTILINE)
+
+
+def _reroot(source: str, root: str) -> str:
+    """The module with its ``ztcp`` package root (``package ztcp.x``, ``data.ztcp.…``) moved to ``root``."""
+    return _ZTCP_REF.sub("data." + root, _ZTCP_PACKAGE.sub(r"\g<1>" + root, source))
 
 
 def conformance_inputs(pack: PolicyPack) -> list[dict]:
@@ -282,8 +443,9 @@ def conformance_inputs(pack: PolicyPack) -> list[dict]:
 
 
 def create_engine(pack: PolicyPack, kind: str = "regorus", *, revision: str | None = None,
-                  extra_data: dict | None = None, opa_url: str | None = None) -> Engine:
-    """``regorus`` (RVM when compilable), ``regorus-interpreter``, ``regopy`` or ``opa``."""
+                  extra_data: dict | None = None, opa_url: str | None = None, opa_push: bool = False) -> Engine:
+    """``regorus`` (RVM when compilable), ``regorus-interpreter``, ``regopy`` or ``opa``
+    (``opa_push``: upload the pack to that OPA instead of letting it pull the bundle)."""
     if kind == "regorus":
         return RegorusEngine(pack, revision=revision, extra_data=extra_data)
     if kind == "regorus-interpreter":
@@ -293,7 +455,7 @@ def create_engine(pack: PolicyPack, kind: str = "regorus", *, revision: str | No
     if kind == "opa":
         if not opa_url:
             raise ConfigurationError("engine 'opa' needs ZTCP_OPA_URL")
-        return OpaEngine(opa_url, revision=revision)
+        return OpaEngine(opa_url, revision=revision, pack=pack, push=opa_push, extra_data=extra_data)
     raise ConfigurationError(f"unknown engine {kind!r}; one of {', '.join(ENGINE_KINDS)}")
 
 

@@ -113,6 +113,13 @@ class OidcKeySource:
         self._keys: KeySet | None = None
         self.jwks_uri: str | None = None
 
+    @classmethod
+    def jwks_only(cls, jwks_uri: str, *, timeout: float = 5.0) -> OidcKeySource:
+        """A key source for a service that publishes a JWKS but no OIDC discovery (e.g. an MDM)."""
+        source = cls(jwks_uri, timeout=timeout)
+        source.jwks_uri = jwks_uri
+        return source
+
     def _discover(self) -> str:
         url = f"{self.issuer}/.well-known/openid-configuration"
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from contracts.decision import DecisionRequest
 from pdp.calendar import BusinessCalendar
+from pdp.devices import UNKNOWN_DEVICE
 from pdp.identity import SubjectIdentity
 
 HOUR = 3600.0
@@ -189,7 +190,9 @@ class SignalHistory:
             s.pending_step_ups.pop(rkey, None)
         if lat is not None and lon is not None:
             s.last_geo = (ts, lat, lon)
-        if device:
+        # A device becomes "known" only through a permitted request: a denied attempt from a new
+        # device must not make the retry look familiar. The unknown device never becomes known.
+        if device and device != UNKNOWN_DEVICE and effect == "permit":
             s.devices.add(device)
         if dataset and effect == "permit":
             s.datasets.add(dataset)
@@ -232,6 +235,7 @@ class SignalHistory:
                 "recent_denies_1h": len(s.denies),
                 "failed_step_ups_1h": len(s.failed_step_ups),
                 "device_first_seen": request.device.id not in s.devices,
+                "location_unknown": geo is None,
                 "off_hours": calendar.is_off_hours(moment),
                 "holiday": calendar.is_holiday(moment),
                 "local_hour": local.hour,

@@ -26,7 +26,7 @@ from policy.errors import (
     StoreIntegrityError,
     ValidationFailed,
 )
-from policy.pack import DEFAULT_PACK_DIR, PolicyPack, load_pack, pack_from_files
+from policy.pack import DEFAULT_PACK_DIR, GOVERNED_REGISTERS, PolicyPack, load_pack, pack_from_files, with_registers
 from policy.revisions import (
     Approval,
     PublishedBundle,
@@ -41,6 +41,7 @@ from policy.validate import validate_dir, validate_files, validate_pack
 
 __all__ = [
     "DEFAULT_PACK_DIR",
+    "GOVERNED_REGISTERS",
     "Approval",
     "BundleRejected",
     "BundleSigner",
@@ -69,6 +70,7 @@ __all__ = [
     "key_id",
     "load_pack",
     "pack_from_files",
+    "with_registers",
     "replay_input",
     "run_tests",
     "simulate",

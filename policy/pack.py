@@ -123,6 +123,27 @@ def read_pack_files(root: Path) -> dict[str, bytes]:
     return files
 
 
+# The bureau's registers that shape decisions: which agencies have agreements, which citizens are
+# protected, how datasets are classified and which fields they register. They change only through
+# a signed, approved revision (bureau/data.json in the pack); cases and consents are operational
+# facts that the live feed (ZTCP_HOME/bureau-data.json) supplies between revisions.
+GOVERNED_REGISTERS = ("agreements", "protected_citizens", "datasets")
+REGISTERS_FILE = "bureau/data.json"
+
+
+def with_registers(pack: PolicyPack, registers: dict[str, Any]) -> PolicyPack:
+    """``pack`` with its governed registers (``bureau/data.json``) replaced by ``registers`` —
+    a candidate for propose / approve / publish."""
+    unknown = sorted(set(registers) - set(GOVERNED_REGISTERS))
+    if unknown:
+        raise PackError(f"not governed registers: {', '.join(unknown)} (only {', '.join(GOVERNED_REGISTERS)})")
+    current = json.loads(pack.files.get(REGISTERS_FILE, b"{}"))
+    files = dict(pack.files)
+    files[REGISTERS_FILE] = json.dumps({**current, **registers}, ensure_ascii=False, indent=1,
+                                       sort_keys=True).encode()
+    return pack_from_files(files, root=None)
+
+
 def load_pack(root: Path | str | None = None) -> PolicyPack:
     """Load the pack in ``root`` (default: the bundled bureau pack)."""
     directory = Path(root) if root is not None else DEFAULT_PACK_DIR

@@ -1,4 +1,5 @@
-"""``ztcp policy validate``: parse and compile every module, check data against the pack's schemas.
+"""``ztcp policy validate``: parse and compile every module, check data against the pack's schemas,
+and refuse constructs that decide differently under OPA than under regorus (``policy.portability``).
 
 Every problem is a :class:`Problem` (``file:line:col: message``); nothing stops at the first one
 except compilation, which regorus reports one error at a time (see :func:`_compile_problems`).
@@ -27,6 +28,7 @@ from policy.engine import Problem, module_infos, problem_from_engine_error
 from policy.errors import PackError
 from policy.locate import locate
 from policy.pack import PolicyPack, merge_data, read_pack_files
+from policy.portability import portability_problems
 
 SCHEMA_DIR = "schema"
 SCHEMA_SUFFIX = ".schema.json"
@@ -279,6 +281,8 @@ def validate_files(files: Mapping[str, bytes]) -> list[Problem]:
         problems.append(Problem(".", 1, 1, "no policy modules (*.rego)"))
     parse_problems, parsed = _parse_problems(modules)
     problems += parse_problems
+    if parsed and not parse_problems:
+        problems += _portability(parsed)
 
     data: dict[str, Any] | None = None
     if not problems or all(p.file.endswith(".rego") for p in problems):
@@ -298,6 +302,16 @@ def validate_files(files: Mapping[str, bytes]) -> list[Problem]:
             if not compile_problems:
                 problems += _evaluation_problems(parsed, data)
     return sorted(set(problems))
+
+
+def _portability(modules: dict[str, str]) -> list[Problem]:
+    """The pack promises OPA-compatible policy, so a construct OPA decides differently is a problem
+    like any other (it blocks propose). If the check itself breaks, that is reported too: a pack
+    is not passed unchecked."""
+    try:
+        return portability_problems(modules)
+    except Exception as exc:  # noqa: BLE001 - an unforeseen AST shape must not pass the pack silently
+        return [Problem(".", 1, 1, f"the OPA portability check could not run: {type(exc).__name__}: {exc}")]
 
 
 def validate_pack(pack: PolicyPack) -> list[Problem]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ MAX_BATCH = 1000
 _CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)
 PROBLEM = "application/problem+json"
 WRITE_SCOPE = "provenance:write"
+WRITE_WINDOW_SECONDS = 300  # a writer records what happened now, not last month
 READ_SCOPE = "provenance:read"
 
 
@@ -96,6 +98,27 @@ def _int_params(
     return values
 
 
+def _bound_to_caller(events: list[ProvenanceEvent], client_id: str, now: float,
+                     window: int) -> tuple[list[ProvenanceEvent], JSONResponse | None]:
+    """A writing system records its own accesses, now: ``via.system`` is its client id (stamped when
+    absent, refused when another), the time is within ``window`` seconds of now, and ``audit.*``
+    events (ztcp's own record of auditors' queries) cannot be written from outside."""
+    out = []
+    for i, event in enumerate(events):
+        if event.type.startswith("audit."):
+            return [], problem(403, "Forbidden", "audit.* events are recorded by ztcp itself",
+                               errors=[{"field": f"events.{i}.type", "message": "not writable by callers"}])
+        if event.via.system is not None and event.via.system != client_id:
+            return [], problem(403, "Forbidden", f"events.{i}.via.system must be your own client id",
+                               errors=[{"field": f"events.{i}.via.system", "message": "another system"}])
+        if abs(event.time.timestamp() - now) > window:
+            return [], problem(422, "Invalid request", f"events.{i}.time is more than {window} s from now",
+                               errors=[{"field": f"events.{i}.time", "message": f"within {window} s of now"}])
+        out.append(event if event.via.system is not None
+                   else event.model_copy(update={"via": event.via.model_copy(update={"system": client_id})}))
+    return out, None
+
+
 def create_router(
     ledger: Ledger,
     recorder: Recorder,
@@ -103,6 +126,8 @@ def create_router(
     *,
     sealed_cases: Callable[[], Collection[str]] = lambda: (),
     show_staff: StaffVisible | None = None,
+    clock: Callable[[], float] = time.time,
+    write_window_seconds: int = WRITE_WINDOW_SECONDS,
 ) -> APIRouter:
     router = APIRouter(tags=["provenance"])
     writer = Depends(auth.require_scope(WRITE_SCOPE))
@@ -132,8 +157,11 @@ def create_router(
             batch = EventBatch.model_validate_json(raw)
         except ValidationError as exc:
             return _invalid(exc)
+        events, refused = _bound_to_caller(batch.events, caller.client_id, clock(), write_window_seconds)
+        if refused is not None:
+            return refused
         try:
-            receipts = recorder.record_many(batch.events)
+            receipts = recorder.record_many(events)
         except LedgerUnavailable as exc:
             return problem(503, "Ledger unavailable", str(exc))
         return JSONResponse(

@@ -14,6 +14,7 @@ from pdp.http_auth import BearerAuth
 from pdp.problems import install_problem_handlers
 from policy import api as policy_api
 from provenance import api as provenance_api
+from server.limits import BodyLimit
 from server.readiness import Readiness
 from server.runtime import Runtime
 from siem_rules import Scheduler
@@ -34,11 +35,12 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
         summary="Zero-trust policy decisions, provenance, field encryption and SIEM for a public agency",
     )
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)  # 413 before any parsing
     app.include_router(pdp_api.create_router(point, auth))
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service
-    app.include_router(gateway.create_router(runtime.gateway, runtime.verifier))  # /v1/records, /v1/disclosures
+    app.include_router(gateway.create_router(runtime.gateway, runtime.verifier, runtime.context_resolver))
     app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
-                                                    sealed_cases=runtime.sealed_cases))
+                                                    sealed_cases=runtime.sealed_cases, clock=runtime.clock))
     from console import mount_console
 
     mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there

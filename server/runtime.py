@@ -16,19 +16,21 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
-from gateway import Gateway
+from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog, ElasticsearchSink
+from pdp.devices import INVENTORY_FILE, DeviceAuthenticator, DeviceCA, DeviceInventory, PostureVerifier
 from pdp.engine import create_engine
-from pdp.identity import JwtVerifier
+from pdp.identity import JwtVerifier, OidcKeySource, StaticKeySource
 from pdp.issuer import DevIssuer
 from pdp.metrics import PdpMetrics
 from pdp.point import ActivePolicy, DecisionPoint
 from pdp.reload import PolicyReloader
 from pdp.signals import SignalHistory
 from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
-from policy import PolicyPack, RevisionStore, ensure_initial_revision, load_pack
+from policy import GOVERNED_REGISTERS, PolicyPack, RevisionStore, ensure_initial_revision, load_pack
 from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
+from server.errors import ConfigError
 from server.identity import dev_issuer, token_verifier
 from server.settings import Settings
 
@@ -45,7 +47,7 @@ class Runtime:
         self.clock = clock
         self._closers: list = []
         self._lock = threading.Lock()
-        self._classes: tuple[int, dict[str, str]] | None = None
+        self._classes: dict[str, str | None] = {}
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -93,31 +95,41 @@ class Runtime:
         return json.loads(path.read_text())
 
     def dataset_classification(self, dataset: str) -> str | None:
-        """The dataset's classification in the bureau's register (re-read only when the file changes),
-        so a PEP can declare it and the decision log shows what the policy saw."""
-        path = self.home / BUREAU_DATA_FILE
-        try:
-            mtime = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None
-        cached = self._classes
-        if cached is None or cached[0] != mtime:
-            try:
-                datasets = (self.bureau_data() or {}).get("datasets", {})
-            except (OSError, ValueError):
-                return None
-            cached = (mtime, {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)})
-            self._classes = cached
-        return cached[1].get(dataset)
+        """The dataset's classification in the signed register of the active revision, so a PEP can
+        declare it and the decision log shows what the policy saw."""
+        return self._classes.get(dataset)
+
+    def _bureau_for(self, pack: PolicyPack) -> dict | None:
+        """``data.bureau`` for ``pack``: its own signed registers (agreements, protected citizens,
+        datasets) and the live feed's operational facts (cases, consents). A register in the live
+        file that differs from the signed one is ignored, and said so: it would change decisions
+        with no signature and no second officer."""
+        live = self.bureau_data()
+        signed = pack.data.get("bureau") or {}
+        if live is None:
+            return None  # the pack's own bureau data, as signed
+        merged = dict(live)
+        for key in GOVERNED_REGISTERS:
+            if key in live and live[key] != signed.get(key):
+                log.warning("%s: %s ignored; registers change only through a signed, approved policy revision "
+                            "(bureau/data.json in the pack: ztcp policy propose / approve / publish)",
+                            BUREAU_DATA_FILE, key)
+            if key in signed:
+                merged[key] = signed[key]
+            else:
+                merged.pop(key, None)
+        return merged
 
     def pack(self) -> PolicyPack:
         return load_pack(self.settings.policy_dir)
 
     def build_active(self, pack: PolicyPack, revision: str | None) -> ActivePolicy:
-        bureau = self.bureau_data()
+        bureau = self._bureau_for(pack)
+        datasets = (pack.data.get("bureau") or {}).get("datasets") or {}
+        self._classes = {k: v.get("classification") for k, v in datasets.items() if isinstance(v, dict)}
         engine = create_engine(pack, self.settings.engine if not self.settings.opa_url else "opa",
                                revision=revision, extra_data={"bureau": bureau} if bureau else None,
-                               opa_url=self.settings.opa_url)
+                               opa_url=self.settings.opa_url, opa_push=self.settings.opa_push)
         calendar_config = pack.data.get("ztcp", {}).get("config", {}).get("calendar")
         return ActivePolicy(engine=engine,
                             calendar=BusinessCalendar.from_config(calendar_config, self.settings.timezone))
@@ -254,6 +266,32 @@ class Runtime:
         from server.siem import alert_sinks
 
         return alert_sinks(self.settings)
+
+    @cached_property
+    def device_inventory(self) -> DeviceInventory:
+        inventory = DeviceInventory(self.home / INVENTORY_FILE)
+        self._closers.append(inventory.close)
+        return inventory
+
+    @cached_property
+    def context_resolver(self) -> ContextResolver:
+        """What the gateway believes about a request's device and context (see gateway/context.py)."""
+        s = self.settings
+        posture = None
+        if s.device_posture_jwks and s.device_posture_issuer:
+            source = (OidcKeySource.jwks_only(s.device_posture_jwks) if s.device_posture_jwks.startswith("https://")
+                      else StaticKeySource(json.loads(Path(s.device_posture_jwks).read_text())))
+            posture = PostureVerifier(JwtVerifier(source, s.device_posture_issuer, s.idp_audience,
+                                                  leeway_seconds=s.token_leeway_seconds),
+                                      max_age_seconds=s.device_posture_max_age_seconds)
+        devices = DeviceAuthenticator(ca=DeviceCA.from_file(s.device_ca_file) if s.device_ca_file else None,
+                                      posture=posture, inventory=self.device_inventory)
+        try:
+            return ContextResolver(trusted_proxies=s.trusted_proxies, zones=s.network_zones,
+                                   sites=load_sites(s.sites_file) if s.sites_file else (), devices=devices,
+                                   clock=self.clock)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @cached_property
     def gateway(self) -> Gateway:

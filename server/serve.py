@@ -41,6 +41,11 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
     from server.tls import tls_options
 
     tls = tls_options(settings)  # before anything is created: bad TLS files stop here
+    if not settings.idp_issuer and not settings.loopback and settings.dev_signin is not True:
+        raise ConfigError(
+            f"refusing to serve on {settings.host} without an identity provider: development sign-in would let "
+            "anyone who reaches it act as any staff member. Set ZTCP_IDP_ISSUER (and ZTCP_IDP_AUDIENCE), or "
+            "ZTCP_DEV_SIGNIN=true for a non-production demo")
     sock = listen_socket(settings.host, settings.port)  # and a busy port, before "serving on" is said
     try:
         _serve(settings, sock, tls, log_level, siem_interval, say)
@@ -65,7 +70,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     mtls = " (mutual TLS: client certificates required)" if settings.tls_client_ca_file else ""
     say(f"ztcp serving on {base}{mtls}  (home {runtime.home}, policy {active.revision if active else 'none'})")
     say(f"Console: {base}/console/   readiness: {base}/readyz")
-    if runtime.issuer is not None:
+    if settings.dev_signin_enabled:
         say("Try it:\n"
             "  CALLER=$(ztcp token issue --client counter-app --scope pdp:decide)\n"
             "  SUBJECT=$(ztcp token issue --sub emp-0042 --role case_officer --method fido2 --mfa)\n"
@@ -76,11 +81,11 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     # was installed before it started; a no-op handler here lets us flush the logs and exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    # The client IP feeds risk signals and provenance: believe X-Forwarded-For only from configured proxies.
-    proxies = ",".join(settings.trusted_proxies)
+    # The client IP feeds risk signals and provenance. uvicorn's proxy handling is off: the gateway's
+    # ContextResolver reads X-Forwarded-For itself, only from ZTCP_TRUSTED_PROXIES (CIDR ranges too),
+    # and needs the real peer to decide whether to believe it.
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                                           access_log=False, timeout_graceful_shutdown=10,
-                                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                                           access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
                                            **tls))
     siem.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,

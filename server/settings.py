@@ -6,6 +6,7 @@ configuration from these settings and passes it in, so each package stays testab
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -31,10 +32,26 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".ztcp"), description="data directory, created with mode 0700")
     host: str = "127.0.0.1"
     port: int = 8080
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+                                description="largest request body accepted (413 before authentication)")
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="addresses of reverse proxies whose X-Forwarded-For is believed (none by default: "
-                    "the client IP is the connection's)")
+        description="addresses or CIDR ranges of reverse proxies whose X-Forwarded-For and device/context "
+                    "headers are believed (none by default: the client IP is the connection's)")
+    network_zones: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='CIDR ranges per network zone, e.g. {"internal": ["10.0.0.0/8"], "vpn": ["172.16.0.0/12"]}; '
+                    "an address in none is internet")
+    sites_file: Path | None = Field(default=None, description="site table (JSON): the bureau's offices and "
+                                    "their networks, for the client's location")
+
+    # Device authentication: a device certificate (passed on by a trusted proxy), a signed posture
+    # assertion from the MDM/EDR service, and the inventory (`ztcp devices`).
+    device_ca_file: Path | None = Field(default=None, description="CA that issues the bureau's device certificates")
+    device_posture_jwks: str | None = Field(
+        default=None, description="JWKS of the MDM/EDR posture service: an https URL or a file path")
+    device_posture_issuer: str | None = Field(default=None, description="issuer (iss) of posture assertions")
+    device_posture_max_age_seconds: int = Field(default=900, ge=30, le=86400)
 
     # TLS for `ztcp serve` (files, never argv). A client CA makes it mutual TLS: only systems
     # holding a certificate from that CA can connect at all; callers still present their token.
@@ -46,6 +63,9 @@ class Settings(BaseSettings):
     idp_issuer: str | None = Field(default=None, description="external OIDC issuer URL (discovery)")
     idp_audience: str = "ztcp"
     dev_issuer: str = "https://ztcp.local/dev-idp"
+    dev_signin: bool | None = Field(
+        default=None, description="development sign-in and `ztcp token issue` (no IdP needed): on only when "
+                                  "true, or by default on a loopback bind with no IdP configured")
     token_leeway_seconds: int = 30
 
     # Decisions.
@@ -57,6 +77,8 @@ class Settings(BaseSettings):
 
     # Backends, chosen by URL.
     opa_url: str | None = None
+    opa_push: bool = Field(default=False, description="upload the pack to ZTCP_OPA_URL (an OPA that does not "
+                                                      "poll bundles) instead of letting it pull /v1/bundles/ztcp")
     es_url: str | None = None
     es_api_key: SecretStr | None = None
     vault_addr: str | None = None
@@ -88,6 +110,10 @@ class Settings(BaseSettings):
             raise ValueError("ZTCP_CHECKPOINT_KEY=vault needs ZTCP_VAULT_ADDR")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE go together")
+        if self.dev_signin and self.idp_issuer:
+            raise ValueError("ZTCP_DEV_SIGNIN=true and ZTCP_IDP_ISSUER exclude each other")
+        if bool(self.device_posture_jwks) != bool(self.device_posture_issuer):
+            raise ValueError("ZTCP_DEVICE_POSTURE_JWKS and ZTCP_DEVICE_POSTURE_ISSUER go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
         return self
@@ -95,6 +121,24 @@ class Settings(BaseSettings):
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert_file else "http"
+
+    @property
+    def loopback(self) -> bool:
+        """Is ``host`` a loopback address (or ``localhost``)? Only then is development sign-in on by default."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def dev_signin_enabled(self) -> bool:
+        """Development sign-in: anyone who reaches it can act as anyone in the staff directory, so it
+        is never on with an IdP, and on other than loopback only when asked for explicitly."""
+        if self.idp_issuer:
+            return False
+        return self.dev_signin if self.dev_signin is not None else self.loopback
 
     @property
     def checkpoint_in_vault(self) -> bool:

@@ -10,7 +10,8 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    keep = {"ZTCP_ES_URL", "ZTCP_OPA_URL"}  # integration targets stay visible to marked tests
+    # integration targets stay visible to marked tests, and so does where the OPA library is
+    keep = {"ZTCP_ES_URL", "ZTCP_OPA_URL", "ZTCP_OPA_LIB_DIR"}
     for name in list(os.environ):
         if name.startswith("ZTCP_") and name not in keep:
             monkeypatch.delenv(name)

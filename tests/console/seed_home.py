@@ -28,8 +28,8 @@ _spec.loader.exec_module(insured)
 
 DATASET, NID_X, NID_Y, PEOPLE = insured.DATASET, insured.NID_X, insured.NID_Y, insured.PEOPLE
 CASE = "C-CON-0001"
-HEADERS = {"X-Device-Id": "dev-con-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
-           "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
+PROXY = "192.0.2.10"  # the bureau's trusted proxy passes on the workstation, zone and location
+HEADERS = {"X-Device-Id": "dev-con-1", "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 AUTHOR, CHECKER = "emp-so-1", "emp-so-2"
 STAFF = [
     {"id": "emp-aud-1", "display_name": "林稽核", "office": "head-office", "roles": ["auditor"],
@@ -50,17 +50,18 @@ STAFF = [
 
 
 def seed_home(home: Path) -> dict:
-    settings = load_settings(engine_timeout_ms=2000)
+    settings = load_settings(engine_timeout_ms=2000, trusted_proxies=[PROXY])
     rt = Runtime(settings)
     try:
         rt.keys.ensure_all()
+        rt.device_inventory.register("dev-con-1", managed=True, compliant=True, actor="test")
         ref_x = contracts.citizen_ref(NID_X, rt.keys.blind_index)
         ref_y = contracts.citizen_ref(NID_Y, rt.keys.blind_index)
-        insured.write_bureau(home, CASE, ref_x, ["emp-officer"])
+        insured.write_bureau(home, CASE, ref_x, ["emp-officer"], rt)
         (home / "directory.json").write_text(json.dumps({"staff": STAFF}, ensure_ascii=False))
         insured.create_encrypted_table(rt, PEOPLE)
 
-        with TestClient(create_app(rt)) as client:
+        with TestClient(create_app(rt), client=(PROXY, 50000)) as client:
             tok = rt.issuer.issue_subject("emp-officer", ["case_officer"], method="fido2", mfa=True,
                                           org_unit="taipei-01")
             auth = {"Authorization": f"Bearer {tok}", **HEADERS}

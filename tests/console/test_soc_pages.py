@@ -109,11 +109,42 @@ def test_drawing_a_page_asks_the_pdp_once_and_logs_no_deny(new_browser, world) -
 
 def test_a_soc_analyst_tracing_from_an_alert_is_recorded_as_staff(new_browser, world) -> None:  # noqa: ANN001
     rt, _, facts = world
+    aid = facts["alert_id"]
     with new_browser() as b:
         b.sign_in("emp-soc-1")
-        page = f"/console/alerts/{facts['alert_id']}"
+        page = f"/console/alerts/{aid}"
         assert "Trace this citizen" in b.client.get(page).text
-        r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"]}, csrf_from=page)
+        r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"], "alert_id": aid}, csrf_from=page)
     assert r.status_code == 200
     (query,) = [e.event for e in rt.ledger.entries() if e.event.type == "audit.trace"]
     assert query.actor.id == "emp-soc-1" and query.actor.type == "staff" and query.actor.roles == ["soc_analyst"]
+    assert query.purpose is not None and query.purpose.code == "alert_investigation"
+    assert query.purpose.case_id == aid and f"alert={aid}" in (query.query or "")
+
+
+def test_a_soc_analyst_traces_only_the_citizens_of_an_open_alert(new_browser, world) -> None:  # noqa: ANN001
+    # Issue #13 finding 5: need to know. Auditors trace anyone; a SOC analyst only from an alert
+    # that is not closed and concerns that citizen.
+    rt, _, facts = world
+    aid = facts["alert_id"]
+    page = f"/console/alerts/{aid}"
+    with new_browser() as b:
+        b.sign_in("emp-soc-1")
+        for form in ({"citizen_ref": facts["ref_y"]},  # no alert named
+                     {"citizen_ref": facts["ref_x"], "alert_id": aid},  # the alert is not about X
+                     {"citizen_ref": facts["ref_y"], "alert_id": "al_0000000000"},  # no such alert
+                     {"national_id": facts["nid_x"], "alert_id": aid}):
+            r = b.post("/console/audit/trace", form, csrf_from=page)
+            assert r.status_code == 403 and "open alert" in r.text, form
+        conn = connect(rt.home / DB_NAME)
+        try:
+            AlertStore(conn).set_status(aid, "closed")
+        finally:
+            conn.close()
+        r = b.post("/console/audit/trace", {"citizen_ref": facts["ref_y"], "alert_id": aid}, csrf_from=page)
+        assert r.status_code == 403  # a closed alert is no longer a reason to look
+    assert [e for e in rt.ledger.entries() if e.event.type == "audit.trace"] == []
+    with new_browser() as b:  # the auditor keeps the unrestricted trace
+        b.sign_in("emp-aud-1")
+        assert b.post("/console/audit/trace", {"citizen_ref": facts["ref_x"]}, csrf_from="/console/audit"
+                      ).status_code == 200

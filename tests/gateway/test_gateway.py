@@ -33,8 +33,9 @@ _spec.loader.exec_module(insured)
 
 DATASET, NID_X, NID_Y = insured.DATASET, insured.NID_X, insured.NID_Y
 CASE = "C-GW-0001"
-INTERNAL = {"X-Device-Id": "dev-gw-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
-            "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
+# What the bureau's proxy (PROXY, trusted) passes on for a counter workstation enrolled in the inventory.
+PROXY = "192.0.2.10"
+INTERNAL = {"X-Device-Id": "dev-gw-1", "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 PEOPLE = {  # record id -> (national id, name, address, phone, bank account)
     **insured.PEOPLE,
     3: (NID_X, "王小明", "新北市板橋區中山路一段3號", "0912345678", "8120000123456789"),
@@ -68,17 +69,18 @@ class World:
 
 @pytest.fixture
 def world(ztcp_home: Path):
-    settings = load_settings(engine_timeout_ms=2000)
+    settings = load_settings(engine_timeout_ms=2000, trusted_proxies=[PROXY])
     rt = Runtime(settings)
     rt.keys.ensure_all()  # what `ztcp serve` bootstraps: data KEK, blind-index and signing keys
+    rt.device_inventory.register("dev-gw-1", managed=True, compliant=True, actor="test")
     # The bureau's registers: the sample pack's, plus one open case about citizen X.
     insured.write_bureau(ztcp_home, CASE, contracts.citizen_ref(NID_X, rt.keys.blind_index),
-                         ["emp-officer", "emp-counter"])
+                         ["emp-officer", "emp-counter"], rt)
     # A plaintext table, then encrypted in place by keymgmt's adapter (as `ztcp keys encrypt-table`).
     assert insured.create_encrypted_table(rt, PEOPLE).rows_changed == len(PEOPLE)
 
     app = create_app(rt)
-    with TestClient(app) as client:
+    with TestClient(app, client=(PROXY, 50000)) as client:  # every request arrives through the proxy
         yield World(rt, client)
     rt.close()
 
@@ -180,8 +182,7 @@ def test_a_step_up_the_user_already_meets_is_a_403_not_a_login_loop(world: World
     # threshold) — but they have just signed in with FIDO2. The device is the problem, so another
     # identical challenge cannot help: the gateway refuses instead of looping the user.
     officer = world.token("emp-officer", "case_officer", method="fido2")
-    headers = {**officer, "X-Device-Id": "dev-personal-laptop", "X-Device-Managed": "false",
-               "X-Device-Compliant": "true", "X-Network-Zone": "vpn"}
+    headers = {**officer, "X-Device-Id": "dev-personal-laptop", "X-Network-Zone": "vpn"}  # not in the inventory
     r = world.read(headers, 1, "name")
     assert r.status_code == 403, r.text
     assert "www-authenticate" not in r.headers
@@ -361,7 +362,6 @@ def test_the_recipient_is_decided_on_not_just_recorded(world: World) -> None:
     ({"fields": "name", "purpose": "benefit_review"}, {"X-Network-Zone": "moon"}, "header.X-Network-Zone"),
     ({"fields": "name", "purpose": "benefit_review"}, {"X-Geo": "north"}, "header.X-Geo"),
     ({"fields": "name", "purpose": "benefit_review"}, {"X-Geo": "95,10"}, "header.X-Geo"),
-    ({"fields": "name", "purpose": "benefit_review"}, {"X-Device-Managed": "maybe"}, "header.X-Device-Managed"),
     ({"fields": "name", "purpose": "benefit_review"}, {"X-Device-Id": "a b"}, "header.X-Device-Id"),
 ])
 def test_bad_read_input_is_422_naming_the_field(world: World, params: dict, headers: dict, field: str) -> None:
@@ -413,16 +413,15 @@ def test_gateway_is_in_the_openapi_document(world: World) -> None:
     assert "post" in paths["/v1/records/{dataset}/search"] and "post" in paths["/v1/disclosures"]
     headers = {p["name"] for p in paths["/v1/records/{dataset}/{record_id}"]["get"]["parameters"]
                if p["in"] == "header"}
-    assert {"X-Device-Id", "X-Device-Managed", "X-Device-Compliant", "X-Network-Zone", "X-Channel",
-            "X-Geo"} <= headers
+    assert {"X-Device-Id", "X-Device-Posture", "X-Client-Cert", "X-Network-Zone", "X-Channel", "X-Geo"} <= headers
+    assert not {"X-Device-Managed", "X-Device-Compliant"} & headers  # posture is never taken from a header
 
 
 def test_over_a_real_socket_the_client_ip_is_the_connection_peer(world: World, unused_tcp_port: int) -> None:
-    # Only the bureau's reverse proxy (here 192.0.2.10, not us) may set X-Forwarded-For. uvicorn's
-    # default trusts 127.0.0.1, which `ztcp serve` inherits: fine on one host, but a deployment
-    # behind a proxy must list exactly that proxy (--forwarded-allow-ips).
+    # Only the bureau's reverse proxy (PROXY, not us) may set X-Forwarded-For and context headers;
+    # `ztcp serve` turns uvicorn's own proxy handling off and the gateway decides whom to believe.
     server = uvicorn.Server(uvicorn.Config(world.app, host="127.0.0.1", port=unused_tcp_port, log_level="warning",
-                                           lifespan="off", proxy_headers=True, forwarded_allow_ips="192.0.2.10"))
+                                           lifespan="off", proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -431,16 +430,19 @@ def test_over_a_real_socket_the_client_ip_is_the_connection_peer(world: World, u
             time.sleep(0.02)
         assert server.started
         officer = world.token("emp-officer", "case_officer")
-        # A client-sent X-Forwarded-For is not trusted: the peer address is what gets recorded.
+        # A client-sent X-Forwarded-For (and zone) is not trusted: the peer address is what counts.
         r = httpx.get(f"http://127.0.0.1:{unused_tcp_port}/v1/records/{DATASET}/1",
                       params={"fields": "name", "purpose": "benefit_review", "case_id": CASE},
                       headers={**officer, "X-Forwarded-For": "203.0.113.9"}, timeout=10)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    assert r.status_code == 200, r.text
-    (event,) = world.events("pii.read")
-    assert event.via.ip == "127.0.0.1" and event.event_id == r.json()["provenance"]["event_id"]
+    assert r.status_code in (200, 401, 403), r.text
+    world.rt.decision_log.flush()
+    (entry,) = world.rt.decision_log.entries(last=1)
+    ctx = entry["input"]["context"]
+    assert ctx["ip"] == "127.0.0.1" and ctx["network_zone"] == "internet" and ctx["geo"] is None
+    assert entry["input"]["device"]["id"] == "unknown"
 
 
 def test_concurrent_reads_each_have_exactly_one_event(world: World) -> None:

@@ -3,6 +3,7 @@ with real components: sealed keyring, encrypted SQLite table, default Rego pack,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -26,10 +27,13 @@ DATASET = "insured_persons"
 NID = "A123456789"
 OLD_BANK, NEW_BANK = "812-000012345678", "700-999988887777"
 ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("insured_persons", ROOT / "tests" / "helpers" / "insured_persons.py")
+insured = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(insured)
 T0 = datetime(2026, 3, 4, 2, 0, tzinfo=UTC).timestamp()  # Wednesday 10:00 in Taipei, long before "now"
 CHANGE = {"values": {"bank_account": NEW_BANK}, "purpose": {"code": "bank_account_change", "case_id": "C-1"}}
-HEADERS = {"X-Device-Id": "dev-1", "X-Device-Managed": "true", "X-Device-Compliant": "true",
-           "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
+PROXY = "192.0.2.10"  # the bureau's trusted proxy: it passes on the device id and the context
+HEADERS = {"X-Device-Id": "dev-1", "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 
 
 class World:
@@ -55,14 +59,16 @@ class World:
 @pytest.fixture
 def world(ztcp_home: Path):
     clock = SimClock(T0)
-    rt = Runtime(load_settings(engine_timeout_ms=2000), clock=clock)
+    rt = Runtime(load_settings(engine_timeout_ms=2000, trusted_proxies=[PROXY]), clock=clock)
     rt.keys.ensure_all()
+    rt.device_inventory.register("dev-1", managed=True, compliant=True, actor="test")
     ref = contracts.citizen_ref(NID, rt.keys.blind_index)
     bureau = json.loads((ROOT / "policy/rego/bureau/data.json").read_text())
     bureau["cases"]["C-1"] = {"assignees": ["emp-counter"], "citizen_ref": ref, "status": "open",
                               "purposes": ["bank_account_change"], "org_unit": "taipei-01"}
     bureau["datasets"][DATASET]["fields"] = ["name", "national_id", "bank_account"]
     (ztcp_home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+    insured.publish_registers(rt, {"datasets": bureau["datasets"]})
     engine = rt.protected_engine
     md = sa.MetaData()
     sa.Table(DATASET, md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("citizen_ref", sa.String(80)),
@@ -74,7 +80,7 @@ def world(ztcp_home: Path):
                                 keymgmt.BlindIndexKeys(rt.key_provider))
     et.prepare()
     et.insert_many([{"id": 1, "citizen_ref": ref, "name": "王小明", "national_id": NID, "bank_account": OLD_BANK}])
-    with TestClient(create_app(rt)) as client:
+    with TestClient(create_app(rt), client=(PROXY, 50000)) as client:
         yield World(rt, client, clock, ref)
     rt.close()
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import contracts
 import keymgmt
+import policy
 from server.runtime import BUREAU_DATA_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,13 +37,30 @@ PEOPLE = {  # record id -> (national id, name, address, phone, bank account)
 }
 
 
-def write_bureau(home: Path, case_id: str, citizen_ref: str, assignees: list[str]) -> None:
-    """The sample pack's registers plus one open benefit-review case about ``citizen_ref``."""
+def write_bureau(home: Path, case_id: str, citizen_ref: str, assignees: list[str], rt: Any = None) -> None:
+    """The sample pack's data plus one open benefit-review case about ``citizen_ref`` in the live
+    feed; with ``rt``, the registers (the dataset's fields) published as a signed revision too."""
     bureau = json.loads((ROOT / "policy/rego/bureau/data.json").read_text())
     bureau["cases"][case_id] = {"assignees": assignees, "citizen_ref": citizen_ref, "purposes": ["benefit_review"],
                                 "status": "open", "sealed": False, "org_unit": "taipei-01"}
     bureau["datasets"][DATASET]["fields"] = list(COLUMNS)
     (home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+    if rt is not None:
+        publish_registers(rt, {"datasets": bureau["datasets"]})
+
+
+def publish_registers(rt: Any, registers: dict[str, Any]) -> str:
+    """Change the bureau's governed registers the only way they change: a revision proposed by one
+    security officer, approved by another and published signed; the PDP then follows it."""
+    store = rt.revision_store
+    base = store.active()
+    pack = policy.with_registers(store.pack(base.revision) if base is not None else policy.load_pack(), registers)
+    rev = store.propose(pack, author="emp-so-maker", message="registers for the test")
+    store.approve(rev.id, approver="emp-so-checker")
+    store.publish(rev.id, actor="emp-so-checker", signer=rt.keys.bundle_signing)
+    if "point" in rt.__dict__:
+        rt.reloader.check()
+    return rev.id
 
 
 def create_encrypted_table(rt: Any, people: dict[int, tuple[str, str, str, str, str]]) -> keymgmt.JobResult:

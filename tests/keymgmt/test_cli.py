@@ -71,7 +71,7 @@ def test_table_commands(runner: CliRunner, tmp_path: Path, kit) -> None:
     run(runner, "keys", "rotate", keymgmt.DEFAULT_KEK)
     r = runner.invoke(ztcp, ["keys", "retire", keymgmt.DEFAULT_KEK, "--min-decryption-version", "2",
                              "--db", url])
-    assert r.exit_code == 2 and "1 data keys wrapped" in r.output and "40 rows" in r.output
+    assert r.exit_code == 2 and "table people: 1 data keys wrapped" in r.output and "people: 40 rows" in r.output
     assert json.loads(run(runner, "keys", "rewrap", "--db", url, "--json"))["rewrapped"] == 1
     assert json.loads(run(runner, "keys", "reencrypt", "--db", url, "--table", "people", "--json"))[
         "rows_changed"] == 40
@@ -89,6 +89,50 @@ def test_table_commands(runner: CliRunner, tmp_path: Path, kit) -> None:
         assert t in types
     human = run(runner, "keys", "status", "--db", url, "--table", "people")
     assert "people" in human and "40" in human
+
+
+def test_retire_checks_every_database_the_inventory_knows(runner: CliRunner, tmp_path: Path, kit,
+                                                          ztcp_home: Path) -> None:
+    # Issue #13 finding 10: the table was encrypted in another database than the default one; a
+    # retire without --db used to check only the default and strand X's data keys.
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    kit.create_people(keymgmt.make_engine(url), 12)
+    run(runner, "keys", "encrypt-table", "--db", url, "--table", "people", "--pk", "id", "--columns", "phone")
+    run(runner, "keys", "rotate", keymgmt.DEFAULT_KEK)
+    r = runner.invoke(ztcp, ["keys", "retire", keymgmt.DEFAULT_KEK, "--min-decryption-version", "2"])
+    assert r.exit_code == 2, r.output
+    assert f"database {url}, table people: 1 data keys wrapped under an older version" in r.output
+    assert json.loads(run(runner, "keys", "list", "--json"))[0]["min_decryption_version"] == 1
+    # A database the inventory knows but cannot reach is not skipped: retire refuses.
+    run(runner, "keys", "rewrap", "--db", url)
+    run(runner, "keys", "reencrypt", "--db", url, "--table", "people")
+    (tmp_path / "x.db").rename(tmp_path / "moved.db")
+    (tmp_path / "x.db").mkdir()  # the path now cannot be opened as a database
+    r = runner.invoke(ztcp, ["keys", "retire", keymgmt.DEFAULT_KEK, "--min-decryption-version", "2"])
+    assert r.exit_code == 2 and "cannot be checked" in r.output, r.output
+    (tmp_path / "x.db").rmdir()
+    (tmp_path / "moved.db").rename(tmp_path / "x.db")
+    run(runner, "keys", "retire", keymgmt.DEFAULT_KEK, "--min-decryption-version", "2")
+    assert (ztcp_home / "key-inventory.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_inventory_never_keeps_a_password(ztcp_home: Path) -> None:
+    from keymgmt.inventory import KeyInventory
+
+    inventory = KeyInventory(ztcp_home / "key-inventory.db")
+    inventory.record("postgresql://ztcp:s3cret-pw@db.bureau:5432/protected", "people", "people", "data-kek")
+    assert inventory.databases() == ["postgresql://ztcp@db.bureau:5432/protected"]
+    assert b"s3cret-pw" not in (ztcp_home / "key-inventory.db").read_bytes()
+
+
+def test_a_missing_transit_mount_is_named_with_the_way_out(runner, monkeypatch, bao_server) -> None:
+    monkeypatch.setenv("ZTCP_VAULT_ADDR", bao_server.addr)
+    monkeypatch.setenv("ZTCP_VAULT_TOKEN", bao_server.token)
+    monkeypatch.setenv("ZTCP_VAULT_MOUNT", "never-mounted")
+    r = runner.invoke(ztcp, ["keys", "create", "data-kek"])
+    assert r.exit_code == 1, r.output
+    assert "no transit secrets engine is mounted at 'never-mounted/'" in r.output
+    assert "secrets enable -path=never-mounted transit" in r.output
 
 
 def test_bad_table_input(runner: CliRunner, tmp_path: Path, kit) -> None:

@@ -146,7 +146,7 @@ def test_unreachable_opa_fails_closed(unused_tcp_port):
         engine.evaluate(SCENARIOS[0])
 
 
-@pytest.mark.opa
+@pytest.mark.opa_server
 @pytest.mark.skipif(not os.environ.get("ZTCP_OPA_URL"), reason="needs an OPA server with our bundle: set ZTCP_OPA_URL")
 def test_remote_opa_matches_embedded(pack):
     remote = OpaEngine(os.environ["ZTCP_OPA_URL"], timeout_s=2)
@@ -179,3 +179,43 @@ def test_rvm_is_used_only_when_it_agrees_with_the_interpreter():
     without_corpus = create_engine(pack_from_files({"ztcp/authz.rego": files["ztcp/authz.rego"]}), "regorus")
     # the probe input alone also exposes it here; a pack's corpus covers what the probe cannot
     assert without_corpus.mode == "interpreter"
+
+
+def test_the_gate_also_tries_malformed_inputs(monkeypatch, caplog):
+    """A pack that agrees on its well-formed conformance input but parts the modes on a malformed
+    one (regorus' interpreter raises on `some r in "a string"`, its RVM iterates nothing) runs
+    interpreted, because the gate also tries seeded malformed variants — and says so."""
+    import json
+    import logging
+
+    import pdp.engine as engine_module
+
+    files = {
+        "ztcp/authz.rego": b"package ztcp.authz\nimport rego.v1\n"
+                           b"roles := {r | some r in input.subject.roles}\n"
+                           b"default decision := {\"effect\": \"deny\", \"reasons\": [\"default\"], "
+                           b"\"risk\": {\"score\": 0}}\n"
+                           b"decision := {\"effect\": \"permit\", \"reasons\": [\"r\"], "
+                           b"\"risk\": {\"score\": count(roles)}} if input.subject\n",
+        "conformance/inputs.json": json.dumps([{"subject": {"roles": ["clerk"]}}]).encode(),
+    }
+    pack = pack_from_files(files)
+    monkeypatch.setattr(engine_module, "_GATE_VERDICTS", {})
+    monkeypatch.setattr(engine_module, "GATE_MUTATIONS", 0)
+    assert create_engine(pack, "regorus").mode == "rvm"  # the well-formed inputs alone agree
+    monkeypatch.setattr(engine_module, "_GATE_VERDICTS", {})
+    monkeypatch.setattr(engine_module, "GATE_MUTATIONS", 120)
+    with caplog.at_level(logging.WARNING, logger="ztcp.pdp.engine"):
+        engine = create_engine(pack, "regorus")
+    assert engine.mode == "interpreter"
+    assert "malformed variant" in caplog.text and "using the interpreter" in caplog.text
+    with pytest.raises(EngineError):  # the interpreter errs: the PDP denies (engine_error)
+        engine.evaluate({"subject": {"roles": "clerk"}})
+
+
+def test_the_default_pack_passes_the_gate_with_malformed_inputs():
+    from pdp.engine import GATE_MUTATIONS, conformance_inputs
+
+    pack = load_pack()
+    assert GATE_MUTATIONS >= 100 and len(conformance_inputs(pack)) > 50  # the shipped inputs are read
+    assert create_engine(pack, "regorus").mode == "rvm"

@@ -23,6 +23,10 @@ class Identity:
     roles: list[str] = field(default_factory=list)
     citizen_ref: str | None = None
 
+    @property
+    def client_id(self) -> str:
+        return self.sub
+
 
 class BearerMapAuth:
     """Test implementation of the lead's auth protocol: verifies bearer tokens against a fixed map."""
@@ -93,6 +97,23 @@ def test_post_events_returns_seq_and_leaf_hash(client: TestClient, ledger: Ledge
     again = client.post("/v1/provenance/events", json={"events": [evs[1]]}, headers=W).json()["receipts"][0]
     assert again["seq"] == 1 and again["duplicate"] is True
     assert ledger.size == 3
+
+
+def test_a_writer_records_only_its_own_accesses_and_only_now(client: TestClient, ledger: Ledger) -> None:
+    # Issue #13 finding 8: a provenance:write caller could append events for any system at any time.
+    from datetime import UTC, datetime, timedelta
+
+    stamped = client.post("/v1/provenance/events", json={"events": [_ev(0, via={"channel": "api"})]}, headers=W)
+    assert stamped.status_code == 200, stamped.text
+    assert ledger.get(0).event.via.system == "counter-app"  # stamped with the caller's own client id
+    other = client.post("/v1/provenance/events", json={"events": [_ev(1, via={"system": "tax-gateway"})]}, headers=W)
+    assert other.status_code == 403 and other.json()["errors"][0]["field"] == "events.0.via.system"
+    old = _ev(2, time=datetime.now(UTC) - timedelta(days=30))
+    late = client.post("/v1/provenance/events", json={"events": [old]}, headers=W)
+    assert late.status_code == 422 and late.json()["errors"][0]["field"] == "events.0.time"
+    audit = _ev(3, type="audit.trace")
+    assert client.post("/v1/provenance/events", json={"events": [audit]}, headers=W).status_code == 403
+    assert ledger.size == 1  # nothing of the refused batches was recorded
 
 
 def test_post_requires_write_scope(client: TestClient) -> None:

@@ -13,7 +13,7 @@ import rego.v1
 
 thresholds := data.ztcp.config.risk.thresholds
 
-base_deny contains "unknown_subject_type" if not input.subject.type in data.ztcp.common.known_subject_types
+base_deny contains "unknown_subject_type" if not data.ztcp.common.known_subject_type
 
 # Service accounts have no rule of their own yet: they fall to deny-by-default below.
 

@@ -21,10 +21,13 @@ role_ok if {
 	data.ztcp.common.has_any_role(cfg.roles)
 }
 
+# Negated as a helper: `not input.action in …` fails in OPA when the action is missing.
+action_allowed if input.action in cfg.actions
+
 active if {
 	requested
 	role_ok
-	input.action in cfg.actions
+	action_allowed
 	justification_ok
 }
 
@@ -36,7 +39,7 @@ deny contains "break_glass_not_allowed" if {
 deny contains "break_glass_action_not_allowed" if {
 	requested
 	role_ok
-	not input.action in cfg.actions
+	not action_allowed
 }
 
 deny contains "break_glass_justification_required" if {

@@ -19,14 +19,20 @@ purpose_given if {
 	input.purpose.code != ""
 }
 
+# Helpers, negated below: `not f(input…)` and `not input.x in …` fail in OPA when the operand
+# is missing, where regorus holds them (README, portability).
+bulk_role if data.ztcp.common.has_any_role(cfg.roles)
+
+zone_allowed if input.context.network_zone in cfg.network_zones
+
 deny contains "bulk_not_permitted" if {
 	applies
-	not data.ztcp.common.has_any_role(cfg.roles)
+	not bulk_role
 }
 
 deny contains "network_not_permitted" if {
 	applies
-	not input.context.network_zone in cfg.network_zones
+	not zone_allowed
 }
 
 deny contains "device_not_managed" if {
@@ -47,8 +53,8 @@ deny contains "purpose_required" if {
 
 grant contains "bulk_permitted" if {
 	applies
-	data.ztcp.common.has_any_role(cfg.roles)
-	input.context.network_zone in cfg.network_zones
+	bulk_role
+	zone_allowed
 	data.ztcp.common.device_managed
 	data.ztcp.common.device_compliant
 	purpose_given

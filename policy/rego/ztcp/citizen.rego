@@ -49,9 +49,12 @@ deny contains "role_not_permitted" if {
 	not "citizen" in data.ztcp.common.roles
 }
 
+# Negated as a helper: `not input.action in …` fails in OPA when the action is missing.
+action_allowed if input.action in cfg.actions
+
 deny contains "action_not_permitted" if {
 	applies
-	not input.action in cfg.actions
+	not action_allowed
 }
 
 deny contains "not_own_record" if {
@@ -73,7 +76,7 @@ grant contains "own_record" if {
 	applies
 	own_record
 	"citizen" in data.ztcp.common.roles
-	input.action in cfg.actions
+	action_allowed
 }
 
 withheld contains f if {

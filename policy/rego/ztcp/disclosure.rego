@@ -26,8 +26,11 @@ deny contains "recipient_required" if not recipient
 
 deny contains "recipient_type_not_permitted" if {
 	recipient
-	not recipient.type in {"agency", "mydata", "citizen"}
+	not recipient_type_known
 }
+
+# Negated as a helper: `not recipient.type in …` fails in OPA when the type is missing.
+recipient_type_known if recipient.type in {"agency", "mydata", "citizen"}
 
 # --- agency over the exchange backbone ----------------------------------------------------------
 
@@ -37,7 +40,7 @@ agency_valid := external.usable(agency_agreements)
 
 deny contains "legal_basis_required" if {
 	recipient.type == "agency"
-	not is_string(input.purpose.legal_basis)
+	not data.ztcp.common.legal_basis_given
 }
 
 deny contains "recipient_no_agreement" if count(agency_agreements) == 0

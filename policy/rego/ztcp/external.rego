@@ -37,7 +37,7 @@ agreements_of(party) := [a |
 # Reasons an agreement cannot be used; empty means valid. An agreement without a status is taken
 # as approved (the register holds approved agreements); any other status is not.
 agreement_problems(a) := (({p | not_approved(a); p := "agreement_not_approved"} |
-	{p | not data.ztcp.common.unexpired(a.expires); p := "agreement_expired"}) |
+	{p | not data.ztcp.common.in_force(a); p := "agreement_expired"}) |
 	{p | legal_basis_differs(a); p := "legal_basis_mismatch"})
 
 not_approved(a) if object.get(a, "status", "approved") != "approved"
@@ -56,11 +56,17 @@ usable(agreements) := [a |
 
 agency_deny contains "role_not_permitted" if not "external_agency" in data.ztcp.common.roles
 
-agency_deny contains "action_not_permitted" if not input.action in cfg.agency_actions
+# `not input.x in …` and `not is_string(input.x)` fail in OPA when input.x is missing (regorus
+# holds them): each test is a helper rule and the deny negates the helper (README, portability).
+agency_action if input.action in cfg.agency_actions
 
-agency_deny contains "network_not_permitted" if not input.context.network_zone in cfg.agency_network_zones
+agency_zone if input.context.network_zone in cfg.agency_network_zones
 
-agency_deny contains "legal_basis_required" if not is_string(input.purpose.legal_basis)
+agency_deny contains "action_not_permitted" if not agency_action
+
+agency_deny contains "network_not_permitted" if not agency_zone
+
+agency_deny contains "legal_basis_required" if not data.ztcp.common.legal_basis_given
 
 agency_deny contains "no_agreement" if count(candidates) == 0
 
@@ -91,9 +97,13 @@ consent_revoked if consent.status == "revoked"
 
 mydata_deny contains "role_not_permitted" if not "mydata_party" in data.ztcp.common.roles
 
-mydata_deny contains "action_not_permitted" if not input.action in cfg.mydata_actions
+mydata_action if input.action in cfg.mydata_actions
 
-mydata_deny contains "network_not_permitted" if not input.context.network_zone in cfg.mydata_network_zones
+mydata_zone if input.context.network_zone in cfg.mydata_network_zones
+
+mydata_deny contains "action_not_permitted" if not mydata_action
+
+mydata_deny contains "network_not_permitted" if not mydata_zone
 
 mydata_deny contains problem if some problem in consent_problems(input.subject.id)
 
@@ -104,7 +114,7 @@ consent_problems(party) := {"no_consent"} if not consent
 consent_problems(party) := (((({p | consent.party != party; p := "consent_party_mismatch"} |
 	{p | not consent_same_citizen; p := "consent_citizen_mismatch"}) |
 	{p | consent.dataset != input.resource.dataset; p := "consent_dataset_mismatch"}) |
-	{p | not data.ztcp.common.unexpired(consent.expires); p := "consent_expired"}) |
+	{p | not data.ztcp.common.in_force(consent); p := "consent_expired"}) |
 	{p | consent_revoked; p := "consent_revoked"}) if consent
 
 consent_same_citizen if {

@@ -56,8 +56,11 @@ same_citizen if {
 
 failed contains "purpose_mismatch" if {
 	case
-	not input.purpose.code in case.purposes
+	not purpose_listed
 }
+
+# Negated as a helper: `not input.purpose.code in …` fails in OPA when the code is missing.
+purpose_listed if input.purpose.code in case.purposes
 
 # step_up if any of the subject's roles says so for this reason, else the global outcome, else deny.
 outcome(reason) := "step_up" if {

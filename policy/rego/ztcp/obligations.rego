@@ -6,7 +6,9 @@ package ztcp.obligations
 
 import rego.v1
 
-cfg := data.ztcp.config
+# Settings are read at their own paths (data.ztcp.config.max_rows[…], …), never through
+# data.ztcp.config as a whole: OPA merges a test's `with data.ztcp.config.max_rows.search as {…}`
+# into a parent document a rule reads, regorus replaces it (README, portability).
 
 # --- masking ----------------------------------------------------------------------------------
 
@@ -27,7 +29,7 @@ types_ok(rule) if not rule.subject_types
 types_ok(rule) if input.subject.type in rule.subject_types
 
 masks(permitted) := sort([{"type": "mask", "field": rule.field, "style": rule.style} |
-	some rule in cfg.masking.rules
+	some rule in data.ztcp.config.masking.rules
 	rule.dataset in {"*", input.resource.dataset}
 	rule.field in permitted
 	rule_matches_subject(rule)
@@ -35,7 +37,7 @@ masks(permitted) := sort([{"type": "mask", "field": rule.field, "style": rule.st
 
 # --- max_rows ---------------------------------------------------------------------------------
 
-action_limits := cfg.max_rows[input.action]
+action_limits := data.ztcp.config.max_rows[input.action]
 
 role_limits := [action_limits[r] |
 	some r in data.ztcp.common.roles
@@ -50,7 +52,7 @@ row_limit := n if {
 	}
 }
 
-row_limit := cfg.max_rows[input.action].default if count(role_limits) == 0
+row_limit := action_limits.default if count(role_limits) == 0
 
 max_rows := [{"type": "max_rows", "limit": row_limit}] if row_limit
 
@@ -58,11 +60,13 @@ default max_rows := []
 
 # --- alerts -----------------------------------------------------------------------------------
 
-break_glass_alert := [{"type": "alert", "severity": cfg.break_glass.alert_severity, "rule": "break_glass"} |
+break_glass_alert := [
+	{"type": "alert", "severity": data.ztcp.config.break_glass.alert_severity, "rule": "break_glass"} |
 	data.ztcp.break_glass.active
 ]
 
-protected_citizen_alert := [{"type": "alert", "severity": cfg.alerts.protected_citizen, "rule": "protected_citizen"} |
+protected_citizen_alert := [
+	{"type": "alert", "severity": data.ztcp.config.alerts.protected_citizen, "rule": "protected_citizen"} |
 	data.ztcp.risk.protected_citizen
 ]
 
@@ -78,4 +82,7 @@ for_permit(permitted) := array.concat(
 
 # max_age: a sign-in with the method older than this does not count (RFC 9470), so a PEP can ask
 # for a fresh one instead of refusing someone who signed in that way hours ago.
-for_step_up(methods) := [{"type": "step_up", "method": m, "max_age": cfg.step_up.max_age_s} | some m in sort(methods)]
+for_step_up(methods) := [
+	{"type": "step_up", "method": m, "max_age": data.ztcp.config.step_up.max_age_s} |
+	some m in sort(methods)
+]

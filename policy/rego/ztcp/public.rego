@@ -11,16 +11,19 @@ authenticated if {
 	input.signals.auth_strength >= 1
 }
 
+# Negated as a helper: `not input.action in …` fails in OPA when the action is missing.
+action_allowed if input.action in data.ztcp.config.public.actions
+
 grant contains "public_data" if {
 	applies
-	input.subject.type in data.ztcp.common.known_subject_types
-	input.action in data.ztcp.config.public.actions
+	data.ztcp.common.known_subject_type
+	action_allowed
 	authenticated
 }
 
 deny contains "action_not_permitted" if {
 	applies
-	not input.action in data.ztcp.config.public.actions
+	not action_allowed
 }
 
 deny contains "not_authenticated" if {

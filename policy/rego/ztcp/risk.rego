@@ -7,15 +7,22 @@ package ztcp.risk
 
 import rego.v1
 
-cfg := data.ztcp.config.risk
+# Each setting is read at its own path, never through data.ztcp.config.risk as a whole: a test's
+# `with data.ztcp.config.risk.thresholds as {…}` replaces that object in regorus but is merged into
+# it in OPA when a rule reads a parent path (README, portability).
+limits := data.ztcp.config.risk.limits
 
-limits := cfg.limits
+weights := data.ztcp.config.risk.weights
+
+levels := data.ztcp.config.risk.levels
+
+subject_factors := data.ztcp.config.risk.subject_factors
 
 # Display and evaluation order: the contract's list.
 factor_order := [
 	"weak_auth", "no_mfa", "stale_token", "recent_denies", "failed_step_ups",
 	"unmanaged_device", "noncompliant_device", "new_device", "network_internet", "network_vpn",
-	"off_hours", "holiday", "impossible_travel", "high_request_rate", "breadth_spike",
+	"off_hours", "holiday", "impossible_travel", "location_unknown", "high_request_rate", "breadth_spike",
 	"first_dataset_access", "protected_citizen", "self_record", "break_glass",
 ]
 
@@ -23,17 +30,21 @@ factor_order := [
 # every fired factor for every name (a quarter of a decision's evaluation time before).
 fired_detail := {f.name: f.detail | some f in fired}
 
-allowed_names := {n | some n in cfg.subject_factors[input.subject.type]}
+allowed_names := {n | some n in subject_factors[input.subject.type]}
 
 factors := [{"name": name, "points": p, "detail": fired_detail[name]} |
 	some name in factor_order
 	fired_detail[name]
-	p := object.get(cfg.weights, name, 0)
+	p := object.get(weights, name, 0)
 	p != 0
 	applicable_name(name)
 ]
 
-applicable_name(name) if not cfg.subject_factors[input.subject.type]
+# A subject type not listed (or missing) is scored on every factor: negating the helper keeps that
+# true in OPA too, where `not subject_factors[input.subject.type]` fails on a missing type.
+applicable_name(name) if not factors_limited
+
+factors_limited if subject_factors[input.subject.type]
 
 applicable_name(name) if allowed_names[name]
 
@@ -51,7 +62,7 @@ score := raw_score if {
 
 # The band with the highest floor not above the score.
 reached contains m if {
-	some m in cfg.levels
+	some m in levels
 	m <= score
 }
 
@@ -62,7 +73,7 @@ level_floor := m if {
 	}
 }
 
-level_names := sort([n | some n; cfg.levels[n] == level_floor])
+level_names := sort([n | some n; levels[n] == level_floor])
 
 level := level_names[0]
 
@@ -136,17 +147,24 @@ fired contains {"name": "network_vpn", "detail": "request over VPN"} if input.co
 
 fired contains {"name": "off_hours", "detail": d} if {
 	input.signals.off_hours == true
-	d := sprintf("outside office hours (local hour %v)", [input.signals.local_hour])
+	d := sprintf("outside office hours (local hour %v)", [object.get(input.signals, "local_hour", null)])
 }
 
 fired contains {"name": "holiday", "detail": "public holiday"} if input.signals.holiday == true
 
 fired contains {"name": "impossible_travel", "detail": d} if {
 	impossible_travel
-	d := sprintf("travel speed %v km/h since previous request", [input.signals.travel_speed_kmh])
+	# object.get: a missing speed must not drop the factor with its detail (fail closed).
+	d := sprintf("travel speed %v km/h since previous request", [object.get(input.signals, "travel_speed_kmh", null)])
 }
 
 impossible_travel if input.signals.impossible_travel == true
+
+# No trusted location (no site for the client's network, no X-Geo from a trusted proxy): impossible
+# travel cannot be checked, so the missing location is itself a factor, never a skipped check.
+fired contains {"name": "location_unknown", "detail": "no trusted location: travel cannot be checked"} if {
+	input.signals.location_unknown == true
+}
 
 impossible_travel if {
 	is_number(input.signals.travel_speed_kmh)
@@ -162,8 +180,8 @@ fired contains {"name": "high_request_rate", "detail": d} if {
 fired contains {"name": "breadth_spike", "detail": d} if {
 	breadth_spike
 	d := sprintf("%v citizens in 10 min, %v in 1 h", [
-		input.signals.distinct_citizens_10m,
-		input.signals.distinct_citizens_1h,
+		object.get(input.signals, "distinct_citizens_10m", null),
+		object.get(input.signals, "distinct_citizens_1h", null),
 	])
 }
 

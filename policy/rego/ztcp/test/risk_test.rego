@@ -110,6 +110,13 @@ test_impossible_travel_from_speed if {
 	d.effect == "step_up"
 }
 
+test_location_unknown_is_a_factor if {
+	inp := fx.patch(fx.officer, "signals", {"location_unknown": true})
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	fx.factor_names(d) == {"location_unknown"}
+	d.risk.score == 5
+}
+
 test_breadth_spike if {
 	inp := fx.patch(fx.officer, "signals", {"distinct_citizens_1h": 150})
 	d := authz.decision with input as inp with data.bureau as fx.bureau
