@@ -19,7 +19,7 @@ from server.settings import load_settings
 
 
 class _Count(click.ParamType):
-    """An integer in a range. A bad value is an input error (exit 1, DESIGN §10), not click's usage exit 2."""
+    """An integer in a range. A bad value is an input error (exit 1, cli/errors.py), not click's usage exit 2."""
 
     name = "integer"
 

@@ -210,7 +210,7 @@ def test_bundle_service_serves_the_active_signed_bundle_with_etag(client, runtim
 def test_provenance_endpoints_are_served(client, runtime):
     writer = runtime.issuer.issue_client("registry-app", ["provenance:write"])
     event = {"type": "pii.read", "actor": {"id": "emp-0042", "unit": "taipei-03"},
-             "via": {"system": "counter", "channel": "counter"}, "citizen_ref": "cr_SAMPLE" + "A" * 45 + "B",
+             "via": {"system": "registry-app", "channel": "counter"}, "citizen_ref": "cr_SAMPLE" + "A" * 45 + "B",
              "dataset": "insured_persons", "record_id": "r-1", "fields": ["name"],
              "purpose": {"code": "benefit_review", "case_id": "C-2026-0001"}}
     r = client.post("/v1/provenance/events", json={"events": [event]}, headers={"Authorization": f"Bearer {writer}"})

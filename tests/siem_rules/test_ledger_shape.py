@@ -1,4 +1,4 @@
-"""Provenance events as the ledger writes them (DESIGN §5: actor and recipient are objects, a
+"""Provenance events as the ledger writes them (docs/design.md, Contracts: actor and recipient are objects, a
 pii.update names its changed fields in ``fields``) are detected, not quarantined."""
 
 from __future__ import annotations
