@@ -164,7 +164,7 @@ class DecisionEvent(_Open):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
-# ---- provenance (DESIGN §5) ----------------------------------------------------------------------
+# ---- provenance (docs/design.md, Contracts) ----------------------------------------------------------------
 
 
 class Via(_Open):
@@ -470,9 +470,9 @@ class Flattener:
 def normalise(kind: str, event: dict[str, Any]) -> dict[str, Any]:
     """Map a live store's event onto the SIEM schema (returns ``event`` itself when nothing changes).
 
-    The provenance ledger writes DESIGN §5 events: ``actor`` and ``recipient`` are objects
-    (``{"id", "type", "roles", ...}``) and a ``pii.update`` names the changed fields in ``fields``.
-    The rules match on the actor's and recipient's ids and on ``changed``.
+    The provenance ledger writes the contract's events (docs/design.md, Contracts): ``actor`` and
+    ``recipient`` are objects (``{"id", "type", "roles", ...}``) and a ``pii.update`` names the
+    changed fields in ``fields``. The rules match on the actor's and recipient's ids and on ``changed``.
     """
     if kind != "provenance":
         return event
