@@ -168,7 +168,6 @@ def test_readyz_reports_a_broken_decision_log(client, runtime):
     assert r.json()["checks"]["decision_log"]["error"] == "disk I/O error"
 
 
-@pytest.mark.slow
 def test_200_concurrent_requests_all_answered(runtime, caller, unused_tcp_port):
     app = create_app(runtime)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=unused_tcp_port, log_level="warning"))

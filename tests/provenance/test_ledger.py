@@ -243,7 +243,6 @@ def test_any_appended_sequence_verifies(tmp_path: Path, batches: list[list[int]]
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-@pytest.mark.slow
 def test_citizen_lookup_spans_index_segments(ledger: Ledger) -> None:
     """The citizen index is partitioned every 2^18 events; a trace must see every partition."""
     from provenance.ledger import SEGMENT_BITS

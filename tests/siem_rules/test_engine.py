@@ -6,8 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from demo.siem_week import WEEK_START, Traffic, bureau_config
 from siem_rules import Engine, RulePack, connect
 
@@ -31,7 +29,6 @@ def _alert_set(engine: Engine) -> set[tuple]:
     }
 
 
-@pytest.mark.slow
 def test_benign_week_of_500_employees_then_planted_incidents(tmp_path: Path, capsys) -> None:
     traffic = Traffic(seed=11, employees=500)
     week = traffic.benign(days=7)
