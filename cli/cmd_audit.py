@@ -1,8 +1,9 @@
 """`ztcp audit …`: the auditor's tools over the provenance ledger (docs/design.md, Flows).
 
-``trace`` and ``export`` read a citizen's history, so they need an operator token with role
-``auditor`` (``ZTCP_TOKEN`` or ``--token @FILE``) and are themselves recorded (``audit.trace`` /
-``audit.export`` naming the auditor) *before* anything is shown: an unrecordable query is refused.
+``trace`` and ``export`` read a citizen's history (``export --format jsonl``: every citizen's, unless
+one is named), so they need an operator token with role ``auditor`` (``ZTCP_TOKEN`` or ``--token
+@FILE``) and are themselves recorded (``audit.trace`` / ``audit.export`` naming the auditor) *before*
+anything is shown: an unrecordable query is refused.
 ``verify`` and ``checkpoint`` only touch hashes and signatures.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -66,7 +68,7 @@ def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str
     return contracts.citizen_ref(national_id or "", keys.blind_index)  # type: ignore[attr-defined]
 
 
-def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str, query: str) -> None:
+def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str | None, query: str) -> None:
     ev = contracts.ProvenanceEvent(
         type=kind,
         actor={"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
@@ -288,14 +290,75 @@ def checkpoint(as_json: bool) -> None:
         click.echo(cp.note, nl=False)
 
 
+def _export_jsonl(settings: Settings, token: str | None, national_id: str | None, citizen_ref: str | None,
+                  since: str | None, until: str | None, output: str | None) -> None:
+    """Ledger entries, one per line: the event as the ledger stores it plus ``seq`` and ``leaf_hash``
+    (what the SIEM's live feed reads; ``ztcp siem run --events FILE`` takes the file as it is)."""
+    from cli.operator import current_operator
+    from server.bootstrap import system_keys
+
+    operator = current_operator(settings, token, AUDITOR_ROLE)
+    keys = system_keys(settings)
+    ref = _citizen(settings, keys, national_id, citizen_ref) if (national_id or citizen_ref) else None
+    lo, hi = _when(since, settings.timezone, end=False), _when(until, settings.timezone, end=True)
+    ledger = ledger_from_settings(settings, keys)
+    try:
+        scope = "one citizen" if ref else "all citizens"
+        _record_query(ledger, "audit.export", operator, ref,
+                      f"export jsonl {scope} since={since or '-'} until={until or '-'}")
+        ledger.checkpoint_or_latest()  # as for every export: the entries, this one included, are provable
+        if ledger.checkpoint_error:
+            click.echo(f"ztcp: warning: no fresh checkpoint ({ledger.checkpoint_error})", err=True)
+        if ref is not None:
+            docs = (e.document() for e in ledger.citizen_entries(ref, lo, hi))
+        else:
+            docs = (d for d in (e.document() for e in ledger.entries()) if _within(d["time"], lo, hi))
+        count = _write_lines((orjson.dumps(d) + b"\n" for d in docs), output)
+    finally:
+        ledger.close()
+    if output:
+        click.echo(f"wrote {output} ({count} ledger entries)", err=True)
+
+
+def _within(time_text: str, lo: datetime | None, hi: datetime | None) -> bool:
+    if lo is None and hi is None:
+        return True
+    t = datetime.fromisoformat(time_text)
+    return (lo is None or t >= lo) and (hi is None or t < hi)
+
+
+def _write_lines(lines: Iterator[bytes], output: str | None) -> int:
+    """Stream ``lines`` to FILE (0600 from creation, like every report) or standard output."""
+    count = 0
+    if output:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            for line in lines:
+                f.write(line)
+                count += 1
+    else:
+        for line in lines:
+            sys.stdout.buffer.write(line)
+            count += 1
+        sys.stdout.flush()
+    return count
+
+
 @command.command("export")
-@click.option("--format", "fmt", type=click.Choice(["openlineage", "prov-json"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["openlineage", "prov-json", "jsonl"]), required=True,
+              help="openlineage / prov-json: one citizen's lineage; jsonl: ledger entries (the SIEM's input)")
 @_apply(_who)
 @click.option("-o", "--output", default=None, help="write to FILE instead of standard output")
 @_token
 def export(fmt, national_id, citizen_ref, since, until, output, token) -> None:  # noqa: ANN001, PLR0913
-    """Export a citizen's lineage as OpenLineage run events (JSON lines) or W3C PROV-JSON."""
+    """Export a citizen's lineage as OpenLineage run events (JSON lines) or W3C PROV-JSON; or ledger
+    entries as JSON lines (``jsonl``: every citizen's unless one is named), which ``ztcp siem run
+    --events`` reads as they are. Each export is recorded (``audit.export``) before anything is written.
+    """
     settings = load_settings()
+    if fmt == "jsonl":
+        _export_jsonl(settings, token, national_id, citizen_ref, since, until, output)
+        return
     tr, ledger = _traced(settings, token, "audit.export", national_id, citizen_ref, since, until, f"export {fmt}")
     ledger.close()
     if fmt == "openlineage":

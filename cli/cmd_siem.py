@@ -140,7 +140,8 @@ def test_rules(rule: str | None, as_json: bool, config_path: Path | None) -> Non
     "--events",
     "events_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help='JSONL file, one {"kind": "decision"|"provenance"|"key"|"policy", ...event} per line',
+    help='JSONL file, one {"kind": "decision"|"provenance"|"key"|"policy", ...event} per line, or the '
+    "ledger entries `ztcp audit export --format jsonl` writes",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the alerts raised or extended by this run")
 @config_option

@@ -1,26 +1,35 @@
 """Synthetic traffic of a social-insurance bureau: a benign week, and planted incidents.
 
 Used by the tests (false-positive budget, every incident caught, incremental = full), the
-benchmark and demos. Deterministic for a seed. Only references (``cr_…``, ``ba_…``) appear,
-never personal values, exactly like real events.
+benchmark and demos. Deterministic for a seed. Events have their producers' shapes: decisions are
+complete decision-log entries (``contracts.decision_log``), provenance events are ledger events
+(``contracts.provenance_event``). Only real-shaped references (``cr_…``, ``ba_…``, from
+``siem_rules.fixtures.synthetic_citizen_ref``) appear, never personal values, exactly like real events.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from siem_rules.config import SiemConfig
+from siem_rules.fixtures import synthetic_bank_account_ref, synthetic_citizen_ref
 from siem_rules.store import paused_gc
 
 Event = tuple[str, dict[str, Any]]
 WEEK_START = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)  # Mon 2026-03-02 00:00 Asia/Taipei
 TZ_OFFSET = timedelta(hours=8)
+TAIPEI = timezone(TZ_OFFSET)
 SERVICES = ("svc-benefits", "svc-pension", "svc-exchange", "svc-mydata", "pep-gateway")
 ALLOWED_RECIPIENTS = ["agency-tax-exchange", "agency-health-exchange", "mydata:*"]
-PROTECTED = ["cr_VIP00000001", "cr_VIP00000002", "cr_VIP00000003"]
+PROTECTED = [synthetic_citizen_ref(f"vip-{n}") for n in (1, 2, 3)]
+
+
+def staff_ref(n: int) -> str:
+    """The citizen_ref of employee ``emp-{n:04d}`` (their own insurance record)."""
+    return synthetic_citizen_ref(f"staff-{n}")
 
 
 def bureau_config(**overrides: Any) -> SiemConfig:
@@ -28,11 +37,16 @@ def bureau_config(**overrides: Any) -> SiemConfig:
     base = SiemConfig(
         protected_citizens=PROTECTED,
         protected_record_custodians=["emp-0001", "emp-0002"],
-        employee_citizen_refs=[f"cr_STAFF{n:06d}" for n in range(1, 501)],
+        employee_citizen_refs=[staff_ref(n) for n in range(1, 501)],
         external_recipients_allowed=ALLOWED_RECIPIENTS,
         batch_principals=["svc-*", "pep-gateway"],
     )
     return base.with_overrides(overrides) if overrides else base
+
+
+def _record_id(citizen: str) -> str:
+    # Eight base32 characters: too short to be shaped like a national ID for the ledger's PII screen.
+    return f"rec-{citizen[3:11]}"
 
 
 def _iso(t: datetime) -> str:
@@ -56,7 +70,7 @@ class Traffic:
         return f"{prefix}-{self.n:09d}"
 
     def citizen(self) -> str:
-        return f"cr_C{self.rng.randrange(self.citizens):09d}"
+        return synthetic_citizen_ref(self.rng.randrange(self.citizens))
 
     # ---- event builders ----
 
@@ -81,18 +95,36 @@ class Traffic:
             "case_id": f"case-{self.rng.randrange(10**7):07d}",
             "legal_basis": "LIA-art-20",
         }
+        local = t.astimezone(TAIPEI)
         sig = {
-            "off_hours": False,
-            "impossible_travel": False,
+            "auth_strength": 3,
+            "token_age_s": 1800,
+            "recent_denies_1h": 0,
+            "failed_step_ups_1h": 0,
             "device_first_seen": False,
+            "off_hours": False,
+            "holiday": False,
+            "local_hour": local.hour,
+            "impossible_travel": False,
+            "travel_speed_kmh": 0.0,
+            "request_rate_1m": 1,
+            "distinct_citizens_10m": 2,
             "distinct_citizens_1h": 3,
+            "first_dataset_access": False,
             "self_record": False,
-            "related_party": False,
         }
         sig.update(signals or {})
-        return "decision", {
+        logged_purpose = {"code": None, "case_id": None, "legal_basis": None, "consent_id": None,
+                          "break_glass": False, "justification_present": False, "justification_length": 0}
+        logged_purpose.update(purpose)
+        if reasons is None:
+            reasons = ["policy_permit"] if effect == "permit" else ["no_case"]
+        if logged_purpose["justification_present"] and not logged_purpose["justification_length"]:
+            logged_purpose["justification_length"] = 40
+        return "decision", {  # a complete decision-log entry (contracts.decision_log.DecisionLogEntry)
             "decision_id": event_id or self._id("dec"),
             "timestamp": _iso(t),
+            "ts": t.timestamp(),
             "path": "ztcp/authz/decision",
             "input": {
                 "subject": {
@@ -100,37 +132,47 @@ class Traffic:
                     "type": "employee",
                     "roles": ["case_officer"],
                     "org_unit": "branch-1",
-                    "auth": {"method": "smartcard", "mfa": True},
+                    "citizen_ref": None,
+                    "auth": {"method": "fido2", "mfa": True, "auth_time": None, "token_age_s": 1800},
                 },
-                "device": {"id": device or f"dev-{actor}", "managed": True, "compliant": True},
+                "device": {
+                    "id": device or f"dev-{actor}",
+                    "managed": True,
+                    "compliant": True,
+                    "posture": {"baseline_ok": True, "edr_running": True, "disk_encrypted": True, "patch_age_days": 3},
+                },
                 "context": {
                     "ip": "10.20.0.5",
                     "network_zone": "internal",
                     "channel": "counter",
-                    "time": _iso(t),
+                    "time": local.isoformat(),
+                    "client_time": None,
                     "geo": {"lat": 25.04, "lon": 121.56, "country": "TW"},
                 },
                 "resource": {
                     "type": "insured_person",
                     "dataset": dataset,
-                    "record_id": f"rec-{citizen[4:]}",
+                    "record_id": _record_id(citizen),
                     "citizen_ref": citizen,
                     "fields": ["name", "address", "insured_salary"],
                     "classification": classification,
                 },
                 "action": action,
-                "purpose": {"break_glass": False, "justification_present": False, **purpose},
+                "purpose": logged_purpose,
+                "recipient": None,
                 "signals": sig,
             },
             "result": {
                 "effect": effect,
                 "risk": {"score": 12, "level": "low", "factors": []},
-                "reasons": reasons if reasons is not None else ([] if effect == "permit" else ["no_case"]),
+                "reasons": reasons,
                 "obligations": [{"type": "mask", "fields": ["national_id"]}],
                 "permitted_fields": ["name", "address"] if effect == "permit" else [],
             },
-            "bundles": {"revision": "r42"},
-            "metrics": {"timer_ns": 180000},
+            "bundles": {"ztcp": {"revision": "r42", "digest": "sha256:" + "ab" * 32}},
+            "labels": {"engine": "regorus-rvm"},
+            "metrics": {"timer_rego_query_eval_ns": 150_000, "timer_server_handler_ns": 180_000},
+            "requested_by": "counter-app",
         }
 
     def prov(
@@ -144,21 +186,26 @@ class Traffic:
         event_id: str | None = None,
         **extra: Any,
     ) -> Event:
-        ev = {
+        service = actor.startswith(("svc-", "pep-"))
+        ev: dict[str, Any] = {  # a ledger event (contracts.provenance_event.ProvenanceEvent), nulls left out
             "event_id": event_id or self._id("pv"),
             "time": _iso(t),
             "type": type_,
-            "actor": actor,
+            "actor": {"id": actor, "type": "service" if service else "staff"},
             "via": {"system": "counter-app", "channel": "counter", "ip": "10.20.0.5"},
-            "citizen_ref": citizen,
             "dataset": "labour_insurance",
-            "record_id": f"rec-{citizen[4:]}" if citizen else None,
             "fields": ["name", "address", "insured_salary"],
-            "purpose": purpose
-            if purpose is not None
-            else {"code": "benefit_claim", "case_id": "case-1", "legal_basis": "LIA-art-20"},
             "decision_id": self._id("dec"),
+            "effect": "permit",
         }
+        if citizen is not None:
+            ev["citizen_ref"], ev["record_id"] = citizen, _record_id(citizen)
+        purpose = {"code": "benefit_claim", "case_id": "case-1", "legal_basis": "LIA-art-20"} if purpose is None \
+            else {k: v for k, v in purpose.items() if v is not None}
+        if purpose:  # {} = recorded without a purpose
+            ev["purpose"] = purpose
+        if type_ == "pii.disclose":  # a disclosure names the reads it discloses
+            ev["derived_from"] = [self._id("pv")]
         ev.update(extra)
         return "provenance", ev
 
@@ -242,7 +289,7 @@ class Traffic:
                     emp,
                     citizen,
                     purpose=case,
-                    classification="special_category" if special else "personal",
+                    classification="special" if special else "personal",
                     dataset="occupational_injury" if special else "labour_insurance",
                 )
                 out.append(dec)
@@ -255,14 +302,16 @@ class Traffic:
             if rng.random() < 0.03:  # a citizen-requested account/address change at the counter
                 when = d0 + timedelta(seconds=t)
                 kind = rng.choice(["bank_account", "address"])
-                extra = {"bank_account_ref": f"ba_{citizen[4:]}"} if kind == "bank_account" else {}
+                extra = {}
+                if kind == "bank_account":
+                    extra = {"bank_account_ref": synthetic_bank_account_ref(f"own-{citizen}")}
                 out.append(
                     self.prov(
                         when,
                         emp,
                         citizen,
                         "pii.update",
-                        changed=[kind],
+                        fields=[kind],
                         purpose={
                             "code": f"{kind}_change" if kind == "bank_account" else "address_change",
                             "case_id": case["case_id"],
@@ -312,8 +361,8 @@ class Traffic:
                     rng.choice(self.employees),
                     c,
                     "pii.update",
-                    changed=["bank_account"],
-                    bank_account_ref=f"ba_H{a[4:]}",
+                    fields=["bank_account"],
+                    bank_account_ref=synthetic_bank_account_ref(f"household-{a}"),
                     purpose={"code": "bank_account_change", "case_id": "case-h"},
                 )
             )
@@ -343,7 +392,7 @@ class Traffic:
                         "svc-exchange",
                         self.citizen(),
                         "pii.disclose",
-                        recipient=rng.choice(ALLOWED_RECIPIENTS[:2]),
+                        recipient={"type": "agency", "id": rng.choice(ALLOWED_RECIPIENTS[:2])},
                         purpose={"code": "inter_agency", "legal_basis": "SIA-art-9"},
                     )
                 )
@@ -354,7 +403,7 @@ class Traffic:
                         "svc-mydata",
                         self.citizen(),
                         "pii.disclose",
-                        recipient=f"mydata:bank-{rng.randint(1, 9)}",
+                        recipient={"type": "mydata", "id": f"mydata:bank-{rng.randint(1, 9)}"},
                         purpose={"code": "mydata", "consent_id": "cons-1", "legal_basis": "consent"},
                     )
                 )
@@ -396,18 +445,17 @@ class Traffic:
             "self_record_read",
             [
                 self.decision(
-                    at(10, 5), "emp-0123", "cr_STAFF000123", signals={"self_record": True}, event_id=iid("self")
+                    at(10, 5), "emp-0123", staff_ref(123), signals={"self_record": True}, event_id=iid("self")
                 )
             ],
         )
-        inc["relative"] = (
+        inc["coworker"] = (
             "related_record_read_without_case",
             [
                 self.decision(
                     at(11),
                     "emp-0200",
-                    "cr_C000000777",
-                    signals={"related_party": True},
+                    staff_ref(77),
                     purpose={"code": "inquiry", "case_id": None},
                     event_id=iid("rel"),
                 )
@@ -417,7 +465,7 @@ class Traffic:
             "disclosure_to_unapproved_recipient",
             [
                 self.decision(
-                    at(15, 40), "emp-0410", "cr_C000000888", effect="deny", action="disclose",
+                    at(15, 40), "emp-0410", synthetic_citizen_ref("probe-1"), effect="deny", action="disclose",
                     reasons=["recipient_no_agreement"], event_id=iid("disc"),
                 )
             ],
@@ -430,20 +478,23 @@ class Traffic:
         inc["bulk"] = (
             "bulk_reads_by_actor",
             [
-                self.prov(at(13, 0) + timedelta(seconds=10 * i), "emp-0666", f"cr_B{i % 40:08d}", event_id=iid("bulk"))
+                self.prov(at(13, 0) + timedelta(seconds=10 * i), "emp-0666", synthetic_citizen_ref(f"bulk-{i % 40}"),
+                          event_id=iid("bulk"))
                 for i in range(250)
             ],
         )
         inc["breadth"] = (
             "breadth_spike_distinct_citizens",
             [
-                self.prov(at(9, 30) + timedelta(seconds=40 * i), "emp-0777", f"cr_W{i:08d}", event_id=iid("wide"))
+                self.prov(at(9, 30) + timedelta(seconds=40 * i), "emp-0777", synthetic_citizen_ref(f"wide-{i}"),
+                          event_id=iid("wide"))
                 for i in range(80)
             ],
         )
         inc["swarm"] = (
             "curiosity_swarm",
-            [self.prov(at(9 + i), f"emp-04{i:02d}", "cr_NEWS0000001", event_id=iid("swarm")) for i in range(7)],
+            [self.prov(at(9 + i), f"emp-04{i:02d}", synthetic_citizen_ref("news-1"), event_id=iid("swarm"))
+             for i in range(7)],
         )
         inc["off_hours"] = (
             "off_hours_access",
@@ -477,7 +528,7 @@ class Traffic:
                 for i in range(3)
             ],
         )
-        probe = "cr_C000000888"
+        probe = synthetic_citizen_ref("probe-1")
         inc["probe"] = (
             "deny_then_permit_probing",
             [
@@ -490,7 +541,7 @@ class Traffic:
                 self.decision(at(16, 5), "emp-0260", probe, event_id=iid("pr")),
             ],
         )
-        victim = "cr_C000000999"
+        victim = synthetic_citizen_ref("victim-1")
         inc["fraud"] = (
             "fraud_broker_read_then_account_change",
             [
@@ -500,8 +551,8 @@ class Traffic:
                     "emp-0321",
                     victim,
                     "pii.update",
-                    changed=["bank_account"],
-                    bank_account_ref="ba_MULE000001",
+                    fields=["bank_account"],
+                    bank_account_ref=synthetic_bank_account_ref("mule-1"),
                     purpose={"code": "data_correction"},
                     event_id=iid("fraud"),
                 ),
@@ -513,10 +564,10 @@ class Traffic:
                 self.prov(
                     at(10 + i),
                     "emp-0330",
-                    f"cr_M{i:08d}",
+                    synthetic_citizen_ref(f"mule-payee-{i}"),
                     "pii.update",
-                    changed=["bank_account"],
-                    bank_account_ref="ba_MULE000002",
+                    fields=["bank_account"],
+                    bank_account_ref=synthetic_bank_account_ref("mule-2"),
                     purpose={"code": "bank_account_change", "case_id": "c"},
                     event_id=iid("mule"),
                 )
@@ -530,7 +581,7 @@ class Traffic:
                     at(11, 30),
                     "emp-0340",
                     self.citizen(),
-                    classification="special_category",
+                    classification="special",
                     dataset="occupational_injury",
                     signals={"impossible_travel": True},
                     event_id=iid("ato"),
@@ -543,9 +594,10 @@ class Traffic:
                 self.prov(
                     at(14) + timedelta(seconds=20 * i),
                     "emp-0350",
-                    f"cr_X{i:08d}",
+                    synthetic_citizen_ref(f"exfil-{i}"),
                     "pii.disclose",
-                    recipient="broker-unknown",
+                    recipient={"type": "agency", "id": "broker-unknown"},
+                    purpose={"code": "inter_agency", "legal_basis": "SIA-art-9"},
                     event_id=iid("exfil"),
                 )
                 for i in range(70)

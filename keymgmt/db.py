@@ -18,6 +18,9 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
             cur.execute("PRAGMA busy_timeout=30000")
+            # Rows rewritten as ciphertext (encrypt-table, re-encrypt) must not leave their old
+            # plaintext in freed pages: zero deleted content.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of big tables stay cached
             cur.close()
 

@@ -254,7 +254,22 @@ def _run_batches(
     if audit is not None:
         audit.record(type="key.reencrypt", actor=actor, key_name=et.envelope.kek_name,
                      dataset=et.dataset, count=changed, reason=audit_reason)
+    if changed:
+        scrub_freed_plaintext(et.engine)
     return JobResult(name, et.spec.table, changed, pending, total, time.perf_counter() - started, done)
+
+
+def scrub_freed_plaintext(engine: sa.Engine) -> None:
+    """After rows were rewritten as ciphertext, their old plaintext must not linger on disk.
+
+    SQLite: the engine's connections run with ``secure_delete`` (freed cells are zeroed), and the
+    WAL, which still holds the page images written before, is checkpointed and truncated.
+    PostgreSQL keeps dead tuples until VACUUM: run ``VACUUM`` on the table after encrypting it
+    (keymgmt/README.md)."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def encrypt_table(

@@ -18,6 +18,9 @@ from typing import Any
 from uuid_utils import uuid7
 
 from contracts.decision import Decision, DecisionRequest, PolicyRef, Risk, RiskFactor
+from contracts.decision_log import DecisionLogEntry, LoggedInput, LoggedResult, RefusedInput, ShadowResult
+from contracts.policy_input import PolicyInput
+from contracts.signals import Signals
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
 from pdp.engine import Engine, GuardedEngine
@@ -184,7 +187,7 @@ class DecisionPoint:
             issued_at=_iso(now), expires_at=_iso(exp), token=token,
         )
 
-    def _shadow_result(self, input_doc: dict, decision: Decision) -> dict | None:
+    def _shadow_result(self, input_doc: PolicyInput, decision: Decision) -> ShadowResult | None:
         shadow = self._shadow
         if shadow is None:
             return None
@@ -201,7 +204,7 @@ class DecisionPoint:
 
     def _refuse(self, decision_id: str, now: float, started: float, request: DecisionRequest,
                 subject: SubjectIdentity | None, active: ActivePolicy | None, reason: str,
-                caller: str | None, *, input_doc: dict | None = None, log: bool = True) -> Decision:
+                caller: str | None, *, input_doc: PolicyInput | None = None, log: bool = True) -> Decision:
         """Fail closed: deny, no token, logged like any other decision (when the log works)."""
         decision = Decision(
             decision_id=decision_id, effect="deny",
@@ -232,8 +235,8 @@ class DecisionPoint:
         self._guard.close()
 
 
-def build_input(subject: SubjectIdentity, request: DecisionRequest, signals: dict, now: float,
-                calendar: BusinessCalendar) -> dict:
+def build_input(subject: SubjectIdentity, request: DecisionRequest, signals: Signals, now: float,
+                calendar: BusinessCalendar) -> PolicyInput:
     """The policy input (see policy/rego/README.md). Time is the PDP's, in the bureau's zone."""
     ctx = request.context
     return {
@@ -258,7 +261,7 @@ def build_input(subject: SubjectIdentity, request: DecisionRequest, signals: dic
     }
 
 
-def minimal_input(subject: SubjectIdentity | None, request: DecisionRequest) -> dict:
+def minimal_input(subject: SubjectIdentity | None, request: DecisionRequest) -> RefusedInput:
     return {
         "subject": {"id": subject.id if subject else None},
         "resource": request.resource.model_dump(mode="json"),
@@ -266,9 +269,9 @@ def minimal_input(subject: SubjectIdentity | None, request: DecisionRequest) -> 
     }
 
 
-def _minimise(input_doc: dict) -> dict:
+def _minimise(input_doc: PolicyInput | RefusedInput) -> LoggedInput | RefusedInput:
     """What the decision log keeps of the input: no token, no free text (it may hold personal data)."""
-    doc = dict(input_doc)
+    doc: dict[str, Any] = dict(input_doc)
     purpose = dict(doc.get("purpose") or {})
     if "justification" in purpose:
         text = purpose.pop("justification")
@@ -279,11 +282,13 @@ def _minimise(input_doc: dict) -> dict:
     return doc
 
 
-def log_entry(decision: Decision, input_doc: dict, now: float, caller: str | None,
-              active: ActivePolicy | None, eval_ns: int, started: float, shadow: dict | None) -> dict:
-    result = decision.model_dump(mode="json", exclude={"token", "decision_id", "policy", "issued_at",
-                                                        "expires_at"})
-    entry: dict[str, Any] = {
+def log_entry(decision: Decision, input_doc: PolicyInput | RefusedInput, now: float, caller: str | None,
+              active: ActivePolicy | None, eval_ns: int, started: float,
+              shadow: ShadowResult | None) -> DecisionLogEntry:
+    """The decision-log entry (:class:`contracts.decision_log.DecisionLogEntry`, OPA field names)."""
+    result: LoggedResult = decision.model_dump(mode="json", exclude={"token", "decision_id", "policy",
+                                                                      "issued_at", "expires_at"})
+    entry: DecisionLogEntry = {
         "decision_id": decision.decision_id,
         "timestamp": decision.issued_at.isoformat().replace("+00:00", "Z"),
         "ts": now,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.decision import DecisionRequest
+from contracts.signals import Signals
 from pdp.calendar import BusinessCalendar
 from pdp.devices import UNKNOWN_DEVICE
 from pdp.identity import SubjectIdentity
@@ -210,7 +211,7 @@ class SignalHistory:
 
     # -- the two operations of the decide path ----------------------------------------------
     def compute(self, subject: SubjectIdentity, request: DecisionRequest, now: float,
-                calendar: BusinessCalendar) -> dict:
+                calendar: BusinessCalendar) -> Signals:
         moment = datetime.fromtimestamp(now, tz=UTC)
         local = calendar.local(moment)
         res = request.resource
@@ -229,7 +230,7 @@ class SignalHistory:
                 hours = max(now - then, 1.0) / HOUR
                 speed = km / hours
                 impossible = km >= self.travel.min_distance_km and speed > self.travel.max_speed_kmh
-            signals = {
+            signals: Signals = {
                 "auth_strength": subject.auth_strength,
                 "token_age_s": max(0, int(now - (subject.auth_time or subject.issued_at or now))),
                 "recent_denies_1h": len(s.denies),

@@ -142,6 +142,15 @@ class Receipt(NamedTuple):
     duplicate: bool = False
 
 
+def entry_document(seq: int, leaf_hash: bytes, body: bytes) -> dict:
+    """A ledger entry as readers outside the ledger get it: the event as stored plus ``seq`` and
+    ``leaf_hash`` (hex). One shape for ``events_after`` (the SIEM's live feed) and ``ztcp audit export
+    --format jsonl``."""
+    doc = orjson.loads(body)
+    doc["seq"], doc["leaf_hash"] = seq, leaf_hash.hex()
+    return doc
+
+
 @dataclass(frozen=True)
 class StoredEntry:
     seq: int
@@ -152,6 +161,9 @@ class StoredEntry:
     @property
     def event(self) -> ProvenanceEvent:
         return event_from_bytes(self.body)
+
+    def document(self) -> dict:
+        return entry_document(self.seq, self.leaf_hash, self.body)
 
 
 @dataclass(frozen=True)
@@ -746,11 +758,7 @@ class Ledger:
             .execute("SELECT seq, leaf_hash, body FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
             .fetchall()
         )
-        out = []
-        for seq, lh, body in rows:
-            doc = orjson.loads(body)
-            doc["seq"], doc["leaf_hash"] = seq, lh.hex()
-            out.append(doc)
+        out = [entry_document(seq, lh, body) for seq, lh, body in rows]
         return out, (str(rows[-1][0]) if rows else (None if cursor is None else str(cursor)))
 
     def citizen_entries(

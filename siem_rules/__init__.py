@@ -4,7 +4,7 @@ from .alerts import Alert, AlertStore, ElasticAlertSink
 from .config import SiemConfig, load_config
 from .engine import Engine, RunReport, Scheduler
 from .errors import AlertNotFound, EventError, FixtureError, RuleError, SiemError
-from .events import KINDS, DecisionEvent, KeyEvent, PolicyEvent, ProvenanceEvent
+from .events import KINDS, DecisionEvent, KeyEvent, PolicyEvent
 from .rulepack import AlertingRule, RulePack
 from .sources import CallableSource, JsonlSource, Source
 from .store import EventStore, connect
@@ -25,7 +25,6 @@ __all__ = [
     "JsonlSource",
     "KeyEvent",
     "PolicyEvent",
-    "ProvenanceEvent",
     "RuleError",
     "RulePack",
     "RunReport",

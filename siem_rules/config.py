@@ -9,26 +9,30 @@ value no event carries, so the rule stays valid and simply matches nothing on th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.national_id import CITIZEN_REF_PATTERN
+
 from .errors import SiemError
 
 NEVER = "__ztcp_none__"  # stands in for an empty list
+# A list entry that is not a reference would never match (and might be a pasted national ID).
+CitizenRef = Annotated[str, Field(pattern=CITIZEN_REF_PATTERN)]
 
 
 class SiemConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     timezone: str = "Asia/Taipei"
     # ---- lists (placeholders) ----
-    protected_citizens: list[str] = Field(default_factory=list, description="VIP / protected citizen_refs")
+    protected_citizens: list[CitizenRef] = Field(default_factory=list, description="VIP / protected citizen_refs")
     protected_record_custodians: list[str] = Field(
         default_factory=list, description="actors allowed to handle protected records"
     )
-    employee_citizen_refs: list[str] = Field(
+    employee_citizen_refs: list[CitizenRef] = Field(
         default_factory=list, description="citizen_refs of the bureau's own staff (co-worker records)"
     )
     batch_principals: list[str] = Field(

@@ -1,13 +1,23 @@
 """The four kinds of input event the engine consumes, and how each is flattened into Sigma fields.
 
-The engine is decoupled from the packages that produce these events: it only depends on these
-schemas (documented in siem_rules/README.md). Models accept extra fields (producers extend,
-never rename), but the fields rules rely on are typed, and ``citizen_ref`` must be a reference,
-never a raw national ID.
+The engine knows no producer; it knows their contracts (``contracts/``, the only package it imports):
+
+* ``provenance``: :class:`contracts.provenance_event.ProvenanceEvent` itself, as the ledger stores
+  it, plus the ledger's ``seq`` and ``leaf_hash`` (what ``Ledger.events_after`` and ``ztcp audit
+  export --format jsonl`` produce). Validated by the contract, so the SIEM accepts exactly what the
+  ledger accepts: a raw national ID anywhere is refused, an unknown field too.
+* ``decision``: the decision-log entry (:class:`contracts.decision_log.DecisionLogEntry`, OPA
+  field names). Read through :class:`DecisionEvent`, which types the parts rules use and lets the
+  rest through; tests check it against the contract on entries written by the real PDP.
+* ``key`` and ``policy``: the key-audit and policy-administration events (types from
+  :mod:`contracts.key_event` and :mod:`contracts.policy_event`).
 
 Sigma field names are the events' own JSON paths (``input.subject.id``, ``result.effect``,
-``via.ip``), so a rule reads like the event an analyst looks at. ``FIELDS`` maps each to the
-flat SQLite column it is stored in; the processing pipelines (pipeline.py) are built from it.
+``via.ip``), so a rule reads like the event an analyst looks at; a few name a part of an object
+(``actor`` is the actor's id, ``recipient`` the recipient's id, ``bundles.revision`` the ``ztcp``
+bundle's revision, ``changed`` the fields a ``pii.update`` changed). ``FIELDS`` maps each to the JSON
+path it is read from and the flat SQLite column it is stored in; the processing pipelines
+(pipeline.py) are built from it.
 """
 
 from __future__ import annotations
@@ -18,10 +28,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.key_event import KeyAuditType
+from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.policy_event import PolicyEventType
+from contracts.provenance_event import ProvenanceEvent
 
 from .errors import EventError
 
@@ -29,14 +42,17 @@ KINDS = ("decision", "provenance", "key", "policy")
 # Sigma logsource service of each kind (the issue names them decision|provenance|keymgmt|policy).
 SERVICE_OF_KIND = {"decision": "decision", "provenance": "provenance", "key": "keymgmt", "policy": "policy"}
 KIND_OF_SERVICE = {v: k for k, v in SERVICE_OF_KIND.items()}
+# What the ledger adds to the event it stores (``Ledger.events_after``, ``ztcp audit export``).
+LEDGER_FIELDS = ("seq", "leaf_hash")
+_LEAF_HASH = re.compile(r"^[0-9a-f]{64}$")
 
-_CITIZEN_REF = re.compile(r"^cr_[A-Za-z0-9]{4,}$")
+_CITIZEN_REF = re.compile(CITIZEN_REF_PATTERN)
 
 
 def _check_ref(value: str | None) -> str | None:
     if value is not None and not _CITIZEN_REF.match(value):
         # Never echo the value: it may be exactly the raw identifier we refuse to store.
-        raise ValueError("citizen_ref must be a reference 'cr_…' (raw identifiers are refused)")
+        raise ValueError("citizen_ref must be a reference 'cr_' + 52 base32 characters (raw identifiers are refused)")
     return value
 
 
@@ -50,10 +66,12 @@ Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
 
-# ---- decision (OPA decision-log field names) ---------------------------------------------------
+# ---- decision (contracts.decision_log.DecisionLogEntry) ------------------------------------------
+# The parts rules rely on, typed; everything else passes. A refused subject token logs only
+# subject.id (null), resource and action, so the rest has defaults.
 
 
 class Auth(_Open):
@@ -112,13 +130,14 @@ class DecisionPurpose(_Open):
     justification_present: bool | None = None
 
 
-class Signals(_Open):
+class DecisionSignals(_Open):
+    """The signals rules use (contracts.signals.Signals has them all)."""
+
     off_hours: bool | None = None
     impossible_travel: bool | None = None
     device_first_seen: bool | None = None
     distinct_citizens_1h: int | None = None
     self_record: bool | None = None
-    related_party: bool | None = None
 
 
 class DecisionInput(_Open):
@@ -128,7 +147,7 @@ class DecisionInput(_Open):
     resource: Resource = Field(default_factory=Resource)
     action: str
     purpose: DecisionPurpose = Field(default_factory=DecisionPurpose)
-    signals: Signals = Field(default_factory=Signals)
+    signals: DecisionSignals = Field(default_factory=DecisionSignals)
 
 
 class RiskFactor(_Open):
@@ -150,8 +169,15 @@ class DecisionResult(_Open):
     permitted_fields: list[str] = Field(default_factory=list)
 
 
-class Bundles(_Open):
+class BundleRef(_Open):
     revision: str | None = None
+    digest: str | None = None
+
+
+class Bundles(_Open):
+    """OPA's shape: bundle name → its revision; the policy is the ``ztcp`` bundle."""
+
+    ztcp: BundleRef | None = None
 
 
 class DecisionEvent(_Open):
@@ -162,48 +188,6 @@ class DecisionEvent(_Open):
     result: DecisionResult
     bundles: Bundles = Field(default_factory=Bundles)
     metrics: dict[str, Any] = Field(default_factory=dict)
-
-
-# ---- provenance (docs/design.md, Contracts) ----------------------------------------------------------------
-
-
-class Via(_Open):
-    system: str | None = None
-    channel: str | None = None
-    ip: str | None = None
-
-
-class Purpose(_Open):
-    code: str | None = None
-    case_id: str | None = None
-    legal_basis: str | None = None
-    consent_id: str | None = None
-
-
-class ProvenanceEvent(_Open):
-    event_id: str
-    time: Rfc3339
-    type: str = Field(pattern=r"^(pii\.(read|search|export|disclose|update|denied)|audit\.[a-z_.]+)$")
-    actor: str
-    via: Via = Field(default_factory=Via)
-    citizen_ref: str | None = None
-    dataset: str | None = None
-    record_id: str | None = None
-    fields: list[str] = Field(default_factory=list)
-    purpose: Purpose = Field(default_factory=Purpose)
-    decision_id: str | None = None
-    recipient: str | None = None
-    derived_from: list[str] = Field(default_factory=list)
-    seq: int | None = None
-    leaf_hash: str | None = None
-    # pii.update: names of changed fields, and a blind index of a new bank account (never the value).
-    changed: list[str] = Field(default_factory=list)
-    bank_account_ref: str | None = None
-
-    @field_validator("citizen_ref")
-    @classmethod
-    def _ref(cls, v: str | None) -> str | None:
-        return _check_ref(v)
 
 
 # ---- key audit events ----------------------------------------------------------------------------
@@ -236,7 +220,7 @@ class PolicyEvent(_Open):
 
 MODELS: dict[str, type[BaseModel]] = {
     "decision": DecisionEvent,
-    "provenance": ProvenanceEvent,
+    "provenance": ProvenanceEvent,  # the contract itself (see validate)
     "key": KeyEvent,
     "policy": PolicyEvent,
 }
@@ -247,16 +231,22 @@ MODELS: dict[str, type[BaseModel]] = {
 
 @dataclass(frozen=True)
 class Column:
-    """One Sigma field: its JSON path in the event, its SQLite column and SQL type."""
+    """One Sigma field: where it is read from in the event, its SQLite column and SQL type."""
 
-    field: str
+    field: str  # the Sigma field name rules use
     column: str
     sqltype: str = "TEXT"  # TEXT (NOCASE), INTEGER (booleans 1/0, counts), REAL
     derived: bool = False  # computed at ingestion (local time), not present in the event
+    path: str | None = None  # the JSON path in the event, when it is not the field name itself
+    only_type: str | None = None  # set only on events of this ``type`` (``changed``: pii.update)
+
+    @property
+    def source(self) -> str:
+        return self.path or self.field
 
 
-def _cols(*spec: tuple[str, str] | tuple[str, str, str]) -> tuple[Column, ...]:
-    return tuple(Column(*s) for s in spec)
+def _cols(*spec: tuple[str, str] | tuple[str, str, str] | Column) -> tuple[Column, ...]:
+    return tuple(s if isinstance(s, Column) else Column(*s) for s in spec)
 
 
 _LOCAL = _cols(
@@ -305,7 +295,6 @@ FIELDS: dict[str, tuple[Column, ...]] = {
         ("input.signals.device_first_seen", "sig_device_first_seen", "INTEGER"),
         ("input.signals.distinct_citizens_1h", "sig_distinct_citizens_1h", "INTEGER"),
         ("input.signals.self_record", "sig_self_record", "INTEGER"),
-        ("input.signals.related_party", "sig_related_party", "INTEGER"),
         ("result.effect", "effect"),
         ("result.risk.score", "risk_score", "REAL"),
         ("result.risk.level", "risk_level"),
@@ -313,14 +302,14 @@ FIELDS: dict[str, tuple[Column, ...]] = {
         ("result.reasons", "reasons"),
         ("result.obligations", "obligations"),
         ("result.permitted_fields", "permitted_fields"),
-        ("bundles.revision", "revision"),
+        Column("bundles.revision", "revision", path="bundles.ztcp.revision"),
     )
     + _LOCAL,
     "provenance": _cols(
         ("event_id", "event_id"),
         ("time", "time"),
         ("type", "type"),
-        ("actor", "actor"),
+        Column("actor", "actor", path="actor.id"),
         ("via.system", "via_system"),
         ("via.channel", "via_channel"),
         ("via.ip", "via_ip"),
@@ -333,8 +322,9 @@ FIELDS: dict[str, tuple[Column, ...]] = {
         ("purpose.legal_basis", "legal_basis"),
         ("purpose.consent_id", "consent_id"),
         ("decision_id", "decision_id"),
-        ("recipient", "recipient"),
-        ("changed", "changed"),
+        Column("recipient", "recipient", path="recipient.id"),
+        # A pii.update names the fields it changed in ``fields``; ``changed`` is that list on updates only.
+        Column("changed", "changed", path="fields", only_type="pii.update"),
         ("bank_account_ref", "bank_account_ref"),
         ("seq", "seq", "INTEGER"),
     )
@@ -444,7 +434,7 @@ class Flattener:
         self.kind = kind
         self.tz = ZoneInfo(tz)
         self.columns = FIELDS[kind]
-        self._paths = [tuple(c.field.split(".")) for c in self.columns]
+        self._paths = [tuple(c.source.split(".")) for c in self.columns]
         self._time_field = TIME_FIELD[kind]
 
     def row(self, event: dict[str, Any]) -> tuple[Any, ...]:
@@ -462,44 +452,86 @@ class Flattener:
                 values.append(derived[col.column])
             elif col.column == "time":
                 values.append(when.isoformat().replace("+00:00", "Z"))
+            elif col.only_type is not None and event.get("type") != col.only_type:
+                values.append(None)
             else:
                 values.append(_scalar(_get(event, path)))
         return (values[0], when.timestamp(), *values[1:])
 
 
 def normalise(kind: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Map a live store's event onto the SIEM schema (returns ``event`` itself when nothing changes).
+    """Expand the provenance contract's shorthands so every path in ``FIELDS`` reads the same shape.
 
-    The provenance ledger writes the contract's events (docs/design.md, Contracts): ``actor`` and
-    ``recipient`` are objects (``{"id", "type", "roles", ...}``) and a ``pii.update`` names the
-    changed fields in ``fields``. The rules match on the actor's and recipient's ids and on ``changed``.
+    :class:`contracts.provenance_event.ProvenanceEvent` accepts ``"actor": "emp-1"`` for
+    ``{"id": "emp-1"}`` and ``"purpose": "code"`` for ``{"code": "code"}``; the ledger always stores
+    the objects. Returns ``event`` itself when nothing changes (never modifies it).
     """
     if kind != "provenance":
         return event
-    actor, recipient = event.get("actor"), event.get("recipient")
-    update = event.get("type") == "pii.update" and "changed" not in event
-    if not (isinstance(actor, dict) or isinstance(recipient, dict) or update):
+    actor, purpose = event.get("actor"), event.get("purpose")
+    if not (isinstance(actor, str) or isinstance(purpose, str)):
         return event
     out = dict(event)
-    if isinstance(actor, dict):
-        out["actor"] = actor.get("id")
-    if isinstance(recipient, dict):
-        out["recipient"] = recipient.get("id")
-    if update:
-        out["changed"] = list(event.get("fields") or [])
+    if isinstance(actor, str):
+        out["actor"] = {"id": actor}
+    if isinstance(purpose, str):
+        out["purpose"] = {"code": purpose}
     return out
 
 
+def _error(where: str, kind: str, exc: ValidationError) -> EventError:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    # pydantic's message only; never the input value (it may be personal data).
+    return EventError(where, f"{kind} event field {loc}: {msg}" if loc else f"{kind} event: {msg}")
+
+
+def _serialisable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _validate_provenance(event: dict[str, Any], where: str) -> None:
+    """The ledger's event model, plus what the ledger adds to what it stores (``seq``, ``leaf_hash``)."""
+    for key in ("event_id", "time"):  # defaults for a producer making one; a recorded event has both
+        if key not in event:
+            raise EventError(where, f"provenance event field {key}: missing (a recorded event has it)")
+    body = event
+    if "seq" in event or "leaf_hash" in event:
+        seq, leaf_hash = event.get("seq"), event.get("leaf_hash")
+        if "seq" in event and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+            raise EventError(where, "provenance event field seq: the ledger's sequence number, an integer >= 0")
+        if "leaf_hash" in event and not (isinstance(leaf_hash, str) and _LEAF_HASH.match(leaf_hash)):
+            raise EventError(where, "provenance event field leaf_hash: must be 64 lowercase hex digits (SHA-256)")
+        body = {k: v for k, v in event.items() if k not in LEDGER_FIELDS}
+    try:
+        raw = orjson.dumps(body)
+    except TypeError:  # e.g. a lone surrogate: name the field, never the value
+        field = next((k for k, v in body.items() if not _serialisable(v)), "?")
+        raise EventError(where, f"provenance event field {field}: not valid JSON text (invalid Unicode?)") from None
+    try:
+        # JSON in, as the ledger reads its own events (the contract is strict: no coercion).
+        ProvenanceEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _error(where, "provenance", exc) from None
+
+
 def validate(kind: str, event: dict[str, Any], where: str = "event") -> dict[str, Any]:
-    """Validate one event against its schema; returns it unchanged (JSON form) or raises EventError."""
+    """Validate one event against its contract; returns it unchanged (JSON form) or raises EventError."""
     model = MODELS.get(kind)
     if model is None:
         raise EventError(where, f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    if not isinstance(event, dict):
+        raise EventError(where, f"{kind} event: expected a JSON object")
+    if kind == "provenance":
+        _validate_provenance(event, where)
+        return event
     try:
         model.model_validate(event)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or kind
-        # pydantic's message only; never the input value (it may be personal data).
-        raise EventError(where, f"{kind} event field {loc}: {first['msg']}") from None
+        raise _error(where, kind, exc) from None
     return event

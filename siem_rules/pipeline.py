@@ -3,7 +3,8 @@
 * ``sqlite_pipeline``: ``%list%`` placeholders → configured values; Sigma fields (the events' JSON
   paths) → the flat columns of the embedded store (events.FIELDS), per logsource service.
 * ``elastic_pipeline``: the same placeholders; event time → ``@timestamp``; the derived local-time
-  fields → ``ztcp.local.*`` (to be filled by an ingest pipeline); the index per service.
+  fields → ``ztcp.local.*`` (to be filled by an ingest pipeline); fields naming part of an object
+  → its path in the documents the producers index (``actor`` → ``actor.id``); the index per service.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def elastic_pipeline(config: SiemConfig) -> ProcessingPipeline:
     for kind in KINDS:
         mapping = {TIME_FIELD[kind]: "@timestamp"}
         mapping.update({c.field: f"ztcp.{c.field}" for c in FIELDS[kind] if c.derived})
+        # Fields naming a part of the stored document (``actor`` → ``actor.id``, ``bundles.revision`` →
+        # ``bundles.ztcp.revision``). ``changed`` becomes ``fields``: every rule using it also selects
+        # ``type: pii.update``, the only events on which the two are the same.
+        mapping.update({c.field: c.path for c in FIELDS[kind] if c.path})
 
         def cond(kind: str = kind) -> list[LogsourceCondition]:  # one instance per item (pySigma binds it)
             return [LogsourceCondition(product="ztcp", service=SERVICE_OF_KIND[kind])]

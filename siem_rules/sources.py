@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import EventError
-from .events import KINDS, validate
+from .events import KINDS, LEDGER_FIELDS, validate
 
 Batch = list[tuple[str, dict[str, Any]]]
 
@@ -32,7 +32,8 @@ class Source(Protocol):
 
 
 class JsonlSource:
-    """A JSONL file, each line ``{"kind": "decision"|"provenance"|"key"|"policy", ...event}``.
+    """A JSONL file, each line ``{"kind": "decision"|"provenance"|"key"|"policy", ...event}`` or a
+    provenance ledger entry (``ztcp audit export --format jsonl``: the event plus ``seq``, ``leaf_hash``).
 
     The cursor is a byte offset; only complete lines are consumed, so a file still being
     appended to is read safely.
@@ -73,15 +74,21 @@ class JsonlSource:
 
 
 def parse_line(line: bytes | str, where: str) -> tuple[str, dict[str, Any]]:
+    """One JSONL line: ``{"kind": ..., ...event}``, or a ledger entry as ``ztcp audit export --format
+    jsonl`` writes it (a provenance event with the ledger's ``seq`` and ``leaf_hash``, no ``kind``)."""
     try:
         obj = json.loads(line)
     except ValueError:
         raise EventError(where, "not valid JSON") from None
     if not isinstance(obj, dict):
         raise EventError(where, "expected a JSON object")
+    if "kind" not in obj and all(f in obj for f in LEDGER_FIELDS):
+        return "provenance", obj
     kind = obj.pop("kind", None)
     if kind not in KINDS:
-        raise EventError(where, f"'kind' must be one of {', '.join(KINDS)}")
+        raise EventError(
+            where, f"'kind' must be one of {', '.join(KINDS)} (or the line a ledger entry with seq and leaf_hash)"
+        )
     return kind, obj
 
 

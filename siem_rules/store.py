@@ -112,11 +112,10 @@ class EventStore:
     ) -> list[tuple[Any, ...]]:
         flat = self._flat[kind]
         out = []
-        for n, raw in enumerate(events):
-            event = normalise(kind, raw)
-            if check:
+        for n, event in enumerate(events):
+            if check:  # against the producer's contract, as the producer wrote it
                 validate(kind, event, f"{where} #{n + 1}")
-            out.append(flat.row(event))
+            out.append(flat.row(normalise(kind, event)))
         return out
 
     def insert_rows(self, kind: str, rows: list[tuple[Any, ...]]) -> int:

@@ -107,7 +107,7 @@ def test_an_end_user_adding_the_proxy_headers_gains_nothing(rt: Runtime) -> None
 
 def test_a_missing_location_is_a_risk_factor_not_a_skipped_check(rt: Runtime) -> None:
     with TestClient(create_app(rt), client=(PROXY, 4444)) as proxy:
-        _read(proxy, rt, {"X-Device-Id": "dev-gw-1", "X-Network-Zone": "internal"})  # no X-Geo, no site
+        _read(proxy, rt, {"X-Device-Id": "dev-gw-1", "X-Network-Zone": "vpn"})  # no X-Geo, no site
     entry = _last_input(rt)
     assert entry["input"]["signals"]["location_unknown"] is True
     assert "location_unknown" in [f["name"] for f in entry["result"]["risk"]["factors"]]

@@ -182,6 +182,46 @@ def test_export_openlineage_and_prov(seeded: dict) -> None:
     assert run("audit", "export", "--format", "rdf", "--citizen-ref", seeded["ref"], env=env).exit_code != 0
 
 
+def test_export_jsonl_is_the_ledgers_entries_and_is_recorded_first(seeded: dict, tmp_path: Path) -> None:
+    env = {"ZTCP_TOKEN": seeded["auditor"]}
+    out = tmp_path / "ledger.jsonl"
+    r = run("audit", "export", "--format", "jsonl", "-o", str(out), env=env)
+    assert r.exit_code == 0, r.output
+    assert (out.stat().st_mode & 0o777) == 0o600  # who read whose data: private to the auditor
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["seq"] for d in lines] == list(range(6))  # every entry, both citizens, in ledger order
+    with ledger_from_settings(load_settings()) as led:
+        live, _ = led.events_after(None)
+        stored = [led.get(seq) for seq in range(6)]
+    assert lines == live  # exactly what the SIEM's live feed reads
+    for doc, entry in zip(lines, stored, strict=True):
+        assert doc["leaf_hash"] == entry.leaf_hash.hex()
+        body = {k: v for k, v in doc.items() if k not in ("seq", "leaf_hash")}
+        assert contracts.ProvenanceEvent.model_validate_json(json.dumps(body)).canonical_bytes() == entry.body
+    last = lines[-1]  # the export itself, recorded before anything was written
+    assert last["type"] == "audit.export" and last["actor"]["id"] == "auditor-7"
+    assert "citizen_ref" not in last and "jsonl all citizens" in last["query"]
+    assert VALID_IDS[0] not in out.read_text()
+
+
+def test_export_jsonl_of_one_citizen_and_window_and_refusals(seeded: dict) -> None:
+    env = {"ZTCP_TOKEN": seeded["auditor"]}
+    r = run("audit", "export", "--format", "jsonl", "--national-id", VALID_IDS[0], env=env)
+    assert r.exit_code == 0, r.output
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {d["citizen_ref"] for d in docs} == {seeded["ref"]}
+    assert [d["type"] for d in docs] == ["pii.read"] * 3 + ["pii.disclose", "audit.export"]
+    r = run("audit", "export", "--format", "jsonl", "--until", "2000-01-01", env=env)
+    assert r.exit_code == 0 and r.stdout == ""  # a window before anything happened
+    for token in (None, seeded["clerk"]):
+        with ledger_from_settings(load_settings()) as led:
+            before = led.size
+        r = run("audit", "export", "--format", "jsonl", env={"ZTCP_TOKEN": token} if token else {})
+        assert r.exit_code == 2 and r.stdout == ""
+        with ledger_from_settings(load_settings()) as led:
+            assert led.size == before  # refused: nothing exported, nothing to record
+
+
 def test_verify_against_published_checkpoint_catches_full_rewrite(
     seeded: dict, ztcp_home: Path, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from cli.main import ztcp
 from demo.siem_week import WEEK_START, Traffic, to_jsonl
+from siem_rules.fixtures import synthetic_citizen_ref
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,6 +113,16 @@ def test_export_targets_parse(tmp_path: Path) -> None:
     by_name = {o["name"]: o for o in objs}
     crit = by_name["Provenance ledger verification failed"]
     assert crit["severity"] == "critical" and crit["risk_score"] == 99
+    # Queries name the fields the producers index: the ledger's actor and recipient are objects, a
+    # pii.update's changed fields are its `fields` (key and policy events keep a plain `actor`).
+    protected = (tmp_path / "lucene" / "protected_record_access.lucene").read_text()
+    assert "NOT actor.id:" in protected
+    fraud = (tmp_path / "eql" / "fraud_broker_read_then_account_change.eql").read_text()
+    assert 'type:"pii.update" and (fields like~ ("bank_account", "address"))' in fraud and "(changed" not in fraud
+    mass = (tmp_path / "esql" / "mass_export_or_disclosure.esql").read_text()
+    assert "recipient.id==" in mass and "by timebucket, actor.id" in mass
+    refused = (tmp_path / "esql" / "key_decrypt_refused_burst.esql").read_text()
+    assert "by timebucket, actor\n" in refused
 
 
 def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_file: Path) -> None:
@@ -178,22 +189,26 @@ def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_f
     ("protected_citizens: [cr_VIP0001\n", "not valid YAML"),
     ("protected_citizen: []\n", "protected_citizen"),
     ("- a list\n", "expected a mapping"),
+    ("protected_citizens: [cr_VIP0001]\n", "protected_citizens.0"),  # not a real reference: never matches
+    ("employee_citizen_refs: [A123456789]\n", "employee_citizen_refs.0"),  # a pasted national ID
 ])
 def test_bad_config_is_a_clear_input_error(tmp_path: Path, content: str, message: str) -> None:
     cfg = tmp_path / "siem.yml"
     cfg.write_text(content, encoding="utf-8")
     res = _invoke("list", "--config", str(cfg))
     assert res.exit_code == 1 and message in res.output
+    assert "A123456789" not in res.output
     assert _invoke("list", "--config", str(tmp_path / "missing.yml")).exit_code == 1
 
 
 def test_config_list_changes_what_fires(tmp_path: Path) -> None:
     t = Traffic(seed=3, employees=2)
-    vip = t.prov(WEEK_START + timedelta(hours=11), "emp-0002", "cr_LISTED000001", event_id="vip-1")  # Mon 11:00
+    listed = synthetic_citizen_ref("listed-1")
+    vip = t.prov(WEEK_START + timedelta(hours=11), "emp-0002", listed, event_id="vip-1")  # Mon 11:00
     f = tmp_path / "e.jsonl"
     f.write_text("".join(to_jsonl([vip])), encoding="utf-8")
     cfg = tmp_path / "siem.yml"
-    cfg.write_text("protected_citizens: [cr_LISTED000001]\n", encoding="utf-8")
+    cfg.write_text(f"protected_citizens: [{listed}]\n", encoding="utf-8")
     res = _invoke("run", "--events", str(f), "--json", "--config", str(cfg))
     assert res.exit_code == 0, res.output
     assert [a["rule_name"] for a in json.loads(res.output)] == ["protected_record_access"]

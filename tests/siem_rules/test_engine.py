@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from demo.siem_week import WEEK_START, Traffic, bureau_config
-from siem_rules import Engine, RulePack, connect
+from siem_rules import Engine, EventError, RulePack, connect
 
 
 def _eid(event: tuple[str, dict]) -> str:
@@ -159,8 +161,19 @@ def test_since_reevaluates_history_without_duplicates() -> None:
 def test_alerts_carry_no_raw_identifiers_or_values() -> None:
     t = Traffic(seed=4, employees=2)
     events = [e for _, evs in t.incidents().values() for e in evs]
-    for _, ev in events:  # producers may attach extra fields; the SIEM never keeps or shows them
-        ev["note"] = "A123456789 Wang Xiao-ming 0912-345-678"
+    note = "A123456789 Wang Xiao-ming 0912-345-678"
+    for kind, ev in events:  # decision, key and policy producers may attach extra fields: never kept or shown
+        if kind != "provenance":
+            ev["note"] = note
+    # The ledger's contract refuses any field it does not declare, and a raw ID anywhere; so does the SIEM.
+    prov = next(ev for kind, ev in events if kind == "provenance")
+    with pytest.raises(EventError) as exc:
+        Engine(connect(":memory:"), RulePack(bureau_config())).store.ingest([("provenance", {**prov, "note": note})])
+    assert "note" in str(exc.value) and "A123456789" not in str(exc.value)
+    with pytest.raises(EventError) as exc:
+        Engine(connect(":memory:"), RulePack(bureau_config())).store.ingest(
+            [("provenance", {**prov, "record_id": "A123456789"})])
+    assert "record_id" in str(exc.value) and "A123456789" not in str(exc.value)
     engine = Engine(connect(":memory:"), RulePack(bureau_config()))
     engine.store.ingest(events)
     engine.run()

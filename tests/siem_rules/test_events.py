@@ -66,7 +66,6 @@ def test_flatten_local_time_lists_booleans() -> None:
             "provenance",
             time="2026-03-07T15:30:00Z",
             fields=["name", "bank_account"],
-            changed=[],
             purpose={"code": "x", "case_id": ""},
         )
     )
@@ -75,7 +74,7 @@ def test_flatten_local_time_lists_booleans() -> None:
     assert r["local_hour"] == "23" and r["local_weekday"] == "sat" and r["local_slot"] == "sat-23"
     assert r["local_date"] == "2026-03-07"
     assert r["fields"] == "|name|bank_account|"
-    assert r["changed"] is None  # empty list = absent
+    assert r["changed"] is None  # a read changes nothing (``changed`` is an update's fields)
     assert r["case_id"] is None  # empty string = absent
     dflat = Flattener("decision")
     drow = dict(

@@ -10,6 +10,7 @@ from demo.siem_week import WEEK_START, Traffic, to_jsonl
 from server.settings import load_settings
 from server.siem import make_engine, make_scheduler
 from siem_rules import JsonlSource
+from siem_rules.fixtures import synthetic_citizen_ref
 
 
 def _alerts_when(done, timeout: float = 20.0) -> tuple[list[str], int]:  # noqa: ANN001
@@ -96,9 +97,10 @@ def test_an_edited_lists_file_applies_without_a_restart(ztcp_home: Path, tmp_pat
     sched.start()
     try:
         time.sleep(0.4)  # runs with no lists file at all
-        (ztcp_home / "siem.yml").write_text("protected_citizens: [cr_VIP0000042]\n", encoding="utf-8")
+        vip = synthetic_citizen_ref("vip-42")
+        (ztcp_home / "siem.yml").write_text(f"protected_citizens: [{vip}]\n", encoding="utf-8")
         time.sleep(0.4)
-        read = t.prov(WEEK_START + timedelta(hours=10), "emp-0002", "cr_VIP0000042", event_id="vip-read-1")
+        read = t.prov(WEEK_START + timedelta(hours=10), "emp-0002", vip, event_id="vip-read-1")
         f.write_text("".join(to_jsonl([read])), encoding="utf-8")
         found, _ = _alerts_when(lambda names, _: bool(names))
         assert found == ["protected_record_access"]

@@ -162,9 +162,14 @@ impossible_travel if input.signals.impossible_travel == true
 
 # No trusted location (no site for the client's network, no X-Geo from a trusted proxy): impossible
 # travel cannot be checked, so the missing location is itself a factor, never a skipped check.
+# From the bureau's internal network (a configured range, or the trusted proxy's word) the network
+# is the location; from anywhere else the gap counts.
 fired contains {"name": "location_unknown", "detail": "no trusted location: travel cannot be checked"} if {
 	input.signals.location_unknown == true
+	not internal_network
 }
+
+internal_network if input.context.network_zone == "internal"
 
 impossible_travel if {
 	is_number(input.signals.travel_speed_kmh)

@@ -110,11 +110,17 @@ test_impossible_travel_from_speed if {
 	d.effect == "step_up"
 }
 
-test_location_unknown_is_a_factor if {
+test_location_unknown_is_a_factor_outside_the_internal_network if {
+	inp := fx.patch(fx.patch(fx.officer, "signals", {"location_unknown": true}), "context", {"network_zone": "vpn"})
+	d := authz.decision with input as inp with data.bureau as fx.bureau
+	fx.factor_names(d) == {"location_unknown", "network_vpn"}
+	d.risk.score == 10
+}
+
+test_location_unknown_does_not_count_on_the_internal_network if {
 	inp := fx.patch(fx.officer, "signals", {"location_unknown": true})
 	d := authz.decision with input as inp with data.bureau as fx.bureau
-	fx.factor_names(d) == {"location_unknown"}
-	d.risk.score == 5
+	fx.factor_names(d) == set()
 }
 
 test_breadth_spike if {
