@@ -3,8 +3,8 @@
 The page is everything an auditor waits for: the PDP decision for the page (as the signed-in
 user), recording the ``audit.trace`` event durably, signing a fresh checkpoint, the trace with
 every inclusion proof verified, the lineage SVG and the HTML. The anchor is
-``provenance.trace_citizen`` alone on the same ledger and citizens (DESIGN §8: trace p50 ≤ 20 ms),
-so the difference is what the console adds. Target: an interactive page, p50 ≤ 100 ms.
+``provenance.trace_citizen`` alone on the same ledger and citizens (docs/design.md, Performance targets:
+trace p50 ≤ 20 ms), so the difference is what the console adds. Target: an interactive page, p50 ≤ 100 ms.
 
 Quick mode fills a 50k-event ledger; the full run 1 M. Several auditors share the work so no one
 of them trips the request-rate or breadth risk signals (which would rightly refuse a scraper).

@@ -8,7 +8,7 @@
   ledger, durable) + decrypt + masking; p50/p99;
 - encrypt-table in place: 1 M rows × 3 columns on SQLite (100 k when quick), with a blind index.
 
-Targets (DESIGN §8): envelope ≥ 500,000 fields/s per core; decrypt-with-decision p50 ≤ 1 ms;
+Targets (docs/design.md, Performance targets): envelope ≥ 500,000 fields/s per core; decrypt-with-decision p50 ≤ 1 ms;
 1 M rows ≤ 60 s (the bureau's reconciliation target is 23 M records / 8 h ≈ 800 rows/s).
 """
 
@@ -186,7 +186,7 @@ def bench_transit(work: Path, quick: bool) -> list[dict]:
             p.unwrap("kek", w)
         unwrap = (n_call // 3) / (time.perf_counter() - t)
     return [
-        result("transit encrypt per call (anchor)", per_call, "ops/s", anchor="DESIGN: ≈800/s"),
+        result("transit encrypt per call (anchor)", per_call, "ops/s", anchor="expected ≈800/s"),
         result("transit encrypt batched", batched, "items/s", anchor=f"per call {per_call:,.0f}/s",
                batch_items=p.batch_items),
         result("transit unwrap per call (DEK cache miss)", unwrap, "ops/s"),

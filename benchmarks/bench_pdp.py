@@ -3,7 +3,8 @@
 - raw engine: regorus evaluating the default pack on a permit input (the anchor);
 - in-process decide: token verification (cached) + signals + policy + decision token + log submit;
 - HTTP: `ztcp serve` in its own process, load from this process (asyncio, keep-alive connections).
-Targets (DESIGN §8): in-process ≥ 10,000/s per core; HTTP ≥ 2,500 req/s on 2 cores, p99 ≤ 10 ms.
+Targets (docs/design.md, Performance targets): in-process ≥ 10,000/s per core; HTTP ≥ 2,500 req/s on
+2 cores, p99 ≤ 10 ms.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Provenance ledger benchmark (DESIGN §8, issue 4), every figure against its anchor in the same run.
+"""Provenance ledger benchmark (docs/design.md, Performance targets), every figure against its anchor in the same run.
 
 - raw SQLite insert rate (WAL, synchronous=FULL, 10k rows per transaction, same event bodies): the anchor;
 - ledger append, batched and durable: RFC 8785 bytes + leaf hash + tree nodes + indexes, fsync'd;
@@ -6,7 +6,7 @@
 - single durable append latency p50/p99 (one fsync'd transaction per event);
 - trace of one citizen (~20 events) with every inclusion proof verified against the signed checkpoint;
 - full verification rate (recompute every leaf and node, compare, check checkpoints).
-Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms (DESIGN §8 says at 10 M events; quick
+Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms (the target is at 10 M events; quick
 mode traces a 300k-event ledger to stay under 60 s, the full run does 1 M and 10 M). Published anchor for a
 tamper-evident log on one core: ~10,500 events/s with signing offloaded (Crosby & Wallach 2009).
 """
@@ -273,7 +273,7 @@ def main(quick: bool = True) -> list[dict]:
     rows: list[dict] = []
     key = Ed25519PrivateKey.generate()
     # Quick mode must finish in < 60 s on a shared 2-core machine, so its trace ledger is 300k events;
-    # the DESIGN §8 sizes (1 M and 10 M) run in the full benchmark (`make bench`).
+    # the target sizes (1 M and 10 M) run in the full benchmark (`make bench`).
     sizes = [300_000] if quick else [1_000_000, 10_000_000]
     with tempfile.TemporaryDirectory(prefix="ztcp-bench-prov-") as tmp:
         tmpd = Path(tmp)

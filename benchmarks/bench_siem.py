@@ -1,4 +1,4 @@
-"""SIEM benchmark (DESIGN §8, issue 6), every figure against its anchor in the same run.
+"""SIEM benchmark (docs/design.md, Performance targets), every figure against its anchor in the same run.
 
 - whole rule pack (21 Sigma rules + 1 analytic) over 1 M stored events (100 k when quick),
   one full run; target ≤ 30 s. Anchors: a plain SQLite scan of the same tables (the floor any

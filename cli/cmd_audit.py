@@ -1,4 +1,4 @@
-"""`ztcp audit …`: the auditor's tools over the provenance ledger (DESIGN §10, issue 4).
+"""`ztcp audit …`: the auditor's tools over the provenance ledger (docs/design.md, Flows).
 
 ``trace`` and ``export`` read a citizen's history (``export --format jsonl``: every citizen's, unless
 one is named), so they need an operator token with role ``auditor`` (``ZTCP_TOKEN`` or ``--token

@@ -19,7 +19,7 @@ from server.settings import load_settings
 
 
 class _Count(click.ParamType):
-    """An integer in a range. A bad value is an input error (exit 1, DESIGN §10), not click's usage exit 2."""
+    """An integer in a range. A bad value is an input error (exit 1, cli/errors.py), not click's usage exit 2."""
 
     name = "integer"
 
@@ -137,8 +137,13 @@ def _print(report: Any) -> None:
         out.print(f"[red bold]MISSED[/red bold]: {i.title} ({i.actor}) raised no {i.rule} alert"
                   + (f"; other rules: {', '.join(i.caught_by)}" if i.caught_by else ""))
     if not report.missed:
-        out.print("Every planted incident raised its alert: `ztcp siem alerts` lists them; "
-                  "`ztcp audit trace --citizen-ref …` shows each access.")
+        out.print("Every planted incident raised its alert: `ztcp siem alerts` lists them.")
+    traced = sorted((i for i in report.incidents if i.citizen_ref), key=lambda i: i.name != "fraud_broker")
+    if traced:
+        # The citizen by reference only: the demo never prints a national ID.
+        out.print(f"Trace the citizen concerned by {traced[0].title} (every access, each proven), as an auditor:\n"
+                  "  export ZTCP_TOKEN=$(ztcp token issue --sub aud-01 --role auditor --method fido2 --mfa)\n"
+                  f"  ztcp audit trace --citizen-ref {traced[0].citizen_ref}", soft_wrap=True)
 
 
 def _counts(title: str, key: str, unit: str, rows: Iterable[tuple[str, int]]) -> Table:

@@ -1,4 +1,4 @@
-"""`ztcp keys …`: key custodian commands (DESIGN §10, issue 5).
+"""`ztcp keys …`: key custodian commands (docs/design.md, Flows: rotate).
 
 The provider comes from Settings: ``ZTCP_VAULT_ADDR`` (+ ``ZTCP_VAULT_TOKEN`` or AppRole
 ``ZTCP_VAULT_ROLE_ID`` / ``ZTCP_VAULT_SECRET_ID``) selects Vault/OpenBao transit, otherwise the local

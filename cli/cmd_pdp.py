@@ -45,7 +45,7 @@ def _load_request(path: str) -> DecisionRequest:
 
 @command.command("decide")
 @click.option("--input", "input_path", required=True, metavar="FILE",
-              help="decision request JSON (DESIGN §5); '-' for stdin. subject_token may come from "
+              help="decision request JSON (docs/design.md, Contracts); '-' for stdin. subject_token may come from "
                    "$ZTCP_SUBJECT_TOKEN")
 @click.option("--explain", is_flag=True, help="also print the signals and policy input the PDP used")
 @click.option("--json", "as_json", is_flag=True, help="print the decision as JSON")

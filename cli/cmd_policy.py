@@ -1,4 +1,4 @@
-"""`ztcp policy …`: the security officer's policy lifecycle (DESIGN §4 flow 5, issue 3).
+"""`ztcp policy …`: the security officer's policy lifecycle (docs/design.md, Flows: publish policy).
 
 validate → test → simulate → propose → approve (a different officer) → publish (signed) → rollback.
 Commands that change state or read the decision log identify the officer by a verified token with

@@ -52,7 +52,7 @@ def _console() -> Console:
 
 def _alerts_table(alerts: list[Any]) -> Table:
     table = Table(title=f"{len(alerts)} alert(s)")
-    for col in ("id", "level", "rule", "group", "first seen UTC", "last seen UTC", "events", "status"):
+    for col in ("id", "level", "rule", "group", "first seen (UTC)", "last seen (UTC)", "events", "status"):
         table.add_column(col, no_wrap=True, justify="right" if col == "events" else "left")
     for a in alerts:
         group = ", ".join(f"{k}={v}" for k, v in a.group_keys.items()) or "-"

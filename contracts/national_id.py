@@ -1,4 +1,4 @@
-"""``citizen_ref``: the only way a citizen is named inside ztcp (DESIGN §5).
+"""``citizen_ref``: the only way a citizen is named inside ztcp (docs/design.md, Contracts).
 
 Normalisation of a Taiwanese national ID (身分證統一編號) or resident certificate number: remove all
 whitespace, upper-case, then require ``[A-Z][12890]\\d{8}`` (citizens use 1/2; the 2021 resident

@@ -62,6 +62,8 @@ class IncidentResult:
     at: str
     alert_id: str | None
     caught_by: list[str] = field(default_factory=list)  # every rule whose alert has this incident's evidence
+    # The citizen concerned (a victim, the snooped-on person), by reference only: what an auditor traces.
+    citizen_ref: str | None = None
 
 
 @dataclass
@@ -339,7 +341,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         alerts = run_siem(settings, since=start)
         phases.done("SIEM rule pack over the live stores")
         timings["siem"] = time.perf_counter() - t0
-        results = match_incidents(incidents, alerts)
+        results = match_incidents(incidents, alerts, _citizens_of(events))
         by_rule = Counter(a.rule_name for a in alerts)
         tally = world.tally
         report = SeedReport(
@@ -376,15 +378,32 @@ def run_siem(settings: Any, since: float | None = None) -> list[Any]:
         engine.conn.close()
 
 
-def match_incidents(incidents: Incidents, alerts: list[Any]) -> list[IncidentResult]:
+def _citizens_of(events: list[dict]) -> dict[str, str]:
+    """Event id and decision id → the citizen_ref the ledger event names."""
+    out: dict[str, str] = {}
+    for e in events:
+        if e.get("citizen_ref"):
+            for key in (e.get("event_id"), e.get("decision_id")):
+                if key:
+                    out.setdefault(key, e["citizen_ref"])
+    return out
+
+
+def match_incidents(incidents: Incidents, alerts: list[Any],
+                    citizens: dict[str, str] | None = None) -> list[IncidentResult]:
     out = []
     for inc in incidents.items.values():
         catching = [a for a in alerts if inc.ids & set(a.evidence)
                     or inc.actor in {str(v) for v in a.group_keys.values()}]
         own = [a for a in catching if a.rule_name == inc.rule]
+        # The alert's own grouping names the citizen when the rule groups by one; else the first
+        # citizen the incident's recorded events name (in the order the ledger holds them).
+        ref = next((a.group_keys["citizen_ref"] for a in own if a.group_keys.get("citizen_ref")), None)
+        if ref is None and citizens:
+            ref = next((citizens[i] for i in citizens if i in inc.ids), None)
         out.append(IncidentResult(name=inc.name, title=inc.title, rule=inc.rule, actor=inc.actor,
                                   at=_iso(inc.at), alert_id=own[0].alert_id if own else None,
-                                  caught_by=sorted({a.rule_name for a in catching})))
+                                  caught_by=sorted({a.rule_name for a in catching}), citizen_ref=ref))
     return out
 
 

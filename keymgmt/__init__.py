@@ -50,7 +50,7 @@ from keymgmt.signing import TransitSigningKey
 from keymgmt.table import EncryptedTable, TableSpec, load_spec, registered_specs
 from keymgmt.vault import VaultProvider
 
-DEFAULT_BLIND_INDEX_KEY = "blind-index"  # also the citizen_ref key (DESIGN §5)
+DEFAULT_BLIND_INDEX_KEY = "blind-index"  # also the citizen_ref key (docs/design.md, Contracts)
 
 __all__ = [
     "DEFAULT_BLIND_INDEX_KEY",

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from keymgmt.errors import KeyMgmtError
 
 _LABEL = b"ztcp-blind-index\x00"
-# citizen_ref (DESIGN §5) is computed by contracts.citizen_ref with the same HMAC key role.
+# citizen_ref (docs/design.md, Contracts) is computed by contracts.citizen_ref with the same HMAC key role.
 
 
 def normalise(value: str) -> str:

@@ -35,7 +35,7 @@ from keymgmt.dek_store import DekRow, DekStore
 from keymgmt.errors import CiphertextError, KeyMgmtError
 from keymgmt.provider import KeyProvider
 
-DEFAULT_KEK = "data-kek"  # the same name cli.bootstrap gives the system KEK
+DEFAULT_KEK = "data-kek"  # the same name server/bootstrap.py gives the system KEK
 DEFAULT_MAX_USES = 1 << 30
 _PACK_LEN = struct.Struct(">I").pack
 _HEADER_END = 1 + DEK_ID_LEN

@@ -1,6 +1,6 @@
 """Exceptions of keymgmt. Each carries what an operator needs to act, never key material or field values.
 
-Exit codes follow DESIGN §10: 1 input/usage, 2 denied/refused, 3 integrity failure.
+Exit codes follow the README: 1 input/usage, 2 denied/refused, 3 integrity failure.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Decrypt with a decision: the only way plaintext leaves a protected table (DESIGN §2).
+"""Decrypt with a decision: the only way plaintext leaves a protected table (docs/design.md, The guarantee).
 
 Order of operations, each step fail-closed:
 

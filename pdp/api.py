@@ -1,4 +1,4 @@
-"""HTTP API of the decision point: ``/v1/decisions`` and friends (DESIGN §10)."""
+"""HTTP API of the decision point: ``/v1/decisions`` and friends (docs/design.md, Interfaces)."""
 
 import uuid
 

@@ -44,6 +44,30 @@ def problem_response(status: int, title: str, detail: str = "", *, type_: str = 
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def _line_column(doc: object, pos: int) -> tuple[int, int]:
+    """1-based line and column of character offset ``pos`` in the request body (as json.JSONDecodeError counts)."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes | bytearray) else doc
+    if not isinstance(text, str):
+        return 1, pos + 1
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def _malformed_json(exc: RequestValidationError) -> dict[str, str] | None:
+    """FastAPI reports a body that is not JSON as an error at ``("body", <character offset>)``, which
+    would read as "field 33": say instead where the JSON breaks (line and column, and what the parser
+    expected), never quoting the body."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            loc = err.get("loc", ())
+            pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+            line, column = _line_column(getattr(exc, "body", None), pos)
+            why = str((err.get("ctx") or {}).get("error") or "invalid JSON")
+            return {"field": "body", "message": f"malformed JSON at line {line}, column {column}: {why}"}
+    return None
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     errors = []
     for err in exc.errors():
@@ -61,6 +85,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = _malformed_json(exc)
+        if malformed is not None:
+            return problem_response(422, "Malformed JSON", malformed["message"],
+                                    instance=request.url.path, errors=[malformed])
         errors = _field_errors(exc)
         fields = ", ".join(e["field"] for e in errors[:5])
         return problem_response(422, "Invalid request", f"invalid field(s): {fields}",

@@ -1,4 +1,4 @@
-"""HTTP API for provenance (DESIGN §10), mounted by the composition root.
+"""HTTP API for provenance (docs/design.md, Interfaces), mounted by the composition root.
 
 ``auth`` supplies two FastAPI-dependency factories: ``require_scope(scope)`` for calling systems
 (returns an identity with ``.sub`` and ``.scopes``) and ``require_subject()`` for end users (``.sub``,

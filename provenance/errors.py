@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ProvenanceError(Exception):
-    """Base of every provenance failure. ``exit_code`` follows DESIGN §10 (1 input, 2 refused, 3 integrity)."""
+    """Base of every provenance failure. ``exit_code``: the README's exit codes (1 input, 2 refused, 3 integrity)."""
 
     exit_code = 1
 

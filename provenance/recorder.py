@@ -5,7 +5,7 @@ time is the leader and writes everything queued so far in one fsync'd transactio
 its own events are in (leader/follower group commit, no background thread to own or leak), so N
 threads pay ~1 fsync instead of N.
 A failed write fails every caller in that batch with ``LedgerUnavailable``: callers that were about
-to release plaintext must not (DESIGN §2).
+to release plaintext must not (docs/design.md, The guarantee).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +137,80 @@ def _unicode_font(pdf: Any, font_path: str | None) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _quiet_font_tools() -> Iterator[None]:
+    """fontTools' subsetter logs a warning per table it drops from a system font ("BDF NOT subset;
+    don't know how to subset; dropped"): noise on the auditor's terminal, not news. Errors still show."""
+    loggers = [logging.getLogger(name) for name in ("fontTools", "fpdf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+PDF_FONT_SIZES = (7.0, 6.5, 6.0, 5.5, 5.0)  # tried in order until no value has to break inside a word
+
+
+def _column_widths(pdf: Any, table: list[list[str]], available: float) -> list[float]:
+    """Column widths (mm) for ``table`` (header row first) at the smallest font size needed so that
+    every word (a run without spaces: an id, a case number, a purpose code) fits on one line of its
+    column: cells then wrap only between words. The font size is left set on ``pdf``.
+
+    Space left over goes to the columns whose whole values would not fit on one line, in proportion
+    to what they lack. If even the smallest size cannot fit every word, the widths are scaled down
+    (a word longer than a page-wide table allows is then broken, the only way to show it).
+    """
+    pad = 2 * pdf.c_margin + 0.6  # the cell's inner margins and the border
+    family = pdf.font_family
+
+    def width(text: str, bold: bool) -> float:  # the header row is set in bold
+        pdf.set_font(family, "B" if bold else "", pdf.font_size_pt)
+        return pdf.get_string_width(text)
+
+    for size in PDF_FONT_SIZES:
+        pdf.set_font(family, "", size)
+        whole = [0.0] * len(table[0])
+        word = [0.0] * len(table[0])
+        for n, values in enumerate(table):
+            for i, v in enumerate(values):
+                whole[i] = max(whole[i], width(v, n == 0) + pad)
+                word[i] = max([word[i], *(width(w, n == 0) + pad for w in v.split())])
+        if sum(word) <= available:
+            break
+    pdf.set_font(family, "", size)
+    if sum(word) > available:
+        return [w * available / sum(word) for w in word]
+    if sum(whole) <= available:
+        return [w * available / sum(whole) for w in whole]
+    lack = [h - w for h, w in zip(whole, word, strict=True)]
+    spare = available - sum(word)
+    return [w + spare * gap / sum(lack) for w, gap in zip(word, lack, strict=True)]
+
+
+def _pdf_table(pdf: Any, header: Sequence[str], body: list[list[str]]) -> None:
+    widths = _column_widths(pdf, [list(header), *body], pdf.epw)
+    with pdf.table(col_widths=widths, width=pdf.epw, text_align="LEFT", line_height=pdf.font_size * 1.45) as table:
+        for values in (header, *body):
+            row = table.row()
+            for v in values:
+                row.cell(v)
+
+
 def to_pdf(trace: Trace, font_path: str | None = None) -> bytes:
+    """The trace as a landscape A4 report: every column of :data:`COLUMNS`, words never split."""
     from fpdf import FPDF  # imported lazily: only the PDF report needs it
 
-    pdf = FPDF(orientation="L", unit="mm", format="A4")
+    with _quiet_font_tools():
+        return _to_pdf(FPDF, trace, font_path)
+
+
+def _to_pdf(fpdf: Any, trace: Trace, font_path: str | None) -> bytes:
+    pdf = fpdf(orientation="L", unit="mm", format="A4")
+    pdf.set_margins(8, 10, 8)
     unicode_ok = _unicode_font(pdf, font_path)
     family = "report" if unicode_ok else "Helvetica"
 
@@ -167,6 +240,7 @@ def to_pdf(trace: Trace, font_path: str | None = None) -> bytes:
             if trace.all_verified
             else "SOME EVENTS COULD NOT BE PROVEN",
         ),
+        ("Times", "UTC"),
     ]
     if trace.checkpoint:
         meta.append(("Checkpoint", f"size {trace.checkpoint.size}, root {trace.checkpoint.root.hex()}"))
@@ -176,35 +250,17 @@ def to_pdf(trace: Trace, font_path: str | None = None) -> bytes:
         pdf.set_font(family, size=9)
         pdf.multi_cell(0, 5, _latin(v), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
-    cols = ("seq", "time", "type", "actor", "unit", "fields", "purpose", "case", "legal_basis", "recipient", "proof")
-    widths = (12, 34, 20, 22, 38, 36, 26, 18, 26, 26, 19)
-    pdf.set_font(family, size=7)
-    with pdf.table(col_widths=widths, text_align="LEFT", line_height=4) as table:
-        head = table.row()
-        for col in cols:
-            head.cell(col)
-        for r in rows(trace):
-            row = table.row()
-            for col in cols:
-                row.cell(_latin(str(r[col])))
+    pdf.set_font(family, size=PDF_FONT_SIZES[0])
+    _pdf_table(pdf, COLUMNS, [[_latin(str(r[col])) for col in COLUMNS] for r in rows(trace)])
     if trace.lineage:
         pdf.ln(3)
         pdf.set_font(family, "B", 10)
         pdf.cell(0, 6, "Lineage of disclosures", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font(family, size=7)
-        with pdf.table(col_widths=(70, 70, 20, 60), text_align="LEFT", line_height=4) as table:
-            head = table.row()
-            for h in ("disclosure", "derived from", "source seq", "recipient"):
-                head.cell(h)
-            for li in trace.lineage:
-                row = table.row()
-                for v in (
-                    li.disclosure_id,
-                    li.source_id,
-                    "missing" if li.source_seq is None else str(li.source_seq),
-                    li.recipient,
-                ):
-                    row.cell(_latin(v))
+        pdf.set_font(family, size=PDF_FONT_SIZES[0])
+        body = [[_latin(v) for v in (li.disclosure_id, li.source_id,
+                                     "missing" if li.source_seq is None else str(li.source_seq), li.recipient)]
+                for li in trace.lineage]
+        _pdf_table(pdf, ("disclosure", "derived from", "source seq", "recipient"), body)
     return bytes(pdf.output())
 
 

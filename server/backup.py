@@ -39,7 +39,7 @@ _SKIP_SUFFIXES = (".lock", "-wal", "-shm", "-journal")
 
 
 class BackupError(Exception):
-    """A backup or restore that cannot be made or trusted. ``exit_code`` follows DESIGN §10."""
+    """A backup or restore that cannot be made or trusted. ``exit_code`` follows the README's exit codes."""
 
     exit_code = 1
 

@@ -71,6 +71,9 @@ class Readiness:
         # checkpoint covers them), so that is reported, not a reason to stop serving.
         ledger = self.runtime.ledger
         ledger.store.probe()  # can it durably write now? (a read-only or full disk, a held lock)
+        # The file's size, not the one this process last wrote: CLI commands append to the same file
+        # (`ztcp audit trace` records its query), and a cached size would lag behind them.
+        ledger.refresh()
         out: dict[str, Any] = {"ok": True, "size": ledger.size,
                                "checkpoint_key": "vault" if self.runtime.settings.checkpoint_in_vault else "local"}
         if ledger.checkpoint_error:

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import signal
+import socket
 from collections.abc import Callable
 
 from server.errors import ConfigError
 from server.settings import Settings
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or one line naming them (exit 1) if it cannot be.
+
+    Bound before anything is built or printed, and handed to uvicorn as is: a busy port is said
+    at once, and nothing can take the port between the check and the serving.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = ("address already in use (another ztcp serve?)" if exc.errno == errno.EADDRINUSE
+               else (exc.strerror or type(exc).__name__).lower())
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}; use --port or ZTCP_PORT") from None
+    return sock
+
+
 def serve(settings: Settings, *, log_level: str = "info", siem_interval: float = 60.0,
           say: Callable[[str], None] = print) -> None:
-    """Build the runtime and the app, print where they listen, serve, then drain and flush."""
-    import uvicorn
-
-    from server.app import create_app
-    from server.runtime import Runtime
-    from server.siem import make_scheduler
+    """Bind the port, build the runtime and the app, print where they listen, serve, then drain and flush."""
     from server.tls import tls_options
 
     tls = tls_options(settings)  # before anything is created: bad TLS files stop here
@@ -26,6 +46,21 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
             f"refusing to serve on {settings.host} without an identity provider: development sign-in would let "
             "anyone who reaches it act as any staff member. Set ZTCP_IDP_ISSUER (and ZTCP_IDP_AUDIENCE), or "
             "ZTCP_DEV_SIGNIN=true for a non-production demo")
+    sock = listen_socket(settings.host, settings.port)  # and a busy port, before "serving on" is said
+    try:
+        _serve(settings, sock, tls, log_level, siem_interval, say)
+    finally:
+        sock.close()
+
+
+def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, siem_interval: float,
+           say: Callable[[str], None]) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.siem import make_scheduler
+
     runtime = Runtime(settings)
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
     siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
@@ -57,7 +92,7 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
     # whose full passes over a large heap otherwise show up as tail latency.
     gc.freeze()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         siem.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history

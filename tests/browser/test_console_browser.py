@@ -7,12 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from server.siem import DB_NAME
 from siem_rules import AlertStore, connect
-
-pytestmark = pytest.mark.slow
 
 
 def sign_in(page, base: str, staff: str) -> None:  # noqa: ANN001

@@ -19,7 +19,6 @@ def _ztcp(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedPro
                           timeout=timeout)
 
 
-@pytest.mark.slow
 def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
     env = {**os.environ, "ZTCP_HOME": str(ztcp_home), "ZTCP_PORT": str(unused_tcp_port),
            "ZTCP_ENGINE_TIMEOUT_MS": "2000"}
@@ -99,7 +98,6 @@ def _count(reader) -> int:  # noqa: ANN001 - DecisionLogReader
         return 0
 
 
-@pytest.mark.slow
 def test_a_seed_killed_mid_week_leaves_a_verifiable_ledger_and_can_be_redone(ztcp_home) -> None:
     from pdp.decision_log import DecisionLogReader
 

@@ -76,3 +76,24 @@ def test_serve_bootstraps_answers_and_drains_on_sigterm(ztcp_home, unused_tcp_po
     assert "logs flushed" in out
     assert "ztcp serving on" in out and "curl" in out  # first-start guidance
     assert DecisionLogReader(ztcp_home / "decisions.db").count() == 20
+
+
+def test_a_busy_port_is_one_line_and_exit_1_before_serving_is_announced(ztcp_home, unused_tcp_port):
+    """`make run` twice: the second must say the port is taken, not print "serving on" and die later."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", unused_tcp_port))
+    taken.listen()
+    try:
+        env = {**os.environ, "ZTCP_HOME": str(ztcp_home)}
+        run = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--port", str(unused_tcp_port)], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        taken.close()
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "serving on" not in run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ztcp: error: cannot listen on ") and f"127.0.0.1:{unused_tcp_port}" in lines[0]
+    assert "already in use" in lines[0]

@@ -14,12 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 import keymgmt
 
-pytestmark = pytest.mark.slow
 ZTCP = [sys.executable, "-m", "cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -161,7 +161,6 @@ def _wait_stopped(pid: int) -> None:
     raise AssertionError("the OpenBao process did not stop")
 
 
-@pytest.mark.slow
 def test_vault_down_fails_closed_and_recovers(tmp_path: Path, kit, decision_key, ledger_recorder) -> None:
     import pdp
 
@@ -220,7 +219,6 @@ def test_vault_down_fails_closed_and_recovers(tmp_path: Path, kit, decision_key,
         VaultProvider(bao.addr, token=bao.token, retries=1, backoff=0.01).info("kek")
 
 
-@pytest.mark.slow
 def test_tls_and_namespace(tmp_path: Path, kit) -> None:
     bao = kit.start_bao(tmp_path, tls=True)
     try:

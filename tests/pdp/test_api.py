@@ -111,6 +111,20 @@ def test_not_json_is_4xx_not_500(client, caller):
     assert 400 <= r.status_code < 500
 
 
+def test_malformed_json_names_line_and_column_not_a_field(client, caller):
+    """A broken body used to come back as "invalid field(s): 33" (FastAPI's character offset)."""
+    text = '{\n  "action": "read",\n  "device": {"id": "d1"} "context": {}\n}'
+    r = client.post("/v1/decisions", content=text.encode(), headers={"Authorization": f"Bearer {caller}",
+                                                                     "content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    column = text.splitlines()[2].index('"context"') + 1
+    assert problem["detail"] == f"malformed JSON at line 3, column {column}: Expecting ',' delimiter", problem
+    assert problem["errors"] == [{"field": "body", "message": problem["detail"]}]
+    assert "d1" not in r.text  # the body is never echoed
+
+
 def test_batch_limit_and_order(client, runtime, caller):
     docs = [body(runtime), body(runtime, action="export")]
     r = client.post("/v1/decisions/batch", json={"requests": docs}, headers={"Authorization": f"Bearer {caller}"})
@@ -154,7 +168,6 @@ def test_readyz_reports_a_broken_decision_log(client, runtime):
     assert r.json()["checks"]["decision_log"]["error"] == "disk I/O error"
 
 
-@pytest.mark.slow
 def test_200_concurrent_requests_all_answered(runtime, caller, unused_tcp_port):
     app = create_app(runtime)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=unused_tcp_port, log_level="warning"))

@@ -493,7 +493,6 @@ def test_random_inputs_reach_every_effect():
     assert effects == {"permit", "step_up", "deny"}
 
 
-@pytest.mark.slow
 def test_regopy_matches_regorus_on_random_inputs():
     """regopy is slow (tens of ms per decision here), so it gets a slice of the random inputs."""
     sample = RANDOM_INPUTS[:40]

@@ -317,7 +317,6 @@ _WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_kill_9_mid_lifecycle_leaves_a_consistent_store(tmp_path, base_files, signing_key):
     home = tmp_path / "home"
     key_file = tmp_path / "k.pem"

@@ -46,7 +46,6 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("round_", range(3))
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, round_: int) -> None:
     path, ack = tmp_path / "ledger.db", tmp_path / "acks.txt"

@@ -5,17 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
 import sqlite3
 import uuid
+import zlib
 
 import pytest
 from provenance_testkit import cref, make_event
 
 from contracts import ProvenanceEvent
-from provenance import Ledger
+from provenance import Ledger, reports
 from provenance.accesses import citizen_accesses
 from provenance.export import to_openlineage, to_prov_json
-from provenance.reports import render, to_csv, to_html
+from provenance.reports import COLUMNS, render, to_csv, to_html
 from provenance.trace import trace_citizen
 
 
@@ -115,3 +118,43 @@ def test_pdf_handles_non_latin_unit_names(ledger: Ledger) -> None:
         [ProvenanceEvent(type="pii.read", actor={"id": "s1", "unit": "勞工保險局 台北辦事處"}, citizen_ref=cref(2))]
     )
     assert render(trace_citizen(ledger, cref(2), checkpoint=ledger.checkpoint()), "pdf").startswith(b"%PDF-")
+
+
+def _pdf_lines(pdf: bytes) -> list[str]:
+    """The text lines a core-font (Latin-1) PDF draws: each ``(…) Tj`` string of its content streams."""
+    out = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            text = zlib.decompress(stream)
+        except zlib.error:
+            continue
+        out += [s.decode("latin-1").replace("\\(", "(").replace("\\)", ")")
+                for s in re.findall(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj", text)]
+    return out
+
+
+def test_pdf_shows_every_column_and_never_splits_a_word(ledger: Ledger, monkeypatch) -> None:  # noqa: ANN001
+    """The PDF once dropped decision and effect and broke "inter_agency_exchange" and case numbers mid-word."""
+    monkeypatch.setattr(reports, "PDF_FONTS", ())  # core fonts: the drawn text is readable in the stream
+    decision = "01a241a2-a25f-7446-bfbe-00c57d464b4b"
+    ledger.append([make_event(i, citizen_ref=cref(0), decision_id=decision, effect="step_up",
+                              fields=["name", "address", "insurance_type", "insured_salary", "bank_account"],
+                              purpose={"code": "inter_agency_exchange", "case_id": "C-2026-000001",
+                                       "legal_basis": "TCA-Art-30"}) for i in range(3)])
+    pdf = render(trace_citizen(ledger, cref(0), checkpoint=ledger.checkpoint()), "pdf")
+    lines = _pdf_lines(pdf)
+    words = {w for line in lines for w in line.split()}
+    assert set(COLUMNS) <= words, "|".join(lines)  # every column, its header unbroken  # every column has its header
+    for whole in (decision, "step_up", "inter_agency_exchange", "C-2026-000001", "TCA-Art-30", "insured_salary,",
+                  "counter-app", "staff-0000"):
+        assert whole in words, (whole, lines)
+
+
+def test_pdf_says_nothing_on_stderr(ledger: Ledger, caplog) -> None:  # noqa: ANN001
+    """fontTools' subsetter used to log "BDF NOT subset; don't know how to subset; dropped" per report."""
+    ledger.append([ProvenanceEvent(type="pii.read", actor={"id": "s1", "unit": "勞工保險局 台北辦事處"},
+                                   citizen_ref=cref(2))])
+    with caplog.at_level(logging.DEBUG):
+        assert render(trace_citizen(ledger, cref(2), checkpoint=ledger.checkpoint()), "pdf").startswith(b"%PDF-")
+    noisy = [r for r in caplog.records if r.name.split(".")[0] in ("fontTools", "fpdf") and r.levelno >= logging.INFO]
+    assert not noisy, [r.getMessage() for r in noisy]

@@ -34,6 +34,26 @@ def test_every_dependency_is_reported(runtime):
     assert checks["ledger"]["checkpoint_key"] == "local" and "checkpoint_error" not in checks["ledger"]
 
 
+def test_ledger_size_includes_appends_made_by_another_process(runtime):
+    """`ztcp audit trace` appends its audit.trace event through its own Ledger: /readyz must count it
+    (it used to show the size the server's Ledger object had cached)."""
+    from contracts import ProvenanceEvent
+    from server.ledger import ledger_from_settings
+
+    with _client(runtime) as client:
+        before = client.get("/readyz").json()["checks"]["ledger"]["size"]
+        other = ledger_from_settings(runtime.settings)  # what a CLI command opens
+        try:
+            other.append([ProvenanceEvent(type="audit.trace", actor={"id": "aud-01", "type": "auditor"},
+                                          query="trace table") for _ in range(3)])
+            size = other.size
+        finally:
+            other.close()
+        after = client.get("/readyz").json()["checks"]["ledger"]["size"]
+    assert size == before + 3
+    assert after == size
+
+
 def test_a_keyring_that_cannot_be_read_is_not_ready(runtime, monkeypatch):
     monkeypatch.setattr(server.readiness, "CACHE_SECONDS", 0)
     with _client(runtime) as client:

@@ -159,7 +159,6 @@ def test_export_targets_parse(tmp_path: Path) -> None:
     assert "by timebucket, actor\n" in refused
 
 
-@pytest.mark.slow
 def test_kill_9_during_run_loses_and_duplicates_nothing(tmp_path: Path, events_file: Path) -> None:
     big = tmp_path / "big.jsonl"
     t = Traffic(seed=13, employees=120)

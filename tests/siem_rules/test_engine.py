@@ -31,7 +31,6 @@ def _alert_set(engine: Engine) -> set[tuple]:
     }
 
 
-@pytest.mark.slow
 def test_benign_week_of_500_employees_then_planted_incidents(tmp_path: Path, capsys) -> None:
     traffic = Traffic(seed=11, employees=500)
     week = traffic.benign(days=7)
