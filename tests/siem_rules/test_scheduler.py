@@ -38,6 +38,10 @@ def test_scheduler_ingests_runs_and_stops(tmp_path: Path) -> None:
         f.write_text("".join(to_jsonl(t.incidents()["emergency"][1])), encoding="utf-8")
         found, _ = _alerts_when(lambda names, _: bool(names))
         assert found == ["emergency_policy_publish"]
+        # The alert is committed inside the run; the run is counted as it returns: wait for that too.
+        deadline = time.time() + 10
+        while sched.runs < 1 and time.time() < deadline:
+            time.sleep(0.05)
         assert sched.running and sched.runs >= 1 and sched.last_error is None
     finally:
         sched.stop()
