@@ -11,6 +11,11 @@ from collections.abc import Callable
 from server.errors import ConfigError
 from server.settings import Settings
 
+# uvloop's event loop and httptools' HTTP/1.1 parser (both C; uvicorn[standard] ships them), named
+# rather than left to "auto", which silently falls back to asyncio and h11 (pure Python, several
+# times the per-request cost) when either is missing: then the server does not start.
+SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools"}
+
 
 def listen_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or one line naming them (exit 1) if it cannot be.
@@ -86,7 +91,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     # and needs the real peer to decide whether to believe it.
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
-                                           **tls))
+                                           **SERVER_OPTIONS, **tls))
     siem.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
