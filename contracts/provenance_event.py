@@ -44,7 +44,9 @@ FieldName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")]
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"), AfterValidator(screen_text)]
 
 
-def _str_as(key: str):  # noqa: ANN202 - a tiny BeforeValidator factory
+def _str_as(key: str) -> BeforeValidator:
+    """A BeforeValidator that accepts a bare string for a one-key object: ``v`` becomes ``{key: v}``."""
+
     def coerce(v: Any) -> Any:
         return {key: v} if isinstance(v, str) else v
 
