@@ -161,9 +161,8 @@ class Engine:
         nrows = 0
         with transaction(self.conn):
             if rule.analytic:
+                # An analytic sets each hit's merge gap itself (0 unless it says otherwise).
                 hits = _ANALYTICS[rule.analytic].evaluate(self.conn, lo[kinds[0]], high[kinds[0]], self.config)
-                for h in hits:
-                    h.gap = 0.0
                 nrows = len(hits)
             elif rule.detection is not None:
                 hits, nrows = self._detect(rule, lo, high)
