@@ -527,11 +527,11 @@ class ClaimsFraudIndicators:
             if not recent or not before or before[0][0] > end - w - config.baseline_min_days * DAY:
                 continue
             now_count: dict[str, list[tuple[float, str]]] = defaultdict(list)
-            for ts, eid, im in recent:
-                now_count[im.lower()].append((ts, eid))
+            for ts, eid, im in recent:  # references are canonical (upper-case base32): no folding
+                now_count[im].append((ts, eid))
             base_count: dict[str, int] = defaultdict(int)
             for _, _, im in before:
-                base_count[im.lower()] += 1
+                base_count[im] += 1
             total_now, total_base = len(recent), len(before)
             median_share = median([c / total_base for c in base_count.values()]) if total_base else 0.0
             for im, evs in now_count.items():

@@ -208,7 +208,7 @@ def test_credentials_never_go_in_clear_and_a_refusal_is_permanent(tmp_path: Path
         assert d.tick()["email"] == 0
         assert smtp.messages == []
     st = d.status()["email"]
-    assert st["failed"] == 2 and st["backlog"] == 0 and "in clear" in st["last_error"] and not st["ok"] is None
+    assert st["failed"] == 2 and st["backlog"] == 0 and "in clear" in st["last_error"] and st["ok"] is not None
     assert "pw" not in json.dumps(st)
 
 
