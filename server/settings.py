@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     checkpoint_unsigned_max_age_seconds: int = Field(
         default=180, ge=10, description="audit verify fails when events stay unsigned longer than this after the "
                                         "latest checkpoint (checkpoints are made every minute while serving)")
+    checkpoint_sealing_key: SecretStr | None = Field(
+        default=None, description="base64 32-byte key sealing the local checkpoint key apart from master.key "
+                                  "(give it from the service's secrets, never store it in the home)")
     checkpoint_trust_local: bool = Field(
         default=False,
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
