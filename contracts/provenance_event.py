@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from contracts.bank_account import BANK_ACCOUNT_REF_PATTERN
+from contracts.intermediary import INTERMEDIARY_REF_PATTERN
 from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.screen import screen_text
 
@@ -103,6 +104,8 @@ class ProvenanceEvent(_Strict):
     effect: Literal["permit", "deny", "step_up"] | None = None
     event_id: EventId = Field(default_factory=lambda: str(uuid_utils.uuid7()))
     fields: list[FieldName] = Field(default_factory=list)
+    # A claim's agent or doctor (the claims-fraud indicators count claims per intermediary), keyed.
+    intermediary_ref: Annotated[str, Field(pattern=INTERMEDIARY_REF_PATTERN)] | None = None
     purpose: Annotated[Purpose, _str_as("code")] | None = None
     query: SafeStr | None = Field(default=None, description="what an audit.* query asked (no raw IDs)")
     recipient: Recipient | None = None

@@ -63,13 +63,17 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     import uvicorn
 
     from server.app import create_app
+    from server.delivery import make_delivery_thread
     from server.runtime import Runtime
     from server.siem import make_scheduler
 
     runtime = Runtime(settings)
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
-    siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
-    app = create_app(runtime, siem)
+    # Alerts out to the SOC (syslog), email and webhooks: its own thread, woken after each SIEM run.
+    delivery = make_delivery_thread(settings)
+    siem = make_scheduler(settings, interval=siem_interval,  # the rule pack over new events, every minute
+                          after_run=delivery.wake if delivery is not None else None)
+    app = create_app(runtime, siem, delivery)
     base = f"{settings.scheme}://{settings.host}:{settings.port}"
     active = runtime.point.active
     mtls = " (mutual TLS: client certificates required)" if settings.tls_client_ca_file else ""
@@ -93,6 +97,8 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
                                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
                                            **SERVER_OPTIONS, **tls))
     siem.start()
+    if delivery is not None:
+        delivery.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
     gc.freeze()
@@ -100,5 +106,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
         server.run(sockets=[sock])
     finally:
         siem.stop()
+        if delivery is not None:
+            delivery.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         say("ztcp stopped; logs flushed")
