@@ -9,6 +9,16 @@
 Targets: ≥ 100,000 events/s batched durable; trace p50 ≤ 20 ms (DESIGN §8 says at 10 M events; quick
 mode traces a 300k-event ledger to stay under 60 s, the full run does 1 M and 10 M). Published anchor for a
 tamper-evident log on one core: ~10,500 events/s with signing offloaded (Crosby & Wallach 2009).
+
+The PostgreSQL driver (issue #12; results area ``provenance-postgresql``, on a throwaway cluster with
+fsync on, so every commit is flushed) against its anchors in the same run:
+
+- raw ``COPY`` of the same rows (binary, 10k per committed transaction) into a bare table: the anchor;
+- ledger append, batched 10k, durable, with background integration (what writers wait for), and the
+  rate at which the integrator has the same events in the tree; the same with inline integration
+  (the tree built inside every append's transaction: its cost); from events (canonical JSON too);
+- one durable append's latency, against one durable single-row INSERT into a bare table.
+Targets: ledger append ≥ 0.5× the raw COPY rate; one durable append p50 ≤ 2 ms.
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from benchmarks.common import percentiles, write
+from benchmarks.common import percentiles, postgres_cluster, write
 from benchmarks.common import result as _result
 from contracts import ProvenanceEvent, canonical_bytes, citizen_ref, national_id_check_digit
 from provenance import Ledger, Recorder
+from provenance.postgres_store import PostgresLedgerStore
 from provenance.sqlite_store import _SCHEMA, _insert_batch  # noqa: PLC2701 - the anchor: the driver's own SQL
 from provenance.store import Prepared, citizen_key
 from provenance.trace import trace_citizen
@@ -411,12 +422,133 @@ def main(quick: bool = True) -> list[dict]:
             )
         )
     write("provenance", rows, quick=quick)
+    return rows + postgres_main(quick)
+
+
+_COPY_TYPES = ("int8", "text", "int8", "int8", "text", "bytea", "bytea")
+
+
+def _database(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def raw_copy_rate(url: str, items: list[Prepared]) -> float:
+    """The anchor: the ledger's entry rows, as they are, COPY'd into a bare table (no keys, no
+    indexes), 10k per transaction, each COMMIT flushed."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw (seq bigint, event_id text, citizen_key bigint, time_us bigint, type text, "
+                     "body bytea, leaf_hash bytea)")
+        start = time.perf_counter()
+        for b in range(0, len(items), BATCH):
+            with conn.transaction(), conn.cursor().copy(
+                "COPY raw (seq, event_id, citizen_key, time_us, type, body, leaf_hash) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(_COPY_TYPES)
+                for seq, p in enumerate(items[b : b + BATCH], b):
+                    cp.write_row((seq, p.event_id, p.citizen_key, p.time_us, p.type, p.body, p.leaf_hash))
+        return len(items) / (time.perf_counter() - start)
+
+
+def raw_insert_latency(url: str, items: list[Prepared]) -> dict:
+    """The latency anchor: one row, one durable autocommit INSERT into a bare table."""
+    import psycopg
+
+    samples = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE one (seq bigint, event_id text, body bytea, leaf_hash bytea)")
+        for i, p in enumerate(items):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO one VALUES (%s, %s, %s, %s)", (i, p.event_id, p.body, p.leaf_hash))
+            samples.append(time.perf_counter() - t)
+    return percentiles(samples)
+
+
+def _pg_ledger(url: str, key: Ed25519PrivateKey, integration: str, integrator: bool = True) -> Ledger:
+    return Ledger(store=PostgresLedgerStore(url, integration=integration), signing_key=key, origin="bench/pg",
+                  checkpoint_every=100_000, integrator=integrator)
+
+
+def postgres_main(quick: bool = True) -> list[dict]:
+    """The PostgreSQL figures (results area ``provenance-postgresql``); nothing when no server is installed."""
+    rows: list[dict] = []
+    key = Ed25519PrivateKey.generate()
+    n = 100_000 if quick else 1_000_000
+    pop = Population(n, seed=12)
+    events = pop.batch(n)
+    with tempfile.TemporaryDirectory(prefix="ztcp-bench-prep-") as tmp, \
+            Ledger(Path(tmp) / "p.db", key, "bench/pg") as scratch:
+        items = scratch.prepare(events)  # the exact rows every figure below writes
+        singles = scratch.prepare(pop.batch(300))
+    with postgres_cluster(fsync=True) as admin:
+        if admin is None:
+            print("PostgreSQL server binaries not found: no PostgreSQL figures", file=sys.stderr)
+            return rows
+        raw = raw_copy_rate(_database(admin, "raw"), items)
+        rows.append(result("PostgreSQL raw COPY, same rows, bare table, 10k/txn, durable", raw, "rows/s",
+                           anchor="the anchor", load_avg_1m=round(os.getloadavg()[0], 2),
+                           bytes_per_row=round(statistics.mean(len(p.body) for p in items))))
+
+        with _pg_ledger(_database(admin, "bg"), key, "background") as led:
+            t = time.perf_counter()
+            for b in range(0, n, BATCH):
+                led.append_prepared(items[b : b + BATCH])
+            acked = n / (time.perf_counter() - t)
+            while led.store.size() < n:
+                time.sleep(0.005)
+            integrated = n / (time.perf_counter() - t)
+        rows.append(result("PostgreSQL ledger append, batched 10k, durable, background integration (acknowledged)",
+                           acked, "events/s", target="≥ 0.5× raw COPY", ok=acked >= 0.5 * raw,
+                           anchor=f"{acked / raw:.2f}× raw COPY; the integrator ran beside it in this process"))
+        rows.append(result("PostgreSQL ledger: the same events in the tree (integrator caught up), end to end",
+                           integrated, "events/s", anchor=f"{integrated / raw:.2f}× raw COPY"))
+
+        with _pg_ledger(_database(admin, "inline"), key, "inline") as led:
+            t = time.perf_counter()
+            for b in range(0, n, BATCH):
+                led.append_prepared(items[b : b + BATCH])
+            inline = n / (time.perf_counter() - t)
+        rows.append(result("PostgreSQL ledger append, batched 10k, durable, inline integration (tree in the append)",
+                           inline, "events/s", anchor=f"{inline / raw:.2f}× raw COPY; {inline / acked:.2f}× "
+                           "background: the price of building the tree inside the writers' critical section"))
+
+        with _pg_ledger(_database(admin, "events"), key, "background") as led:
+            t, cpu = time.perf_counter(), time.process_time()
+            for b in range(0, n, BATCH):
+                led.append(events[b : b + BATCH])
+            full = n / (time.perf_counter() - t)
+            cpu_us = (time.process_time() - cpu) / n * 1e6
+        rows.append(result("PostgreSQL ledger append from events (canonical JSON + leaf hash too), batched 10k",
+                           full, "events/s", anchor=f"{full / raw:.2f}× raw COPY; {cpu_us:.1f} µs CPU/event in "
+                           "this process (JSON, hashing, COPY encoding, integration)"))
+
+        anchor = raw_insert_latency(_database(admin, "one"), singles)
+        for integration in ("background", "inline"):
+            with _pg_ledger(_database(admin, f"single_{integration}"), key, integration) as led:
+                led.append_prepared(pop.prepared(10))  # connections warm, schema cached
+                samples = []
+                for item in pop.prepared(300):
+                    t = time.perf_counter()
+                    led.append_prepared([item])
+                    samples.append(time.perf_counter() - t)
+                lat = percentiles(samples)
+            rows.append(result(f"PostgreSQL single durable append p50 ({integration} integration)", lat["p50_ms"],
+                               "ms", target="≤ 2 ms", ok=lat["p50_ms"] <= 2.0, p99_ms=round(lat["p99_ms"], 3),
+                               anchor=f"{lat['p50_ms'] / anchor['p50_ms']:.2f}× one durable single-row INSERT "
+                               f"(p50 {anchor['p50_ms']:.2f} ms, p99 {anchor['p99_ms']:.2f} ms, same run)"))
+    write("provenance-postgresql", rows, quick=quick)
     return rows
 
 
 if __name__ == "__main__":
     import json
 
-    for r in main(quick="--full" not in sys.argv):
+    quick = "--full" not in sys.argv
+    for r in postgres_main(quick) if "--postgres" in sys.argv else main(quick):
         print(json.dumps(r))
     os._exit(0)
