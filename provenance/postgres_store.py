@@ -4,15 +4,19 @@ Layout (schema version 2, numbered migrations in ``pg_schema/``, applied at ``op
 ``schema_migrations``), all in one PostgreSQL schema (``ztcp_ledger`` unless told otherwise):
 
 * ``entries``, ``nodes``, ``upper_nodes``, ``checkpoints``, ``meta``: as in the SQLite driver
-  (``seq`` the leaf index, ``body`` the RFC 8785 bytes, the citizen index led by the segment
-  ``seq >> 18``, tree nodes keyed by ``store.node_id``, the bottom six levels apart from the rest);
+  (``seq`` the leaf index, ``body`` the RFC 8785 bytes, tree nodes keyed by ``store.node_id``, the
+  bottom six levels apart from the rest);
+* ``citizens(segment, citizen_key, seq)``: the citizen index, led by the segment ``seq >> 18``,
+  written by whoever extends the tree (not by the writers: an index on ``entries`` would be
+  maintained inside the section every writer queues for, at a random place per event);
 * ``sequencer(next_seq)``: the sequencer's row. A writer locks it (``SELECT … FOR UPDATE``), works
   out which event ids are new, writes their entries at ``next_seq…``, moves it, and commits; the
   COMMIT returns once PostgreSQL has flushed it (``synchronous_commit = on`` is set on every session,
   whatever the server's default), and only then is anything acknowledged;
 * ``tree(size)``: entries ``[0, size)`` have their tree nodes. Whoever extends the tree holds this
   row's lock, reads the entries after ``size``, asks the ledger's ``integrate`` for the nodes (and a
-  checkpoint when one is due) and writes them with the new size in one transaction.
+  checkpoint when one is due) and writes them, the citizen index rows and the new size in one
+  transaction.
 
 Two ways to run (``integration=``):
 
@@ -24,7 +28,11 @@ Two ways to run (``integration=``):
   transactions run on that session, so they are fenced by it: an integrator that dies (kill -9,
   crash, lost network) loses the session, its open transaction is rolled back and the lock is free;
   one that hangs is cut off by ``idle_session_timeout`` / ``idle_in_transaction_session_timeout``
-  (``session_timeout``, 5 s), after which a standby takes over on its next try. Readers of the tree
+  (``session_timeout``, 5 s), after which a standby takes over on its next try. The integrator's
+  commits do not wait for the disk (``synchronous_commit = off`` on its session): everything it
+  writes is a function of entries that are already durable, in their order, so a commit lost in a
+  server crash is recomputed identically by the next integration (the same nodes, the same root;
+  a checkpoint note is deterministic for its size), and the writers' flushes never queue behind it. Readers of the tree
   (``size``, scans, proofs, citizen lookups, ``get``) see ``[0, tree.size)`` only; an event is
   found by id (``by_event_ids``) as soon as it is acknowledged. ``integrate_pending`` integrates
   everything acknowledged so far (becoming the integrator if nobody is, else waiting for it): what a
@@ -210,8 +218,9 @@ class PostgresLedgerStore:
             "lookup": f"SELECT event_id, seq, leaf_hash FROM {s}.entries WHERE event_id = ANY(%s::text[])",
             "read_full": f"SELECT seq, event_id, citizen_key, time_us, type, body, leaf_hash FROM {s}.entries "
                          "WHERE seq >= %s AND seq < %s ORDER BY seq",
-            "read_hashes": f"SELECT seq, event_id, leaf_hash FROM {s}.entries WHERE seq >= %s AND seq < %s "
-                           "ORDER BY seq",
+            "read_hashes": f"SELECT seq, event_id, citizen_key, leaf_hash FROM {s}.entries "
+                           "WHERE seq >= %s AND seq < %s ORDER BY seq",
+            "copy_citizens": f"COPY {s}.citizens (segment, citizen_key, seq) FROM STDIN (FORMAT BINARY)",
             "checkpoint": f"INSERT INTO {s}.checkpoints VALUES (%s, %s, %s, %s) ON CONFLICT (size) DO NOTHING",
             "latest_cp": f"SELECT size, root, time_us, note FROM {s}.checkpoints ORDER BY size DESC LIMIT 1",
         }
@@ -440,7 +449,7 @@ class PostgresLedgerStore:
                 raise LedgerUnavailable(f"ledger {self.location}: the tree ({size}) is ahead of the sequence ({first})")
             batch = [*self._read_entries(cur, size, first, bodies=True), *new] if size < first else new
             integration = integrate(_View(self, cur, size), batch)
-            self._write_tree(cur, size, integration, len(batch))
+            self._write_tree(cur, size, integration, batch)
             return Appended(receipts, size, batch, integration)
 
     def _lookup(self, cur: psycopg.Cursor, ids: Sequence[str]) -> dict[str, Receipt]:
@@ -455,9 +464,9 @@ class PostgresLedgerStore:
         if bodies:
             rows = cur.execute(self._q["read_full"], (lo, hi)).fetchall()
             out = [_MAKE(Prepared, r[1:]) for r in rows]
-        else:  # the tree needs only the leaf hashes
+        else:  # the tree needs only the leaf hashes, the citizen index the keys
             rows = cur.execute(self._q["read_hashes"], (lo, hi)).fetchall()
-            out = [_MAKE(Prepared, (eid, None, 0, "", b"", lh)) for _s, eid, lh in rows]
+            out = [_MAKE(Prepared, (eid, ck, 0, "", b"", lh)) for _s, eid, ck, lh in rows]
         if len(rows) != hi - lo or (rows and (rows[0][0] != lo or rows[-1][0] != hi - 1)):
             have = {r[0] for r in rows}
             gap = next(s for s in range(lo, hi) if s not in have)
@@ -467,7 +476,9 @@ class PostgresLedgerStore:
             )
         return out
 
-    def _write_tree(self, cur: psycopg.Cursor, size: int, integration: Integration, n: int) -> None:
+    def _write_tree(self, cur: psycopg.Cursor, size: int, integration: Integration,
+                    batch: Sequence[Prepared]) -> None:
+        """Nodes, citizen index rows, checkpoint and the new size of entries [size, size + len(batch))."""
         for table, (ids, hashes) in (("nodes", integration.nodes), ("upper_nodes", integration.upper)):
             if ids:
                 with cur.copy(self._q["copy_nodes"].format(self.schema, table)) as cp:
@@ -475,9 +486,17 @@ class PostgresLedgerStore:
                     write = cp.write_row
                     for row in zip(ids, hashes, strict=True):
                         write(row)
+        citizens = [(seq >> SEGMENT_BITS, p.citizen_key, seq) for seq, p in enumerate(batch, size)
+                    if p.citizen_key is not None]
+        if citizens:
+            with cur.copy(self._q["copy_citizens"]) as cp:
+                cp.set_types(("int4", "int8", "int8"))
+                write = cp.write_row
+                for row in citizens:
+                    write(row)
         if integration.checkpoint is not None:
             cur.execute(self._q["checkpoint"], tuple(integration.checkpoint))
-        cur.execute(self._q["tree_set"], (size + n,))
+        cur.execute(self._q["tree_set"], (size + len(batch),))
 
     def add_checkpoint(self, row: CheckpointRow) -> None:
         try:
@@ -502,7 +521,7 @@ class PostgresLedgerStore:
                 return None
             batch = self._read_entries(cur, size, hi, bodies=bodies)
             integration = integrate(_View(self, cur, size), batch)
-            self._write_tree(cur, size, integration, len(batch))
+            self._write_tree(cur, size, integration, batch)
         return Appended([], size, batch, integration)
 
     def start_integrator(self, integrate: Integrate, committed: Callable[[Appended], None], *,
@@ -608,9 +627,10 @@ class PostgresLedgerStore:
                 return iter(())
             segments = list(range(max(after_seq, 0) >> SEGMENT_BITS, ((size - 1) >> SEGMENT_BITS) + 1))
             rows = cur.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM {s}.entries WHERE (seq >> 18) = ANY(%s::int8[]) "
-                "AND citizen_key = %s AND time_us >= %s AND time_us < %s AND seq > %s AND seq < %s ORDER BY seq",
-                (segments, key, since_us, until_us, after_seq, size),
+                f"SELECT e.seq, e.event_id, e.leaf_hash, e.body FROM {s}.citizens c JOIN {s}.entries e "
+                "ON e.seq = c.seq WHERE c.segment = ANY(%s::int4[]) AND c.citizen_key = %s AND c.seq > %s "
+                "AND c.seq < %s AND e.time_us >= %s AND e.time_us < %s ORDER BY c.seq",
+                (segments, key, after_seq, size, since_us, until_us),
             ).fetchall()
         return (StoredEntry(*r) for r in rows)
 
@@ -822,6 +842,9 @@ class _Integrator:
             # below runs a statement at least every standby_poll seconds, far inside this.
             self.conn.execute(f"SET idle_session_timeout = {ms}")
             self.conn.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+            # What this session writes is recomputable from durable entries (module notes): its
+            # commits need not wait for the disk, nor make the writers' flushes wait behind them.
+            self.conn.execute("SET synchronous_commit = off")
         if self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.store._lock_key,)).fetchone()[0]:
             self.leader = True
             log.info("ledger %s: this process is the integrator now", self.store.location)

@@ -158,10 +158,15 @@ class PostgresHarness:
         return str(version) if name in (dict(MIGRATIONS).get(version), "future") else name
 
     def make_version_1(self, store: PostgresLedgerStore) -> None:
-        """Schema 1 had no sequencer row: the tree row was the writers' lock."""
+        """Schema 1 had no sequencer row (the tree row was the writers' lock) and indexed citizens
+        on the entries themselves."""
+        s = store.schema
         with self._raw() as db:
-            db.execute(f"DROP TABLE {store.schema}.sequencer")
-            db.execute(f"DELETE FROM {store.schema}.schema_migrations WHERE version > 1")
+            db.execute(f"DROP TABLE {s}.sequencer")
+            db.execute(f"DROP TABLE {s}.citizens")
+            db.execute(f"CREATE INDEX entries_citizen_seg ON {s}.entries ((seq >> 18), citizen_key, seq) "
+                       "WHERE citizen_key IS NOT NULL")
+            db.execute(f"DELETE FROM {s}.schema_migrations WHERE version > 1")
 
     @contextlib.contextmanager
     def write_fails_midway(self, store: PostgresLedgerStore) -> Iterator[None]:
