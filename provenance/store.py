@@ -2,9 +2,10 @@
 
 The ledger is split the way Trillian and Tessera split a transparency log:
 
-* the **store** (a driver: :class:`provenance.sqlite_store.SqliteLedgerStore` today, PostgreSQL in
-  issue #12) is the *sequencer* and the disk. Under its write lock it assigns the next seqs, makes
-  an append idempotent by ``event_id``, commits durably before anyone is told, and answers lookups;
+* the **store** (a driver: :class:`provenance.sqlite_store.SqliteLedgerStore`,
+  :class:`provenance.postgres_store.PostgresLedgerStore`) is the *sequencer* and the disk. Under
+  its write lock it assigns the next seqs, makes an append idempotent by ``event_id``, commits
+  durably before anyone is told, and answers lookups;
 * the **ledger** (:class:`provenance.ledger.Ledger`) is the *integrator*: canonical bytes and leaf
   hashes, the tree's new nodes, the signed checkpoints, mirrors and publishing. It knows nothing of
   SQL.
@@ -16,8 +17,9 @@ which items are new, and calls ``integrate(view, new)``; the integrator returns 
 checkpoint in that same transaction. Entries never exist without their nodes, so a crash at any
 point leaves whole batches only. Tessera's MySQL driver integrates inside its sequencing
 transaction the same way; a server database with many writers can do so too (``SELECT … FOR
-UPDATE`` on one tree-state row), and can later split the two (sequence into a queue, integrate in
-the background) without the ledger's read side changing: readers only ever see integrated entries.
+UPDATE`` on one tree-state row), or split the two (the PostgreSQL driver's default: writers only
+sequence, one integrator integrates in the background; see ``IntegratesInBackground``) without the
+ledger's read side changing: readers of the tree only ever see integrated entries.
 
 Records are plain tuples where they are made 100k times a second.
 """
@@ -186,6 +188,36 @@ def assign_seqs(items: Sequence[Prepared], size: int, known: dict[str, Receipt]
         new.append(p)
         seq += 1
     return new, receipts
+
+
+class IntegratesInBackground(Protocol):
+    """What a store that separates sequencing from integration adds (``integrates_in_background``).
+
+    Its ``append`` sequences and commits the entries and returns ``integration=None``: the events
+    are durable and acknowledged, and join the tree later. ``size`` and every read of the tree
+    (``get``, ``entries``, ``citizen_entries``, ``scan``, proofs) cover the integrated entries only;
+    ``by_event_ids`` finds an event as soon as it is acknowledged. One process at a time integrates.
+    """
+
+    integrates_in_background: bool
+
+    def sequenced_size(self) -> int:
+        """Entries acknowledged (integrated or not)."""
+        ...
+
+    def start_integrator(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                         bodies: bool = False) -> None:
+        """Be a candidate integrator (a thread): call ``integrate`` on waiting entries whenever this
+        process holds the role, and ``committed`` after each integration commit."""
+        ...
+
+    def stop_integrator(self) -> None: ...
+
+    def integrate_pending(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                          timeout: float = 10.0, bodies: bool = False) -> bool:
+        """Return once everything acknowledged before the call is integrated (here, if no other
+        process is integrating); False if ``timeout`` passed first."""
+        ...
 
 
 class LedgerStore(Protocol):
