@@ -98,6 +98,7 @@ SEGMENT_BITS = 18  # citizen-index partition, as in the SQLite driver (the liter
 UPPER_LEVEL = LOWER_LEVELS  # the first level stored in upper_nodes
 
 _PAGE = 10_000  # rows per page of a scan
+_ONE_STATEMENT = 64  # batches up to this size are appended in one statement (one round trip)
 _IN_CHUNK = 10_000  # values per = ANY(array) lookup
 _ENTRY_COLUMNS = "seq, event_id, leaf_hash, body"
 _ENTRY_TYPES = ("int8", "text", "int8", "int8", "text", "bytea", "bytea")
@@ -212,6 +213,16 @@ class PostgresLedgerStore:
             "tree_set": f"UPDATE {s}.tree SET size = %s WHERE id = 1",
             "size": f"SELECT size FROM {s}.tree WHERE id = 1",
             "pending": f"SELECT t.size, q.next_seq FROM {s}.tree t, {s}.sequencer q WHERE t.id = 1 AND q.id = 1",
+            # Data-modifying CTEs run once each, to completion, in one statement: the lock, the rows
+            # and the new next_seq commit together. Under READ COMMITTED a writer that waited for the
+            # lock sees the row as its holder committed it (PostgreSQL re-reads a locked row).
+            "append_small": f"WITH s AS (SELECT next_seq FROM {s}.sequencer WHERE id = 1 FOR UPDATE), "
+                            f"ins AS (INSERT INTO {s}.entries (seq, event_id, citizen_key, time_us, type, body, "
+                            "leaf_hash) SELECT s.next_seq + u.ord - 1, u.eid, u.ck, u.tu, u.ty, u.body, u.lh FROM s, "
+                            "unnest(%s::text[], %s::int8[], %s::int8[], %s::text[], %s::bytea[], %s::bytea[]) "
+                            "WITH ORDINALITY AS u(eid, ck, tu, ty, body, lh, ord)), "
+                            f"upd AS (UPDATE {s}.sequencer q SET next_seq = s.next_seq + %s FROM s WHERE q.id = 1) "
+                            "SELECT next_seq FROM s",
             "copy_entries": f"COPY {s}.entries (seq, event_id, citizen_key, time_us, type, body, leaf_hash) "
                             "FROM STDIN (FORMAT BINARY)",
             "copy_nodes": "COPY {}.{} (id, hash) FROM STDIN (FORMAT BINARY)",
@@ -280,6 +291,10 @@ class PostgresLedgerStore:
                     self._conninfo, min_size=1, max_size=self.pool_size, open=False, timeout=self.timeout,
                     kwargs={"autocommit": True}, configure=self._configure, check=ConnectionPool.check_connection,
                     name=f"ztcp-ledger-{self.schema}",
+                    # The pool retries a lost connection with exponential backoff (1, 2, 4 … s); past
+                    # this it gives up and the next caller starts a fresh attempt at once. Kept short,
+                    # so appends resume within ~2 s of the server's return, not after the backoff.
+                    reconnect_timeout=self.timeout,
                 )
                 try:
                     pool.open(wait=True, timeout=self.timeout)
@@ -411,7 +426,11 @@ class PostgresLedgerStore:
                 # Fast path: assume no event id was stored before and let the UNIQUE index say
                 # otherwise (the batch is then rolled back and sequenced again with a lookup).
                 try:
-                    done = self._append_once(conn, items, integrate, lookup=False)
+                    if (self.integration == "background" and len(items) <= _ONE_STATEMENT
+                            and len({p.event_id for p in items}) == len(items)):
+                        done = self._append_small(conn, items)
+                    else:
+                        done = self._append_once(conn, items, integrate, lookup=False)
                 except pg_errors.UniqueViolation as exc:
                     if exc.diag.constraint_name != "entries_event_id_key":
                         raise
@@ -422,6 +441,17 @@ class PostgresLedgerStore:
         if done.written and integrator is not None:
             integrator.wake.set()
         return done
+
+    def _append_small(self, conn: psycopg.Connection, items: Sequence[Prepared]) -> Appended:
+        """A few events (the gateway's usual append) in one statement, so one round trip and the
+        flush: lock the sequencer row, insert at its next_seq, move it, commit (autocommit). The
+        same transaction as ``_append_once``; a stored event id fails it the same way."""
+        first = conn.execute(self._q["append_small"], (
+            [p.event_id for p in items], [p.citizen_key for p in items], [p.time_us for p in items],
+            [p.type for p in items], [p.body for p in items], [p.leaf_hash for p in items], len(items),
+        )).fetchone()[0]
+        receipts = [_MAKE(Receipt, (seq, p.leaf_hash, p.event_id, False)) for seq, p in enumerate(items, first)]
+        return Appended(receipts, first, items, None)
 
     def _append_once(self, conn: psycopg.Connection, items: Sequence[Prepared], integrate: Integrate, *,
                      lookup: bool) -> Appended:

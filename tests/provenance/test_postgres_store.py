@@ -112,7 +112,7 @@ def test_the_integrator_extends_the_tree_within_a_second_of_an_append(pg_dsn: st
             for i in range(20):
                 r = rec.record(make_event(i))
                 t0 = time.monotonic()
-                _wait(lambda r=r: ledger.store.size() > r.seq, 5, "integration")
+                _wait(lambda r=r: ledger.store.size() > r.seq, 5, "integration", step=0.001)
                 delays.append(time.monotonic() - t0)
                 ledger.inclusion_proof(r.seq, r.seq + 1)  # its proof exists (from the stored nodes)
             delays.sort()
