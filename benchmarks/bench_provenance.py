@@ -455,20 +455,6 @@ def raw_copy_rate(url: str, items: list[Prepared]) -> float:
         return len(items) / (time.perf_counter() - start)
 
 
-def raw_insert_latency(url: str, items: list[Prepared]) -> dict:
-    """The latency anchor: one row, one durable autocommit INSERT into a bare table."""
-    import psycopg
-
-    samples = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE one (seq bigint, event_id text, body bytea, leaf_hash bytea)")
-        for i, p in enumerate(items):
-            t = time.perf_counter()
-            conn.execute("INSERT INTO one VALUES (%s, %s, %s, %s)", (i, p.event_id, p.body, p.leaf_hash))
-            samples.append(time.perf_counter() - t)
-    return percentiles(samples)
-
-
 def _pg_ledger(url: str, key: Ed25519PrivateKey, integration: str, integrator: bool = True) -> Ledger:
     return Ledger(store=PostgresLedgerStore(url, integration=integration), signing_key=key, origin="bench/pg",
                   checkpoint_every=100_000, integrator=integrator)
@@ -513,18 +499,31 @@ def _pg_pass(admin: str, tag: str, key: Ed25519PrivateKey, items: list[Prepared]
         out["full"] = n / (time.perf_counter() - t)
         out["full_cpu_us"] = (time.process_time() - cpu) / n * 1e6
 
-    lat = raw_insert_latency(_database(admin, f"one{tag}"), singles)
-    out["one_p50"], out["one_p99"] = lat["p50_ms"], lat["p99_ms"]
-    for integration in ("background", "inline"):
-        with _pg_ledger(_database(admin, f"single_{integration}{tag}"), key, integration) as led:
+    # Latency: the three kinds of single append take turns in one loop, so each sample of each sees
+    # the same moment of a machine whose load (and fsync time) moves by the second.
+    import psycopg
+
+    samples: dict[str, list[float]] = {"one": [], "background": [], "inline": []}
+    with psycopg.connect(_database(admin, f"one{tag}"), autocommit=True) as raw_conn, \
+            _pg_ledger(_database(admin, f"single_bg{tag}"), key, "background") as bg, \
+            _pg_ledger(_database(admin, f"single_inline{tag}"), key, "inline") as inline:
+        raw_conn.execute("CREATE TABLE one (seq bigint, event_id text, body bytea, leaf_hash bytea)")
+        for led in (bg, inline):
             led.append_prepared(pop.prepared(10))  # connections warm, schema cached
-            samples = []
-            for item in pop.prepared(len(singles)):
-                t = time.perf_counter()
-                led.append_prepared([item])
-                samples.append(time.perf_counter() - t)
-        lat = percentiles(samples)
-        out[f"{integration}_p50"], out[f"{integration}_p99"] = lat["p50_ms"], lat["p99_ms"]
+        for i, (p, b, c) in enumerate(zip(singles, pop.prepared(len(singles)), pop.prepared(len(singles)),
+                                          strict=True)):
+            t = time.perf_counter()
+            raw_conn.execute("INSERT INTO one VALUES (%s, %s, %s, %s)", (i, p.event_id, p.body, p.leaf_hash))
+            samples["one"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            bg.append_prepared([b])
+            samples["background"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            inline.append_prepared([c])
+            samples["inline"].append(time.perf_counter() - t)
+    for k, v in samples.items():
+        lat = percentiles(v)
+        out[f"{k}_p50"], out[f"{k}_p99"] = lat["p50_ms"], lat["p99_ms"]
     # At rest: from an acknowledged append to its entry in the tree (its inclusion proof can be made).
     with _pg_ledger(_database(admin, f"delay{tag}"), key, "background") as led:
         led.append_prepared(pop.prepared(10))

@@ -24,11 +24,12 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from provenance_testkit import cref, make_event
+from provenance_testkit import TreeIntegrator, cref, expected_nodes, make_event, prepared
 
 from provenance import Ledger, LedgerUnavailable, Recorder, UnknownEntry, merkle
 from provenance.postgres_store import PostgresLedgerStore, _migration_sql, redact_dsn
 from provenance.sqlite_store import SqliteLedgerStore
+from provenance.store import citizen_key
 from provenance.trace import trace_citizen
 from provenance.verify import verify_ledger
 
@@ -101,6 +102,34 @@ def test_writers_only_sequence_and_the_tree_follows(pg_dsn: str, key: Ed25519Pri
         assert verify_ledger(writer).size == 31
     finally:
         writer.close()
+
+
+def test_small_and_large_batches_sequence_alike_and_integrate_whole(pg_dsn: str) -> None:
+    """A few events go in one statement, a big batch by COPY: one sequence, the same duplicate rules
+    (a stored id gets its stored receipt, a repeat within the batch its first occurrence's), and the
+    integrator's tree and citizen index over all of them."""
+    store = PostgresLedgerStore(pg_dsn)
+    store.open(ORIGIN, "vkey")
+    try:
+        marked = {1, 50, 104}
+        item = lambda i: prepared(i, citizen="cr_MINE" if i in marked else None)  # noqa: E731
+        assert [r.seq for r in store.append([item(0), item(1), item(2)], TreeIntegrator()).receipts] == [0, 1, 2]
+        done = store.append([item(i) for i in range(3, 103)], TreeIntegrator())
+        assert done.integration is None and [r.seq for r in done.receipts] == list(range(3, 103))
+        done = store.append([item(103), item(1)], TreeIntegrator())  # small, with a stored id
+        assert [(r.seq, r.duplicate) for r in done.receipts] == [(103, False), (1, True)]
+        done = store.append([item(104), item(104)], TreeIntegrator())  # small, repeating itself
+        assert [(r.seq, r.duplicate) for r in done.receipts] == [(104, False), (104, True)]
+        assert store.sequenced_size() == 105 and store.size() == 0
+        committed = []
+        assert store.integrate_pending(TreeIntegrator(), committed.append)
+        assert store.size() == 105 and sum(len(d.written) for d in committed) == 105
+        leaves = [item(i).leaf_hash for i in range(105)]
+        assert [lh for _s, lh, _b in store.scan()] == leaves
+        assert list(store.scan_nodes()) == expected_nodes(leaves)
+        assert [e.seq for e in store.citizen_entries(citizen_key("cr_MINE"), -(2**62), 2**62)] == sorted(marked)
+    finally:
+        store.close()
 
 
 def test_the_integrator_extends_the_tree_within_a_second_of_an_append(pg_dsn: str, key: Ed25519PrivateKey) -> None:
