@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,3 +67,44 @@ def write(area: str, rows: list[dict], *, quick: bool) -> Path:
            "machine": machine(), "results": rows}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def postgres_cluster(*, fsync: bool = True) -> Iterator[str | None]:
+    """A throwaway PostgreSQL cluster (Debian's binaries, run as the postgres OS user when we are
+    root), yielding its libpq URL, or None when no server is installed. ``fsync=True``: commits are
+    flushed to disk, as a durability figure needs."""
+    bins = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()),
+                  key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    if not bins:
+        yield None
+        return
+    bindir = bins[-1]
+
+    def as_postgres(*args: str) -> subprocess.CompletedProcess:
+        cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+    base = Path(tempfile.mkdtemp(prefix="ztcp-bench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    try:
+        init = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
+        if as_postgres(*init, *([] if fsync else ["--no-sync"])).returncode != 0:
+            yield None
+            return
+        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1" + ("" if fsync else " -c fsync=off")
+        if as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w",
+                       "start").returncode != 0:
+            yield None
+            return
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cli.errors import CliFailure
 from server.backup import BackupError, BackupReport, check_backup, create_backup, ledger_verifier, restore_backup
-from server.ledger import ledger_store
+from server.ledger import ledger_database, ledger_store
 from server.settings import load_settings
 
 
@@ -42,7 +42,9 @@ def command() -> None:
 def create(directory: Path, as_json: bool) -> None:
     """Copy every store of ZTCP_HOME into DIRECTORY (new or empty), consistently, with a manifest.
 
-    The master key is not copied; keep it apart from the backup. The copied ledger is verified.
+    The master key is not copied; keep it apart from the backup. The copied ledger is verified. A
+    ledger in PostgreSQL (ZTCP_DATABASE_URL) is copied from one snapshot into the backup's SQLite
+    ledger file.
     """
     settings = load_settings()
     home = settings.ensure_home()
@@ -56,7 +58,8 @@ def create(directory: Path, as_json: bool) -> None:
         report = _run(lambda: create_backup(home, directory, verify_ledger=ledger_verifier(settings),
                                             progress=lambda name: status.update(f"backing up {name}"),
                                             elsewhere=elsewhere,
-                                            ledger_store=lambda path: ledger_store(settings, path)))
+                                            ledger_store=lambda path: ledger_store(settings, path),
+                                            ledger_source=ledger_database(settings)))
     _say(report, as_json, "backed up to")
 
 

@@ -12,6 +12,13 @@ Every append is one store transaction (durable before it returns, idempotent by 
 under this object's lock; group commit is the ``Recorder``'s job. The cached tree state (size and
 frontier) is adopted only after a commit, and re-read whenever the store's size moved under us
 (another process, or another ``Ledger`` on the same store, appended).
+
+A store may integrate in the background (``store.integrates_in_background``: the PostgreSQL driver
+by default): its ``append`` only sequences and commits, and one integrator among the processes
+sharing the database runs ``_integrate`` later, in a transaction of its own. ``Ledger(…,
+integrator=True)`` makes this process a candidate (``ztcp serve`` does); ``integrate_pending`` (and
+so ``checkpoint``) waits until everything acknowledged so far is in the tree, integrating it here
+when no integrator is running.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from provenance.errors import (
 from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import (
     LOWER_LEVELS,
+    Appended,
     CheckpointRow,
     Integration,
     LedgerStore,
@@ -133,9 +141,15 @@ class Ledger:
         mirrors: Sequence[Mirror] = (),
         on_mirror_error: Callable[[Exception], None] | None = None,
         publish: Callable[[int, str], None] | None = None,
+        integrator: bool = False,
+        integrate_timeout: float = 10.0,
     ) -> None:
         """A ledger on ``path`` (a SQLite file) or on ``store`` (any driver; the ledger owns it
-        from now on and closes it on ``close``)."""
+        from now on and closes it on ``close``).
+
+        ``integrator``: on a store that integrates in the background, be one of the candidates that
+        extend the tree (a thread; one process at a time does it). ``integrate_timeout``: how long
+        ``integrate_pending`` waits for another process's integrator before giving up."""
         if (path is None) == (store is None):
             raise TypeError("Ledger takes a path or store=, exactly one of them")
         if signing_key is None:
@@ -168,9 +182,14 @@ class Ledger:
         self._lock = threading.RLock()
         self._closed = False
         self.damaged: str | None = None  # why the stored tree cannot be extended (appends refuse)
+        self.integrates_in_background = bool(getattr(self.store, "integrates_in_background", False))
+        self.integrate_timeout = integrate_timeout
         try:
             self.store.open(origin, self.signer.verifier_key)
             self._state = self._load_state(self.store, self.store.size())
+            if integrator and self.integrates_in_background:
+                self.store.start_integrator(self._integrate, self._integrated,  # type: ignore[attr-defined]
+                                            bodies=bool(mirrors))
         except BaseException as exc:
             self.store.close()
             if isinstance(exc, self.store.read_errors):
@@ -182,6 +201,9 @@ class Ledger:
             self._mirror_thread.start()
 
     def close(self) -> None:
+        if self.integrates_in_background:
+            # Before taking our lock: the integrator thread takes it to adopt what it committed.
+            self.store.stop_integrator()  # type: ignore[attr-defined]
         if self._mirror_thread is not None and self._mirror_queue is not None:
             self._mirror_queue.put(None)
             self._mirror_thread.join(timeout=30)
@@ -264,18 +286,45 @@ class Ledger:
                 raise LedgerUnavailable("ledger is closed")
             self._refuse_if_damaged()
             done = self.store.append(items, self._integrate)  # LedgerUnavailable if it cannot commit
-            integration = done.integration
-            if integration is None:  # every item was already stored
-                return done.receipts
-            self._state = integration.state  # adopted only now that the batch is durable
-            if integration.checkpoint is not None:
-                self._publish(integration.checkpoint)
-            if self._mirror_queue is not None:
-                first = done.first_seq
-                self._mirror_queue.put(
-                    [StoredEntry(first + i, p.event_id, p.leaf_hash, p.body) for i, p in enumerate(done.written)]
-                )
+            if done.integration is not None:  # None: all duplicates, or the integrator's job (background)
+                self._adopt(done)
             return done.receipts
+
+    def _adopt(self, done: Appended) -> None:
+        """After the commit that extended the tree: adopt its state, publish its checkpoint, feed
+        the mirrors (the caller holds the lock)."""
+        integration = done.integration
+        assert integration is not None
+        if integration.state.size >= self._state.size:  # adopted only now that the batch is durable
+            self._state = integration.state
+        if integration.checkpoint is not None:
+            self._publish(integration.checkpoint)
+        if self._mirror_queue is not None:
+            first = done.first_seq
+            self._mirror_queue.put(
+                [StoredEntry(first + i, p.event_id, p.leaf_hash, p.body) for i, p in enumerate(done.written)]
+            )
+
+    def _integrated(self, done: Appended) -> None:
+        """The store's integrator committed a batch (background integration, another thread)."""
+        with self._lock:
+            if not self._closed:
+                self._adopt(done)
+
+    def integrate_pending(self, timeout: float | None = None) -> bool:
+        """Wait until every event acknowledged so far is in the tree (provable, and covered by the
+        next checkpoint). Immediate unless the store integrates in the background; then this
+        process integrates them if no integrator is running, else waits for it, up to ``timeout``
+        (False if it passed: the entries stay acknowledged and are integrated later)."""
+        if not self.integrates_in_background or self._closed:
+            return True
+        done = self.store.integrate_pending(  # type: ignore[attr-defined]
+            self._integrate, self._integrated, timeout=self.integrate_timeout if timeout is None else timeout,
+            bodies=bool(self.mirrors))
+        if not done:
+            log.warning("ledger %s: events acknowledged but not yet in the tree after %.0f s (integrator busy "
+                        "or failing)", self.store.location, self.integrate_timeout if timeout is None else timeout)
+        return done
 
     def refresh(self) -> None:
         """Pick up appends made through another connection (cheap when nothing changed)."""
@@ -391,7 +440,10 @@ class Ledger:
         a checkpoint of a size that has meanwhile grown is still a valid (older) checkpoint.
         Raises :class:`CheckpointUnavailable` when the key cannot sign, ``LedgerUnavailable`` when
         the stored tree cannot be read or is damaged (nothing is signed over a tree we cannot trust).
+        On a store that integrates in the background, events acknowledged before the call are
+        integrated first (``integrate_pending``), so the checkpoint covers them.
         """
+        self.integrate_pending()
         with self._lock:
             if self._closed:
                 raise LedgerUnavailable("ledger is closed")

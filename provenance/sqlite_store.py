@@ -42,6 +42,7 @@ from provenance.store import (
     Prepared,
     Receipt,
     StoredEntry,
+    assign_seqs,
 )
 
 log = logging.getLogger(__name__)
@@ -107,32 +108,6 @@ def _insert_batch(db: sqlite3.Connection, first_seq: int, items: Sequence[Prepar
         if ids:
             db.execute(_INSERT_NODES.format(table), (orjson.dumps(ids), b"".join(hashes)))
     return offset - 1
-
-
-def _sequence(items: Sequence[Prepared], size: int, known: dict[str, Receipt]
-              ) -> tuple[Sequence[Prepared], list[Receipt]]:
-    """Split a batch into the items to write (seqs from ``size``) and a receipt for every item."""
-    make = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow at 100k/s
-    if not known and len({p.event_id for p in items}) == len(items):
-        return items, [make(Receipt, (s, p.leaf_hash, p.event_id, False)) for s, p in enumerate(items, size)]
-    new: list[Prepared] = []
-    receipts: list[Receipt] = []
-    first: dict[str, int] = {}  # event id -> index of its first receipt in this batch
-    seq = size
-    for p in items:
-        eid = p.event_id
-        prior = known.get(eid)
-        if prior is None and eid in first:
-            r = receipts[first[eid]]
-            prior = Receipt(r.seq, r.leaf_hash, eid, True)
-        if prior is not None:
-            receipts.append(prior)
-            continue
-        first[eid] = len(receipts)
-        receipts.append(Receipt(seq, p.leaf_hash, eid, False))
-        new.append(p)
-        seq += 1
-    return new, receipts
 
 
 def _size(db: sqlite3.Connection) -> int:
@@ -372,7 +347,7 @@ class SqliteLedgerStore:
         db.execute("BEGIN IMMEDIATE")  # the sequencer's lock: no other process appends until COMMIT
         size = _size(db)
         known = self._lookup(db, [p.event_id for p in items]) if lookup else {}
-        new, receipts = _sequence(items, size, known)
+        new, receipts = assign_seqs(items, size, known)
         if not new:
             db.execute("ROLLBACK")
             return Appended(receipts, size, (), None), 0

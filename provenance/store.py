@@ -2,9 +2,10 @@
 
 The ledger is split the way Trillian and Tessera split a transparency log:
 
-* the **store** (a driver: :class:`provenance.sqlite_store.SqliteLedgerStore` today, PostgreSQL in
-  issue #12) is the *sequencer* and the disk. Under its write lock it assigns the next seqs, makes
-  an append idempotent by ``event_id``, commits durably before anyone is told, and answers lookups;
+* the **store** (a driver: :class:`provenance.sqlite_store.SqliteLedgerStore`,
+  :class:`provenance.postgres_store.PostgresLedgerStore`) is the *sequencer* and the disk. Under
+  its write lock it assigns the next seqs, makes an append idempotent by ``event_id``, commits
+  durably before anyone is told, and answers lookups;
 * the **ledger** (:class:`provenance.ledger.Ledger`) is the *integrator*: canonical bytes and leaf
   hashes, the tree's new nodes, the signed checkpoints, mirrors and publishing. It knows nothing of
   SQL.
@@ -16,8 +17,9 @@ which items are new, and calls ``integrate(view, new)``; the integrator returns 
 checkpoint in that same transaction. Entries never exist without their nodes, so a crash at any
 point leaves whole batches only. Tessera's MySQL driver integrates inside its sequencing
 transaction the same way; a server database with many writers can do so too (``SELECT … FOR
-UPDATE`` on one tree-state row), and can later split the two (sequence into a queue, integrate in
-the background) without the ledger's read side changing: readers only ever see integrated entries.
+UPDATE`` on one tree-state row), or split the two (the PostgreSQL driver's default: writers only
+sequence, one integrator integrates in the background; see ``IntegratesInBackground``) without the
+ledger's read side changing: readers of the tree only ever see integrated entries.
 
 Records are plain tuples where they are made 100k times a second.
 """
@@ -158,6 +160,64 @@ class Appended:
     first_seq: int  # seq of written[0]
     written: Sequence[Prepared]  # the items that were new, in seq order (empty: all were duplicates)
     integration: Integration | None  # what integrate returned (None when nothing was new)
+
+
+def assign_seqs(items: Sequence[Prepared], size: int, known: dict[str, Receipt]
+                ) -> tuple[Sequence[Prepared], list[Receipt]]:
+    """The sequencer's rule, shared by every driver: split a batch into the items to write (seqs
+    from ``size``, in batch order) and a receipt for every item. ``known`` holds the receipts of
+    event ids already stored; a later repeat of an id within the batch gets its first occurrence's."""
+    make = tuple.__new__  # NamedTuple's own __new__ is a Python function: too slow at 100k/s
+    if not known and len({p.event_id for p in items}) == len(items):
+        return items, [make(Receipt, (s, p.leaf_hash, p.event_id, False)) for s, p in enumerate(items, size)]
+    new: list[Prepared] = []
+    receipts: list[Receipt] = []
+    first: dict[str, int] = {}  # event id -> index of its first receipt in this batch
+    seq = size
+    for p in items:
+        eid = p.event_id
+        prior = known.get(eid)
+        if prior is None and eid in first:
+            r = receipts[first[eid]]
+            prior = Receipt(r.seq, r.leaf_hash, eid, True)
+        if prior is not None:
+            receipts.append(prior)
+            continue
+        first[eid] = len(receipts)
+        receipts.append(Receipt(seq, p.leaf_hash, eid, False))
+        new.append(p)
+        seq += 1
+    return new, receipts
+
+
+class IntegratesInBackground(Protocol):
+    """What a store that separates sequencing from integration adds (``integrates_in_background``).
+
+    Its ``append`` sequences and commits the entries and returns ``integration=None``: the events
+    are durable and acknowledged, and join the tree later. ``size`` and every read of the tree
+    (``get``, ``entries``, ``citizen_entries``, ``scan``, proofs) cover the integrated entries only;
+    ``by_event_ids`` finds an event as soon as it is acknowledged. One process at a time integrates.
+    """
+
+    integrates_in_background: bool
+
+    def sequenced_size(self) -> int:
+        """Entries acknowledged (integrated or not)."""
+        ...
+
+    def start_integrator(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                         bodies: bool = False) -> None:
+        """Be a candidate integrator (a thread): call ``integrate`` on waiting entries whenever this
+        process holds the role, and ``committed`` after each integration commit."""
+        ...
+
+    def stop_integrator(self) -> None: ...
+
+    def integrate_pending(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                          timeout: float = 10.0, bodies: bool = False) -> bool:
+        """Return once everything acknowledged before the call is integrated (here, if no other
+        process is integrating); False if ``timeout`` passed first."""
+        ...
 
 
 class LedgerStore(Protocol):

@@ -1,10 +1,12 @@
 """Backups of a ztcp home: consistent copies of every store, taken while `ztcp serve` runs.
 
 The provenance ledger is copied by its own store (``LedgerStore.backup_to``: for the SQLite driver,
-SQLite's online backup API in one step), so the copy is one point of its sequence, whole batches
-only, while ``ztcp serve`` appends. The other SQLite stores (decision log, policy revisions, key
-audit, SIEM, protected tables when they live in the home) are copied with the same API directly.
-Other files (the sealed keyring, registers, SIEM lists) are copied as they are. The master key is
+SQLite's online backup API in one step; for PostgreSQL, a SQLite ledger file written from one
+snapshot), so the copy is one point of its sequence, whole batches only, while ``ztcp serve``
+appends, and ``verify`` and ``restore`` need no database server. The other SQLite stores (decision
+log, policy revisions, key audit, SIEM, protected tables when they live in the home) are copied with
+the same API directly. Other files (the sealed keyring, registers, SIEM lists) are copied as they
+are. The master key is
 never copied: a backup holding both the sealed keyring and the key that opens it would be an
 unsealed keyring. ``MANIFEST.json`` lists every file with its SHA-256, the ledger size and the
 latest signed checkpoint, so a restore can be checked before it is trusted, and the copied ledger
@@ -111,13 +113,16 @@ def _copy_ledger(store: LedgerStore, dst: Path) -> None:
 def create_backup(home: Path, target: Path, *, verify_ledger: Callable[[Path], tuple[int, str | None]],
                   progress: Callable[[str], None] = lambda name: None,
                   elsewhere: dict[str, str] | None = None,
-                  ledger_store: Callable[[Path], LedgerStore] = SqliteLedgerStore) -> BackupReport:
+                  ledger_store: Callable[[Path], LedgerStore] = SqliteLedgerStore,
+                  ledger_source: LedgerStore | None = None) -> BackupReport:
     """Copy ``home`` into the new or empty directory ``target``; return what was copied.
 
     ``verify_ledger(path)`` opens the copied ledger, verifies it (raising on damage) and returns
     (size, latest checkpoint note); the composition root supplies it with the right keys.
     ``ledger_store(path)`` is the store over the home's ledger file, whose ``backup_to`` makes the
-    copy (never opened for writing: ``ztcp serve`` may be appending to it).
+    copy (never opened for writing: ``ztcp serve`` may be appending to it). ``ledger_source``: the
+    ledger lives elsewhere (PostgreSQL); its copy becomes the backup's ledger file, and a ledger
+    file left in the home is not the ledger and is not copied.
     """
     if not home.is_dir():
         raise BackupError(f"no ztcp home at {home}")
@@ -130,6 +135,9 @@ def create_backup(home: Path, target: Path, *, verify_ledger: Callable[[Path], t
             report.excluded[name] = "the master key is never backed up with the keyring it unseals; keep it apart"
             continue
         if name.endswith(_SKIP_SUFFIXES):
+            continue
+        if name == LEDGER_FILE and ledger_source is not None:
+            report.excluded[name] = f"not the ledger: the ledger is in {ledger_source.location}, copied instead"
             continue
         progress(name)
         dst = target / name
@@ -144,6 +152,11 @@ def create_backup(home: Path, target: Path, *, verify_ledger: Callable[[Path], t
             kind = "file"
         os.chmod(dst, 0o600)
         report.files[name] = {"kind": kind}
+    if ledger_source is not None:
+        progress(f"{LEDGER_FILE} from {ledger_source.location}")
+        _copy_ledger(ledger_source, target / LEDGER_FILE)
+        os.chmod(target / LEDGER_FILE, 0o600)
+        report.files[LEDGER_FILE] = {"kind": "sqlite", "from": ledger_source.location}
     if LEDGER_FILE in report.files:
         progress(f"verifying {LEDGER_FILE}")
         report.ledger_size, report.checkpoint = verify_ledger(target / LEDGER_FILE)

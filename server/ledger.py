@@ -1,4 +1,4 @@
-"""The provenance ledger as this installation configures it: file, origin, checkpoint signer, trust."""
+"""The provenance ledger as this installation configures it: store, origin, checkpoint signer, trust."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keymgmt
 import provenance
+from provenance.postgres_store import PostgresLedgerStore
 from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import LedgerStore
 from provenance.witness import WitnessEndpoint, Witnessing
@@ -19,14 +20,26 @@ DEFAULT_ORIGIN = "ztcp.local/provenance"
 
 
 def ledger_store(settings: Settings, path: Path | None = None) -> LedgerStore:
-    """The storage driver under the ledger: the one place it is chosen (today the SQLite file in
-    ZTCP_HOME, or ``path``: a backup's copy, say; issue #12 adds PostgreSQL here)."""
+    """The storage driver under the ledger: the one place it is chosen. ``path``: that SQLite ledger
+    file (a backup's copy, say), whatever else is configured; else PostgreSQL when ZTCP_DATABASE_URL
+    is set (every replica on one database, integrating in the background); else the SQLite file in
+    ZTCP_HOME."""
+    if path is None and settings.database_url:
+        return PostgresLedgerStore(settings.database_url)
     return SqliteLedgerStore(path or settings.ensure_home() / LEDGER_FILE)
 
 
+def ledger_database(settings: Settings) -> LedgerStore | None:
+    """The ledger's store when it lives outside ZTCP_HOME (PostgreSQL), for ``ztcp backup``."""
+    return PostgresLedgerStore(settings.database_url) if settings.database_url else None
+
+
 def ledger_from_settings(settings: Settings, keys: object | None = None, *,
-                         path: Path | None = None) -> provenance.Ledger:
-    """The embedded ledger under ZTCP_HOME, signing checkpoints with the system checkpoint key.
+                         path: Path | None = None, integrator: bool = False) -> provenance.Ledger:
+    """The installation's ledger (``ledger_store``), signing checkpoints with the system checkpoint key.
+
+    ``integrator``: on PostgreSQL, be a candidate to extend the tree behind the writers (``ztcp
+    serve``); other commands integrate what they need themselves when no integrator is running.
 
     With Vault/OpenBao configured (``checkpoint_key`` auto or vault) the key is a transit ``ed25519``
     key: the private half never reaches this host, so whoever controls the host can rewrite the
@@ -57,6 +70,7 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
         trusted_keys=trusted,
         checkpoint_in_append=not in_vault,  # a key server must never stall a durable append
         publish=provenance.NotePublisher(settings.publish_dir),
+        integrator=integrator,
     )
 
 

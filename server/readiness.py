@@ -91,6 +91,15 @@ class Readiness:
             out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
         if ledger.publish_error:
             out["publish_error"] = ledger.publish_error.split(":", 1)[0]
+        status = getattr(ledger.store, "integrator_status", None)
+        if status is not None:  # PostgreSQL: the server must answer (else appends fail: not ready)
+            store = ledger.store
+            size, sequenced = store.size(), store.sequenced_size()
+            integrator = status()
+            out |= {"size": size, "store": "postgresql", "integrator": integrator["role"],
+                    "waiting": sequenced - size}  # acknowledged, not yet in the tree
+            if integrator.get("error"):
+                out["integrator_error"] = integrator["error"].split(":", 1)[0]
         witnessing = getattr(self.runtime, "witnessing", None)
         if witnessing is not None:  # reported, not required: appends go on, the next checkpoint catches up
             out["witnesses"] = witnessing.status()

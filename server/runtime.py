@@ -189,10 +189,11 @@ class Runtime:
     # -- provenance and protected data (used by the gateway) -----------------------------------
     @cached_property
     def ledger(self):  # type: ignore[no-untyped-def]
-        """The embedded provenance ledger under ZTCP_HOME (same file and keys as ``ztcp audit``)."""
+        """The provenance ledger (same store and keys as ``ztcp audit``). On PostgreSQL this process is
+        one of the candidates that integrate (extend the tree behind every replica's writers)."""
         from server.ledger import attach_witnessing, ledger_from_settings
 
-        ledger = ledger_from_settings(self.settings, self.keys)
+        ledger = ledger_from_settings(self.settings, self.keys, integrator=True)
         self._closers.append(ledger.close)
         self.witnessing = attach_witnessing(self.settings, ledger)
         if self.witnessing is not None:

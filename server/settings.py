@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     vault_skip_verify: bool = Field(default=False, description="never in production: skips TLS checks")
     protected_db: str | None = None
     master_key: SecretStr | None = None
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user@host:port/db) of the provenance ledger, shared by every "
+                    "replica; unset: the SQLite file ZTCP_HOME/provenance.db. A password in it is never printed "
+                    "(PGPASSWORD or ~/.pgpass keep it out of the URL altogether)")
 
     # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
     # private key never reaches this host), else the sealed local keyring.
@@ -140,6 +145,14 @@ class Settings(BaseSettings):
     alert_escalate_to: str | None = Field(default=None, description="recipients of the second notification "
                                           "for a critical alert left unacknowledged, comma-separated")
     alert_escalate_after_seconds: int = Field(default=1800, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        # The message never repeats the value: a URL may carry a password.
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value or None
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -53,13 +53,15 @@ class LiveSources:
         home = self.settings.ensure_home()
         import keymgmt
 
+        # A ledger in PostgreSQL (ZTCP_DATABASE_URL) is always there to read: no file to wait for.
+        ledger = None if self.settings.database_url else home / LEDGER_FILE
         stores = (("decisions", home / "decisions.db", self._decisions),
                   ("policy-admin", home / "policy.db", self._policy),
                   ("key-audit", keymgmt.default_audit_path(home), self._keys),
-                  ("provenance", home / LEDGER_FILE, self._provenance),
+                  ("provenance", ledger, self._provenance),
                   ("alert-admin", home / DB_NAME, self._alerts))
         for name, path, make in stores:
-            if name not in self._made and path.exists():
+            if name not in self._made and (path is None or path.exists()):
                 self._made[name] = make(path)
         return [self._made[name] for name, *_ in stores if name in self._made]
 
@@ -91,7 +93,7 @@ class LiveSources:
         # The SOC's own triage, read back from the SIEM store on a connection of its own.
         return CallableSource("alert-admin", "alert", AlertStore(connect(path)).events_after)
 
-    def _provenance(self, path: Path) -> Source:
+    def _provenance(self, path: Path | None) -> Source:
         from siem_rules import CallableSource
 
         return CallableSource("provenance", "provenance", ledger_from_settings(self.settings).events_after)

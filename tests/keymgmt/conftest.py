@@ -1,13 +1,11 @@
-"""Real services for keymgmt tests: an OpenBao dev server and a PostgreSQL cluster, one per session.
+"""Real services for keymgmt tests: an OpenBao dev server (one per session) and PostgreSQL.
 
 OpenBao: ``bao server -dev`` on 127.0.0.1 with a free port. The root token and listen address are
 passed through the environment (``BAO_DEV_ROOT_TOKEN_ID``, ``BAO_DEV_LISTEN_ADDRESS``), never argv.
 A dev server is in-memory and throwaway; it is acceptable only for tests.
 
-PostgreSQL: Debian's binaries (``/usr/lib/postgresql/15/bin``). postgres refuses to run as root, so
-the cluster is created and run as the ``postgres`` OS user (``runuser -u postgres --``) in a temp dir
-chowned to that user, listening on 127.0.0.1 with a free port and its unix socket in that dir.
-Trust authentication on loopback only: a throwaway cluster for tests.
+PostgreSQL: the suite-wide ``pg_cluster`` / ``pg_url`` fixtures (``tests/conftest.py``, built on
+``tests/helpers/postgres.py``), shared with the provenance ledger's PostgreSQL driver tests.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +27,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BAO = ROOT / ".venv" / "bin" / "bao"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def free_port() -> int:
@@ -114,68 +109,6 @@ def transit_mount(bao_server: BaoServer) -> str:
     mount = "t" + uuid.uuid4().hex[:10]
     bao_server.client().sys.enable_secrets_engine("transit", path=mount)
     return mount
-
-
-@dataclass
-class PgCluster:
-    datadir: Path
-    port: int
-    proc_env: dict
-
-    @property
-    def url_base(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
-
-    def create_database(self) -> str:
-        import sqlalchemy as sa
-
-        name = "db_" + uuid.uuid4().hex[:12]
-        eng = sa.create_engine(f"{self.url_base}/postgres", isolation_level="AUTOCOMMIT")
-        with eng.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        eng.dispose()
-        return f"{self.url_base}/{name}"
-
-
-def _as_postgres(*args: str) -> subprocess.CompletedProcess:
-    cmd = list(args)
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (make system)")
-    base = Path(tempfile.mkdtemp(prefix="ztcp-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    datadir = base / "data"
-    port = free_port()
-    r = _as_postgres(str(PG_BIN / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres",
-                     "--no-sync", "-E", "UTF8")
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"initdb failed: {r.stderr[-2000:]}")
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
-    r = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(base / "pg.log"),
-                     "-w", "-t", "60", "start")
-    if r.returncode != 0:
-        log = (base / "pg.log").read_text() if (base / "pg.log").exists() else ""
-        shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"pg_ctl start failed: {r.stderr[-1000:]} {log[-1000:]}")
-    try:
-        yield PgCluster(datadir, port, {})
-    finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(pg_cluster: PgCluster) -> str:
-    """A fresh database in the session cluster."""
-    return pg_cluster.create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

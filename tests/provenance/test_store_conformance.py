@@ -1,8 +1,10 @@
 """One behaviour for every ledger store driver: the contract of ``provenance.store.LedgerStore``.
 
 Every test runs against each driver in ``HARNESSES``. A driver's harness says how to make a store
-and how to do, from outside, what an older ztcp, a full disk or an attacker would do to its data;
-adding the PostgreSQL driver (issue #12) is one harness class and one entry in ``HARNESSES``.
+and how to do, from outside, what an older ztcp, a failing disk or server, or an attacker would do
+to its data. PostgreSQL runs here with ``integration="inline"``: the contract exactly (every append
+integrates in its own transaction). Its default, background integration, splits ``append`` in two
+and has its own tests (``test_postgres_store.py``).
 The ledger above the store (tree, checkpoints, verify) has its own tests; here the integrator is
 ``TreeIntegrator``, the same job done plainly.
 """
@@ -22,11 +24,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from provenance_testkit import TreeIntegrator, expected_nodes, prepared
 
 from provenance import merkle
 from provenance.errors import LedgerUnavailable, ProvenanceError, SchemaVersionError
+from provenance.postgres_store import MIGRATIONS, PostgresLedgerStore
+from provenance.postgres_store import SEGMENT_BITS as PG_SEGMENT_BITS
 from provenance.sqlite_store import SEGMENT_BITS, UPPER_LEVEL, SqliteLedgerStore
 from provenance.store import CheckpointRow, Integration, LedgerStore, citizen_key, node_id
 
@@ -41,7 +46,7 @@ class SqliteHarness:
     name = "sqlite"
     citizen_segment: int | None = 1 << SEGMENT_BITS  # the citizen index is partitioned this often
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, request: pytest.FixtureRequest) -> None:
         self.tmp = tmp_path
 
     def make(self, name: str = "ledger") -> SqliteLedgerStore:
@@ -82,8 +87,9 @@ class SqliteHarness:
         db.close()
 
     @contextlib.contextmanager
-    def disk_fills_up(self, store: SqliteLedgerStore) -> Iterator[None]:
-        """The next writes run out of space a few pages in (SQLite's page limit, a real SQLITE_FULL)."""
+    def write_fails_midway(self, store: SqliteLedgerStore) -> Iterator[None]:
+        """The disk fills up: the next writes run out of space a few pages in (SQLite's page limit,
+        a real SQLITE_FULL)."""
         db = store._db
         assert db is not None
         limit = db.execute("PRAGMA max_page_count").fetchone()[0]
@@ -99,12 +105,111 @@ class SqliteHarness:
         return f"from provenance.sqlite_store import SqliteLedgerStore\nstore = SqliteLedgerStore({str(store.path)!r})"
 
 
-HARNESSES = {"sqlite": SqliteHarness}
+class PostgresHarness:
+    """The PostgreSQL driver, inline integration, on a fresh database in the session's cluster;
+    another connection to that database is the outsider's view."""
+
+    name = "postgresql"
+    citizen_segment: int | None = 1 << PG_SEGMENT_BITS
+
+    def __init__(self, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.tmp = tmp_path
+        cluster = request.getfixturevalue("pg_cluster")
+        self.url = cluster.url(cluster.create_database())
+
+    def make(self, name: str = "ledger") -> PostgresLedgerStore:
+        return PostgresLedgerStore(self.url, schema=f"ztcp_{name}", integration="inline", timeout=10)
+
+    def again(self, store: PostgresLedgerStore) -> PostgresLedgerStore:
+        return PostgresLedgerStore(store.url, schema=store.schema, integration="inline", timeout=10)
+
+    def copy_handle(self, path: Path) -> SqliteLedgerStore:
+        """``backup_to`` writes the SQLite driver's file, whatever the source."""
+        return SqliteLedgerStore(path)
+
+    def _raw(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True)
+
+    def set_schema_row(self, store: PostgresLedgerStore, value: str | None) -> None:
+        """The migration history an older ztcp (version 1), a newer one (rows beyond ours) or an
+        unknown branch (a migration under a name we never wrote) would have left."""
+        table = f"{store.schema}.schema_migrations"
+        with self._raw() as db:  # like the SQLite row, each call replaces what the last one set
+            db.execute(f"DELETE FROM {table} WHERE name = 'future'")
+            for version, name in MIGRATIONS:
+                db.execute(f"UPDATE {table} SET name = %s WHERE version = %s", (name, version))
+            if value is None or value == "1":
+                db.execute(f"DELETE FROM {table} WHERE version > 1")
+            elif value.isdigit():
+                top = db.execute(f"SELECT max(version) FROM {table}").fetchone()[0]
+                for v in range(top + 1, int(value) + 1):
+                    db.execute(f"INSERT INTO {table} (version, name) VALUES (%s, 'future')", (v,))
+            else:
+                db.execute(f"UPDATE {table} SET name = %s WHERE version = (SELECT max(version) FROM {table})",
+                           (value,))
+
+    def schema_row(self, store: PostgresLedgerStore) -> str | None:
+        with self._raw() as db:
+            row = db.execute(f"SELECT version, name FROM {store.schema}.schema_migrations "
+                             "ORDER BY version DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        version, name = row
+        return str(version) if name in (dict(MIGRATIONS).get(version), "future") else name
+
+    def make_version_1(self, store: PostgresLedgerStore) -> None:
+        """Schema 1 had no sequencer row (the tree row was the writers' lock) and indexed citizens
+        on the entries themselves."""
+        s = store.schema
+        with self._raw() as db:
+            db.execute(f"DROP TABLE {s}.sequencer")
+            db.execute(f"DROP TABLE {s}.citizens")
+            db.execute(f"CREATE INDEX entries_citizen_seg ON {s}.entries ((seq >> 18), citizen_key, seq) "
+                       "WHERE citizen_key IS NOT NULL")
+            db.execute(f"DELETE FROM {s}.schema_migrations WHERE version > 1")
+
+    @contextlib.contextmanager
+    def write_fails_midway(self, store: PostgresLedgerStore) -> Iterator[None]:
+        """The server ends the writer's session halfway through its transaction (what an
+        administrator's ``pg_terminate_backend`` or a crashed backend does): the entries are written,
+        the tree nodes wait on a lock held here, and then the session is gone."""
+        holder = psycopg.connect(self.url)  # a transaction of its own, open until we leave
+        holder.execute(f"LOCK TABLE {store.schema}.nodes IN SHARE MODE")
+        stop, killed = threading.Event(), []
+
+        def watch() -> None:
+            with self._raw() as w:
+                while not stop.is_set() and not killed:
+                    for (pid,) in w.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        f"AND wait_event_type = 'Lock' AND query LIKE 'COPY {store.schema}.nodes %'"
+                    ).fetchall():
+                        w.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        killed.append(pid)
+                    time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+            holder.rollback()
+            holder.close()
+        assert killed, "the write never reached the tree nodes"
+
+    def construct_source(self, store: PostgresLedgerStore) -> str:
+        return ("from provenance.postgres_store import PostgresLedgerStore\n"
+                f"store = PostgresLedgerStore({store.url!r}, schema={store.schema!r}, integration='inline')")
+
+
+HARNESSES = {"sqlite": SqliteHarness, "postgresql": PostgresHarness}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
 def harness(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201 - one of the harness classes
-    return HARNESSES[request.param](tmp_path)
+    return HARNESSES[request.param](tmp_path, request)
 
 
 @pytest.fixture
@@ -329,14 +434,14 @@ def test_an_integrator_that_fails_rolls_the_batch_back(store: LedgerStore) -> No
     assert store.append([prepared(20)], TreeIntegrator()).receipts[0].seq == 20  # the seq was not consumed
 
 
-def test_a_disk_that_fills_up_midway_leaves_no_partial_batch(harness, store: LedgerStore) -> None:  # noqa: ANN001
+def test_a_write_that_fails_midway_leaves_no_partial_batch(harness, store: LedgerStore) -> None:  # noqa: ANN001
     _fill(store, 50)
     big = [prepared(i, body=b"x" * 2000 + str(i).encode()) for i in range(50, 1050)]
-    with harness.disk_fills_up(store), pytest.raises(LedgerUnavailable, match="write failed"):
+    with harness.write_fails_midway(store), pytest.raises(LedgerUnavailable, match="write failed"):
         store.append(big, TreeIntegrator(checkpoint=True))
     _assert_only(store, 50)
     assert store.latest_checkpoint() is None
-    _fill(store, 10, start=50)  # space is back: the sequence goes on where it was
+    _fill(store, 10, start=50)  # the failure is over: the sequence goes on where it was
     _assert_only(store, 60)
 
 
