@@ -352,7 +352,6 @@ def test_the_integrator_killed_another_takes_over(children: Children, pg_dsn: st
     writer.close()
 
 
-@pytest.mark.slow
 def test_a_hung_integrator_is_cut_off_and_replaced(children: Children, pg_dsn: str, key: Ed25519PrivateKey) -> None:
     """SIGSTOP: the process lives but says nothing. The server ends its idle session (5 s), which
     frees the lock; when it resumes it finds its session gone and stays a standby."""
@@ -383,7 +382,6 @@ def test_a_hung_integrator_is_cut_off_and_replaced(children: Children, pg_dsn: s
 # -- the server itself goes away ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_postgresql_restarted_mid_run_appends_fail_closed_then_resume(pg_factory, key: Ed25519PrivateKey) -> None:  # noqa: ANN001
     cluster = pg_factory()
     url = cluster.url(cluster.create_database())
