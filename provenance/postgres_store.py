@@ -396,6 +396,15 @@ class PostgresLedgerStore:
         with self._conn("read failed") as conn:
             return conn.execute(self._q["size"]).fetchone()[0]
 
+    def probe(self) -> None:
+        # A durable write in a few seconds or LedgerUnavailable: a probe row (never a log entry),
+        # committed with synchronous_commit on like an append, under a short statement timeout.
+        s = self.schema
+        with self._conn("probe failed") as conn, conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = '2s'")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.probe (id int PRIMARY KEY, at timestamptz NOT NULL)")
+            conn.execute(f"INSERT INTO {s}.probe VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = now()")
+
     def sequenced_size(self) -> int:
         """Entries acknowledged (the next seq a writer would take)."""
         with self._conn("read failed") as conn:

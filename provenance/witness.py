@@ -306,15 +306,18 @@ class Witnessing:
             if item is None:
                 return
             # Only the newest pending checkpoint matters: it extends every older one.
+            taken = 1
             while not self._queue.empty():
                 nxt = self._queue.get()
+                taken += 1
                 if nxt is None:
                     self._queue.put(None)
                     break
                 item = nxt
             for endpoint in self.endpoints:
                 self.send(endpoint, *item)
-            self._queue.task_done()
+            for _ in range(taken):
+                self._queue.task_done()
 
     def send(self, endpoint: WitnessEndpoint, size: int, note: str) -> bool:
         import httpx

@@ -141,8 +141,10 @@ def test_the_ledger_sends_every_checkpoint_and_verify_catches_the_rewrite(
             assert rt.witnessing.status() == {"bureau-witness": {"cosigned_size": 9, "error": None}}
         finally:
             rt.close()
-        assert sorted(p.name for p in (ztcp_home / "witnessed").iterdir()) == [
-            f"{n:012d}.bureau-witness.cosig" for n in (3, 6, 9)]
+        kept = sorted(p.name for p in (ztcp_home / "witnessed").iterdir())
+        # Checkpoints queued while the witness was busy are skipped for the newest (it extends them).
+        assert kept[-1] == f"{9:012d}.bureau-witness.cosig" and set(kept) <= {
+            f"{n:012d}.bureau-witness.cosig" for n in (3, 6, 9)}
         ok = CliRunner().invoke(ztcp, ["audit", "verify", "--witness-key", wkey])
         assert ok.exit_code == 0, ok.output
         # The host owner rewrites the ledger file and re-signs it with the local key.
