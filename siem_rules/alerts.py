@@ -11,11 +11,12 @@ Alerts carry only references (actor ids, ``citizen_ref``, event ids), never pers
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -85,7 +86,7 @@ class Hit:
 PERSON_FIELDS = ("actor", "input.subject.id", "subject_id")
 
 
-def alert_subjects(alert: Alert, evidence_rows: list[dict[str, Any]] = ()) -> set[str]:  # type: ignore[assignment]
+def alert_subjects(alert: Alert, evidence_rows: Sequence[Mapping[str, Any]] = ()) -> set[str]:
     """The people an alert concerns: person fields of its group key and of its evidence events."""
     people = {str(v) for k, v in alert.group_keys.items() if k in PERSON_FIELDS and v}
     people |= {str(row[c]) for row in evidence_rows for c in ("actor", "subject_id") if row.get(c)}
@@ -348,14 +349,17 @@ class AlertStore:
             (str(uuid_utils.uuid7()), now, kind, actor, alert.alert_id, alert.rule_id, alert.level, old, new,
              int(actor.lower() in {s.lower() for s in subjects or ()}), comment))
 
-    def history(self, alert_id: str) -> list[dict[str, Any]]:
+    # ``builtins.list``: inside this class, after ``def list``, a bare ``list`` names that method.
+    def history(self, alert_id: str) -> builtins.list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT time, type, actor, from_status, to_status, self_review, comment FROM siem_alert_history"
             " WHERE alert_id=? ORDER BY seq", (alert_id,)).fetchall()
         return [{"time": r[0], "type": r[1], "actor": r[2], "from_status": r[3], "to_status": r[4],
                  "self_review": bool(r[5]), "comment": r[6]} for r in rows]
 
-    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], int | None]:
+    def events_after(
+        self, cursor: str | int | None, limit: int = 50_000
+    ) -> tuple[builtins.list[dict[str, Any]], int | None]:
         """History entries as alert administration events (contracts.alert_event), for the SIEM itself."""
         after = int(cursor or 0)
         rows = self.conn.execute(
@@ -420,5 +424,6 @@ class ElasticAlertSink:
             for a in alerts
         ]
         ok, errors = helpers.bulk(self.client, actions, raise_on_error=False, refresh="wait_for")
-        if errors:
-            raise SiemError(f"{len(errors)} alert document(s) refused by Elasticsearch")
+        if errors:  # the refused actions (a count only with stats_only=True, which is not asked for)
+            refused = errors if isinstance(errors, int) else len(errors)
+            raise SiemError(f"{refused} alert document(s) refused by Elasticsearch")

@@ -31,6 +31,7 @@ import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,18 +90,16 @@ def usual(values: list[float]) -> tuple[int, int]:
 # ---- behavioural baselines ------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class _Day:
     """One employee's day: counts, distinct citizens, requests per hour and per dataset."""
 
-    __slots__ = ("citizens", "datasets", "evidence", "hours", "n", "peer")
-
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.n = 0
-        self.citizens: set[str] | int = set()
-        self.hours: dict[str, int] = defaultdict(int)
-        self.datasets: dict[str, int] = defaultdict(int)
-        self.evidence: list[tuple[float, str, str, str]] = []  # ts, event id, hour, dataset
+    peer: str
+    n: int = 0
+    citizens: set[str] = field(default_factory=set)
+    hours: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    datasets: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    evidence: list[tuple[float, str, str, str]] = field(default_factory=list)  # ts, event id, hour, dataset
 
 
 def _matches_any(value: str, patterns: list[str]) -> bool:
@@ -115,18 +114,13 @@ def _hour_span(hours: Iterable[str]) -> str:
 
 def _hours_list(hours: Iterable[str]) -> str:
     """Consecutive hours as ranges: 07, 20, 21 → "07:00–08:00, 20:00–22:00"."""
-    hs = sorted(int(h) for h in hours)
-    out: list[str] = []
-    start = prev = None
-    for h in hs + [None]:  # type: ignore[list-item]
-        if start is None:
-            start = prev = h
-        elif h is not None and h == prev + 1:
-            prev = h
+    runs: list[tuple[int, int]] = []  # (first, last) hour of each run
+    for h in sorted(int(h) for h in hours):
+        if runs and h == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], h)
         else:
-            out.append(f"{start:02d}:00–{prev + 1:02d}:00")
-            start = prev = h
-    return ", ".join(out)
+            runs.append((h, h))
+    return ", ".join(f"{first:02d}:00–{last + 1:02d}:00" for first, last in runs)
 
 
 def _day_counts(sets: Iterable[dict]) -> dict[str, int]:
@@ -216,11 +210,11 @@ class BehaviourBaseline:
         wanted = set(days)
         # Contiguous runs of days → one ts-range query each.
         spans: list[tuple[str, str]] = []
-        for d in days:
-            if spans and date.fromisoformat(d) - date.fromisoformat(spans[-1][1]) == timedelta(days=1):
-                spans[-1] = (spans[-1][0], d)
+        for iso in days:
+            if spans and date.fromisoformat(iso) - date.fromisoformat(spans[-1][1]) == timedelta(days=1):
+                spans[-1] = (spans[-1][0], iso)
             else:
-                spans.append((d, d))
+                spans.append((iso, iso))
         for first, last in spans:
             t0 = datetime.combine(date.fromisoformat(first), time(0), tz).timestamp()
             t1 = datetime.combine(date.fromisoformat(last) + timedelta(days=1), time(0), tz).timestamp()
@@ -248,7 +242,7 @@ class BehaviourBaseline:
                     d = out[key] = _Day(f"{(roles or '').lower()}@{(unit or '').lower()}")
                 d.n += 1
                 if citizen:
-                    d.citizens.add(citizen)  # type: ignore[union-attr]
+                    d.citizens.add(citizen)
                 d.hours[hour] += 1
                 if dataset:
                     d.datasets[dataset.lower()] += 1
@@ -267,7 +261,7 @@ class BehaviourBaseline:
             "INSERT INTO siem_baseline_day(subject, day, peer, n, citizens, hours, datasets) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(subject, day) DO UPDATE SET peer=excluded.peer, n=excluded.n, citizens=excluded.citizens, "
             "hours=excluded.hours, datasets=excluded.datasets",
-            [(s, day, d.peer, d.n, len(d.citizens), json.dumps(dict(d.hours), sort_keys=True),  # type: ignore[arg-type]
+            [(s, day, d.peer, d.n, len(d.citizens), json.dumps(dict(d.hours), sort_keys=True),
               json.dumps(dict(d.datasets), sort_keys=True)) for (s, day), d in today.items()],
         )
         # The state rows of the window before the first touched day up to the last: baselines.
@@ -307,7 +301,7 @@ class BehaviourBaseline:
         reasons: list[str] = []
         evidence: set[tuple[float, str]] = set()
         scores: list[float] = []
-        ncit = len(d.citizens)  # type: ignore[arg-type]
+        ncit = len(d.citizens)
 
         # Volume and breadth: far above the employee's own range, and above their peers'.
         for label, x, own_vals, col in (("citizens", ncit, [r[3] for r in own], 2),

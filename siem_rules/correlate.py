@@ -103,7 +103,7 @@ def _sliding(
                 del values[v]
         elif ctype == "value_sum":
             with contextlib.suppress(TypeError, ValueError):  # non-numeric values do not count
-                total += sign * float(r.value)  # type: ignore[arg-type]
+                total += sign * float(r.value)  # type: ignore[arg-type]  # value is any SQLite cell (object)
         elif ctype == "temporal":
             slot_n[r.slot] += sign
             if slot_n[r.slot] == 0:

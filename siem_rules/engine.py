@@ -231,7 +231,8 @@ class Engine:
         lo_ts = anchor - corr.timespan
         # Lookback is a ts-index range; "+rid" keeps the planner from scanning the rowid range
         # (all history) instead, which it would otherwise prefer without statistics.
-        gcols_of = [[column_of(det.kind, mapping.get(g, g)) for g in corr.group_by] for det, mapping in corr.refs]
+        gcols_of = [self._columns(rule, det.kind, [mapping.get(g, g) for g in corr.group_by])
+                    for det, mapping in corr.refs]
         # When every referenced rule must match (temporal without a partial condition), a group can
         # only qualify if it occurs in all of them: a semi-join keeps e.g. the millions of ordinary
         # reads out of "read, then unrequested account change" unless that citizen had such a change.
@@ -265,6 +266,17 @@ class Engine:
                 rows.append(Row(rec[0], slot, rec[1], tuple(rec[2 : 2 + ng]), rec[2 + ng] if vcol else None))
         hits = evaluate(corr.type, corr.timespan, len(corr.refs), corr.op, corr.count, rows, corr.group_by, anchor)
         return hits, len(rows)
+
+    @staticmethod
+    def _columns(rule: AlertingRule, kind: str, fields: list[str]) -> list[str]:
+        """The columns of group-by fields, which the rule pack checked when it was loaded."""
+        cols: list[str] = []
+        for f in fields:
+            col = column_of(kind, f)
+            if col is None:
+                raise SiemError(f"rule {rule.name}: {f!r} is not a {kind} field")
+            cols.append(col)
+        return cols
 
     @staticmethod
     def _count_bound_applies(corr: Any) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
 from sigma.collection import SigmaCollection
+from sigma.conversion.base import TextQueryBackend
 from sigma.exceptions import SigmaError
 
 from .errors import ExportUnsupported, SiemError
@@ -45,9 +46,10 @@ class OfflineEql(_Offline, EqlBackend):
     pass
 
 
-_QUERY_BACKENDS = {"esql": (OfflineEsql, ".esql"), "eql": (OfflineEql, ".eql"), "lucene": (OfflineLucene, ".lucene")}
+_QUERY_BACKENDS: dict[str, tuple[type[TextQueryBackend], str]] = {
+    "esql": (OfflineEsql, ".esql"), "eql": (OfflineEql, ".eql"), "lucene": (OfflineLucene, ".lucene")}
 # For the Kibana file: the first backend able to express the rule.
-_NDJSON_BACKENDS = (OfflineLucene, OfflineEsql, OfflineEql)
+_NDJSON_BACKENDS: tuple[type[TextQueryBackend], ...] = (OfflineLucene, OfflineEsql, OfflineEql)
 
 
 @dataclass
@@ -68,14 +70,14 @@ def _collection(pack: RulePack, rule: AlertingRule) -> SigmaCollection:
     return coll
 
 
-def convert(pack: RulePack, rule: AlertingRule, backend_cls: type, fmt: str = "default") -> list[Any]:
+def convert(pack: RulePack, rule: AlertingRule, backend_cls: type[TextQueryBackend], fmt: str = "default") -> list[Any]:
     """Convert one alerting rule (with the detections it references) for one backend."""
     if rule.analytic:
         raise ExportUnsupported("a Python analytic, not a Sigma rule")
     import inspect
 
     kwargs: dict[str, Any] = {}
-    if "index_names" in inspect.signature(backend_cls.__init__).parameters:
+    if "index_names" in inspect.signature(backend_cls).parameters:  # the class's: its __init__ without self
         kwargs["index_names"] = [ES_INDEX[k] for k in rule.kinds]
     backend = backend_cls(elastic_pipeline(pack.config), **kwargs)
     out = backend.convert(_collection(pack, rule), fmt)
@@ -112,10 +114,10 @@ def export(pack: RulePack, target: str, out_dir: Path, rules: list[AlertingRule]
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         report.files.append(str(path))
     else:
-        backend, ext = _QUERY_BACKENDS[target]
+        backend_cls, ext = _QUERY_BACKENDS[target]
         for rule in rules:
             try:
-                queries = convert(pack, rule, backend)
+                queries = convert(pack, rule, backend_cls)
             except (ExportUnsupported, NotImplementedError, SigmaError) as exc:  # pySigma uses NIE too
                 report.skipped[rule.name] = str(exc)
                 continue

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition
+from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition, RuleProcessingCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
     FieldMappingTransformation,
     SetStateTransformation,
     ValueListPlaceholderTransformation,
 )
-from sigma.processing.transformations.base import ValueTransformation
+from sigma.processing.transformations.base import StringValueTransformation
 from sigma.types import SigmaString, SpecialChars
 
 from .config import SiemConfig
@@ -38,13 +38,14 @@ def _placeholders(config: SiemConfig) -> ProcessingItem:
 
 
 @dataclass
-class ListMembershipTransformation(ValueTransformation):
+class ListMembershipTransformation(StringValueTransformation):
     """``fields: bank_account`` on an array field means "has the element", as in Elasticsearch.
 
     The embedded store keeps arrays as ``|a|b|``, so the value becomes ``*|bank_account|*``.
+    Strings only: other values (numbers, null, …) are left as they are.
     """
 
-    def apply_value(self, field: str, val: SigmaString) -> SigmaString | None:
+    def apply_string_value(self, field: str | None, val: SigmaString) -> SigmaString:
         out = val
         if not val.startswith(SpecialChars.WILDCARD_MULTI):
             out = SpecialChars.WILDCARD_MULTI + ("|" + out)
@@ -63,7 +64,8 @@ def sqlite_pipeline(config: SiemConfig) -> ProcessingPipeline:
         ),
     ]
     for kind in KINDS:
-        mapping = {c.field: c.column for c in FIELDS[kind]}
+        # pySigma's mapping type (dict is invariant): keys may be None, values one or several fields.
+        mapping: dict[str | None, str | list[str]] = {c.field: c.column for c in FIELDS[kind]}
         items.append(
             ProcessingItem(
                 FieldMappingTransformation(mapping),
@@ -77,14 +79,14 @@ def sqlite_pipeline(config: SiemConfig) -> ProcessingPipeline:
 def elastic_pipeline(config: SiemConfig) -> ProcessingPipeline:
     items = [_placeholders(config)]
     for kind in KINDS:
-        mapping = {TIME_FIELD[kind]: "@timestamp"}
+        mapping: dict[str | None, str | list[str]] = {TIME_FIELD[kind]: "@timestamp"}
         mapping.update({c.field: f"ztcp.{c.field}" for c in FIELDS[kind] if c.derived})
         # Fields naming a part of the stored document (``actor`` → ``actor.id``, ``bundles.revision`` →
         # ``bundles.ztcp.revision``). ``changed`` becomes ``fields``: every rule using it also selects
         # ``type: pii.update``, the only events on which the two are the same.
         mapping.update({c.field: c.path for c in FIELDS[kind] if c.path})
 
-        def cond(kind: str = kind) -> list[LogsourceCondition]:  # one instance per item (pySigma binds it)
+        def cond(kind: str = kind) -> list[RuleProcessingCondition]:  # one instance per item (pySigma binds it)
             return [LogsourceCondition(product="ztcp", service=SERVICE_OF_KIND[kind])]
 
         items.append(

@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 from sigma.backends.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
+from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 from sigma.types import SigmaString
 
 from .config import SiemConfig
 from .errors import RuleError
-from .events import FIELDS, KIND_OF_SERVICE, column_of
+from .events import FIELDS, KIND_OF_SERVICE, SERVICE_OF_KIND, column_of
 from .pipeline import sqlite_pipeline
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -76,6 +76,11 @@ class Detection:
     kind: str
     predicate: str
     sigma: SigmaRule
+
+    @property
+    def service(self) -> str:
+        """The logsource service of the rule (``kind`` was derived from it when the rule was loaded)."""
+        return SERVICE_OF_KIND[self.kind]
 
 
 @dataclass
@@ -206,7 +211,7 @@ class RulePack:
             per_file[path] = per_file.get(path, 0) + 1
             if isinstance(rule, SigmaCorrelationRule):
                 corr = self._correlation(rule, path, detections)
-                services = sorted({d.sigma.logsource.service for d, _ in corr.refs})
+                services = sorted({d.service for d, _ in corr.refs})
                 out.append(AlertingRule(**meta, file=path, logsource=services, correlation=corr))
             else:
                 det = detections[id(rule)]
@@ -223,7 +228,7 @@ class RulePack:
                     AlertingRule(
                         **meta,
                         file=path,
-                        logsource=[rule.logsource.service],
+                        logsource=[det.service],
                         detection=det,
                         suppress_by=group,
                         suppress_seconds=secs,
@@ -293,15 +298,21 @@ class RulePack:
                     raise RuleError(path.name, f"group-by field {g!r} is not a {det.kind} field")
             refs.append((det, mapping))
         cond = rule.condition
-        op = count = fieldref = None
-        if cond is not None and hasattr(cond, "op"):
-            op, count, fieldref = cond.op.name.lower(), float(cond.count), cond.fieldref
+        op: str | None = None
+        count: float | None = None
+        fieldref: str | None = None
+        if isinstance(cond, SigmaCorrelationCondition):
+            op, count = cond.op.name.lower(), float(cond.count)
+            if isinstance(cond.fieldref, list):
+                if cond.fieldref:
+                    raise RuleError(path.name, "condition.field must be one field")
+                # An empty list names no field, like no ``field`` (the engine only tests it for truth).
+            else:
+                fieldref = cond.fieldref
         elif cond is not None:
             raise RuleError(path.name, "extended (boolean) correlation conditions are not supported")
         kind = rule.type.name.lower()
         if fieldref:
-            if isinstance(fieldref, list):
-                raise RuleError(path.name, "condition.field must be one field")
             for det, mapping in refs:
                 if column_of(det.kind, mapping.get(fieldref, fieldref)) is None:
                     raise RuleError(path.name, f"condition field {fieldref!r} is not a {det.kind} field")
