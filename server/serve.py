@@ -88,6 +88,9 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
                                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
                                            **tls))
     siem.start()
+    from server.exchange import Sweeper
+
+    sweeper = Sweeper(runtime.exchange).start()  # overdue receipts recorded, late time-stamps retried
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
     gc.freeze()
@@ -95,5 +98,6 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
         server.run(sockets=[sock])
     finally:
         siem.stop()
+        sweeper.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         say("ztcp stopped; logs flushed")

@@ -111,6 +111,19 @@ class Settings(BaseSettings):
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
                     "(only for a ledger that was signed locally before moving to Vault)")
 
+    # Trusted time (RFC 3161) and government data exchange (exchange/).
+    tsa_url: str | None = Field(default=None, description="Time-Stamp Authority (RFC 3161 over HTTP): every checkpoint "
+                                                          "and every transfer record is time-stamped")
+    tsa_ca_file: Path | None = Field(default=None, description="the TSA's trust anchor (PEM): verifies its tokens")
+    exchange_tsa_unavailable: Literal["refuse", "later"] = Field(
+        default="later", description="TSA unreachable when a transfer starts or ends: refuse it, or send and "
+                                     "time-stamp later (`ztcp exchange verify` shows the gap)")
+    exchange_receipt_hours: float = Field(default=24.0, gt=0, le=8760,
+                                          description="a transfer without the agency's receipt this long is overdue")
+    exchange_device_id: str = Field(default="ztcp-exchange-host", description="this host's device id in the inventory "
+                                                                             "(`ztcp devices register`) for batches "
+                                                                             "started at the command line")
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.checkpoint_key == "vault" and not self.vault_addr:
@@ -121,6 +134,8 @@ class Settings(BaseSettings):
             raise ValueError("ZTCP_DEV_SIGNIN=true and ZTCP_IDP_ISSUER exclude each other")
         if bool(self.device_posture_jwks) != bool(self.device_posture_issuer):
             raise ValueError("ZTCP_DEVICE_POSTURE_JWKS and ZTCP_DEVICE_POSTURE_ISSUER go together")
+        if self.tsa_url and not self.tsa_ca_file:
+            raise ValueError("ZTCP_TSA_URL needs ZTCP_TSA_CA_FILE (the TSA's trust anchor)")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
         return self
@@ -157,6 +172,11 @@ class Settings(BaseSettings):
     def witnessed_dir(self) -> Path:
         """Where the witnesses' cosignatures are kept (ZTCP_HOME/witnessed)."""
         return self.ensure_home() / "witnessed"
+
+    @property
+    def timestamps_dir(self) -> Path:
+        """Where checkpoint time-stamp tokens are kept (ZTCP_HOME/timestamps)."""
+        return self.ensure_home() / "timestamps"
 
     @property
     def checkpoint_in_vault(self) -> bool:
