@@ -201,6 +201,9 @@ class CheckpointStamper:
         self._wake.set()
 
     def close(self) -> None:
+        """Try what is pending once more (a CLI command's last checkpoint), then stop."""
+        if self._pending:
+            self.flush(timeout=15)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=15)
