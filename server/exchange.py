@@ -89,7 +89,7 @@ def build_service(runtime: Any) -> Any:
     store = exchange.ExchangeStore(runtime.home / STORE_FILE)
     runtime._closers.append(store.close)
     config = exchange.ExchangeConfig(tsa_policy=settings.exchange_tsa_unavailable,
-                                     receipt_hours=settings.exchange_receipt_hours)
+                                     receipt_hours=settings.exchange_receipt_hours, chunk=settings.exchange_chunk)
     return exchange.ExchangeService(
         point=runtime.point, recorder=runtime.recorder, ledger=runtime.ledger, readers=runtime.protected_reader,
         decision_verifier=runtime.decision_verifier, key_provider=runtime.key_provider,

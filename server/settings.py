@@ -120,6 +120,8 @@ class Settings(BaseSettings):
                                      "time-stamp later (`ztcp exchange verify` shows the gap)")
     exchange_receipt_hours: float = Field(default=24.0, gt=0, le=8760,
                                           description="a transfer without the agency's receipt this long is overdue")
+    exchange_chunk: int = Field(default=2000, ge=10, le=100_000,
+                                description="records per sealed segment and per ledger transaction in a batch")
     exchange_device_id: str = Field(default="ztcp-exchange-host", description="this host's device id in the inventory "
                                                                              "(`ztcp devices register`) for batches "
                                                                              "started at the command line")

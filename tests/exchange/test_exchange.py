@@ -98,7 +98,8 @@ def test_a_batch_is_decided_once_recorded_per_citizen_sealed_signed_stamped_and_
     rec = world.rt.exchange.record_receipt(receipt_for(out, world.tax.signing))
     assert rec["status"] == "received"
     [ack] = world.events("exchange.receipt")
-    assert ack.exchange.transfer_id == summary["transfer_id"] and ack.exchange.payload_sha256 == summary["payload_sha256"]
+    assert ack.exchange.transfer_id == summary["transfer_id"]
+    assert ack.exchange.payload_sha256 == summary["payload_sha256"]
     assert (out / RECEIPT).exists()
     final = verify_transfer(out, tsa_verifier=TsaVerifier.from_pem_file(tsa.ca_file), require_receipt=True)
     assert final.ok and {c.name: c.status for c in final.checks}["receipt"] == "ok"
