@@ -116,10 +116,11 @@ def parse(path: Path, blind_index_key: bytes, fmt: str | None = None,
           id_indexes: Callable[[str], list[str]] | None = None) -> Iterator[tuple[Citizen, str | None]]:
     """Every line as a :class:`Citizen` and, for a national ID, its blind-index lookup values
     (space-separated, one per trusted key version) from ``id_indexes``."""
+    make_ref = contracts.citizen_ref
     for n, ident, by_id in read_identifiers(path, fmt):
         if by_id:
             try:
-                ref = contracts.citizen_ref(ident, blind_index_key)
+                ref = make_ref(ident, blind_index_key)
             except contracts.InvalidNationalId:
                 raise ExchangeInputError(f"input line {n}: not a valid national ID or citizen_ref") from None
             yield Citizen(n, ref, True), (" ".join(id_indexes(ident)) if id_indexes else None)
