@@ -63,8 +63,8 @@ def test_the_trace_page_lists_transfers_with_receipt_and_timestamp_status(ztcp_h
         assert page.status_code == 200, page.text[:500]
         html = page.text
         table = html[html.index('id="transfers"'):html.index("</table>", html.index('id="transfers"'))]
-        rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr class=\"receipt-\w+\">.*?<code>(xfer_\w+)</code>.*?</tr>",
-                                                            table, re.S)}
+        row = re.compile(r"<tr class=\"receipt-\w+\">.*?<code>(xfer_\w+)</code>.*?</tr>", re.S)
+        rows = {m.group(1): m.group(0) for m in row.finditer(table)}
         assert "received" in rows[acked["transfer_id"]] and "time-stamped (TSA)" in rows[acked["transfer_id"]]
         assert "outstanding" in rows[pending["transfer_id"]] and "pending" in rows[pending["transfer_id"]]
         assert "Recorded by (TSA)" in html and "(checkpoint " in html  # the first disclosure is time-bounded
