@@ -38,6 +38,7 @@ OPERATOR = "emp-exchange-night"
 HOST = "ztcp-exchange-host"
 NIGHTLY = {"agency-tax": 300, "agency-ris": 200, "agency-nhia": 150}  # citizens per batch
 ACKNOWLEDGING = ("agency-tax", "agency-ris")  # agency-nhia's receipt never comes
+EXAMPLE_INPUT = "example-citizens.csv"
 
 
 @dataclass
@@ -165,9 +166,15 @@ class Night:
         report.inbound = rt.exchange.receive(self.operator(), ris.id, payload, statement, citizens)
 
     def finish(self) -> NightReport:
-        """After the week: the insurer's receipt is past its deadline (recorded; the SIEM alerts on it)."""
+        """After the week: the insurer's receipt is past its deadline (recorded; the SIEM alerts on it).
+        Also leaves ``exchange/example-citizens.csv`` — twenty citizens by reference, never by national
+        ID — for the README's own transfer."""
         try:
             self.report.overdue = self.rt.exchange.sweep_overdue()
+            example = self.rt.home / "exchange" / EXAMPLE_INPUT
+            example.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            refs = [c.citizen_ref for c in self.bureau.citizens[:20] if c.citizen_ref]
+            example.write_text("citizen_ref\n" + "".join(f"{r}\n" for r in refs))
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return self.report
