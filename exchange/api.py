@@ -28,6 +28,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+import contracts
+from contracts.national_id import CITIZEN_REF_PATTERN
 from exchange.errors import ExchangeError, ExchangeInputError, ExchangeIntegrityError, ExchangeRefused
 from exchange.service import ExchangeService, Operator
 from pdp.problems import Problem
@@ -71,14 +73,25 @@ class BatchJobs:
         self._lock = threading.Lock()
 
     def submit(self, op: Operator, body: BatchBody) -> dict[str, Any]:
+        # National IDs become citizen_refs here, in memory: the job's input file (in the home, while
+        # the job stages it) never holds one. A bad entry is refused by its position, never echoed.
+        key = self.service.blind_index_key()
+        refs = []
+        for i, c in enumerate(body.citizens):
+            c = c.strip()
+            try:
+                refs.append(c if c.startswith("cr_") and re.fullmatch(CITIZEN_REF_PATTERN, c)
+                            else contracts.citizen_ref(c, key))
+            except contracts.InvalidNationalId:
+                raise ExchangeInputError(f"citizens[{i}]: not a valid national ID or citizen_ref") from None
         batch_id = "batch_" + uuid.uuid4().hex
         work = self.outbox / batch_id
         work.mkdir(mode=0o700)
         src = work / "input.jsonl"
         fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            for c in body.citizens:
-                f.write(json.dumps({"citizen_ref" if c.strip().startswith("cr_") else "national_id": c}) + "\n")
+            for ref in refs:
+                f.write(json.dumps({"citizen_ref": ref}) + "\n")
         job = {"batch_id": batch_id, "state": "queued", "operator": op.id, "agreement_id": body.agreement_id,
                "progress": {"done": 0, "total": len(body.citizens)}, "summary": None, "error": None}
         with self._lock:
@@ -97,7 +110,7 @@ class BatchJobs:
                 msg = exc.message if isinstance(exc, ExchangeError) else type(exc).__name__
                 job.update(state="failed", error=msg)
             finally:
-                src.unlink(missing_ok=True)  # the input held national IDs: not kept once staged
+                src.unlink(missing_ok=True)  # staged in the transfer register; not kept twice
 
         threading.Thread(target=run, name=f"ztcp-{batch_id}", daemon=True).start()
         return job
@@ -141,7 +154,10 @@ def create_router(service: ExchangeService, jobs: BatchJobs, *, require_caller: 
                                       [problem])
         except ExchangeError as exc:
             raise _problem(exc) from None
-        job = jobs.submit(op, body)
+        try:
+            job = jobs.submit(op, body)
+        except ExchangeError as exc:
+            raise _problem(exc) from None
         response.headers["Location"] = f"/v1/exchange/batches/{job['batch_id']}"
         response.headers["Cache-Control"] = "no-store"
         return job
