@@ -138,6 +138,18 @@ def anchor_raw_decrypt(rt, n: int) -> float:  # noqa: ANN001
     return dt
 
 
+def _db_bytes(path: Path) -> int:
+    """The ledger's logical size (pages in use, WAL included): what the events really take, not how
+    far the WAL file happens to have grown before its next checkpoint."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (n,) = db.execute("SELECT page_count * page_size - freelist_count * page_size FROM pragma_page_count(), "
+                          "pragma_page_size(), pragma_freelist_count()").fetchone()
+    finally:
+        db.close()
+    return int(n)
+
+
 def merkle_alternative(n: int) -> float:
     """The alternative to per-citizen ledger events: per-citizen leaves hashed into one batch root."""
     import hashlib
@@ -163,13 +175,12 @@ def main(quick: bool = False, n: int | None = None) -> None:
         from server.exchange import cli_operator
 
         op = cli_operator(rt, rt.verifier.verify_subject(tok), tok)
-        ledger_before = rt.ledger.path.stat().st_size
+        ledger_before = _db_bytes(rt.ledger.path)
         start = time.perf_counter()
         summary = rt.exchange.send(op, "DSA-BENCH", inp, work / "out")
         e2e = time.perf_counter() - start
         assert summary["citizens"] == n, summary
-        wal = rt.ledger.path.with_name(rt.ledger.path.name + "-wal")
-        ledger_bytes = rt.ledger.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0) - ledger_before
+        ledger_bytes = _db_bytes(rt.ledger.path) - ledger_before
         anchor = anchor_raw_decrypt(rt, n)
         alt = merkle_alternative(n)
         rt.close()

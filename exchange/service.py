@@ -326,12 +326,22 @@ class ExchangeService:
             f.truncate(job["offset"])  # a segment written after the last commit is rewritten
             f.seek(job["offset"])
             writer = SealedWriter(header, cek, counter=job["segments"])
-            for chunk, (lines, records, prepared, missing) in self._read_ahead(
-                    self.store.iter_staged(t.transfer_id, job["next_line"], self.config.chunk),
-                    lambda c: self._chunk(batch, grant, c, events, t.transfer_id, ref_col, bcol)):
+
+            def load(c: list) -> tuple:
+                # In the read-ahead thread: look chunk k+1 up, build its events and record them durably
+                # (SQLite's fsync'd transaction runs without the GIL) while chunk k is decrypted and
+                # sealed. A crash may leave up to two chunks recorded but not sent; the resumed job
+                # records them again as duplicates (same event ids) and sends them: over-recording is
+                # the safe side, decryption before recording is impossible (keymgmt.BatchReader).
+                lines, records, prepared, missing = self._chunk(batch, grant, c, events, t.transfer_id,
+                                                                ref_col, bcol)
+                return lines, batch.record(grant, records, prepared), missing
+
+            for chunk, (lines, recorded, missing) in self._read_ahead(
+                    self.store.iter_staged(t.transfer_id, job["next_line"], self.config.chunk), load):
                 if stop is not None and stop():
                     raise ExchangeError(f"transfer {t.transfer_id} stopped; run the same command to resume")
-                values, receipts = batch.release(grant, records, prepared)
+                values, receipts, records = batch.decrypt(grant, recorded), recorded.receipts, recorded.rows
                 dumps = orjson.dumps
                 blob = b"".join(dumps({"line": line, **v}) + b"\n" for line, v in zip(lines, values, strict=True))
                 seg = writer.segment(blob) if blob else b""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,7 +42,16 @@ class BatchRecorder(Protocol):
     def record_many(self, events: Sequence[Any]) -> list[Any]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class Recorded:
+    """Rows whose provenance events are durable, with the ledger's receipts (see BatchReader.record)."""
+
+    grant: BatchGrant
+    rows: tuple[dict[str, Any], ...]
+    receipts: list[Any]
+
+
+@dataclass(frozen=True, eq=False)  # identity: only the grant objects open() made are valid
 class BatchGrant:
     """A verified batch decision: what this batch may release, to whom."""
 
@@ -57,7 +67,9 @@ class BatchReader:
         self.recorder = recorder
         self.audit = audit
         self.actor = actor
-        self._grants: set[int] = set()
+        self._grants: set[BatchGrant] = set()  # the objects themselves: an id could be reused once freed
+        self._recorded: set[Recorded] = set()
+        self._lock = threading.Lock()
         self._indexed = False
 
     def open(self, token: str | None, fields: Sequence[str], recipient: dict[str, str],
@@ -86,7 +98,7 @@ class BatchReader:
         if unknown:
             raise KeyMgmtError(f"unknown field(s) for {spec.table}: {', '.join(sorted(unknown))}")
         grant = BatchGrant(claims, tuple(fields))
-        self._grants.add(id(grant))
+        self._grants.add(grant)
         return grant
 
     def ensure_citizen_index(self) -> None:
@@ -150,18 +162,39 @@ class BatchReader:
         """Record ``events`` durably (one per row, in one transaction), then decrypt ``rows``' granted
         fields; returns the values and the recorder's receipts. A ledger failure raises
         :class:`DecryptRefused` and nothing is decrypted."""
+        recorded = self.record(grant, rows, events)
+        return self.decrypt(grant, recorded), recorded.receipts
+
+    def record(self, grant: BatchGrant, rows: Sequence[dict[str, Any]], events: Sequence[Any]) -> Recorded:
+        """The first half of :meth:`release`, so a pipeline can record chunk k+1 while it decrypts
+        chunk k: one durable transaction for ``events`` (one per row). Only what this returns can be
+        decrypted (:meth:`decrypt`)."""
         self._check(grant)
         if len(events) != len(rows):
             raise KeyMgmtError("one provenance event per released row is required")
         if not rows:
-            return [], []
+            return self._seal(Recorded(grant, tuple(rows), []))
         # Unwrap the data keys first: a key provider that is down fails before anything is recorded.
         self.table.envelope.prefetch({r[STATE_COLUMN] for r in rows if r[STATE_COLUMN]})
         try:
             receipts = self.recorder.record_many(events)
         except Exception as exc:  # noqa: BLE001 - any ledger failure must fail closed
             self._refused("ledger_unavailable", grant.claims, detail=type(exc).__name__, count=len(rows))
-        return self._decrypt(grant, rows), receipts
+        return self._seal(Recorded(grant, tuple(rows), list(receipts)))
+
+    def decrypt(self, grant: BatchGrant, recorded: Recorded) -> list[dict[str, str | None]]:
+        """The granted fields of rows whose events :meth:`record` made durable (and only those)."""
+        self._check(grant)
+        with self._lock:
+            if recorded not in self._recorded or recorded.grant is not grant:
+                raise KeyMgmtError("these rows were not recorded by this reader under this grant")
+            self._recorded.discard(recorded)  # decrypted once
+        return self._decrypt(grant, recorded.rows)
+
+    def _seal(self, recorded: Recorded) -> Recorded:
+        with self._lock:
+            self._recorded.add(recorded)
+        return recorded
 
     def _decrypt(self, grant: BatchGrant, rows: Sequence[dict[str, Any]]) -> list[dict[str, str | None]]:
         """The granted fields of ``rows``: the envelope's decryption (ciphertext.py's format and AAD)
@@ -220,7 +253,7 @@ class BatchReader:
                               count=count, reason="exchange", decision_id=grant.claims.decision_id)
 
     def _check(self, grant: BatchGrant) -> None:
-        if id(grant) not in self._grants:
+        if grant not in self._grants:
             raise KeyMgmtError("this batch grant was not opened by this reader")
 
     def _refused(self, reason: str, claims: Any, *, detail: str = "", count: int = 1) -> Any:
