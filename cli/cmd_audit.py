@@ -29,7 +29,7 @@ from cli.tables import print_table
 from provenance import reports
 from provenance.export import to_openlineage, to_prov_json
 from provenance.trace import Trace, trace_citizen
-from provenance.verify import VerifyReport, verify_ledger
+from provenance.verify import check_unsigned_tail, verify_ledger
 from provenance.witness import CosignatureVerifier, verify_witnessed
 from server.ledger import ledger_from_settings
 from server.settings import Settings, load_settings
@@ -249,7 +249,7 @@ def verify(full: bool, as_json: bool, published: tuple[Path, ...], witness_keys:
                     progress=lambda done, total: progress.update(task, completed=done),
                     published=provenance.published_notes(list(published)),
                 )
-                _check_unsigned_tail(ledger, report, settings.checkpoint_unsigned_max_age_seconds)
+                check_unsigned_tail(ledger, report, settings.checkpoint_unsigned_max_age_seconds)
                 if witness_keys:
                     verify_witnessed(ledger.root, report.size, ledger.origin, witnessed or settings.witnessed_dir,
                                      [CosignatureVerifier.from_vkey(k) for k in witness_keys])
@@ -295,24 +295,6 @@ def _verify_stamps(settings: Settings, ledger: provenance.Ledger):  # noqa: ANN2
     from provenance.timestamp import TsaVerifier, verify_stamps
 
     return verify_stamps(ledger, settings.timestamps_dir, TsaVerifier.from_pem_file(settings.tsa_ca_file))
-
-
-def _check_unsigned_tail(ledger: provenance.Ledger, report: VerifyReport, max_age: int) -> None:
-    """Events after the latest checkpoint are protected by nothing until the next one: anyone with
-    the file can cut them off. Checkpoints are made every minute while ztcp serves, and at shutdown,
-    so a tail older than ``max_age`` means checkpointing stopped — or events were put in around it."""
-    if not report.unsigned_tail:
-        return
-    latest = ledger.latest_checkpoint()
-    if latest is None:
-        return  # a young ledger that has not signed yet: nothing older to compare with
-    age = datetime.now(latest.time.tzinfo) - latest.time
-    if age.total_seconds() > max_age:
-        raise provenance.IntegrityError(
-            f"{report.unsigned_tail} events after the latest checkpoint (size {latest.size}, signed "
-            f"{int(age.total_seconds())} s ago) are not signed: checkpointing has stopped or events were "
-            "added around it; run `ztcp audit checkpoint` once the cause is known",
-            seq=latest.size, kind="unsigned-tail")
 
 
 @command.command("checkpoint")

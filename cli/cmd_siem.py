@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.errors import CliFailure
-from cli.operator import authorize, current_operator, token_option
+from cli.operator import Operator, authorize, current_operator, token_option
 from cli.tables import print_table
-from server.settings import load_settings
+from server.settings import Settings, load_settings
 from server.siem import DB_NAME, alert_sinks, live_sources, make_engine, siem_pack
 from siem_rules import (
     JsonlSource,
@@ -202,6 +203,15 @@ def alerts(
 SOC_ROLE = "soc_analyst"
 
 
+def _triager(token: str | None, alert_id: str) -> tuple[Settings, Operator, sqlite3.Connection]:
+    """The SOC analyst the token names, permitted by the PDP to change this alert, and the store."""
+    settings = load_settings()
+    operator = current_operator(settings, token, SOC_ROLE)
+    authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
+              record_id=alert_id[:128])
+    return settings, operator, connect(settings.ensure_home() / DB_NAME)
+
+
 @command.command("ack")
 @click.argument("alert_id")
 @click.option("--close", is_flag=True, help="close the alert instead of acknowledging it")
@@ -215,11 +225,7 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool, token: str | No
     if close and reopen:
         raise CliFailure("--close and --reopen are exclusive")
     status = "closed" if close else "open" if reopen else "acknowledged"
-    settings = load_settings()
-    operator = current_operator(settings, token, SOC_ROLE)
-    authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
-              record_id=alert_id[:128])
-    conn = connect(settings.ensure_home() / DB_NAME)
+    settings, operator, conn = _triager(token, alert_id)
     try:
         alert = triage.set_status(conn, alert_id, status, actor=operator.id)
         for sink in alert_sinks(settings):
@@ -241,11 +247,7 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool, token: str | No
 @token_option
 def comment_cmd(alert_id: str, text: str, token: str | None) -> None:
     """Add a comment to an alert's history (no personal data: national IDs and phone numbers are refused)."""
-    settings = load_settings()
-    operator = current_operator(settings, token, SOC_ROLE)
-    authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
-              record_id=alert_id[:128])
-    conn = connect(settings.ensure_home() / DB_NAME)
+    _, operator, conn = _triager(token, alert_id)
     try:
         triage.comment(conn, alert_id, text, actor=operator.id)
     finally:

@@ -8,7 +8,6 @@ is warned about.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from cli.errors import EXIT_DENIED, EXIT_INPUT, CliFailure
 from pdp import TokenError
 from server.bootstrap import system_keys
 from server.identity import token_verifier
+from server.operators import decide_operation
 from server.settings import Settings
 
 
@@ -67,28 +67,11 @@ def current_operator(settings: Settings, token: str | None, role: str) -> Operat
 
 def authorize(settings: Settings, operator: Operator, *, dataset: str, action: str, purpose: str,
               record_id: str | None = None) -> None:
-    """Ask the PDP, like every other action: may this operator do ``action`` on ``dataset`` now?
-
-    The device is this host (the CLI runs where ztcp's keyring is, on the bureau's server), on the
-    internal network; the policy still weighs the operator's sign-in, role, time and history."""
-    from contracts.decision import DecisionRequest
-    from server.runtime import Runtime
-
-    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())[:100] or "localhost"
-    request = DecisionRequest.model_validate({
-        "subject_token": operator.token, "device": {"id": f"host:{host}", "managed": True, "compliant": True},
-        "context": {"network_zone": "internal", "channel": "cli"},
-        "resource": {"type": "operation", "dataset": dataset, "record_id": record_id, "fields": [],
-                     "classification": "internal"},
-        "action": action, "purpose": {"code": purpose}})
-    runtime = Runtime(settings)
-    try:
-        decision = runtime.point.decide(request, caller="ztcp-cli")
-    finally:
-        runtime.close()
+    """The PDP's permit for this operator's action (server.operators), or exit 2 naming its reasons."""
+    decision = decide_operation(settings, operator.token, dataset=dataset, action=action, purpose=purpose,
+                                record_id=record_id)
     if decision.effect != "permit":
         raise CliFailure(f"refused by policy ({decision.effect}): {', '.join(decision.reasons)}", EXIT_DENIED)
-
 
 token_option = click.option(
     "--token", "token", default=None, metavar="TOKEN|@FILE|-",

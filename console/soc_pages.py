@@ -75,6 +75,23 @@ def open_alert_about(console: Console, alert_id: str, citizen_ref: str) -> bool:
         conn.close()
 
 
+def delivery_status(console: Console, alert_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Per alert, per channel (syslog, email, webhook, escalation): delivered, pending, retrying or
+    failed — read from the delivery outbox when delivery is configured (empty otherwise)."""
+    path = console.runtime.delivery_db_path
+    if not alert_ids or not path.exists():
+        return {}
+    from siem_rules.delivery import Delivery, connect_outbox
+
+    conn = connect_outbox(path)
+    try:
+        return Delivery.alert_status(conn, alert_ids)
+    except sqlite3.Error:  # the page still lists alerts when the outbox cannot be read
+        return {}
+    finally:
+        conn.close()
+
+
 def add_routes(router: APIRouter, console: Console) -> None:
     @router.get("/alerts")
     def alerts(request: Request) -> Response:
@@ -96,7 +113,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         shown = [a for a in every if (not status or a.status == status) and (not level or a.level == level)
                  and (not rule or a.rule_name == rule)]
         shown.sort(key=lambda a: (LEVELS.index(a.level) if a.level in LEVELS else 0, a.last_seen), reverse=True)
-        return console.render(ctx, "alerts.html.j2", alerts=shown[:MAX_LISTED], total=len(every),
+        delivery = delivery_status(console, [a.alert_id for a in shown[:MAX_LISTED]])
+        return console.render(ctx, "alerts.html.j2", alerts=shown[:MAX_LISTED], total=len(every), delivery=delivery,
                               matching=len(shown), statuses=STATUSES,
                               levels=LEVELS, rules=rules, filters={"status": status, "level": level, "rule": rule})
 

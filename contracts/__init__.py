@@ -6,6 +6,7 @@ keymgmt, siem_rules) and the application around them import these; this package 
 them. Modules: :mod:`contracts.decision`, :mod:`contracts.signals`, :mod:`contracts.policy_input`,
 :mod:`contracts.decision_log`, :mod:`contracts.provenance_event`, :mod:`contracts.key_event`,
 :mod:`contracts.policy_event`, :mod:`contracts.national_id`, :mod:`contracts.bank_account`,
+:mod:`contracts.intermediary`,
 :mod:`contracts.screen`; :mod:`contracts.conformance` checks a value against a TypedDict contract.
 
 The decide path's contracts (signals, policy input, decision-log entry) are ``typing.TypedDict``: the

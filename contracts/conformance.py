@@ -37,7 +37,7 @@ def _check(value: Any, tp: Any, where: str, out: list[str]) -> None:
         if value is not None:
             out.append(f"{where}: expected null, got {_describe(value)}")
     elif origin in (Union, types.UnionType):
-        attempts = []
+        attempts: list[list[str]] = []
         for option in get_args(tp):
             found: list[str] = []
             _check(value, option, where, found)
@@ -45,7 +45,8 @@ def _check(value: Any, tp: Any, where: str, out: list[str]) -> None:
                 return
             attempts.append(found)
         # Report the option that came closest (fewest problems): that is usually the intended one.
-        out.extend(min(attempts, key=len))
+        closest = min(attempts, key=len)
+        out.extend(closest)
     elif is_typeddict(tp):
         _check_typeddict(value, tp, where, out)
     elif origin is list:

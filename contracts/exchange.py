@@ -54,7 +54,7 @@ class PayloadEncryption(_Strict):
 class TransferRecord(_Strict):
     """What ztcp signs and keeps for one outbound transfer (single or batch). Field names are the contract."""
 
-    version: Literal["ztcp-transfer/1"] = TRANSFER_VERSION
+    version: Literal["ztcp-transfer/1"] = "ztcp-transfer/1"  # = TRANSFER_VERSION
     transfer_id: TransferId
     agreement_id: Name
     agency: Name

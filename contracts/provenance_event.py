@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from contracts.bank_account import BANK_ACCOUNT_REF_PATTERN
+from contracts.intermediary import INTERMEDIARY_REF_PATTERN
 from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.screen import screen_text
 
@@ -49,7 +50,9 @@ FieldName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")]
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"), AfterValidator(screen_text)]
 
 
-def _str_as(key: str):  # noqa: ANN202 - a tiny BeforeValidator factory
+def _str_as(key: str) -> BeforeValidator:
+    """A BeforeValidator that accepts a bare string for a one-key object: ``v`` becomes ``{key: v}``."""
+
     def coerce(v: Any) -> Any:
         return {key: v} if isinstance(v, str) else v
 
@@ -122,6 +125,8 @@ class ProvenanceEvent(_Strict):
     event_id: EventId = Field(default_factory=lambda: str(uuid_utils.uuid7()))
     exchange: ExchangeRef | None = None
     fields: list[FieldName] = Field(default_factory=list)
+    # A claim's agent or doctor (the claims-fraud indicators count claims per intermediary), keyed.
+    intermediary_ref: Annotated[str, Field(pattern=INTERMEDIARY_REF_PATTERN)] | None = None
     purpose: Annotated[Purpose, _str_as("code")] | None = None
     query: SafeStr | None = Field(default=None, description="what an audit.* query asked (no raw IDs)")
     recipient: Recipient | None = None

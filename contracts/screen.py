@@ -18,6 +18,7 @@ the caller, which is cheaper than a national ID in an append-only, replicated lo
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -44,8 +45,17 @@ def _has_id(text: str) -> bool:
 
 def screen_text(value: str) -> str:
     """Refuse strings that carry a raw national ID or phone number (message never has the value)."""
+    _screened(value)
+    return value
+
+
+# Every id and code of a decision request passes here (eight per request): the same dataset names,
+# channels, purpose codes and device ids recur, and the verdict depends on the string alone, so it is
+# remembered. Refusals raise and are not cached; the cache is bounded.
+@functools.lru_cache(maxsize=8192)
+def _screened(value: str) -> None:
     if _UUID.fullmatch(value):
-        return value  # random hex: would otherwise trip the screen about once per few thousand ids
+        return  # random hex: would otherwise trip the screen about once per few thousand ids
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -55,7 +65,6 @@ def screen_text(value: str) -> str:
         raise ValueError("contains something shaped like a national ID; use citizen_ref instead")
     if _MOBILE.search(folded):
         raise ValueError("contains something shaped like a phone number; raw personal values are not allowed")
-    return value
 
 
 def contains_national_id(value: str) -> bool:

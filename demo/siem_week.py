@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from siem_rules.config import SiemConfig
-from siem_rules.fixtures import synthetic_bank_account_ref, synthetic_citizen_ref
+from siem_rules.fixtures import synthetic_bank_account_ref, synthetic_citizen_ref, synthetic_intermediary_ref
 from siem_rules.store import paused_gc
 
 Event = tuple[str, dict[str, Any]]
@@ -25,6 +25,11 @@ TAIPEI = timezone(TZ_OFFSET)
 SERVICES = ("svc-benefits", "svc-pension", "svc-exchange", "svc-mydata", "pep-gateway")
 ALLOWED_RECIPIENTS = ["agency-tax-exchange", "agency-health-exchange", "mydata:*"]
 PROTECTED = [synthetic_citizen_ref(f"vip-{n}") for n in (1, 2, 3)]
+# Peer groups for the behavioural baselines: 12 offices × 3 roles (the decision log's org_unit and roles).
+OFFICES = 12
+ROLES = ("case_officer", "counter_clerk", "reviewer")
+INTERMEDIARIES = 200  # agents and doctors named on claims
+CLAIM_SHARE = 0.02  # of benefit and injury cases, a claim is filed (naming its agent or doctor)
 
 
 def staff_ref(n: int) -> str:
@@ -58,12 +63,28 @@ def _every(start: datetime, step: timedelta, n: int) -> list[datetime]:
     return [start + step * i for i in range(n)]
 
 
+def office_of(actor: str) -> str:
+    """An employee's office (``emp-0042`` → ``office-06``), fixed by their number."""
+    n = int(actor.rsplit("-", 1)[-1]) if actor[-1:].isdigit() else 0
+    return f"office-{(n - 1) % OFFICES + 1:02d}"
+
+
+def role_of(actor: str) -> str:
+    n = int(actor.rsplit("-", 1)[-1]) if actor[-1:].isdigit() else 0
+    return ROLES[((n - 1) // OFFICES) % len(ROLES)]
+
+
 class Traffic:
     def __init__(self, seed: int = 7, employees: int = 500, citizens: int = 2_000_000) -> None:
         self.rng = random.Random(seed)
+        # Claims draw from their own stream, so adding them left every other event of a seed as it was.
+        self.claims_rng = random.Random(seed * 7919 + 1)
         self.employees = [f"emp-{n:04d}" for n in range(1, employees + 1)]
         self.citizens = citizens
         self.n = 0
+        # Some agents and clinics file far more claims than others (a few big hospitals, many small ones).
+        self.intermediaries = [synthetic_intermediary_ref(f"agent-{i}") for i in range(INTERMEDIARIES)]
+        self.intermediary_weights = [self.claims_rng.lognormvariate(0, 1) for _ in range(INTERMEDIARIES)]
 
     def _id(self, prefix: str) -> str:
         self.n += 1
@@ -131,8 +152,8 @@ class Traffic:
                 "subject": {
                     "id": actor,
                     "type": "employee",
-                    "roles": ["case_officer"],
-                    "org_unit": "branch-1",
+                    "roles": [role_of(actor)],
+                    "org_unit": office_of(actor),
                     "citizen_ref": None,
                     "auth": {"method": "fido2", "mfa": True, "auth_time": None, "token_age_s": 1800},
                 },
@@ -300,6 +321,8 @@ class Traffic:
                     )
                 )
                 t += int(rng.expovariate(rate / 3600.0)) + 20
+            if special or case["code"] == "benefit_claim":
+                out.extend(self._claim(d0 + timedelta(seconds=min(t, end)), emp, citizen, case["case_id"]))
             if rng.random() < 0.03:  # a citizen-requested account/address change at the counter
                 when = d0 + timedelta(seconds=t)
                 kind = rng.choice(["bank_account", "address"])
@@ -321,6 +344,17 @@ class Traffic:
                     )
                 )
         return out
+
+    def _claim(self, when: datetime, emp: str, citizen: str, case_id: str,
+               intermediary: str | None = None, event_id: str | None = None) -> list[Event]:
+        """Now and then a case is a filed claim: its intake names the agent or doctor behind it."""
+        if intermediary is None:
+            if self.claims_rng.random() >= CLAIM_SHARE:
+                return []
+            intermediary = self.claims_rng.choices(self.intermediaries, self.intermediary_weights)[0]
+        return [self.prov(when, emp, citizen, "pii.update", fields=["claim_status"], event_id=event_id,
+                          dataset="claims", purpose={"code": "claim_intake", "case_id": case_id},
+                          intermediary_ref=intermediary)]
 
     def _day_extras(self, d0: datetime) -> list[Event]:
         rng = self.rng
@@ -636,6 +670,92 @@ class Traffic:
             "first_seen_key_principal",
             [self.key(at(20), "svc-unknown", "key.decrypt", count=5, event_id=iid("fs"))],
         )
+        return inc
+
+    # ---- early warning: what only baselines and the claims-fraud indicators see ----
+
+    def weeks(self, n: int, start: datetime = WEEK_START, reads_per_hour: float = 6.0) -> list[Event]:
+        """``n`` benign weeks from ``start`` (a Monday): the history baselines learn from."""
+        return self.benign(days=7 * n, reads_per_hour=reads_per_hour, start=start)
+
+    def early_warning_incidents(self, week: datetime) -> dict[str, tuple[str, dict[str, Any], list[Event]]]:
+        """Incidents no fixed-threshold rule raises, planted in the week starting ``week`` (a Monday
+        after at least four benign weeks): name -> (analytic, the alert's group keys it must raise,
+        events). Event ids start 'ew-'. The slowly filled mule account also plants two account
+        changes 32 and 15 days before its third (so they fall in the benign weeks: a 30-day window
+        never holds all three)."""
+        wed = week + timedelta(days=2)
+        at = lambda h, m=0, day=wed: day + timedelta(hours=h, minutes=m)  # noqa: E731
+        n = iter(range(10**6))
+        iid = lambda name: f"ew-{name}-{next(n):05d}"  # noqa: E731
+        day = (wed + TZ_OFFSET).date().isoformat()
+        inc: dict[str, tuple[str, dict[str, Any], list[Event]]] = {}
+
+        # 212 citizens in a working day, 26 an hour: under every hourly threshold, far above their usual.
+        slow: list[Event] = []
+        for i in range(212):
+            when = at(9) + timedelta(seconds=i * 136)
+            c = synthetic_citizen_ref(f"lowslow-{i}")
+            dec = self.decision(when, "emp-0101", c, event_id=iid("slow"))
+            slow += [dec, self.prov(when + timedelta(milliseconds=40), "emp-0101", c,
+                                    decision_id=dec[1]["decision_id"], event_id=iid("slowp"))]
+        inc["low_and_slow"] = ("behaviour_baseline", {"input.subject.id": "emp-0101", "local.date": day}, slow)
+
+        # Early mornings and evenings, inside office hours as the off-hours rule defines them (07-21).
+        odd: list[Event] = []
+        for h in (7, 20):
+            for i in range(12):
+                c = self.citizen()
+                when = at(h, 4 * i)
+                dec = self.decision(when, "emp-0102", c, event_id=iid("odd"))
+                odd += [dec, self.prov(when + timedelta(milliseconds=40), "emp-0102", c,
+                                       decision_id=dec[1]["decision_id"], event_id=iid("oddp"))]
+        inc["odd_hours"] = ("behaviour_baseline", {"input.subject.id": "emp-0102", "local.date": day}, odd)
+
+        # A dataset this clerk and their peers never use.
+        pension: list[Event] = []
+        for i in range(30):
+            c = self.citizen()
+            when = at(10) + timedelta(minutes=9 * i)
+            dec = self.decision(when, "emp-0103", c, dataset="national_pension", event_id=iid("ds"))
+            pension += [dec, self.prov(when + timedelta(milliseconds=40), "emp-0103", c, dataset="national_pension",
+                                       decision_id=dec[1]["decision_id"], event_id=iid("dsp"))]
+        inc["new_dataset"] = ("behaviour_baseline", {"input.subject.id": "emp-0103", "local.date": day}, pension)
+
+        # A bank-account change the evening before the nightly payment run pays that citizen.
+        payee = synthetic_citizen_ref("payout-victim-1")
+        inc["change_before_payout"] = ("claims_fraud_indicators",
+                                       {"indicator": "account_change_before_payout", "citizen_ref": payee}, [
+            self.prov(at(-7), "emp-0104", payee, "pii.update", fields=["bank_account"],
+                      bank_account_ref=synthetic_bank_account_ref("new-account-1"),
+                      purpose={"code": "bank_account_change", "case_id": "case-bc"}, event_id=iid("cbp")),
+            self.prov(at(1, 30), "svc-benefits", payee, event_id=iid("cbpay"),
+                      purpose={"code": "monthly_payment", "legal_basis": "LIA-art-20"}),
+        ])
+
+        # One mule account filled slowly, by three clerks, each change looking like a citizen's request.
+        mule = synthetic_bank_account_ref("slow-mule")
+        changes = [
+            self.prov(at(11, day=wed - timedelta(days=back)), emp, synthetic_citizen_ref(f"slow-mule-{k}"),
+                      "pii.update", fields=["bank_account"], bank_account_ref=mule,
+                      purpose={"code": "bank_account_change", "case_id": f"case-sm{k}"}, event_id=iid("smule"))
+            for k, (back, emp) in enumerate(((32, "emp-0105"), (15, "emp-0106"), (0, "emp-0107")))
+        ]
+        inc["slow_mule"] = ("claims_fraud_indicators",
+                            {"indicator": "shared_payout_account", "bank_account_ref": mule}, changes)
+
+        # One clinic behind 40 injury claims this week (it files a couple a month).
+        clinic = synthetic_intermediary_ref("clinic-x")
+        claims: list[Event] = []
+        for k in range(3):  # its usual trickle in the weeks before
+            claims += self._claim(week - timedelta(days=7 * k + 5, hours=-9), "emp-0108",
+                                  synthetic_citizen_ref(f"clinic-past-{k}"), f"case-cx{k}", clinic, iid("claimp"))
+        for i in range(40):
+            when = week + timedelta(days=i % 5, hours=9 + (i // 5) % 8, minutes=7 * (i % 7))
+            claims += self._claim(when, f"emp-{110 + i % 6:04d}", synthetic_citizen_ref(f"clinic-claim-{i}"),
+                                  f"case-cc{i}", clinic, iid("claim"))
+        inc["intermediary_share"] = ("claims_fraud_indicators",
+                                     {"indicator": "intermediary_claim_share", "intermediary_ref": clinic}, claims)
         return inc
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from contracts.key_event import KeyAuditEvent
 from keymgmt.errors import KeyMgmtError
@@ -83,7 +84,7 @@ class KeyAuditLog:
     def record(self, event: KeyAuditEvent | None = None, /, **fields: object) -> KeyAuditEvent:
         if event is None:
             fields.setdefault("time", datetime.fromtimestamp(self.clock(), tz=UTC))
-        ev = event if event is not None else KeyAuditEvent(**fields)  # type: ignore[arg-type]
+        ev = event if event is not None else KeyAuditEvent.model_validate(fields)
         row = ev.model_dump()
         row["time"] = ev.time.astimezone(UTC).isoformat(timespec="microseconds")
         try:
@@ -102,12 +103,12 @@ class KeyAuditLog:
             q += " LIMIT ?"
             args.append(limit)
         for r in self._conn().execute(q, args).fetchall():
-            yield r[0], KeyAuditEvent(**dict(zip(_COLS, r[1:], strict=True)))
+            yield r[0], KeyAuditEvent.model_validate(dict(zip(_COLS, r[1:], strict=True)))
 
-    def events_after(self, cursor: object, limit: int = 50_000) -> tuple[list[dict], int]:
+    def events_after(self, cursor: int | str | None, limit: int = 50_000) -> tuple[list[dict[str, Any]], int]:
         """For ``siem_rules.CallableSource``: JSON-ready events after ``cursor`` and the new cursor."""
         start = int(cursor or 0)
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         last = start
         for seq, ev in self.iter_since(start, limit):
             d = ev.model_dump(mode="json", exclude_none=True)

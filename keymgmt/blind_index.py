@@ -29,11 +29,21 @@ from __future__ import annotations
 import hmac
 import unicodedata
 from collections.abc import Callable
+from typing import Protocol
 
 from keymgmt.errors import KeyMgmtError
+from keymgmt.keyring import KeyInfo
 
 _LABEL = b"ztcp-blind-index\x00"
 # citizen_ref (docs/design.md, Contracts) is computed by contracts.citizen_ref with the same HMAC key role.
+
+
+class HmacKeySource(Protocol):
+    """What blind indexes need of a key provider (every :class:`keymgmt.KeyProvider` is one)."""
+
+    def info(self, name: str) -> KeyInfo: ...
+
+    def hmac_key(self, name: str, version: int | None = None) -> bytes: ...
 
 
 def normalise(value: str) -> str:
@@ -94,7 +104,7 @@ class BlindIndexKeys:
     """The blind-index HMAC key of a provider: the current version for writes, every trusted one for
     lookups. Key material is fetched once and kept in memory (see the vault provider's note)."""
 
-    def __init__(self, provider: object, key_name: str = "blind-index", *, length: int = 8,
+    def __init__(self, provider: HmacKeySource, key_name: str = "blind-index", *, length: int = 8,
                  normaliser: Callable[[str], str] = normalise) -> None:
         self.provider = provider
         self.key_name = key_name
@@ -104,20 +114,24 @@ class BlindIndexKeys:
         self._current: int | None = None
 
     def refresh(self) -> None:
-        info = self.provider.info(self.key_name)  # type: ignore[attr-defined]
+        self._refresh()
+
+    def _refresh(self) -> int:
+        """Load the trusted versions; returns the current (latest) one."""
+        info = self.provider.info(self.key_name)
         keep: dict[int, BlindIndexer] = {}
         for v in range(info.min_decryption_version, info.latest_version + 1):
             keep[v] = self._by_version.get(v) or BlindIndexer(
-                self.provider.hmac_key(self.key_name, v),  # type: ignore[attr-defined]
+                self.provider.hmac_key(self.key_name, v),
                 v, length=self.length, normaliser=self.normaliser,
             )
         self._by_version = keep
         self._current = info.latest_version
+        return info.latest_version
 
     def current(self) -> BlindIndexer:
-        if self._current is None:
-            self.refresh()
-        return self._by_version[self._current]  # type: ignore[index]
+        version = self._current if self._current is not None else self._refresh()
+        return self._by_version[version]
 
     def trusted(self) -> list[BlindIndexer]:
         if self._current is None:

@@ -22,10 +22,12 @@ the rest of its block.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -77,7 +79,7 @@ class DekStore:
         metadata.create_all(self.engine, checkfirst=True)
 
     @staticmethod
-    def _row(r: sa.Row) -> DekRow:
+    def _row(r: sa.Row[Any]) -> DekRow:
         return DekRow(**r._mapping)
 
     def get(self, dek_id: str) -> DekRow | None:
@@ -95,15 +97,15 @@ class DekStore:
     def insert(self, *, dataset: str, kek_name: str, kek_version: int, wrapped: str, provider: str,
                max_uses: int, reserve: int) -> DekRow:
         dek_id = os.urandom(8).hex()
-        row = {
-            "dek_id": dek_id, "dataset": dataset, "kek_name": kek_name, "kek_version": kek_version,
-            "origin_kek_version": kek_version,
-            "wrapped": wrapped, "provider": provider, "state": "active", "uses_reserved": reserve,
-            "max_uses": max_uses, "created_at": _now(), "retired_at": None,
-        }
+        row = DekRow(
+            dek_id=dek_id, dataset=dataset, kek_name=kek_name, kek_version=kek_version,
+            origin_kek_version=kek_version,
+            wrapped=wrapped, provider=provider, state="active", uses_reserved=reserve,
+            max_uses=max_uses, created_at=_now(), retired_at=None,
+        )
         with self.engine.begin() as c:
-            c.execute(deks.insert().values(**row))
-        return DekRow(**row)
+            c.execute(deks.insert().values(**dataclasses.asdict(row)))
+        return row
 
     def active_candidates(self, dataset: str, kek_name: str) -> list[DekRow]:
         q = (
@@ -122,7 +124,7 @@ class DekStore:
                 row = c.execute(q.where(deks.c.dek_id == dek_id)).first()
                 if row is None or row.state != "active":
                     return 0
-                grant = min(n, row.max_uses - row.uses_reserved)
+                grant: int = min(n, row.max_uses - row.uses_reserved)
                 if grant <= 0:
                     return 0
                 res = c.execute(

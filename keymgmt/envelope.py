@@ -177,7 +177,7 @@ class Envelope:
             i += k
         return out
 
-    def encrypt_row(self, dataset: str, pk: object, values: dict[str, str | None]) -> tuple[str, dict]:
+    def encrypt_row(self, dataset: str, pk: object, values: dict[str, str | None]) -> tuple[str, dict[str, str | None]]:
         """Encrypt all fields of one row under one DEK; returns (dek_id, {column: ciphertext|None})."""
         cols = list(values)
         ((dek, cts),) = self.encrypt_rows(dataset, cols, [(pk, [values[c] for c in cols])])

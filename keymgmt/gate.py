@@ -17,10 +17,11 @@ Any refusal raises :class:`DecryptRefused` with a reason code, returns no plaint
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol
 
 import pdp
+from contracts.provenance_event import ProvenanceEvent
 from keymgmt.audit import KeyAuditLog
 from keymgmt.errors import DecryptRefused, KeyMgmtError, ProviderUnavailable
 from keymgmt.masking import apply_masks
@@ -33,13 +34,17 @@ SEARCH_ACTIONS = frozenset({"search"})
 class EventRecorder(Protocol):
     """What we need of ``provenance.Recorder``: durably record one event or raise."""
 
-    def record(self, event: Any) -> Any: ...
+    def record(self, event: ProvenanceEvent) -> object: ...
 
 
-def _default_event_factory(**fields: Any) -> Any:
-    import contracts
+class EventFactory(Protocol):
+    """Builds the provenance event of a read, search or refusal from its fields (``ProvenanceEvent``'s)."""
 
-    return contracts.ProvenanceEvent(**fields)
+    def __call__(self, **fields: Any) -> ProvenanceEvent: ...
+
+
+def _default_event_factory(**fields: Any) -> ProvenanceEvent:
+    return ProvenanceEvent(**fields)
 
 
 class ProtectedReader:
@@ -50,7 +55,7 @@ class ProtectedReader:
         recorder: EventRecorder,
         audit: KeyAuditLog | None = None,
         *,
-        event_factory: Callable[..., Any] = _default_event_factory,
+        event_factory: EventFactory = _default_event_factory,
         system: str = "ztcp-keymgmt",
     ) -> None:
         self.table = table
@@ -76,7 +81,7 @@ class ProtectedReader:
         if not token:
             self._refuse("missing_token", None, rid, fields or (), via)
         try:
-            claims = pdp.verify_decision_token(token, self.verifier, now=now)  # type: ignore[arg-type]
+            claims = pdp.verify_decision_token(token, self.verifier, now=now)
         except pdp.DecisionTokenError as exc:
             self._refuse(exc.reason, None, rid, fields or (), via)
         requested = tuple(fields) if fields is not None else tuple(claims.fields)
@@ -148,7 +153,7 @@ class ProtectedReader:
         if not token:
             self._refuse("missing_token", None, "", (column,), via)
         try:
-            claims = pdp.verify_decision_token(token, self.verifier, now=now)  # type: ignore[arg-type]
+            claims = pdp.verify_decision_token(token, self.verifier, now=now)
         except pdp.DecisionTokenError as exc:
             self._refuse(exc.reason, None, "", (column,), via)
         if claims.action not in SEARCH_ACTIONS:
@@ -186,8 +191,8 @@ class ProtectedReader:
             pass
         return record_id
 
-    def _event(self, type_: str, claims: Any, rid: str | None, fields: Sequence[str], via: dict | None,
-               effect: str) -> Any:
+    def _event(self, type_: str, claims: pdp.DecisionClaims | None, rid: str | None, fields: Sequence[str],
+               via: dict[str, str] | None, effect: str) -> ProvenanceEvent:
         ev: dict[str, Any] = {
             "type": type_,
             "actor": {"id": claims.subject if claims else "unknown", "type": "staff"},
@@ -207,7 +212,8 @@ class ProtectedReader:
                     ev["purpose"]["case_id"] = claims.case_id
         return self.event_factory(**ev)
 
-    def _refuse(self, reason: str, claims: Any, rid: str, fields: Sequence[str], via: dict | None, *,
+    def _refuse(self, reason: str, claims: pdp.DecisionClaims | None, rid: str, fields: Sequence[str],
+                via: dict[str, str] | None, *,
                 detail: str = "", record_denied: bool = True) -> NoReturn:
         if record_denied:
             # The refusal stands whether or not the ledger took the pii.denied event.
@@ -216,7 +222,7 @@ class ProtectedReader:
         self._audit_refusal(reason, claims)
         raise DecryptRefused(reason, detail)
 
-    def _audit_refusal(self, reason: str, claims: Any) -> None:
+    def _audit_refusal(self, reason: str, claims: pdp.DecisionClaims | None) -> None:
         if self.audit is not None:
             with contextlib.suppress(KeyMgmtError):
                 self.audit.record(

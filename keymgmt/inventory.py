@@ -79,7 +79,7 @@ class KeyInventory:
 
     def entries(self, kek_name: str | None = None) -> Iterator[EncryptedTableEntry]:
         sql = "SELECT * FROM encrypted_tables"
-        args: tuple = ()
+        args: tuple[str, ...] = ()
         if kek_name is not None:
             sql += " WHERE kek_name = ?"
             args = (kek_name,)

@@ -29,6 +29,7 @@ from keymgmt.provider import KeyProvider
 from keymgmt.table import STATE_COLUMN, EncryptedTable, registered_specs
 
 Progress = Callable[[int], None]
+Params = list[tuple[Any, ...]]  # one batch of DB-API parameter tuples for executemany
 
 jobs = sa.Table(
     "ztcp_jobs",
@@ -101,10 +102,13 @@ def _journal_advance(conn: sa.Connection, kind: str, table: str, n: int) -> None
 def _journal_finish(conn: sa.Connection, kind: str, table: str) -> int:
     conn.execute(jobs.update().where(jobs.c.job_key == f"{kind}:{table}")
                  .values(status="done", finished_at=_now(), updated_at=_now()))
-    return conn.execute(sa.select(jobs.c.rows_done).where(jobs.c.job_key == f"{kind}:{table}")).scalar_one()
+    rows_done: int = conn.execute(
+        sa.select(jobs.c.rows_done).where(jobs.c.job_key == f"{kind}:{table}")
+    ).scalar_one()
+    return rows_done
 
 
-def job_journal(engine: sa.Engine, table: str | None = None) -> list[dict]:
+def job_journal(engine: sa.Engine, table: str | None = None) -> list[dict[str, Any]]:
     if not sa.inspect(engine).has_table("ztcp_jobs"):
         return []
     q = sa.select(jobs)
@@ -124,8 +128,11 @@ def _raw_update_sql(et: EncryptedTable, guard: str) -> str:
     return f"UPDATE {q(et.spec.table)} SET {sets} WHERE {q(et.spec.pk)} = {ph} AND {guard.format(ph=ph)}"  # noqa: S608
 
 
-def _executemany(conn: sa.Connection, sql: str, params: list[tuple]) -> int:
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+def _executemany(conn: sa.Connection, sql: str, params: Params) -> int:
+    driver = conn.connection.driver_connection
+    if driver is None:  # only a closed or invalidated connection has none
+        raise TableJobError("the database connection is closed")
+    cur = driver.cursor()
     try:
         cur.executemany(sql, params)
         n = cur.rowcount
@@ -147,7 +154,7 @@ class _BatchWriter:
         self.engine, self.sql, self.kind, self.table, self.progress = engine, sql, kind, table, progress
         self.changed = 0
         self.error: BaseException | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._q: queue.Queue[Params | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name=f"ztcp-{kind}-writer", daemon=True)
         self._thread.start()
 
@@ -173,7 +180,7 @@ class _BatchWriter:
                 err.__cause__ = exc
                 self.error = err
 
-    def submit(self, params: list[tuple]) -> None:
+    def submit(self, params: Params) -> None:
         if self.error is not None:
             self.close()
         self._q.put(params)
@@ -187,7 +194,7 @@ class _BatchWriter:
         return self.changed
 
 
-def _count(engine: sa.Engine, q: sa.Select) -> int:
+def _count(engine: sa.Engine, q: sa.Select[Any]) -> int:
     with engine.connect() as c:
         return int(c.execute(q).scalar_one())
 
@@ -226,7 +233,7 @@ def _run_batches(
     where: sa.ColumnElement[bool],
     update_sql: str,
     columns: list[Any],
-    to_params: Callable[[list], list[tuple]],
+    to_params: Callable[[Sequence[sa.RowMapping]], Params],
     batch: int,
     progress: Progress | None,
     total: int,
@@ -290,7 +297,7 @@ def encrypt_table(
         on_total(total, total - pending)
     pk, cols = et.spec.pk, et.spec.columns
 
-    def to_params(rows: list) -> list[tuple]:
+    def to_params(rows: Sequence[sa.RowMapping]) -> Params:
         stored = et.encrypt_rows([(r[pk], [r[c] for c in cols]) for r in rows])
         return [(*vals, r[pk]) for r, vals in zip(rows, stored, strict=True)]
 
@@ -313,8 +320,9 @@ def _reencrypt_filter(et: EncryptedTable) -> tuple[sa.ColumnElement[bool], set[s
         conds.append(state.in_(sorted(old)))
     bi_version: int | None = None
     if et.spec.blind_index:
-        et.blind.refresh()  # type: ignore[union-attr]
-        bi_version = et.blind.current().version  # type: ignore[union-attr]
+        blind = et.blind_keys()
+        blind.refresh()
+        bi_version = blind.current().version
         for c in et.spec.blind_index:
             b = t.c[et.spec.bidx_column(c)]
             conds.append(sa.and_(state.is_not(None), b.is_not(None), sa.not_(b.like(f"{bi_version}:%"))))
@@ -340,7 +348,7 @@ def reencrypt(
         on_total(pending, 0)
     et.envelope.prefetch(old)
 
-    def to_params(rows: list) -> list[tuple]:
+    def to_params(rows: Sequence[sa.RowMapping]) -> Params:
         plain = [et._decrypt_row(r, cols) for r in rows]
         stored = et.encrypt_rows([(r[pk], [p[c] for c in cols]) for r, p in zip(rows, plain, strict=True)])
         return [(*vals, r[pk], r[STATE_COLUMN]) for r, vals in zip(rows, stored, strict=True)]
@@ -357,7 +365,7 @@ def table_status(et: EncryptedTable) -> dict[str, Any]:
     t = et.table
     state = t.c[STATE_COLUMN]
     with et.engine.connect() as c:
-        per_dek = dict(c.execute(sa.select(state, sa.func.count()).group_by(state)).all())
+        per_dek: dict[str | None, int] = dict(c.execute(sa.select(state, sa.func.count()).group_by(state)).all())
         dek_rows = {r.dek_id: r for r in c.execute(sa.select(deks).where(deks.c.dataset == et.dataset))}
         bidx: dict[str, dict[str, int]] = {}
         for col in et.spec.blind_index:
@@ -415,7 +423,7 @@ def verify_table(
     if on_total:
         on_total(total, 0)
     report = VerifyReport(et.spec.table)
-    trusted = {bi.version: bi for bi in et.blind.trusted()} if et.blind else {}  # type: ignore[union-attr]
+    trusted = {bi.version: bi for bi in et.blind.trusted()} if et.blind else {}
 
     def fail(kind: str, pk: Any) -> None:
         report.failures[kind] = report.failures.get(kind, 0) + 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -78,6 +79,26 @@ class KeyInfo(BaseModel):
     created_at: datetime
     rotated_at: datetime | None = None
     provider: str = "local"
+
+
+class _VersionEntry(TypedDict):
+    material: str  # base64 of the key bytes (an Ed25519 private key's raw 32 bytes for ed25519)
+    at: str  # ISO 8601, when this version was made
+
+
+class _KeyEntry(TypedDict):
+    type: str  # one of KEY_TYPES
+    created_at: str
+    rotated_at: str | None
+    latest_version: int
+    min_decryption_version: int
+    versions: dict[str, _VersionEntry]  # by version number, as a string (JSON object keys)
+
+
+class _KeyringState(TypedDict):
+    """The sealed plaintext: every key by name."""
+
+    keys: dict[str, _KeyEntry]
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +197,7 @@ class LocalKeyring:
         self._kcv = _kcv(master_key)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._mutex = threading.RLock()
-        self._state: dict[str, Any] = {"keys": {}}
+        self._state: _KeyringState = {"keys": {}}
         self._ident: tuple[int, int, int] | None = None
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
 
@@ -238,7 +259,7 @@ class LocalKeyring:
     def _aad(kcv: str) -> bytes:
         return f"{_FORMAT}|{_FORMAT_VERSION}|{kcv}".encode()
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: _KeyringState) -> None:
         nonce = os.urandom(12)
         ct = self._master.encrypt(nonce, json.dumps(state, sort_keys=True).encode(), self._aad(self._kcv))
         doc = {
@@ -263,7 +284,7 @@ class LocalKeyring:
         self._ident = self._file_ident()
         self._aead_cache.clear()
 
-    def _fresh(self) -> dict[str, Any]:
+    def _fresh(self) -> _KeyringState:
         """Current state for reading, re-loaded if another process replaced the file."""
         with self._mutex:
             if self._file_ident() != self._ident:
@@ -272,10 +293,10 @@ class LocalKeyring:
             return self._state
 
     @contextlib.contextmanager
-    def _mutate(self) -> Iterator[dict[str, Any]]:
+    def _mutate(self) -> Iterator[_KeyringState]:
         with self._locked():
             self._load()
-            state = json.loads(json.dumps(self._state))
+            state: _KeyringState = json.loads(json.dumps(self._state))
             yield state
             self._write(state)
 
@@ -360,7 +381,7 @@ class LocalKeyring:
         return [self._info(n, e) for n, e in sorted(state["keys"].items())]
 
     @staticmethod
-    def _info(name: str, e: dict[str, Any]) -> KeyInfo:
+    def _info(name: str, e: _KeyEntry) -> KeyInfo:
         return KeyInfo(
             name=name,
             type=e["type"],
@@ -371,7 +392,7 @@ class LocalKeyring:
         )
 
     @staticmethod
-    def _entry_in(state: dict[str, Any], name: str) -> dict[str, Any]:
+    def _entry_in(state: _KeyringState, name: str) -> _KeyEntry:
         entry = state["keys"].get(name)
         if entry is None:
             raise KeyNotFound(name)
@@ -456,13 +477,13 @@ class LocalKeyring:
         dek = os.urandom(bits // 8)
         return dek, self.wrap(name, dek, context)
 
-    def wrap_many(self, name: str, plaintexts: Sequence[bytes]) -> list[str]:
+    def wrap_many(self, name: str, plaintexts: Sequence[bytes]) -> builtins.list[str]:
         return [self.wrap(name, p) for p in plaintexts]
 
-    def unwrap_many(self, name: str, wrapped: Sequence[str]) -> list[bytes]:
+    def unwrap_many(self, name: str, wrapped: Sequence[str]) -> builtins.list[bytes]:
         return [self.unwrap(name, w) for w in wrapped]
 
-    def rewrap_many(self, name: str, wrapped: Sequence[str]) -> list[str]:
+    def rewrap_many(self, name: str, wrapped: Sequence[str]) -> builtins.list[str]:
         return [self.rewrap(name, w) for w in wrapped]
 
     def wrapped_version(self, wrapped: str) -> int:

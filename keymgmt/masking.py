@@ -7,7 +7,8 @@ An unknown style masks everything: an obligation we do not understand must not l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MASK = "*"
 STYLES = ("last4", "first1", "email", "year", "full")
@@ -27,12 +28,14 @@ def mask_value(value: str, style: str) -> str:
     return MASK * n  # "full" and anything unknown
 
 
-def apply_masks(values: dict[str, str | None], obligations: Iterable[dict]) -> dict[str, str | None]:
+def apply_masks(
+    values: dict[str, str | None], obligations: Iterable[Mapping[str, Any]]
+) -> dict[str, str | None]:
     out = dict(values)
     for ob in obligations:
         if not isinstance(ob, dict) or ob.get("type") != "mask":
             continue
         f = ob.get("field")
-        if f in out and out[f] is not None:
-            out[f] = mask_value(out[f], str(ob.get("style", "full")))  # type: ignore[arg-type]
+        if f in out and (value := out[f]) is not None:
+            out[f] = mask_value(value, str(ob.get("style", "full")))
     return out

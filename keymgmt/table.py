@@ -121,7 +121,7 @@ class EncryptedTable:
         self.envelope = envelope
         self.blind = blind
         self._table: sa.Table | None = None
-        self._fetch_stmt: sa.Select | None = None
+        self._fetch_stmt: sa.Select[Any] | None = None
         self._prepared: TableSpec | None = None  # the spec prepare() last applied through this object
 
     @classmethod
@@ -133,6 +133,12 @@ class EncryptedTable:
     @property
     def dataset(self) -> str:
         return self.spec.dataset
+
+    def blind_keys(self) -> BlindIndexKeys:
+        """The blind-index keys, which a table with blind-index columns always has (``__init__``)."""
+        if self.blind is None:
+            raise TableJobError(f"table {self.spec.table!r} has no blind-index key")
+        return self.blind
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -221,7 +227,7 @@ class EncryptedTable:
         dek, cts = self.envelope.encrypt_row(self.dataset, pk, protected)
         out: dict[str, Any] = dict(cts)
         if self.spec.blind_index:
-            bi = self.blind.current()  # type: ignore[union-attr]
+            bi = self.blind_keys().current()
             for c in self.spec.blind_index:
                 v = protected[c]
                 out[self.spec.bidx_column(c)] = None if v is None else bi.compute(self.dataset, c, v)
@@ -232,17 +238,17 @@ class EncryptedTable:
         """Columns written by :meth:`encrypt_rows`, in its tuple order."""
         return [*self.spec.columns, *(self.spec.bidx_column(c) for c in self.spec.blind_index), STATE_COLUMN]
 
-    def encrypt_rows(self, rows: Sequence[tuple[Any, Sequence[str | None]]]) -> list[tuple]:
+    def encrypt_rows(self, rows: Sequence[tuple[Any, Sequence[str | None]]]) -> list[tuple[Any, ...]]:
         """Bulk form of :meth:`encrypt_values`: ``(pk, values in spec.columns order)`` → tuples of
         :meth:`stored_columns` values (ciphertexts, blind indexes, state)."""
         enc = self.envelope.encrypt_rows(self.dataset, self.spec.columns, rows)
         if not self.spec.blind_index:
             return [(*cts, dek) for dek, cts in enc]
-        bi = self.blind.current()  # type: ignore[union-attr]
+        bi = self.blind_keys().current()
         idx = [(self.spec.columns.index(c), bi.column_indexer(self.dataset, c)) for c in self.spec.blind_index]
-        out = []
+        out: list[tuple[Any, ...]] = []
         for (_, values), (dek, cts) in zip(rows, enc, strict=True):
-            out.append((*cts, *(None if values[i] is None else f(values[i]) for i, f in idx), dek))
+            out.append((*cts, *(None if (v := values[i]) is None else f(v) for i, f in idx), dek))
         return out
 
     def insert(self, row: dict[str, Any]) -> None:
@@ -290,7 +296,7 @@ class EncryptedTable:
         """Primary keys of rows whose ``column`` equals ``value``, through the blind index."""
         if column not in self.spec.blind_index:
             raise KeyMgmtError(f"column {column!r} has no blind index")
-        candidates = [bi.compute(self.dataset, column, value) for bi in self.blind.trusted()]  # type: ignore[union-attr]
+        candidates = [bi.compute(self.dataset, column, value) for bi in self.blind_keys().trusted()]
         t = self.table
         q = sa.select(t.c[self.spec.pk]).where(t.c[self.spec.bidx_column(column)].in_(candidates))
         with self.engine.connect() as c:

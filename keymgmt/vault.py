@@ -15,16 +15,19 @@
 from __future__ import annotations
 
 import base64
+import builtins
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import hvac
 import hvac.exceptions as hv
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hvac.api.secrets_engines.transit import Transit
 
 from keymgmt.errors import (
     CiphertextError,
@@ -49,6 +52,14 @@ _RETRYABLE = (
     requests.ConnectionError,
     requests.Timeout,
 )
+
+
+class _BatchResult(TypedDict, total=False):
+    """One item of a transit batch answer: the result, or the error for that item."""
+
+    ciphertext: str
+    plaintext: str  # base64
+    error: str
 
 
 class VaultProvider:
@@ -87,7 +98,13 @@ class VaultProvider:
         self.batch_bytes = batch_bytes
         self._role = (role_id, secret_id, approle_mount) if role_id and secret_id else None
         self._client = hvac.Client(
-            url=addr, token=token, namespace=namespace, verify=verify, cert=client_cert, timeout=timeout
+            url=addr,
+            token=token,
+            namespace=namespace,
+            verify=verify,
+            cert=client_cert,
+            # hvac hands the timeout to requests, which takes seconds as a float; types-hvac says int.
+            timeout=timeout,  # type: ignore[arg-type]
         )
         if self._role and not token:
             self._login()
@@ -95,7 +112,9 @@ class VaultProvider:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _login(self) -> None:
-        role_id, secret_id, mount = self._role  # type: ignore[misc]
+        if self._role is None:
+            raise ProviderMisconfigured("vault AppRole login without a role_id and secret_id")
+        role_id, secret_id, mount = self._role
         try:
             self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
         except _RETRYABLE as exc:
@@ -150,12 +169,12 @@ class VaultProvider:
                 raise ProviderError(f"vault error during {what}: {type(exc).__name__}") from None
 
     @property
-    def _transit(self) -> Any:
+    def _transit(self) -> Transit:
         return self._client.secrets.transit
 
-    def _chunks(self, items: Sequence[Any], size_of: Callable[[Any], int]) -> list[list[Any]]:
-        out: list[list[Any]] = []
-        cur: list[Any] = []
+    def _chunks(self, items: Sequence[T], size_of: Callable[[T], int]) -> list[list[T]]:
+        out: list[list[T]] = []
+        cur: list[T] = []
         cur_bytes = 0
         for it in items:
             n = size_of(it)
@@ -169,8 +188,8 @@ class VaultProvider:
         return out
 
     @staticmethod
-    def _batch_results(resp: dict, what: str, name: str) -> list[dict]:
-        results = resp["data"]["batch_results"]
+    def _batch_results(resp: dict[str, Any], what: str, name: str) -> list[_BatchResult]:
+        results: list[_BatchResult] = resp["data"]["batch_results"]
         for r in results:
             if r.get("error"):
                 err = str(r["error"])
@@ -218,10 +237,11 @@ class VaultProvider:
             return False
         return True
 
-    def _read(self, name: str) -> dict:
-        return self._call("read key", lambda: self._transit.read_key(name, mount_point=self.mount), name)[
-            "data"
-        ]
+    def _read(self, name: str) -> dict[str, Any]:
+        """Transit's description of key ``name`` (its JSON ``data``: type, versions, …)."""
+        resp = self._call("read key", lambda: self._transit.read_key(name, mount_point=self.mount), name)
+        data: dict[str, Any] = resp["data"]
+        return data
 
     def info(self, name: str) -> KeyInfo:
         return self._info(name, self._read(name))
@@ -236,7 +256,7 @@ class VaultProvider:
             return datetime.fromisoformat(v.replace("Z", "+00:00"))
         return datetime.now(UTC)
 
-    def _info(self, name: str, d: dict) -> KeyInfo:
+    def _info(self, name: str, d: dict[str, Any]) -> KeyInfo:
         keys = d.get("keys") or {}
         latest = int(d["latest_version"])
         created = self._version_time(keys.get("1", keys.get(1))) if keys else datetime.now(UTC)
@@ -293,19 +313,19 @@ class VaultProvider:
     def unwrap(self, name: str, wrapped: str) -> bytes:
         return self.unwrap_many(name, [wrapped])[0]
 
-    def wrap_many(self, name: str, plaintexts: Sequence[bytes]) -> list[str]:
+    def wrap_many(self, name: str, plaintexts: Sequence[bytes]) -> builtins.list[str]:
         out: list[str] = []
         for chunk in self._chunks(plaintexts, lambda p: len(p) * 4 // 3 + 32):
             batch = [{"plaintext": base64.b64encode(p).decode()} for p in chunk]
             resp = self._call(
                 "encrypt",
-                lambda b=batch: self._transit.encrypt_data(name, batch_input=b, mount_point=self.mount),
+                functools.partial(self._transit.encrypt_data, name, batch_input=batch, mount_point=self.mount),
                 name,
             )
             out.extend(r["ciphertext"] for r in self._batch_results(resp, "encrypt", name))
         return out
 
-    def unwrap_many(self, name: str, wrapped: Sequence[str]) -> list[bytes]:
+    def unwrap_many(self, name: str, wrapped: Sequence[str]) -> builtins.list[bytes]:
         for w in wrapped:
             self.wrapped_version(w)
         out: list[bytes] = []
@@ -313,13 +333,13 @@ class VaultProvider:
             batch = [{"ciphertext": w} for w in chunk]
             resp = self._call(
                 "decrypt",
-                lambda b=batch: self._transit.decrypt_data(name, batch_input=b, mount_point=self.mount),
+                functools.partial(self._transit.decrypt_data, name, batch_input=batch, mount_point=self.mount),
                 name,
             )
             out.extend(base64.b64decode(r["plaintext"]) for r in self._batch_results(resp, "decrypt", name))
         return out
 
-    def rewrap_many(self, name: str, wrapped: Sequence[str]) -> list[str]:
+    def rewrap_many(self, name: str, wrapped: Sequence[str]) -> builtins.list[str]:
         for w in wrapped:
             self.wrapped_version(w)
         out: list[str] = []
@@ -327,8 +347,8 @@ class VaultProvider:
             batch = [{"ciphertext": w} for w in chunk]
             resp = self._call(
                 "rewrap",
-                lambda b=batch: self._transit.rewrap_data(
-                    name, ciphertext=None, batch_input=b, mount_point=self.mount
+                functools.partial(
+                    self._transit.rewrap_data, name, ciphertext=None, batch_input=batch, mount_point=self.mount
                 ),
                 name,
             )

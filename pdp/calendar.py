@@ -9,7 +9,7 @@ working days to bridge a holiday).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pdp.errors import ConfigurationError
@@ -31,6 +31,25 @@ class BusinessCalendar:
             raise ConfigurationError(f"unknown time zone in calendar: {self.timezone!r}") from None
         if not (0 <= self.work_start < self.work_end <= 24):
             raise ConfigurationError("calendar work_start/work_end must satisfy 0 <= start < end <= 24")
+        object.__setattr__(self, "_minute", (None, 0, False, False))
+
+    def at(self, now: float) -> tuple[int, bool, bool]:
+        """``(local hour, off hours, holiday)`` at epoch seconds ``now``: what every decision's signals
+        need. Cached for the current UTC minute: local hour and date can only change at a local
+        minute boundary, which is a UTC minute boundary whenever the zone's offset is whole minutes
+        (the cache is used only then). One slot, replaced whole, so threads never see half of it."""
+        minute = int(now // 60)
+        cached = self._minute  # type: ignore[attr-defined]
+        if cached[0] == minute:
+            return cached[1], cached[2], cached[3]
+        moment = datetime.fromtimestamp(now, tz=UTC)
+        local = self.local(moment)
+        holiday = self.is_holiday(moment)
+        facts = (local.hour, holiday or not (self.work_start <= local.hour < self.work_end), holiday)
+        offset = local.utcoffset()
+        if offset is not None and offset.total_seconds() % 60 == 0:
+            object.__setattr__(self, "_minute", (minute, *facts))
+        return facts
 
     @property
     def zone(self) -> ZoneInfo:

@@ -96,6 +96,23 @@ class DecisionLogReader:
         entries, new_cursor = self.iter_since(start, limit)
         return entries, (new_cursor if entries else (start or None))
 
+    def last_seq(self) -> int:
+        """The newest entry's sequence number (0 when empty): where a new feed that wants only what
+        comes next (syslog forwarding) starts."""
+        conn = self._reader()
+        try:
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0])
+        finally:
+            conn.close()
+
+    def count_after(self, seq: int) -> int:
+        """How many entries follow ``seq`` (a feed's backlog)."""
+        conn = self._reader()
+        try:
+            return int(conn.execute("SELECT count(*) FROM decisions WHERE seq > ?", (seq,)).fetchone()[0])
+        finally:
+            conn.close()
+
     def count(self) -> int:
         conn = self._reader()
         try:

@@ -20,6 +20,7 @@ up, a posture header from the internet — is an unknown device, scored as such.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import csv
 import hashlib
@@ -95,11 +96,14 @@ class DeviceCA:
 
     def verify(self, pem: str, *, now: float | None = None) -> tuple[str, str]:
         """The device id (subject CN) and the certificate's SHA-256 thumbprint (base64url), or DeviceError."""
-        text = unquote(pem) if "%" in pem else pem
+        text = (unquote(pem) if "%" in pem else pem).strip()
         try:
-            cert = x509.load_pem_x509_certificate(text.encode("ascii"))
-        except (ValueError, UnicodeError):
-            raise DeviceError("bad_certificate", "not a PEM certificate") from None
+            if text.startswith("-----BEGIN"):  # nginx's $ssl_client_escaped_cert (URL-encoded PEM)
+                cert = x509.load_pem_x509_certificate(text.encode("ascii"))
+            else:  # HAProxy's %[ssl_c_der,base64]
+                cert = x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+        except (ValueError, UnicodeError, binascii.Error):
+            raise DeviceError("bad_certificate", "not a PEM or base64 DER certificate") from None
         moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
             raise DeviceError("certificate_expired")

@@ -17,7 +17,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.decision import DecisionRequest
@@ -203,7 +202,7 @@ class SignalHistory:
         _expire(s.window_1h, s.citizens_1h, now - HOUR)
         _expire_times(s.rate_1m, now - MINUTE)
         _expire_times(s.denies, now - HOUR)
-        for key, ts in list(s.pending_step_ups.items()):
+        for key, ts in list(s.pending_step_ups.items()) if s.pending_step_ups else ():
             if ts < now - STEP_UP_GRACE:
                 del s.pending_step_ups[key]
                 s.failed_step_ups.append(ts)
@@ -212,8 +211,7 @@ class SignalHistory:
     # -- the two operations of the decide path ----------------------------------------------
     def compute(self, subject: SubjectIdentity, request: DecisionRequest, now: float,
                 calendar: BusinessCalendar) -> Signals:
-        moment = datetime.fromtimestamp(now, tz=UTC)
-        local = calendar.local(moment)
+        local_hour, off_hours, holiday = calendar.at(now)  # cached per minute: no datetimes per decision
         res = request.resource
         geo = request.context.geo
         with self._lock:
@@ -237,9 +235,9 @@ class SignalHistory:
                 "failed_step_ups_1h": len(s.failed_step_ups),
                 "device_first_seen": request.device.id not in s.devices,
                 "location_unknown": geo is None,
-                "off_hours": calendar.is_off_hours(moment),
-                "holiday": calendar.is_holiday(moment),
-                "local_hour": local.hour,
+                "off_hours": off_hours,
+                "holiday": holiday,
+                "local_hour": local_hour,
                 "impossible_travel": impossible,
                 "travel_speed_kmh": round(speed, 1),
                 "request_rate_1m": len(s.rate_1m) + 1,

@@ -273,12 +273,16 @@ def _read_members(data: bytes, max_bytes: int) -> dict[str, bytes]:
     return members
 
 
-def _public_keys(keys: Mapping[str, Ed25519PublicKey] | Iterable[Ed25519PublicKey]) -> dict[str, Any]:
+def _public_keys(keys: Mapping[str, Ed25519PublicKey] | Iterable[Ed25519PublicKey]) -> dict[str, OKPKey]:
     items = list(keys.items()) if isinstance(keys, Mapping) else [(key_id(k), k) for k in keys]
     return {kid: OKPKey.import_key(pub) for kid, pub in items}
 
 
-def _signed_files(raw_signatures: bytes, keys: dict[str, Any], scope: str) -> tuple[dict[str, dict], str, Any]:
+def _signed_files(
+    raw_signatures: bytes, keys: dict[str, OKPKey], scope: str
+) -> tuple[dict[str, dict[str, Any]], str, Any]:
+    """The signed file entries by name (``{"name", "hash", "algorithm"}``), the signing key id and the
+    JWT's ``iat`` as the signer wrote it."""
     try:
         doc = json.loads(raw_signatures)
         tokens = doc["signatures"]
@@ -309,7 +313,7 @@ def _signed_files(raw_signatures: bytes, keys: dict[str, Any], scope: str) -> tu
         raise BundleRejected("bad_signature", f"signature does not verify with key {kid}") from None
     if claims.get("scope", "") != scope:
         raise BundleRejected("bad_signature", f"signature scope {claims.get('scope')!r} is not {scope!r}")
-    files: dict[str, dict] = {}
+    files: dict[str, dict[str, Any]] = {}
     entries = claims.get("files")
     if not isinstance(entries, list):
         raise BundleRejected("malformed", "signed payload has no file list")

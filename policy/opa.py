@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypedDict
 
 from policy.pack import PolicyPack
 
@@ -31,7 +31,16 @@ LIB_DIR_NAME = "opa-golib"
 DECISION = "ztcp.authz.decision"  # the PDP's query, as OPA's document path (no "data.")
 
 _LOCK = threading.Lock()
-_LOADED: dict[str, Any] = {}
+
+
+class _Loaded(TypedDict, total=False):
+    """The outcome of the one load attempt per process: the module, or why it failed."""
+
+    module: ModuleType
+    error: str
+
+
+_LOADED: _Loaded = {}
 
 
 class OpaUnavailable(RuntimeError):

@@ -357,13 +357,15 @@ class _Analysis:
     def _string_value(self, module: _Module, term: Any) -> str | None:
         kind, body = _kind(term)
         if kind in ("String", "RawString"):
-            return body["value"]
+            value: str = body["value"]  # the AST's string literal
+            return value
         path = self._resolve(module, term, set())
         info = self.rules.get(path) if path else None
         if info is not None and info.constant is not None and not info.conditional:
             constant_kind, constant = _kind(info.constant)
             if constant_kind in ("String", "RawString"):
-                return constant["value"]
+                constant_value: str = constant["value"]
+                return constant_value
         return None
 
     def _check_query(self, module: _Module, stmts: list[dict[str, Any]], local: set[str], guards: set[str],

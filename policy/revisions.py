@@ -292,7 +292,7 @@ class RevisionStore:
 
     def _row(self, db: sqlite3.Connection, ref: str) -> sqlite3.Row:
         ref = ref.strip()
-        row = None
+        row: sqlite3.Row | None = None
         if ref in ("active", "shadow"):
             slot = db.execute("SELECT revision FROM slots WHERE name = ?", (ref,)).fetchone()
             if slot is None or slot["revision"] is None:
@@ -364,7 +364,8 @@ class RevisionStore:
         return rev_id
 
     def _slot(self, db: sqlite3.Connection, name: str) -> str | None:
-        return db.execute("SELECT revision FROM slots WHERE name = ?", (name,)).fetchone()["revision"]
+        revision: str | None = db.execute("SELECT revision FROM slots WHERE name = ?", (name,)).fetchone()["revision"]
+        return revision
 
     def _set_slot(self, db: sqlite3.Connection, name: str, revision: str | None, action: str, actor: str) -> None:
         now = self._now()
@@ -379,7 +380,8 @@ class RevisionStore:
             )
 
     def _approval_count(self, db: sqlite3.Connection, rev: str) -> int:
-        return db.execute("SELECT count(*) FROM approvals WHERE revision = ?", (rev,)).fetchone()[0]
+        count: int = db.execute("SELECT count(*) FROM approvals WHERE revision = ?", (rev,)).fetchone()[0]
+        return count
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -574,7 +576,7 @@ class RevisionStore:
     ) -> Revision:
         """Sign and publish a revision to the active slot (or the shadow slot)."""
         emergency = emergency_reason is not None
-        if emergency and not emergency_reason.strip():
+        if emergency_reason is not None and not emergency_reason.strip():
             raise PolicyError("--emergency needs --reason TEXT")
         if emergency and shadow:
             raise PolicyError("--emergency applies to enforced publishing, not --shadow")

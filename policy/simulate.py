@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policy.errors import SimulationError
 from policy.pack import PolicyPack
 
-Evaluate = Callable[[PolicyPack, dict], Mapping[str, Any]]
+Evaluate = Callable[[PolicyPack, dict[str, Any]], Mapping[str, Any]]
 EFFECTS = ("permit", "step_up", "deny")
 # Decisions the PDP refused before or instead of evaluating the policy (fail closed). They say
 # nothing about the policy, so they are counted apart, not compared.
@@ -141,8 +141,8 @@ def _sort_key(entry: Mapping[str, Any]) -> tuple[str, str]:
 def _baseline_revision(entry: Mapping[str, Any]) -> str:
     bundles = entry.get("bundles") or {}
     if isinstance(bundles, Mapping):
-        if isinstance(bundles.get("revision"), str):
-            return bundles["revision"]
+        if isinstance(revision := bundles.get("revision"), str):
+            return revision
         for value in bundles.values():  # OPA style: {"<bundle name>": {"revision": …}}
             if isinstance(value, Mapping) and value.get("revision"):
                 return str(value["revision"])

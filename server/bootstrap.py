@@ -7,12 +7,15 @@ key, so a leaked decision-signing key does not forge checkpoints and vice versa.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from keymgmt import LocalKeyring, default_keyring_path, load_master_key
+from server.errors import ConfigError
 from server.settings import Settings
 
 IDP_SIGNING = "idp-signing"
@@ -45,9 +48,14 @@ class SystemKeys:
     """Lazy accessors over the keyring; each key is created on first need."""
 
     keyring: LocalKeyring
+    # The checkpoint key sealed apart from master.key (ZTCP_CHECKPOINT_SEALING_KEY), if configured.
+    checkpoint_ring: LocalKeyring | None = None
+
+    def _ring(self, name: str) -> LocalKeyring:
+        return self.checkpoint_ring if name == CHECKPOINT_SIGNING and self.checkpoint_ring else self.keyring
 
     def _ensure(self, name: str) -> None:
-        self.keyring.ensure(name, _SYSTEM_KEYS[name])
+        self._ring(name).ensure(name, _SYSTEM_KEYS[name])
 
     def ensure_all(self) -> None:
         for name in _SYSTEM_KEYS:
@@ -55,11 +63,11 @@ class SystemKeys:
 
     def _ed25519(self, name: str) -> Ed25519PrivateKey:
         self._ensure(name)
-        return self.keyring.ed25519_private(name)
+        return self._ring(name).ed25519_private(name)
 
     def public_keys(self, name: str) -> list[Ed25519PublicKey]:
         self._ensure(name)
-        return list(self.keyring.ed25519_public_keys(name).values())
+        return list(self._ring(name).ed25519_public_keys(name).values())
 
     @cached_property
     def idp_signing(self) -> Ed25519PrivateKey:
@@ -87,5 +95,20 @@ class SystemKeys:
         return self.keyring.hmac_key(BLIND_INDEX)
 
 
+CHECKPOINT_KEYRING_FILE = "checkpoint-keyring.sealed"
+
+
 def system_keys(settings: Settings) -> SystemKeys:
-    return SystemKeys(open_keyring(settings))
+    """The system keys; the checkpoint key in a keyring of its own when ZTCP_CHECKPOINT_SEALING_KEY is
+    given — sealed by a key that is never written to the home, so a copy of the home (a disk, a
+    backup, an administrator without the service's secrets) holds no key that can sign checkpoints."""
+    checkpoint_ring = None
+    if settings.checkpoint_sealing_key is not None:
+        try:
+            key = base64.b64decode(settings.checkpoint_sealing_key.get_secret_value(), validate=True)
+        except (ValueError, binascii.Error):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("ZTCP_CHECKPOINT_SEALING_KEY must be 32 bytes, base64")
+        checkpoint_ring = LocalKeyring.open(settings.ensure_home() / CHECKPOINT_KEYRING_FILE, key)
+    return SystemKeys(open_keyring(settings), checkpoint_ring)

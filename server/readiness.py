@@ -4,7 +4,8 @@ A check never raises; it answers ``{"ok": bool, ...facts}``. Checks that cross t
 provider may be Vault/OpenBao) are cached for a few seconds so a probing load balancer cannot turn
 readiness into load on the key service. The SIEM is reported but not *required*: a failing rule
 run must not take decisions and protected reads out of service (its alerts would come late, and
-its last error is shown here and in the log).
+its last error is shown here and in the log). Alert delivery is the same: its backlog and each
+channel's last error are shown, and a receiver that is down is "degraded", never "not ready".
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ Check = Callable[[], dict[str, Any]]
 
 
 class Readiness:
-    def __init__(self, runtime: Any, siem: Any = None) -> None:  # noqa: ANN401 - the composition root
+    def __init__(self, runtime: Any, siem: Any = None, delivery: Any = None) -> None:  # noqa: ANN401
         self.runtime = runtime
         self.siem = siem
+        self.delivery = delivery
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -42,7 +44,16 @@ class Readiness:
         if self.siem is not None:
             checks["siem"] = {"ok": self.siem.running and self.siem.last_error is None, "required": False,
                               "runs": self.siem.runs, "error": self.siem.last_error}
+        if self.delivery is not None:
+            # Like the SIEM: reported, never required. A receiver that is down grows the backlog
+            # (kept durably, delivered in order when it is back); decisions go on regardless.
+            checks["delivery"] = self._cached("delivery", self._delivery) | {"required": False}
         return ready, checks
+
+    def _delivery(self) -> dict[str, Any]:
+        from server.delivery import delivery_status
+
+        return delivery_status(self.runtime.settings, self.delivery)
 
     def _cached(self, name: str, check: Check) -> dict[str, Any]:
         with self._lock:

@@ -271,6 +271,12 @@ class Runtime:
 
         return self.home / DB_NAME
 
+    @property
+    def delivery_db_path(self) -> Path:
+        from server.delivery import DB_NAME as DELIVERY_DB
+
+        return self.home / DELIVERY_DB
+
     def alert_sinks(self) -> list:
         """Where alert status changes are copied besides the SIEM store (Elasticsearch when configured)."""
         from server.siem import alert_sinks

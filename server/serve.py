@@ -11,6 +11,11 @@ from collections.abc import Callable
 from server.errors import ConfigError
 from server.settings import Settings
 
+# uvloop's event loop and httptools' HTTP/1.1 parser (both C; uvicorn[standard] ships them), named
+# rather than left to "auto", which silently falls back to asyncio and h11 (pure Python, several
+# times the per-request cost) when either is missing: then the server does not start.
+SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools"}
+
 
 def listen_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or one line naming them (exit 1) if it cannot be.
@@ -58,13 +63,17 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     import uvicorn
 
     from server.app import create_app
+    from server.delivery import make_delivery_thread
     from server.runtime import Runtime
     from server.siem import make_scheduler
 
     runtime = Runtime(settings)
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
-    siem = make_scheduler(settings, interval=siem_interval)  # the rule pack over new events, every minute
-    app = create_app(runtime, siem)
+    # Alerts out to the SOC (syslog), email and webhooks: its own thread, woken after each SIEM run.
+    delivery = make_delivery_thread(settings)
+    siem = make_scheduler(settings, interval=siem_interval,  # the rule pack over new events, every minute
+                          after_run=delivery.wake if delivery is not None else None)
+    app = create_app(runtime, siem, delivery)
     base = f"{settings.scheme}://{settings.host}:{settings.port}"
     active = runtime.point.active
     mtls = " (mutual TLS: client certificates required)" if settings.tls_client_ca_file else ""
@@ -86,11 +95,13 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     # and needs the real peer to decide whether to believe it.
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
-                                           **tls))
+                                           **SERVER_OPTIONS, **tls))
     siem.start()
     from server.exchange import Sweeper
 
     sweeper = Sweeper(runtime.exchange).start()  # overdue receipts recorded, late time-stamps retried
+    if delivery is not None:
+        delivery.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
     # whose full passes over a large heap otherwise show up as tail latency.
     gc.freeze()
@@ -99,5 +110,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     finally:
         siem.stop()
         sweeper.stop()
+        if delivery is not None:
+            delivery.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         say("ztcp stopped; logs flushed")

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     checkpoint_unsigned_max_age_seconds: int = Field(
         default=180, ge=10, description="audit verify fails when events stay unsigned longer than this after the "
                                         "latest checkpoint (checkpoints are made every minute while serving)")
+    checkpoint_sealing_key: SecretStr | None = Field(
+        default=None, description="base64 32-byte key sealing the local checkpoint key apart from master.key "
+                                  "(give it from the service's secrets, never store it in the home)")
     checkpoint_trust_local: bool = Field(
         default=False,
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
@@ -125,6 +128,32 @@ class Settings(BaseSettings):
     exchange_device_id: str = Field(default="ztcp-exchange-host", description="this host's device id in the inventory "
                                                                              "(`ztcp devices register`) for batches "
                                                                              "started at the command line")
+    # Delivery to the SOC and on-call people (siem_rules.delivery; secrets from the environment only).
+    public_url: str | None = Field(default=None, description="this server's URL as people reach it, for console "
+                                   "links in notifications (default: http(s)://host:port)")
+    syslog_url: str | None = Field(default=None, description="SOC syslog receiver: tcp+tls://host:6514, "
+                                   "tcp://host:514 or udp://host:514 (RFC 5424; octet counting on TCP)")
+    syslog_ca_file: Path | None = Field(default=None, description="CA bundle for the syslog receiver's TLS")
+    syslog_format: Literal["ecs", "cef"] = Field(default="ecs", description="message payload: ECS JSON or CEF")
+    syslog_facility: str = Field(default="local0", description="syslog facility (local0–local7, auth, authpriv…)")
+    syslog_decisions: bool = Field(default=False, description="forward every decision too, from when it is "
+                                   "turned on (alerts are always forwarded)")
+    smtp_url: str | None = Field(default=None, description="smtp://[user@]host[:587] (STARTTLS when offered) "
+                                 "or smtps://[user@]host[:465]")
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle for the SMTP server's TLS")
+    smtp_require_tls: bool = Field(default=False, description="refuse to send mail without TLS (always so "
+                                   "when a user is set)")
+    alert_email_to: str | None = Field(default=None, description="alert email recipients, comma-separated")
+    alert_email_from: str = Field(default="ztcp-alerts@localhost", description="sender of alert email")
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_webhook_ca_file: Path | None = None
+    alert_min_level: Literal["informational", "low", "medium", "high", "critical"] = Field(
+        default="high", description="email and webhooks notify alerts at least this severe (syslog gets all)")
+    alert_escalate_to: str | None = Field(default=None, description="recipients of the second notification "
+                                          "for a critical alert left unacknowledged, comma-separated")
+    alert_escalate_after_seconds: int = Field(default=1800, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -138,6 +167,12 @@ class Settings(BaseSettings):
             raise ValueError("ZTCP_DEVICE_POSTURE_JWKS and ZTCP_DEVICE_POSTURE_ISSUER go together")
         if self.tsa_url and not self.tsa_ca_file:
             raise ValueError("ZTCP_TSA_URL needs ZTCP_TSA_CA_FILE (the TSA's trust anchor)")
+        if self.smtp_url and not self.alert_email_to:
+            raise ValueError("ZTCP_SMTP_URL needs ZTCP_ALERT_EMAIL_TO (recipients)")
+        if (self.alert_email_to or self.alert_escalate_to) and not self.smtp_url:
+            raise ValueError("ZTCP_ALERT_EMAIL_TO and ZTCP_ALERT_ESCALATE_TO need ZTCP_SMTP_URL")
+        if bool(self.alert_webhook_url) != bool(self.alert_webhook_secret):
+            raise ValueError("ZTCP_ALERT_WEBHOOK_URL and ZTCP_ALERT_WEBHOOK_SECRET go together (webhooks are signed)")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
         return self

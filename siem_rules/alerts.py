@@ -54,6 +54,9 @@ class Alert(BaseModel):
     status: Status = "open"
     created_at: str
     updated_at: str
+    # What an analytic saw, in words ("212 citizens today; usual 8–15; peers 10–20"): counts and
+    # ranges only, never a personal value. Sigma rules leave it empty.
+    explanation: str | None = None
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Hit:
     metric: float | None = None
     gap: float = 0.0  # merge with an alert whose last evidence is at most this much older
     extra: dict[str, Any] = field(default_factory=dict)
+    explanation: str | None = None  # an analytic's reasons; the latest one is kept on the alert
 
     @property
     def first_ts(self) -> float:
@@ -134,6 +138,11 @@ class AlertStore:
         self.evidence_cap = evidence_cap
         for stmt in _SCHEMA:
             conn.execute(stmt)
+        # Stores made before analytics explained themselves get the column in place (NULL = none).
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(siem_alerts)")}
+        if "explanation" not in cols:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                conn.execute("ALTER TABLE siem_alerts ADD COLUMN explanation TEXT")
 
     # ---- merging (called inside the engine's transaction) ----
 
@@ -143,7 +152,7 @@ class AlertStore:
         for hit in sorted(hits, key=lambda h: (h.first_ts, h.window_end)):
             gh = group_hash(hit.group)
             row = self.conn.execute(
-                "SELECT alert_id, first_ts, last_ts, window_start, window_end, metric FROM siem_alerts "
+                "SELECT alert_id, first_ts, last_ts, window_start, window_end, metric, explanation FROM siem_alerts "
                 "WHERE rule_id=? AND group_hash=? AND status != 'closed' AND last_ts >= ? AND first_ts <= ? "
                 "ORDER BY last_ts DESC LIMIT 1",
                 (rule.id, gh, hit.first_ts - hit.gap, hit.last_ts + hit.gap),
@@ -154,7 +163,7 @@ class AlertStore:
                 self.conn.execute(
                     "INSERT OR IGNORE INTO siem_alerts (alert_id, rule_id, rule_name, rule_title, rule_type, "
                     "level, group_json, group_hash, window_start, window_end, first_ts, last_ts, metric, "
-                    "status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?,?)",
+                    "status, created_at, updated_at, explanation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?,?,?)",
                     (
                         alert_id,
                         rule.id,
@@ -171,10 +180,11 @@ class AlertStore:
                         hit.metric,
                         now,
                         now,
+                        hit.explanation,
                     ),
                 )
             else:
-                alert_id, first_ts, last_ts, ws, we, metric = row
+                alert_id, first_ts, last_ts, ws, we, metric, explanation = row
                 new_metric = (
                     hit.metric if metric is None else (max(metric, hit.metric) if hit.metric is not None else metric)
                 )
@@ -184,11 +194,12 @@ class AlertStore:
                     or hit.window_start < ws
                     or hit.window_end > we
                     or new_metric != metric
+                    or (hit.explanation is not None and hit.explanation != explanation)
                 )
                 if changed:
                     self.conn.execute(
                         "UPDATE siem_alerts SET first_ts=?, last_ts=?, window_start=?, window_end=?, metric=?, "
-                        "updated_at=? WHERE alert_id=?",
+                        "updated_at=?, explanation=coalesce(?, explanation) WHERE alert_id=?",
                         (
                             min(first_ts, hit.first_ts),
                             max(last_ts, hit.last_ts),
@@ -196,6 +207,7 @@ class AlertStore:
                             max(we, hit.window_end),
                             new_metric,
                             now,
+                            hit.explanation,
                             alert_id,
                         ),
                     )
@@ -229,6 +241,7 @@ class AlertStore:
             status,
             created_at,
             updated_at,
+            explanation,
         ) = row
         (count,) = self.conn.execute(
             "SELECT COUNT(*) FROM siem_alert_evidence WHERE alert_id=?", (alert_id,)
@@ -258,11 +271,12 @@ class AlertStore:
             status=status,
             created_at=created_at,
             updated_at=updated_at,
+            explanation=explanation,
         )
 
     _COLS = (
         "alert_id, rule_id, rule_name, rule_title, rule_type, level, group_json, window_start, window_end, "
-        "first_ts, last_ts, metric, status, created_at, updated_at"
+        "first_ts, last_ts, metric, status, created_at, updated_at, explanation"
     )
 
     def list(self, status: str | None = None, rule_id: str | None = None, limit: int | None = None) -> list[Alert]:

@@ -1,12 +1,15 @@
 """Python analytics: detections plain Sigma cannot express, producing the same alerts.
 
-Kept deliberately few; each is documented in siem_rules/README.md and has fixtures like a rule.
+Kept deliberately few (three); each is documented in siem_rules/README.md and has fixtures like a rule.
 
 * ``first_seen_key_principal`` — a principal decrypting with a key it has never used before.
   Needs memory of every (key, principal) pair ever seen, which a Sigma rule over a time window
   cannot hold. The pairs live in a small state table, updated incrementally, so the cost of a run
   does not depend on history. Each key has a learning period (``first_seen_learning_hours`` from
   its first event) during which pairs are learned silently, so a new deployment does not flood.
+* ``behaviour_baseline`` and ``claims_fraud_indicators`` — early warning beyond fixed thresholds
+  (``baselines.py``): what is unusual *for this employee and their peers*, and the claims-fraud
+  indicators of the bureau's early-warning programme. Each alert explains itself in words.
 """
 
 from __future__ import annotations
@@ -81,4 +84,10 @@ class FirstSeenKeyPrincipal:
         return hits
 
 
-ANALYTICS = [FirstSeenKeyPrincipal()]
+def _early_warning() -> list:
+    from .baselines import BehaviourBaseline, ClaimsFraudIndicators
+
+    return [BehaviourBaseline(), ClaimsFraudIndicators()]
+
+
+ANALYTICS = [FirstSeenKeyPrincipal(), *_early_warning()]

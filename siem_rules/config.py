@@ -58,6 +58,35 @@ class SiemConfig(BaseModel):
     first_seen_learning_hours: float = Field(
         default=24.0, description="first-seen analytics only learn during this long after their first event"
     )
+    # ---- behavioural baselines (analytics.BehaviourBaseline) ----
+    baseline_days: int = Field(default=28, ge=7, le=365, description="rolling window of an employee's baseline")
+    baseline_min_days: int = Field(
+        default=10, ge=1, description="active days of history before an employee (or peer group) is scored")
+    baseline_threshold: float = Field(
+        default=6.0, gt=0, description="robust z-score (|x - median| / (1.4826 MAD)) that counts as unusual")
+    baseline_min_ratio: float = Field(
+        default=3.0, ge=1, description="and at least this many times the usual (median) value")
+    baseline_min_excess: int = Field(
+        default=40, ge=1, description="and at least this many more than the upper end of the usual range")
+    baseline_rare_share: float = Field(
+        default=0.05, ge=0, le=1, description="an hour or dataset used on fewer than this share of baseline days "
+                                              "(by the employee and by their peers) is unusual for them")
+    baseline_rare_min_events: int = Field(
+        default=10, ge=1, description="requests at unusual hours / on unusual datasets in a day before it counts")
+    baseline_min_peers: int = Field(default=3, ge=2, description="peers (same role and office) needed to compare")
+    # ---- claims-fraud indicators (analytics.ClaimsFraudIndicators) ----
+    payout_purposes: list[str] = Field(
+        default_factory=lambda: ["monthly_payment", "benefit_payment"],
+        description="purpose codes of a benefit payout (the payment run reading the payee)")
+    account_change_payout_hours: float = Field(
+        default=72.0, gt=0, description="a payout this soon after the payee's bank-account change is flagged")
+    shared_account_min_claimants: int = Field(
+        default=3, ge=2, description="claimants whose payouts currently go to one account before it is flagged")
+    intermediary_window_days: int = Field(default=7, ge=1, description="window of an intermediary's claim share")
+    intermediary_min_claims: int = Field(default=15, ge=1, description="claims in the window before it counts")
+    intermediary_share_ratio: float = Field(
+        default=4.0, ge=1, description="share of claims at least this many times the intermediary's usual share "
+                                       "(or the median intermediary's, when it has no history)")
     # ---- alerts ----
     evidence_cap: int = Field(default=500, description="evidence ids kept per alert (count is exact)")
     default_suppression_seconds: int = 3600

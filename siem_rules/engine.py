@@ -161,9 +161,8 @@ class Engine:
         nrows = 0
         with transaction(self.conn):
             if rule.analytic:
+                # An analytic sets each hit's merge gap itself (0 unless it says otherwise).
                 hits = _ANALYTICS[rule.analytic].evaluate(self.conn, lo[kinds[0]], high[kinds[0]], self.config)
-                for h in hits:
-                    h.gap = 0.0
                 nrows = len(hits)
             elif rule.detection is not None:
                 hits, nrows = self._detect(rule, lo, high)
@@ -317,8 +316,11 @@ class Scheduler:
     """
 
     def __init__(self, engine_factory: Any, sources: list[Source] | Callable[[], list[Source]] | None = None,
-                 interval: float = 60.0, config_version: Callable[[], Any] | None = None) -> None:
+                 interval: float = 60.0, config_version: Callable[[], Any] | None = None,
+                 after_run: Callable[[], None] | None = None) -> None:
         self.engine_factory = engine_factory
+        # Called after each run (e.g. to wake alert delivery, which runs in its own thread).
+        self.after_run = after_run
         # When this changes (e.g. the lists file was edited), the engine is rebuilt before the next
         # run, so new protected citizens or partners apply without a restart.
         self.config_version = config_version
@@ -369,6 +371,11 @@ class Scheduler:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("siem scheduled run failed: %s", self.last_error)
             self.runs += 1
+            if self.after_run is not None:
+                try:
+                    self.after_run()
+                except Exception as exc:  # a hook must not stop the scheduler
+                    log.warning("siem after-run hook failed: %s", type(exc).__name__)
             self._stop.wait(self.interval)
         if engine is not None:
             engine.conn.close()

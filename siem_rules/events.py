@@ -345,6 +345,7 @@ FIELDS: dict[str, tuple[Column, ...]] = {
         # A pii.update names the fields it changed in ``fields``; ``changed`` is that list on updates only.
         Column("changed", "changed", path="fields", only_type="pii.update"),
         ("bank_account_ref", "bank_account_ref"),
+        ("intermediary_ref", "intermediary_ref"),
         ("seq", "seq", "INTEGER"),
     )
     + _LOCAL,

@@ -21,7 +21,8 @@ Each case runs in its own in-memory store with only that rule.
 
 References are real-shaped: ``"cr:LABEL"`` becomes :func:`synthetic_citizen_ref` (``contracts.citizen_ref``
 of a checksum-valid national ID derived from the label, under the fixed :data:`FIXTURE_KEY`) and
-``"ba:LABEL"`` :func:`synthetic_bank_account_ref`, in events and in ``config`` lists alike.
+``"ba:LABEL"`` :func:`synthetic_bank_account_ref` (``"im:LABEL"`` :func:`synthetic_intermediary_ref`), in
+events and in ``config`` lists alike.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import yaml
 
 from contracts.bank_account import bank_account_ref
+from contracts.intermediary import intermediary_ref
 from contracts.national_id import citizen_ref, national_id_check_digit
 
 from .config import SiemConfig
@@ -50,7 +52,7 @@ _TAIPEI = timezone(timedelta(hours=8))  # the PDP logs input.context.time in the
 FIXTURE_KEY = b"ztcp-siem-fixtures-not-a-secret-0001"
 _ID_LETTERS = "ABCDEFGHJKLMNPQRSTUVXYWZIO"
 _IDS = len(_ID_LETTERS) * 2 * 10**7  # letter x sex digit (1, 2) x 7 digits: every checksum-valid ID
-_SHORTHAND = re.compile(r"^(cr|ba):(\S+)$")
+_SHORTHAND = re.compile(r"^(cr|ba|im):(\S+)$")
 
 
 def synthetic_national_id(n: int) -> str:
@@ -83,13 +85,20 @@ def synthetic_bank_account_ref(label: str | int) -> str:
     return bank_account_ref(f"700{_index(label):011d}", FIXTURE_KEY)
 
 
+@functools.lru_cache(maxsize=4_096)
+def synthetic_intermediary_ref(label: str | int) -> str:
+    """A real-shaped ``intermediary_ref`` (a claim's agent or doctor) for a label, under :data:`FIXTURE_KEY`."""
+    return intermediary_ref(f"LIC{_index(label):09d}", FIXTURE_KEY)
+
+
 def expand_refs(value: Any) -> Any:
-    """``"cr:LABEL"`` / ``"ba:LABEL"`` → real-shaped references, anywhere in a value."""
+    """``"cr:LABEL"`` / ``"ba:LABEL"`` / ``"im:LABEL"`` → real-shaped references, anywhere in a value."""
     if isinstance(value, str):
         m = _SHORTHAND.match(value)
         if m is None:
             return value
-        return synthetic_citizen_ref(m[2]) if m[1] == "cr" else synthetic_bank_account_ref(m[2])
+        make = {"cr": synthetic_citizen_ref, "ba": synthetic_bank_account_ref, "im": synthetic_intermediary_ref}
+        return make[m[1]](m[2])
     if isinstance(value, dict):
         return {k: expand_refs(v) for k, v in value.items()}
     if isinstance(value, list):

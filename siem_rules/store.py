@@ -12,7 +12,7 @@ import gc
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,17 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+def _add_new_columns(conn: sqlite3.Connection, kind: str) -> None:
+    """A store made by an earlier version gets the columns of fields added since (NULL for the
+    events it already holds), so an upgrade needs no rebuild of siem.db."""
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({TABLE[kind]})")}  # noqa: S608
+    for c in FIELDS[kind][1:]:
+        if c.column not in have:
+            coll = " COLLATE NOCASE" if c.sqltype == "TEXT" else ""
+            with suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                conn.execute(f'ALTER TABLE {TABLE[kind]} ADD COLUMN "{c.column}" {c.sqltype}{coll}')  # noqa: S608
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Building hundreds of thousands of small dicts/tuples triggers repeated full GC passes."""
@@ -101,6 +112,7 @@ class EventStore:
         for kind in KINDS:
             for stmt in _ddl(kind):
                 conn.execute(stmt)
+            _add_new_columns(conn, kind)
         conn.execute("CREATE TABLE IF NOT EXISTS siem_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS siem_quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL,"

@@ -94,6 +94,7 @@ def test_benign_week_raises_no_other_alerts(seeded) -> None:
     _, report, _ = seeded
     expected = {i.rule for i in report.incidents} | {"off_hours_access"}  # incident actors work late too
     expected.add("shared_bank_account")  # the fraud broker's victims all paid into one mule account
+    expected.add("claims_fraud_indicators")  # the same mule account, seen by its current payees
     expected.add("exchange_receipt_overdue")  # the nightly transfer whose receipt never comes (planted)
     # A rule whose alert carries a planted incident's evidence or actor caught that incident (since the
     # nightly exchange decrypts with data-kek first, the custodian's bulk job is also a first-seen principal).

@@ -247,6 +247,19 @@ def test_ledger_failure_returns_503_and_no_plaintext(world: World) -> None:
         reopened.close()
 
 
+def test_a_full_width_national_id_is_the_same_id_not_a_500(world: World) -> None:
+    """Issue #13 finding 3: the screen and citizen_ref did not NFKC-normalise; a national ID typed on a
+    CJK keyboard (full-width letters and digits) was a 500. It is the same citizen."""
+    officer = world.token("emp-officer", "case_officer")
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in NID_X)
+    r = world.client.post(f"/v1/records/{DATASET}/search", headers=officer,
+                          json={"value": full_width, "purpose": "benefit_review", "case_id": CASE})
+    assert r.status_code == 200, r.text
+    assert r.json()["citizen_ref"] == world.ref_x
+    assert sorted(int(x["record_id"]) for x in r.json()["records"]) == [1, 3]
+    assert full_width not in r.text and NID_X not in r.text
+
+
 def test_search_by_national_id_goes_through_the_blind_index_and_is_recorded(world: World) -> None:
     officer = world.token("emp-officer", "case_officer")
     r = world.client.post(f"/v1/records/{DATASET}/search", headers=officer,

@@ -219,3 +219,27 @@ def test_provenance_endpoints_are_served(client, runtime):
     r = client.get("/v1/provenance/checkpoint", headers={"Authorization": f"Bearer {reader}"})
     assert r.status_code == 200
     assert client.get("/readyz").json()["checks"]["ledger"]["size"] >= 1
+
+
+def test_decision_route_fast_path_keeps_the_schema_and_hands_refusals_to_fastapi(client, runtime, caller):
+    """POST /v1/decisions answers well-formed calls itself and replays everything else to FastAPI's
+    handler: the schema still names the body and answer models, and refusals are the usual problems."""
+    spec = client.get("/openapi.json").json()["paths"]["/v1/decisions"]["post"]
+    assert spec["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/DecisionRequest")
+    assert spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Decision")
+    auth = {"Authorization": f"Bearer {caller}"}
+    ok = client.post("/v1/decisions", json=body(runtime), headers=auth)
+    assert ok.status_code == 200 and ok.headers["content-type"] == "application/json"
+    assert ok.json()["decision_id"] and ok.json()["effect"] in ("permit", "step_up")
+    refusals = [
+        (client.post("/v1/decisions", content=b"{nope", headers={**auth, "content-type": "application/json"}),
+         422, "body"),  # JSON that does not parse: the body, with line and column in the message
+        (client.post("/v1/decisions", json={**body(runtime), "action": "fly"}, headers=auth), 422, "action"),
+        (client.post("/v1/decisions", content=b"{}", headers={**auth, "content-type": "text/plain"}), 422, "body"),
+        (client.post("/v1/decisions", json={**body(runtime), "action": "fly"}), 401, None),  # auth before the model
+    ]
+    for response, status, field in refusals:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        if field:
+            assert [e["field"] for e in response.json()["errors"]] == [field]

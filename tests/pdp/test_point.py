@@ -211,3 +211,40 @@ def test_unexpected_failure_inside_the_pdp_is_a_deny(point, officer_token, make_
     point.history = BrokenHistory()
     decision = decide(point, make_request(officer_token()))
     assert (decision.effect, decision.reasons, decision.token) == ("deny", ["internal_error"], None)
+
+
+def test_policy_input_is_the_request_as_json(point, officer_token, make_request, clock):
+    """build_input writes the request's parts out by hand: they must be exactly model_dump(mode="json")."""
+    from pdp.point import build_input
+
+    doc = make_request(officer_token(), action="disclose",
+                       context={"time": "2026-11-23T09:59:58+08:00", "ip": "2001:db8::1"},
+                       purpose={"code": "benefit_review", "case_id": "C-2026-0001", "legal_basis": "LIA-Art-10",
+                                "consent_id": "CNS-1", "justification": "walk-in", "break_glass": False},
+                       recipient={"type": "agency", "id": "agency-tax"})
+    for request in (DecisionRequest.model_validate(doc),
+                    DecisionRequest.model_validate({k: v for k, v in make_request(officer_token()).items()
+                                                    if k != "purpose"} | {"context": {"network_zone": "vpn"},
+                                                                         "device": {"id": "d-2"}})):
+        subject = point.verifier.verify_subject(request.subject_token, now=clock.now)
+        signals = point.history.compute(subject, request, clock.now, point.active.calendar)
+        built = build_input(subject, request, signals, clock.now, point.active.calendar)
+        ctx = request.context
+        assert built["device"] == request.device.model_dump(mode="json")
+        assert built["resource"] == request.resource.model_dump(mode="json")
+        assert built["purpose"] == request.purpose.model_dump(mode="json")
+        assert built["recipient"] == (request.recipient.model_dump(mode="json") if request.recipient else None)
+        assert built["context"]["geo"] == (ctx.geo.model_dump(mode="json") if ctx.geo else None)
+        assert built["context"]["time"] == "2026-11-23T10:00:00+08:00"  # the PDP's clock, the bureau's zone
+        assert list(built["device"]) == list(request.device.model_dump(mode="json"))  # same key order
+
+
+def test_calendar_facts_cached_per_minute_match_the_calendar(point):
+    from datetime import UTC, datetime
+
+    calendar = point.active.calendar
+    for now in (MONDAY_10, MONDAY_02, MONDAY_10 + 8 * 3600 - 1, MONDAY_10 + 8 * 3600, MONDAY_10 + 5 * 86400):
+        for t in (now, now + 0.5, now):  # the second call of a minute comes from the cache
+            moment = datetime.fromtimestamp(t, tz=UTC)
+            assert calendar.at(t) == (calendar.local(moment).hour, calendar.is_off_hours(moment),
+                                      calendar.is_holiday(moment))

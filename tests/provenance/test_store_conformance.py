@@ -393,7 +393,6 @@ def test_kill_9_mid_write_leaves_whole_batches(harness, store: LedgerStore, tmp_
 # -- citizen lookups ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_citizen_lookups_find_every_match_across_index_segments(harness, store: LedgerStore) -> None:  # noqa: ANN001
     """However a driver partitions its citizen index, a lookup must see every partition."""
     seg = harness.citizen_segment or 4096

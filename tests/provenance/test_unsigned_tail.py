@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from provenance_testkit import make_event
 
-from cli.cmd_audit import _check_unsigned_tail
 from cli.main import ztcp
 from provenance import IntegrityError, Recorder, verify_ledger
+from provenance.verify import check_unsigned_tail
 from server.ledger import ledger_from_settings
 from server.settings import load_settings
 
@@ -28,9 +28,9 @@ def test_a_stale_unsigned_tail_fails_verify(ztcp_home: Path) -> None:
         ledger.append([make_event(i) for i in range(3, 5)])
         report = verify_ledger(ledger)
         assert report.unsigned_tail == 2
-        _check_unsigned_tail(ledger, report, max_age=3600)  # signed a moment ago: fine
+        check_unsigned_tail(ledger, report, max_age=3600)  # signed a moment ago: fine
         with pytest.raises(IntegrityError) as exc:
-            _check_unsigned_tail(ledger, report, max_age=-1)
+            check_unsigned_tail(ledger, report, max_age=-1)
         assert exc.value.kind == "unsigned-tail" and exc.value.seq == 3
     finally:
         ledger.close()

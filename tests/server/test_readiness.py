@@ -114,3 +114,32 @@ def test_a_ledger_that_cannot_write_is_not_ready(runtime):
             holder.execute("ROLLBACK")
             holder.close()
         assert client.get("/readyz").status_code == 200
+
+
+def test_delivery_is_reported_degraded_never_required(runtime, tmp_path):
+    """A syslog receiver that is down: /readyz stays 200 (decisions go on) and shows the channel's
+    backlog and error; the outbox keeps the alert for later."""
+    import socket
+
+    from server.delivery import make_delivery_thread
+    from siem_rules import Engine, connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    runtime.settings.syslog_url = f"tcp://127.0.0.1:{dead}"
+    from demo.siem_week import Traffic
+
+    engine = Engine(connect(runtime.siem_db_path))  # one critical alert to deliver
+    engine.store.ingest(Traffic(seed=3, employees=2).incidents()["fraud"][1])
+    engine.run()
+    thread = make_delivery_thread(runtime.settings)
+    thread.delivery_factory().tick()  # one pass, as the thread would
+    with TestClient(create_app(runtime, None, thread)) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    check = r.json()["checks"]["delivery"]
+    syslog = check["channels"]["syslog"]
+    assert check["required"] is False and check["ok"] is False
+    assert syslog["backlog"] == 1 and syslog["last_error"] == "cannot connect: connection refused"
+    assert str(dead) not in str(check)

@@ -20,33 +20,34 @@ staff_roles contains r if {
 	matrix[r]
 }
 
-has_action(r) if input.action in matrix[r].actions
+# The matrix is narrowed in three steps, each a set computed once per decision (as functions,
+# has_action(r)… were called again by every rule that asked, and a call is not cached):
+# roles allowing the action, of those the ones covering the dataset, of those the classification.
+action_roles contains r if {
+	some r in staff_roles
+	input.action in matrix[r].actions
+}
 
-has_dataset(r) if "*" in matrix[r].datasets
+dataset_roles contains r if {
+	some r in action_roles
+	"*" in matrix[r].datasets
+}
 
-has_dataset(r) if input.resource.dataset in matrix[r].datasets
-
-has_class(r) if data.ztcp.common.rank <= data.ztcp.common.class_rank[matrix[r].max_classification]
+dataset_roles contains r if {
+	some r in action_roles
+	input.resource.dataset in matrix[r].datasets
+}
 
 allowing_roles contains r if {
-	some r in staff_roles
-	has_action(r)
-	has_dataset(r)
-	has_class(r)
+	some r in dataset_roles
+	data.ztcp.common.rank <= data.ztcp.common.class_rank[matrix[r].max_classification]
 }
 
 allowed if count(allowing_roles) > 0
 
-some_action if {
-	some r in staff_roles
-	has_action(r)
-}
+some_action if count(action_roles) > 0
 
-some_action_dataset if {
-	some r in staff_roles
-	has_action(r)
-	has_dataset(r)
-}
+some_action_dataset if count(dataset_roles) > 0
 
 deny contains "role_not_permitted" if {
 	governed

@@ -191,3 +191,13 @@ test_first_dataset_access_factor if {
 	d.risk.factors == [{"name": "first_dataset_access", "points": 5, "detail": "first access to this dataset"}]
 	d.effect == "permit"
 }
+
+# The sort keys that put fired factors in order are factor_order itself, entry by entry.
+test_factor_rank_tables_follow_the_factor_order if {
+	count(data.ztcp.risk.factor_rank) == count(data.ztcp.risk.factor_order)
+	count(data.ztcp.risk.factor_at) == count(data.ztcp.risk.factor_order)
+	[data.ztcp.risk.factor_at[k] | some k in sort([r | some n; r := data.ztcp.risk.factor_rank[n]])] == data.ztcp.risk.factor_order
+	every name in data.ztcp.risk.factor_order {
+		data.ztcp.risk.factor_at[data.ztcp.risk.factor_rank[name]] == name
+	}
+}
