@@ -92,8 +92,9 @@ class BatchJobs:
         with os.fdopen(fd, "w") as f:
             for ref in refs:
                 f.write(json.dumps({"citizen_ref": ref}) + "\n")
-        job = {"batch_id": batch_id, "state": "queued", "operator": op.id, "agreement_id": body.agreement_id,
-               "progress": {"done": 0, "total": len(body.citizens)}, "summary": None, "error": None}
+        job: dict[str, Any] = {"batch_id": batch_id, "state": "queued", "operator": op.id,
+                               "agreement_id": body.agreement_id,
+                               "progress": {"done": 0, "total": len(body.citizens)}, "summary": None, "error": None}
         with self._lock:
             self._jobs[batch_id] = job
 

@@ -64,14 +64,14 @@ def thumbprint(public_key: Ed25519PublicKey | X25519PublicKey) -> str:
     return OKPKey.import_key(public_key).thumbprint()
 
 
-def public_jwk(public_key: Ed25519PublicKey | X25519PublicKey, **extra: str) -> dict[str, str]:
+def public_jwk(public_key: Ed25519PublicKey | X25519PublicKey, **extra: str) -> dict[str, Any]:
     jwk = OKPKey.import_key(public_key).as_dict(private=False)
     jwk["kid"] = thumbprint(public_key)
     jwk.update(extra)
     return jwk
 
 
-def private_jwk(private_key: Ed25519PrivateKey | X25519PrivateKey) -> dict[str, str]:
+def private_jwk(private_key: Ed25519PrivateKey | X25519PrivateKey) -> dict[str, Any]:
     jwk = OKPKey.import_key(private_key).as_dict(private=True)
     jwk["kid"] = thumbprint(private_key.public_key())
     return jwk

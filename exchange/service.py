@@ -299,10 +299,10 @@ class ExchangeService:
         if "header" not in job:
             cek, wrapped = self.key_provider.generate_datakey(self.config.kek)
             header = seal_header(transfer_id=t.transfer_id, agreement_id=t.agreement_id, recipient=recipient, cek=cek)
-            with open(payload, "wb") as f:
-                f.write(header)
-                f.flush()
-                os.fsync(f.fileno())
+            with open(payload, "wb") as head_out:
+                head_out.write(header)
+                head_out.flush()
+                os.fsync(head_out.fileno())
             job.update(header=base64.b64encode(header).decode(), wrapped_cek=wrapped, offset=len(header))
             self.store.update(t.transfer_id, job=job, state="running")
         header = base64.b64decode(job["header"])
@@ -380,7 +380,7 @@ class ExchangeService:
         with ThreadPoolExecutor(1, thread_name_prefix="ztcp-exchange-read") as pool:
             nxt = next(chunks, None)
             pending = pool.submit(load, nxt) if nxt is not None else None
-            while pending is not None:
+            while pending is not None and nxt is not None:
                 chunk, loaded = nxt, pending.result()
                 nxt = next(chunks, None)
                 pending = pool.submit(load, nxt) if nxt is not None else None
@@ -435,8 +435,7 @@ class ExchangeService:
             receipt_key=job["receipt_kid"], decision_ids=job["decision_ids"], operator=t.operator or op.id,
             ledger_seqs=[SeqRange(first=a, last=b) for a, b in job["seqs"]], ledger_origin=self.ledger.origin,
             started_at=datetime.fromisoformat(job["started_at"]), completed_at=self.now(),
-            tsa="none" if self.tsa is None else self.config.tsa_policy if self.config.tsa_policy == "later"
-            else "required")
+            tsa="none" if self.tsa is None else "later" if self.config.tsa_policy == "later" else "required")
         record_bytes = record.canonical_bytes()
         token = sign_jws(self.signer, record_bytes, TRANSFER_TYPE)
         _write_new(out / RECORD, json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False).encode())
@@ -691,8 +690,8 @@ class _DisclosureEvents:
         from provenance.store import Prepared, citizen_key
 
         kw = {**self.fields, "time": when}
-        template = contracts.ProvenanceEvent(**kw, citizen_ref=self._S_REF, event_id=self._S_EID,
-                                             record_id=self._S_RID)
+        template = contracts.ProvenanceEvent.model_validate({**kw, "citizen_ref": self._S_REF,
+                                                             "event_id": self._S_EID, "record_id": self._S_RID})
         body = template.canonical_bytes()
         parts = []
         rest = body
@@ -725,7 +724,8 @@ class _DisclosureEvents:
     def _slow(kw: dict, ref: str, event_id: str, record_id: str) -> Any:
         from provenance.store import Prepared, citizen_key
 
-        ev = contracts.ProvenanceEvent(**kw, citizen_ref=ref, event_id=event_id, record_id=record_id)
+        ev = contracts.ProvenanceEvent.model_validate({**kw, "citizen_ref": ref, "event_id": event_id,
+                                                       "record_id": record_id})
         b = ev.canonical_bytes()
         time_us = (ev.time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
         return Prepared(ev.event_id, citizen_key(ref), time_us, ev.type, b, hashlib.sha256(b"\x00" + b).digest())
