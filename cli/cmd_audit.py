@@ -99,11 +99,11 @@ def _table(trace: Trace) -> None:
     if trace.checkpoint:
         title += f" against checkpoint {trace.checkpoint.size}"
     table = Table(title=title, show_lines=False)
-    for col in reports.COLUMNS:
+    for col in reports.columns(trace):
         table.add_column(col, overflow="fold")
     for r in reports.rows(trace):
         style = None if r["proof"] == "verified" else "bold red" if r["proof"] == "NOT VERIFIED" else "yellow"
-        table.add_row(*(str(r[col]) for col in reports.COLUMNS), style=style)
+        table.add_row(*(str(r[col]) for col in reports.columns(trace)), style=style)
     print_table(table, console)
     if trace.lineage:
         lt = Table(title="lineage of disclosures")
@@ -141,7 +141,13 @@ def _traced(
     if ledger.checkpoint_error:
         click.echo(f"ztcp: warning: no fresh checkpoint ({ledger.checkpoint_error}); events after "
                    f"size {cp.size if cp else 0} show as not yet signed", err=True)
-    return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id), ledger  # type: ignore[attr-defined]
+    bounds = None
+    if settings.tsa_ca_file:  # each event's "recorded no later than", from the TSA's checkpoint stamps
+        from provenance.timestamp import TimeBounds, TsaVerifier
+
+        bounds = TimeBounds.load(ledger, settings.timestamps_dir, TsaVerifier.from_pem_file(settings.tsa_ca_file))
+    return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id,  # type: ignore[attr-defined]
+                         time_bounds=bounds), ledger
 
 
 @click.group("audit")
@@ -252,6 +258,7 @@ def verify(full: bool, as_json: bool, published: tuple[Path, ...], witness_keys:
                 if witness_keys:
                     verify_witnessed(ledger.root, report.size, ledger.origin, witnessed or settings.witnessed_dir,
                                      [CosignatureVerifier.from_vkey(k) for k in witness_keys])
+                stamps = _verify_stamps(settings, ledger)
             except provenance.IntegrityError as exc:
                 if as_json:
                     click.echo(orjson.dumps({"ok": False, "seq": exc.seq, "kind": exc.kind, "error": str(exc)}))
@@ -269,12 +276,30 @@ def verify(full: bool, as_json: bool, published: tuple[Path, ...], witness_keys:
     finally:
         ledger.close()
     if as_json:
-        click.echo(orjson.dumps(report.as_dict()))
+        doc = report.as_dict()
+        if stamps is not None:
+            doc["timestamps"] = stamps.as_dict()
+        click.echo(orjson.dumps(doc))
     else:
         click.echo(
             f"ok: {report.size} events, {report.checkpoints} checkpoints verified "
             f"(latest signs {report.latest_checkpoint_size}; {report.unsigned_tail} newer events not yet signed)"
         )
+        if stamps is not None:
+            when = stamps.latest_time.isoformat() if stamps.latest_time else "never"
+            click.echo(f"trusted time: {stamps.stamped} of {stamps.checkpoints} checkpoints time-stamped by the TSA "
+                       f"(latest: size {stamps.latest_size} at {when}); {stamps.untimed_events} newer events have "
+                       "no trusted time yet"
+                       + (f"; gap: {len(stamps.unstamped)} checkpoints without a token" if stamps.unstamped else ""))
+
+
+def _verify_stamps(settings: Settings, ledger: provenance.Ledger):  # noqa: ANN202 - a StampReport or None
+    """With a TSA trust anchor configured, every stored checkpoint token must verify (exit 3 if one does not)."""
+    if not settings.tsa_ca_file:
+        return None
+    from provenance.timestamp import TsaVerifier, verify_stamps
+
+    return verify_stamps(ledger, settings.timestamps_dir, TsaVerifier.from_pem_file(settings.tsa_ca_file))
 
 
 @command.command("checkpoint")

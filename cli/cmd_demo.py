@@ -138,6 +138,14 @@ def _print(report: Any) -> None:
                   + (f"; other rules: {', '.join(i.caught_by)}" if i.caught_by else ""))
     if not report.missed:
         out.print("Every planted incident raised its alert: `ztcp siem alerts` lists them.")
+    ex = report.exchange
+    if ex.get("transfers"):
+        sent = ", ".join(f"{t['agency']} {t['citizens']}" for t in ex["transfers"])
+        out.print(f"Nightly exchange: {len(ex['transfers'])} signed transfers ({sent} citizens), "
+                  f"{len(ex['receipts'])} receipted; overdue: {', '.join(ex['overdue']) or 'none'}"
+                  + (f" → alert {', '.join(ex['overdue_alerts'])}" if ex.get("overdue_alerts") else "")
+                  + ". `ztcp exchange agreements` lists them; `ztcp exchange verify DIR` checks one offline "
+                  f"(DIR under {report.home}/exchange/outbox).", soft_wrap=True)
     traced = sorted((i for i in report.incidents if i.citizen_ref), key=lambda i: i.name != "fraud_broker")
     if traced:
         # The citizen by reference only: the demo never prints a national ID.

@@ -35,6 +35,7 @@ class CliFailure(click.ClickException):
 def _package_errors() -> tuple[type[BaseException], ...]:
     """The base exception of every package: each carries ``exit_code`` and a message without values."""
     import contracts
+    import exchange
     import keymgmt
     import pdp
     import policy
@@ -43,7 +44,7 @@ def _package_errors() -> tuple[type[BaseException], ...]:
     from server.errors import ServerError
 
     return (contracts.ContractError, pdp.PdpError, policy.PolicyError, provenance.ProvenanceError,
-            keymgmt.KeyMgmtError, siem_rules.SiemError, ServerError)
+            keymgmt.KeyMgmtError, siem_rules.SiemError, exchange.ExchangeError, ServerError)
 
 
 def _exit(message: str, code: int) -> NoReturn:

@@ -28,6 +28,7 @@ _AREAS = {
     "backup": "cli.cmd_backup",
     "devices": "cli.cmd_devices",
     "witness": "cli.cmd_witness",
+    "exchange": "cli.cmd_exchange",
 }
 
 

@@ -8,7 +8,7 @@ Each view is recorded first (``audit.trace`` / ``audit.export`` naming the audit
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
@@ -95,7 +95,42 @@ def _trace(console: Console, ctx: Ctx, form: dict[str, str], kind: str, what: st
     # Sign now, so every event (this query included) is provable; if the checkpoint key cannot sign,
     # the latest checkpoint still proves what it covers and newer events show as not yet signed.
     cp = ledger.checkpoint_or_latest()
-    return provenance.trace_citizen(ledger, ref, since, until, checkpoint=cp, auditor=s.subject)
+    return provenance.trace_citizen(ledger, ref, since, until, checkpoint=cp, auditor=s.subject,
+                                    time_bounds=_time_bounds(console))
+
+
+def _time_bounds(console: Console):  # noqa: ANN202 - provenance.timestamp.TimeBounds or None
+    """Each event's "recorded no later than", from the TSA's checkpoint stamps (when a TSA is configured)."""
+    settings = console.runtime.settings
+    if not settings.tsa_ca_file:
+        return None
+    from provenance.timestamp import TimeBounds, TsaVerifier
+
+    return TimeBounds.load(console.runtime.ledger, settings.timestamps_dir,
+                           TsaVerifier.from_pem_file(settings.tsa_ca_file))
+
+
+def transfers_of(console: Console, tr: provenance.Trace) -> list[dict]:
+    """The exchange transfers the traced events belong to, with receipt and time-stamp status from
+    the transfer register (the events name the transfer; the register knows what happened since)."""
+    seen: dict[str, dict] = {}
+    for e in tr.events:
+        ex = e.event.exchange
+        if ex is None or ex.transfer_id in seen:
+            continue
+        t = console.runtime.exchange.store.get(ex.transfer_id)
+        seen[ex.transfer_id] = {
+            "transfer_id": ex.transfer_id, "direction": ex.direction, "agency": ex.agency,
+            "agreement_id": ex.agreement_id, "known": t is not None,
+            "citizens": t.citizens if t else None,
+            "completed_at": datetime.fromtimestamp(t.completed_at, UTC) if t and t.completed_at else None,
+            "receipt": (t.receipt_status or "none") if t else "none",
+            "timestamp": (t.timestamp_status or "none") if t else "none",
+        }
+    for x in seen.values():  # catalog keys (tests/console/test_i18n.py lists these prefixes)
+        x.update(direction_key=f"transfers.{x['direction']}", receipt_key=f"transfers.receipt_{x['receipt']}",
+                 timestamp_key=f"transfers.timestamp_{x['timestamp']}")
+    return list(seen.values())
 
 
 def add_routes(router: APIRouter, console: Console) -> None:
@@ -118,8 +153,10 @@ def add_routes(router: APIRouter, console: Console) -> None:
                   "not_disclosed": t("lineage.not_disclosed"), "broken": t("lineage.broken"),
                   "more": t("lineage.more"), "no_disclosures": t("lineage.no_disclosures")}
         rows = reports.rows(tr)
+        transfers = await run_in_threadpool(transfers_of, console, tr)
+        bounds = {e.seq: tr.recorded_by(e.seq) for e in tr.events} if tr.time_bounds else None
         return console.render(
-            ctx, "audit_trace.html.j2", trace=tr, rows=rows[-MAX_ROWS_SHOWN:],
+            ctx, "audit_trace.html.j2", trace=tr, rows=rows[-MAX_ROWS_SHOWN:], transfers=transfers, bounds=bounds,
             hidden=max(0, len(rows) - MAX_ROWS_SHOWN), counts=tr.counts(),
             problems={e.seq: e.problem for e in tr.events if e.problem},
             svg=Markup(lineage_svg(tr, labels)),  # noqa: S704 - built from escaped parts in lineage.py

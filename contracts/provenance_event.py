@@ -4,7 +4,8 @@ Events name a citizen only by ``citizen_ref``. Every string anywhere in an event
 PII screen (:mod:`contracts.screen`): a raw national ID or phone number is refused.
 
 ``canonical_bytes`` is RFC 8785 (JCS). Events contain only strings, lists, nested objects with
-ASCII keys and no numbers, for which JCS is exactly "sorted keys, minimal JSON escapes, UTF-8".
+ASCII keys and, as numbers, only non-negative integers below 2^53 (an exchange's citizen count),
+for which JCS is exactly "sorted keys, minimal JSON escapes, UTF-8, integers in plain digits".
 Model fields are declared in sorted order, so pydantic-core's serializer emits JCS directly
 (≈100× faster than the pure-Python ``rfc8785`` package); the test suite checks byte equality with
 ``rfc8785.dumps`` on generated events, and anything the fast path refuses (a lone surrogate) goes
@@ -36,7 +37,11 @@ from contracts.intermediary import INTERMEDIARY_REF_PATTERN
 from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.screen import screen_text
 
-EVENT_TYPES = ("pii.read", "pii.search", "pii.export", "pii.disclose", "pii.update", "pii.denied")
+EVENT_TYPES = ("pii.read", "pii.search", "pii.export", "pii.disclose", "pii.update", "pii.denied", "pii.receive")
+# Government data exchange (exchange/, contracts/exchange.py): a transfer's own record, the agency's
+# receipt (or its refusal), the deadline passing without one, and data received from an agency.
+EXCHANGE_TYPES = ("exchange.transfer", "exchange.receipt", "exchange.receipt_refused", "exchange.receipt_overdue",
+                  "exchange.inbound")
 AUDIT_TYPE = re.compile(r"^audit\.[a-z][a-z0-9_.]{0,62}$")
 
 
@@ -91,6 +96,21 @@ class Recipient(_Strict):
     type: Literal["agency", "mydata", "citizen", "other"]
 
 
+class ExchangeRef(_Strict):
+    """Which exchange transfer an event belongs to (types ``exchange.*``, and ``pii.disclose`` /
+    ``pii.receive`` of a transfer): the counterpart agency, the agreement, the exact payload bytes'
+    SHA-256 and, on the transfer's own event, the signed transfer record's SHA-256 and citizen count."""
+
+    agency: SafeStr
+    agreement_id: SafeStr
+    citizens: Annotated[int, Field(ge=0)] | None = None
+    direction: Literal["outbound", "inbound"] = "outbound"
+    payload_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    reason: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None  # a refusal's code
+    record_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    transfer_id: Annotated[str, Field(pattern=r"^xfer_[A-Za-z0-9]{1,64}$")]
+
+
 class ProvenanceEvent(_Strict):
     """One personal-data access (or an auditor's own query, ``audit.*``)."""
 
@@ -103,6 +123,7 @@ class ProvenanceEvent(_Strict):
     derived_from: list[EventId] = Field(default_factory=list)
     effect: Literal["permit", "deny", "step_up"] | None = None
     event_id: EventId = Field(default_factory=lambda: str(uuid_utils.uuid7()))
+    exchange: ExchangeRef | None = None
     fields: list[FieldName] = Field(default_factory=list)
     # A claim's agent or doctor (the claims-fraud indicators count claims per intermediary), keyed.
     intermediary_ref: Annotated[str, Field(pattern=INTERMEDIARY_REF_PATTERN)] | None = None
@@ -117,8 +138,8 @@ class ProvenanceEvent(_Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
-        if v not in EVENT_TYPES and not AUDIT_TYPE.match(v):
-            raise ValueError(f"must be one of {', '.join(EVENT_TYPES)} or audit.*")
+        if v not in EVENT_TYPES and v not in EXCHANGE_TYPES and not AUDIT_TYPE.match(v):
+            raise ValueError(f"must be one of {', '.join(EVENT_TYPES + EXCHANGE_TYPES)} or audit.*")
         return v
 
     @field_validator("time")
@@ -133,8 +154,12 @@ class ProvenanceEvent(_Strict):
                 raise ValueError("recipient: a pii.disclose event must name its recipient")
             if self.purpose is None or not (self.purpose.legal_basis or self.purpose.consent_id):
                 raise ValueError("purpose: a pii.disclose event needs purpose.legal_basis or purpose.consent_id")
-            if not self.derived_from:
+            # A disclosure in an exchange transfer derives from the batch read under its decision
+            # (decision_id) and is linked to the transfer by exchange.transfer_id instead.
+            if not self.derived_from and self.exchange is None:
                 raise ValueError("derived_from: a pii.disclose event must name the read events it discloses")
+        if (self.type.startswith("exchange.") or self.type == "pii.receive") and self.exchange is None:
+            raise ValueError(f"exchange: a {self.type} event must name its transfer")
         if self.event_id in self.derived_from:
             raise ValueError("derived_from: an event cannot derive from itself")
         return self
@@ -156,7 +181,7 @@ def _fields_sorted(model: type[BaseModel]) -> bool:
     )
 
 
-_PRESORTED = all(_fields_sorted(m) for m in (ProvenanceEvent, Actor, Via, Purpose, Recipient))
+_PRESORTED = all(_fields_sorted(m) for m in (ProvenanceEvent, Actor, Via, Purpose, Recipient, ExchangeRef))
 _to_json = ProvenanceEvent.__pydantic_serializer__.to_json
 
 

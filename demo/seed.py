@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from demo import bureau as bureau_mod
+from demo import exchange_night
 from demo.clock import SimClock
 from demo.errors import AlreadySeeded, DemoError
 from demo.incidents import Incidents
@@ -88,6 +89,7 @@ class SeedReport:
     seconds: dict[str, float]
     events_per_second: float  # ledger events recorded per second of gateway request time
     requests_per_second: float
+    exchange: dict[str, Any] = field(default_factory=dict)  # the nightly exchange (demo/exchange_night.py)
 
     @property
     def missed(self) -> list[IncidentResult]:
@@ -290,6 +292,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         phases.done("building the bureau")
         sample = json.loads((Path(DEFAULT_PACK_DIR) / "bureau" / "data.json").read_text())
         data = bureau_mod.bureau_data(bureau, sample)
+        exchange_night.register_keys(home, data)  # agencies' receipt and encryption keys in their agreements
         validate_bureau_data(data)
         rows = bureau_mod.table_rows(bureau)
         advance = phases.phase("encrypting protected tables", sum(len(r) for r in rows.values()))
@@ -312,7 +315,8 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         t0 = time.perf_counter()
         ledger_cursor = rt.ledger.size - 1
         decision_cursor = _decision_cursor(home)
-        steps = Plan(bureau, start, end, options.seed).build() + incidents.steps()
+        night = exchange_night.Night(rt, bureau, clock, start, end, options.seed)
+        steps = Plan(bureau, start, end, options.seed).build() + incidents.steps() + night.steps()
         steps.sort()
         app = create_app(rt)
         with TestClient(app, client=(DEMO_PROXY, 443)) as client:
@@ -321,6 +325,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         phases.done("simulated week through the gateway")
         rt.decision_log.flush()
         timings["traffic"] = time.perf_counter() - t0
+        exchanged = night.finish()  # the nightly exchange's overdue receipt, recorded as the window ends
 
         ours = world.tally.decision_ids
         events = [e for e in _ledger_events_after(rt.ledger, ledger_cursor) if e.get("decision_id") in ours]
@@ -356,6 +361,8 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
             events_per_second=round(len(events) / world.gateway_seconds, 1) if world.gateway_seconds else 0.0,
             requests_per_second=round(tally.requests / world.gateway_seconds, 1) if world.gateway_seconds else 0.0)
         report.seconds["gateway"] = round(world.gateway_seconds, 2)
+        report.exchange = {**exchanged.as_dict(),
+                           "overdue_alerts": [a.alert_id for a in alerts if a.rule_name == "exchange_receipt_overdue"]}
         return report
     finally:
         rt.close()

@@ -1,9 +1,10 @@
 """Field encryption: key providers (local keyring; Vault/OpenBao transit), envelope encryption,
 blind indexes, the encrypted-table adapter, decrypt-with-decision, and rotate / rewrap /
-re-encrypt / retire jobs with key audit events."""
+re-encrypt / retire jobs with key audit events, and the batch gate for government exchanges."""
 
 from contracts.key_event import KeyAuditEvent, KeyAuditType
 from keymgmt.audit import KeyAuditLog, default_audit_path
+from keymgmt.batch import BatchGrant, BatchReader
 from keymgmt.blind_index import BlindIndexer, BlindIndexKeys, normalise
 from keymgmt.ciphertext import ParsedCiphertext, format_ciphertext, is_ciphertext, parse_ciphertext
 from keymgmt.db import make_engine
@@ -56,6 +57,8 @@ __all__ = [
     "DEFAULT_BLIND_INDEX_KEY",
     "DEFAULT_KEK",
     "KEY_TYPES",
+    "BatchGrant",
+    "BatchReader",
     "BlindIndexKeys",
     "BlindIndexer",
     "CiphertextError",

@@ -32,6 +32,17 @@ COLUMNS = (
     "proof",
 )
 FORMATS = ("table", "json", "csv", "html", "pdf")
+RECORDED_BY = "recorded_by"  # the TSA upper bound, when checkpoints are time-stamped
+
+
+def columns(trace: Trace) -> tuple[str, ...]:
+    """The report's columns: COLUMNS, plus ``recorded_by`` when the trace has TSA time bounds."""
+    return (*COLUMNS, RECORDED_BY) if trace.time_bounds else COLUMNS
+
+
+def _bound_text(trace: Trace, seq: int) -> str:
+    b = trace.recorded_by(seq)
+    return f"≤ {b[1].strftime('%Y-%m-%d %H:%M:%S')}Z (TSA, checkpoint {b[0]})" if b else "no trusted time yet"
 
 
 def rows(trace: Trace) -> list[dict[str, Any]]:
@@ -39,24 +50,25 @@ def rows(trace: Trace) -> list[dict[str, Any]]:
     for t in trace.events:
         e = t.event
         p, r = e.purpose, e.recipient
-        out.append(
-            {
-                "seq": t.seq,
-                "time": e.time.strftime("%Y-%m-%d %H:%M:%S") + "Z",
-                "type": e.type,
-                "actor": e.actor.id,
-                "unit": " / ".join(x for x in (e.actor.agency, e.actor.unit) if x),
-                "system": e.via.system or "",
-                "fields": ", ".join(e.fields),
-                "purpose": p.code if p else "",
-                "case": (p.case_id or "") if p else "",
-                "legal_basis": ((p.legal_basis or p.consent_id or "") if p else ""),
-                "decision": e.decision_id or "",
-                "effect": e.effect or "",
-                "recipient": f"{r.type}:{r.name or r.id}" if r else "",
-                "proof": t.status,
-            }
-        )
+        row = {
+            "seq": t.seq,
+            "time": e.time.strftime("%Y-%m-%d %H:%M:%S") + "Z",
+            "type": e.type,
+            "actor": e.actor.id,
+            "unit": " / ".join(x for x in (e.actor.agency, e.actor.unit) if x),
+            "system": e.via.system or "",
+            "fields": ", ".join(e.fields),
+            "purpose": p.code if p else "",
+            "case": (p.case_id or "") if p else "",
+            "legal_basis": ((p.legal_basis or p.consent_id or "") if p else ""),
+            "decision": e.decision_id or "",
+            "effect": e.effect or "",
+            "recipient": f"{r.type}:{r.name or r.id}" if r else "",
+            "proof": t.status,
+        }
+        if trace.time_bounds:
+            row[RECORDED_BY] = _bound_text(trace, t.seq)
+        out.append(row)
     return out
 
 
@@ -75,9 +87,10 @@ def to_json(trace: Trace) -> bytes:
             {
                 "seq": t.seq,
                 "leaf_hash": t.leaf_hash.hex(),
-                "proof": t.status,
+            "proof": t.status,
                 "problem": t.problem,
                 "event": t.event.model_dump(mode="json", exclude_none=True),
+                **({"recorded_no_later_than": _bound_doc(trace, t.seq)} if trace.time_bounds else {}),
             }
             for t in trace.events
         ],
@@ -94,9 +107,14 @@ def to_json(trace: Trace) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
+def _bound_doc(trace: Trace, seq: int) -> dict | None:
+    b = trace.recorded_by(seq)
+    return {"time": b[1].isoformat(), "checkpoint_size": b[0], "source": "rfc3161"} if b else None
+
+
 def to_csv(trace: Trace) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=columns(trace))
     w.writeheader()
     for r in rows(trace):
         # Neutralise spreadsheet formulas (CSV injection) in free-text cells.
@@ -110,7 +128,7 @@ _env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=se
 
 def to_html(trace: Trace) -> str:
     return _env.get_template("trace_report.html.j2").render(
-        t=trace, c=trace.counts(), rows=rows(trace), headers=COLUMNS
+        t=trace, c=trace.counts(), rows=rows(trace), headers=columns(trace)
     )
 
 
@@ -251,7 +269,8 @@ def _to_pdf(fpdf: Any, trace: Trace, font_path: str | None) -> bytes:
         pdf.multi_cell(0, 5, _latin(v), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font(family, size=PDF_FONT_SIZES[0])
-    _pdf_table(pdf, COLUMNS, [[_latin(str(r[col])) for col in COLUMNS] for r in rows(trace)])
+    cols = columns(trace)
+    _pdf_table(pdf, cols, [[_latin(str(r[col])) for col in cols] for r in rows(trace)])
     if trace.lineage:
         pdf.ln(3)
         pdf.set_font(family, "B", 10)

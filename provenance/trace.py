@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from contracts.provenance_event import ProvenanceEvent
 from provenance import merkle
@@ -50,6 +51,13 @@ class Trace:
     lineage: list[LineageLink] = field(default_factory=list)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     auditor: str | None = None
+    # Upper time bounds from TSA time-stamps of the checkpoints (provenance.timestamp.TimeBounds):
+    # "recorded no later than T" for each event a stamped checkpoint covers. None: no TSA configured.
+    time_bounds: Any = None
+
+    def recorded_by(self, seq: int) -> tuple[int, datetime] | None:
+        """(checkpoint size, TSA time) bounding when ``seq`` was recorded, if a stamped checkpoint covers it."""
+        return self.time_bounds.bound(seq) if self.time_bounds else None
 
     @property
     def all_verified(self) -> bool:
@@ -92,11 +100,13 @@ def trace_citizen(
     *,
     checkpoint: SignedCheckpoint | None = None,
     auditor: str | None = None,
+    time_bounds: Any = None,
 ) -> Trace:
     cp = checkpoint if checkpoint is not None else ledger.latest_checkpoint()
     entries = ledger.citizen_entries(citizen_ref, since, until)
     events = prove_entries(ledger, entries, cp)
-    return Trace(citizen_ref, since, until, cp, events, lineage_of(ledger, events), auditor=auditor)
+    return Trace(citizen_ref, since, until, cp, events, lineage_of(ledger, events), auditor=auditor,
+                 time_bounds=time_bounds)
 
 
 def lineage_of(ledger: Ledger, events: list[TracedEvent]) -> list[LineageLink]:

@@ -10,6 +10,9 @@ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/n
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || compgen -G "/usr/lib/rsyslog/lmnsd_gtls.so" >/dev/null \
   || need+=(rsyslog-gnutls)
+# openssl: `openssl ts -reply` is the Time-Stamp Authority the exchange and checkpoint tests run
+# (tests/helpers/tsa.py); ztcp itself verifies tokens with rfc3161-client, never with OpenSSL.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # A CJK font so PDF audit reports render Traditional Chinese (names of units, purposes).
 ls /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc >/dev/null 2>&1 || need+=(fonts-wqy-zenhei)
 if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then

@@ -42,6 +42,9 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None, delivery: Any = 
     app.include_router(gateway.create_router(runtime.gateway, runtime.verifier, runtime.context_resolver))
     app.include_router(provenance_api.create_router(runtime.ledger, runtime.recorder, auth,
                                                     sealed_cases=runtime.sealed_cases, clock=runtime.clock))
+    from server.exchange import mount_exchange
+
+    mount_exchange(app, runtime, auth)  # /v1/exchange/… (receipts from agencies; batch jobs)
     from console import mount_console
 
     mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there

@@ -22,6 +22,7 @@ IDP_SIGNING = "idp-signing"
 DECISION_SIGNING = "decision-signing"
 CHECKPOINT_SIGNING = "checkpoint-signing"
 BUNDLE_SIGNING = "bundle-signing"
+EXCHANGE_SIGNING = "exchange-signing"  # transfer records (exchange/); in Vault transit when configured
 BLIND_INDEX = "blind-index"
 DATA_KEK = "data-kek"
 
@@ -30,6 +31,7 @@ _SYSTEM_KEYS = {
     DECISION_SIGNING: "ed25519",
     CHECKPOINT_SIGNING: "ed25519",
     BUNDLE_SIGNING: "ed25519",
+    EXCHANGE_SIGNING: "ed25519",
     BLIND_INDEX: "hmac",
     DATA_KEK: "aes256-gcm96",
 }
@@ -82,6 +84,10 @@ class SystemKeys:
     @cached_property
     def bundle_signing(self) -> Ed25519PrivateKey:
         return self._ed25519(BUNDLE_SIGNING)
+
+    @cached_property
+    def exchange_signing(self) -> Ed25519PrivateKey:
+        return self._ed25519(EXCHANGE_SIGNING)
 
     @cached_property
     def blind_index(self) -> bytes:

@@ -103,6 +103,10 @@ class Readiness:
         witnessing = getattr(self.runtime, "witnessing", None)
         if witnessing is not None:  # reported, not required: appends go on, the next checkpoint catches up
             out["witnesses"] = witnessing.status()
+        stamper = getattr(self.runtime, "stamper", None)
+        if stamper is not None:  # reported, not required: the gap is stamped when the TSA answers again
+            status = stamper.status()
+            out["timestamping"] = {**status, "error": (status["error"] or "").split(":", 1)[0] or None}
         return out
 
     def _keys(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._classes: dict[str, str | None] = {}
         self.witnessing = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
+        self.stamper = None  # set with the ledger when ZTCP_TSA_URL names a Time-Stamp Authority
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -198,6 +199,11 @@ class Runtime:
         self.witnessing = attach_witnessing(self.settings, ledger)
         if self.witnessing is not None:
             self._closers.insert(0, self.witnessing.close)
+        from server.exchange import attach_stamping
+
+        self.stamper = attach_stamping(self.settings, ledger)  # every checkpoint time-stamped (off the append path)
+        if self.stamper is not None:
+            self._closers.insert(0, self.stamper.close)
         return ledger
 
     @cached_property
@@ -310,6 +316,13 @@ class Runtime:
         return Gateway(point=self.point, recorder=self.recorder, ledger=self.ledger, readers=self.protected_reader,
                        decision_verifier=self.decision_verifier, blind_index_key=lambda: self.keys.blind_index,
                        clock=self.clock, classification=self.dataset_classification)
+
+    @cached_property
+    def exchange(self):  # type: ignore[no-untyped-def]
+        """The government data exchange over this runtime's PDP, ledger and protected tables."""
+        from server.exchange import build_service
+
+        return build_service(self)
 
     def close(self) -> None:
         for close in self._closers:

@@ -97,6 +97,9 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
                                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
                                            **SERVER_OPTIONS, **tls))
     siem.start()
+    from server.exchange import Sweeper
+
+    sweeper = Sweeper(runtime.exchange).start()  # overdue receipts recorded, late time-stamps retried
     if delivery is not None:
         delivery.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
@@ -106,6 +109,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
         server.run(sockets=[sock])
     finally:
         siem.stop()
+        sweeper.stop()
         if delivery is not None:
             delivery.stop()
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history

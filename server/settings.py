@@ -119,6 +119,20 @@ class Settings(BaseSettings):
         description="with a Vault checkpoint key, still accept checkpoints signed by the local key "
                     "(only for a ledger that was signed locally before moving to Vault)")
 
+    # Trusted time (RFC 3161) and government data exchange (exchange/).
+    tsa_url: str | None = Field(default=None, description="Time-Stamp Authority (RFC 3161 over HTTP): every checkpoint "
+                                                          "and every transfer record is time-stamped")
+    tsa_ca_file: Path | None = Field(default=None, description="the TSA's trust anchor (PEM): verifies its tokens")
+    exchange_tsa_unavailable: Literal["refuse", "later"] = Field(
+        default="later", description="TSA unreachable when a transfer starts or ends: refuse it, or send and "
+                                     "time-stamp later (`ztcp exchange verify` shows the gap)")
+    exchange_receipt_hours: float = Field(default=24.0, gt=0, le=8760,
+                                          description="a transfer without the agency's receipt this long is overdue")
+    exchange_chunk: int = Field(default=2000, ge=10, le=100_000,
+                                description="records per sealed segment and per ledger transaction in a batch")
+    exchange_device_id: str = Field(default="ztcp-exchange-host", description="this host's device id in the inventory "
+                                                                             "(`ztcp devices register`) for batches "
+                                                                             "started at the command line")
     # Delivery to the SOC and on-call people (siem_rules.delivery; secrets from the environment only).
     public_url: str | None = Field(default=None, description="this server's URL as people reach it, for console "
                                    "links in notifications (default: http(s)://host:port)")
@@ -164,6 +178,8 @@ class Settings(BaseSettings):
             raise ValueError("ZTCP_DEV_SIGNIN=true and ZTCP_IDP_ISSUER exclude each other")
         if bool(self.device_posture_jwks) != bool(self.device_posture_issuer):
             raise ValueError("ZTCP_DEVICE_POSTURE_JWKS and ZTCP_DEVICE_POSTURE_ISSUER go together")
+        if self.tsa_url and not self.tsa_ca_file:
+            raise ValueError("ZTCP_TSA_URL needs ZTCP_TSA_CA_FILE (the TSA's trust anchor)")
         if self.smtp_url and not self.alert_email_to:
             raise ValueError("ZTCP_SMTP_URL needs ZTCP_ALERT_EMAIL_TO (recipients)")
         if (self.alert_email_to or self.alert_escalate_to) and not self.smtp_url:
@@ -206,6 +222,11 @@ class Settings(BaseSettings):
     def witnessed_dir(self) -> Path:
         """Where the witnesses' cosignatures are kept (ZTCP_HOME/witnessed)."""
         return self.ensure_home() / "witnessed"
+
+    @property
+    def timestamps_dir(self) -> Path:
+        """Where checkpoint time-stamp tokens are kept (ZTCP_HOME/timestamps)."""
+        return self.ensure_home() / "timestamps"
 
     @property
     def checkpoint_in_vault(self) -> bool:

@@ -58,7 +58,8 @@ FIELDS = ["gw.path.record_id", "gw.path.dataset", "gw.query.purpose", "gw.query.
           "gw.update.purpose", "gw.update.case_id", "gw.disclose.recipient", "gw.disclose.channel",
           "gw.disclose.purpose", "pdp.device", "pdp.channel", "pdp.record_id", "pdp.dataset", "pdp.purpose",
           "pdp.case_id", "pdp.legal_basis", "pdp.consent_id", "pdp.justification", "pdp.recipient",
-          "prov.record_id", "prov.case_id", "prov.actor", "prov.channel", "prov.recipient_name"]
+          "prov.record_id", "prov.case_id", "prov.actor", "prov.channel", "prov.recipient_name",
+          "ex.batch.citizens", "ex.batch.agreement_id", "ex.batch.fields", "ex.receipt"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,17 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     insured.write_bureau(rt.home, CASE, contracts.citizen_ref(insured.NID_X, rt.keys.blind_index), ["emp-officer"],
                          rt)
     insured.create_encrypted_table(rt, insured.PEOPLE)
+    # An agreement with the agency's keys, so exchange batches really run (sealed payloads in the home).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from exchange.crypto import public_jwk
+
+    keys = {"receipt_key": public_jwk(Ed25519PrivateKey.generate().public_key()),
+            "encryption_key": public_jwk(X25519PrivateKey.generate().public_key())}
+    insured.publish_registers(rt, {"agreements": {"agency-tax": [
+        {"id": "DSA-PII-1", "dataset": insured.DATASET, "fields": ["name", "national_id"],
+         "legal_basis": "TCA-Art-30", "expires": "2099-12-31T00:00:00Z", "status": "approved", **keys}]}})
     app = create_app(rt)
     with TestClient(app, client=(PROXY, 50000)) as client:
         yield rt, client
@@ -142,6 +154,29 @@ def _send(rt: Runtime, client: TestClient, field: str, value: str) -> None:
         else:
             req["purpose"][name] = value
         client.post("/v1/decisions", json=req, headers={"Authorization": f"Bearer {pep}"})
+    elif area == "ex":
+        xo = rt.issuer.issue_subject("emp-xo", ["exchange_officer"], method="fido2", mfa=True, org_unit="x")
+        headers = {**base, "Authorization": f"Bearer {xo}"}
+        body = {"agreement_id": "DSA-PII-1", "citizens": [insured.NID_X]}
+        if name == "receipt":
+            import base64
+            import json
+
+            claims = base64.urlsafe_b64encode(json.dumps({"transfer_id": value}).encode()).decode().rstrip("=")
+            agency = rt.issuer.issue_client("pii-agency", ["exchange:receipt"])
+            client.post("/v1/exchange/receipts", json={"receipt": f"eyJhbGciOiJFZDI1NTE5In0.{claims}.c2ln"},
+                        headers={"Authorization": f"Bearer {agency}"})
+            return
+        part = name.removeprefix("batch.")
+        body[part] = [value, insured.NID_Y] if part in ("citizens", "fields") else value
+        r = client.post("/v1/exchange/batches", json=body, headers=headers)
+        if r.status_code == 202:  # wait for the job, so what it wrote is what the scan sees
+            import time
+
+            for _ in range(400):
+                if client.get(r.headers["location"], headers=headers).json()["state"] not in ("queued", "running"):
+                    break
+                time.sleep(0.025)
     else:
         event = {"type": "pii.read", "actor": {"id": "staff-1"}, "via": {"channel": "api"}, "dataset": ds,
                  "record_id": rid, "fields": ["name"], "purpose": {"code": "benefit_review", "case_id": CASE}}

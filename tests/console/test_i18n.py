@@ -52,6 +52,9 @@ def test_every_key_used_is_in_the_catalog() -> None:
     used |= {f"status.{s}" for s in STATUSES} | {f"level.{lv}" for lv in LEVELS}
     used |= {f"lang.{loc}" for loc in i18n.LOCALES} | {f"policy.done.{a}" for a in ("approve", "publish", "rollback")}
     used |= {f"revstatus.{s}" for s in ("proposed", "approved", "shadow", "published", "superseded", "rolled_back")}
+    used |= {f"transfers.{d}" for d in ("outbound", "inbound")}  # console/audit_pages.py: transfers_of
+    used |= {f"transfers.receipt_{s}" for s in ("received", "outstanding", "overdue", "none")}
+    used |= {f"transfers.timestamp_{s}" for s in ("stamped", "pending", "none")}
     missing = sorted(k for k in used if not k.endswith(".") and k not in i18n.messages("en"))
     assert not missing
     assert len(used) > 150

@@ -95,7 +95,27 @@ def test_benign_week_raises_no_other_alerts(seeded) -> None:
     expected = {i.rule for i in report.incidents} | {"off_hours_access"}  # incident actors work late too
     expected.add("shared_bank_account")  # the fraud broker's victims all paid into one mule account
     expected.add("claims_fraud_indicators")  # the same mule account, seen by its current payees
+    expected.add("exchange_receipt_overdue")  # the nightly transfer whose receipt never comes (planted)
+    # A rule whose alert carries a planted incident's evidence or actor caught that incident (since the
+    # nightly exchange decrypts with data-kek first, the custodian's bulk job is also a first-seen principal).
+    expected |= {r for i in report.incidents for r in i.caught_by}
     assert set(report.alerts_by_rule) <= expected, report.alerts_by_rule
+
+
+def test_the_nightly_exchange_is_receipted_but_for_one_transfer_which_alerts(seeded) -> None:
+    _, report, home = seeded
+    ex = report.exchange
+    assert [t["agency"] for t in ex["transfers"]] == ["agency-tax", "agency-ris", "agency-nhia"]
+    nhia = ex["transfers"][2]["transfer_id"]
+    assert ex["overdue"] == [nhia] and nhia not in ex["receipts"] and len(ex["receipts"]) == 2
+    assert len(ex["overdue_alerts"]) == 1 and report.alerts_by_rule["exchange_receipt_overdue"] == 1
+    assert ex["inbound"]["citizens"] == 40
+    # Every transfer directory verifies offline; the acknowledged ones carry their receipt.
+    from exchange.verify import verify_transfer
+
+    for t in ex["transfers"]:
+        result = verify_transfer(Path(t["output_dir"]), require_receipt=t["agency"] != "agency-nhia")
+        assert result.ok, result.as_dict()
 
 
 def test_the_fraud_brokers_mule_account_is_seen_by_its_reference(seeded) -> None:

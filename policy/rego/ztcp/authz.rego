@@ -49,6 +49,11 @@ deny_reasons contains r if {
 }
 
 deny_reasons contains r if {
+	data.ztcp.exchange.applies
+	some r in data.ztcp.exchange.deny
+}
+
+deny_reasons contains r if {
 	data.ztcp.citizen.applies
 	some r in data.ztcp.citizen.deny
 }
@@ -120,6 +125,11 @@ grants contains g if {
 grants contains g if {
 	data.ztcp.external.applies
 	some g in data.ztcp.external.grant
+}
+
+grants contains g if {
+	data.ztcp.exchange.applies
+	some g in data.ztcp.exchange.grant
 }
 
 grants contains g if {

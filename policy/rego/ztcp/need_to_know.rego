@@ -14,6 +14,7 @@ applies if {
 	input.action in cfg.actions
 	not data.ztcp.common.audit_dataset
 	not data.ztcp.break_glass.requested
+	not data.ztcp.exchange.batch
 }
 
 case_id := input.purpose.case_id if {
