@@ -327,7 +327,7 @@ def simulate_cmd(
     from server.runtime import Runtime
 
     log_path = settings.ensure_home() / DECISION_LOG_NAME
-    if not log_path.exists():
+    if not settings.database_url and not log_path.exists():  # (in PostgreSQL it is there once a PDP ran)
         fail(f"no decision log at {log_path}: nothing to replay yet")
     runtime = Runtime(settings)
     try:

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     vault_client_key: Path | None = Field(default=None, description="client key (mTLS)")
     vault_skip_verify: bool = Field(default=False, description="never in production: skips TLS checks")
     protected_db: str | None = None
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL shared by replicas (postgresql://user@host/db): the decision log and the signal "
+                    "history live there, so every `ztcp serve` on it decides with the same history; unset: "
+                    "SQLite files in ZTCP_HOME (one process)")
     master_key: SecretStr | None = None
 
     # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
@@ -114,6 +119,9 @@ class Settings(BaseSettings):
             raise ValueError("ZTCP_DEV_SIGNIN=true and ZTCP_IDP_ISSUER exclude each other")
         if bool(self.device_posture_jwks) != bool(self.device_posture_issuer):
             raise ValueError("ZTCP_DEVICE_POSTURE_JWKS and ZTCP_DEVICE_POSTURE_ISSUER go together")
+        if self.database_url and self.database_url.split(":", 1)[0] not in (
+                "postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError("ZTCP_DATABASE_URL must be a PostgreSQL URL (postgresql://…)")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("ZTCP_TLS_CLIENT_CA_FILE (mutual TLS) needs ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE")
         return self
