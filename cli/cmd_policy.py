@@ -66,7 +66,9 @@ def _default_dir(settings: Settings) -> Path:
 
 
 def _store(settings: Settings) -> RevisionStore:
-    return RevisionStore.in_home(settings.ensure_home())
+    from server.runtime import open_revision_store
+
+    return open_revision_store(settings)
 
 
 def _echo_json(doc: Any) -> None:

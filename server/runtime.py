@@ -41,6 +41,14 @@ DECISION_LOG_FILE = "decisions.db"  # without ZTCP_DATABASE_URL
 SIGNALS_FILE = "signals.db"
 
 
+def open_revision_store(settings: Settings, **kwargs: object) -> RevisionStore:
+    """The policy revision store: in PostgreSQL with ``ZTCP_DATABASE_URL`` (every replica publishes
+    to it and follows it), else ``ZTCP_HOME/policy.db``."""
+    if settings.database_url:
+        return RevisionStore(settings.database_url, **kwargs)  # type: ignore[arg-type]
+    return RevisionStore.in_home(settings.ensure_home(), **kwargs)  # type: ignore[arg-type]
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -184,7 +192,7 @@ class Runtime:
 
     @cached_property
     def revision_store(self) -> RevisionStore:
-        store = RevisionStore.in_home(self.home)
+        store = open_revision_store(self.settings)
         self._closers.append(store.close)
         return store
 

@@ -10,8 +10,7 @@ that do not share their history.
 
 from __future__ import annotations
 
-import json
-import shutil
+import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -25,81 +24,18 @@ from pdp.pg_stores import PostgresSignalStore
 from pdp.replay import logged, replay
 from pdp.signals import HISTORY_SIGNALS, SignalHistory
 from pdp.sqlite_stores import SqliteSignalStore
-from server.runtime import BUREAU_DATA_FILE, Runtime
+from server.runtime import Runtime
 from server.settings import load_settings
 
+_spec = importlib.util.spec_from_file_location("replicas", Path(__file__).parents[1] / "helpers" / "replicas.py")
+_helpers = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_helpers)  # type: ignore[union-attr]
+Clock, citizen, replicas, request, wait_until = (_helpers.Clock, _helpers.citizen, _helpers.replicas, _helpers.request,
+                                                 _helpers.wait_until)
+TAIPEI, FRANKFURT = _helpers.TAIPEI, _helpers.FRANKFURT
+
 T0 = 1795399200.0  # Monday 2026-11-23 10:00 Taipei
-TAIPEI = {"lat": 25.03, "lon": 121.56, "country": "TW"}
-FRANKFURT = {"lat": 50.11, "lon": 8.68, "country": "DE"}
 CAL = BusinessCalendar()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def wait_until(predicate, timeout: float = 10.0) -> float:  # noqa: ANN001
-    """Seconds until ``predicate()`` held (fails the test after ``timeout``)."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.0005)
-    return time.monotonic() - started
-
-
-def citizen(i: int) -> str:
-    return "cr_" + format(i, "b").replace("0", "A").replace("1", "B").rjust(52, "C")
-
-
-SAMPLE = "cr_SAMPLEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"
-# The bureau's live feed: each officer of the traffic works one open case on the sample citizen.
-CASES = {f"C-2026-01{n:02d}": {"assignees": [f"emp-{n}"], "citizen_ref": SAMPLE, "purposes": ["benefit_review"],
-                                "status": "open", "sealed": False, "org_unit": "taipei-03"} for n in (1, 2, 3)}
-
-
-def replicas(tmp_path: Path, clock: Clock, database_url: str | None, n: int = 2) -> list[Runtime]:
-    """``n`` runtimes with homes of their own, the same keys and the same bureau feed (replicas of
-    one deployment)."""
-    (tmp_path / "r0").mkdir(mode=0o700)
-    first = Runtime(load_settings(home=tmp_path / "r0", database_url=database_url, engine_timeout_ms=2000),
-                    clock=clock)
-    first.keys.ensure_all()
-    out = [first]
-    for k in range(1, n):
-        home = tmp_path / f"r{k}"
-        home.mkdir(mode=0o700)
-        for name in ("master.key", "keyring.sealed"):
-            if (first.home / name).exists():
-                shutil.copy2(first.home / name, home / name)
-        out.append(Runtime(load_settings(home=home, database_url=database_url, engine_timeout_ms=2000), clock=clock))
-    for rt in out:
-        (rt.home / BUREAU_DATA_FILE).write_text(json.dumps({"cases": CASES}))
-        rt.point  # noqa: B018 - started, as `ztcp serve` starts it: following the others from now on
-    return out
-
-
-def request(rt: Runtime, clock: Clock, sub: str, *, method: str = "fido2", mfa: bool = True, **overrides) -> dict:
-    token = rt.issuer.issue_subject(sub, ["case_officer"], method=method, mfa=mfa, org_unit="taipei-03",
-                                    now=clock.now)
-    doc = {
-        "subject_token": token,
-        "device": {"id": "dev-1", "managed": True, "compliant": True,
-                   "posture": {"baseline_ok": True, "edr_running": True, "disk_encrypted": True,
-                               "patch_age_days": 5}},
-        "context": {"ip": "10.1.2.3", "network_zone": "internal", "channel": "counter", "geo": TAIPEI},
-        "resource": {"type": "insured_person", "dataset": "insured_persons", "record_id": "r-1",
-                     "citizen_ref": SAMPLE, "fields": ["name", "address"], "classification": "personal"},
-        "action": "read",
-        "purpose": {"code": "benefit_review", "case_id": f"C-2026-01{int(sub.split('-')[1]):02d}"},
-    }
-    for key, value in overrides.items():
-        doc[key] = {**doc[key], **value} if isinstance(value, dict) and isinstance(doc.get(key), dict) else value
-    return doc
 
 
 # (replica, seconds since the previous step, subject, request options): every history signal is
@@ -287,7 +223,10 @@ def test_a_database_outage_fails_closed_and_recovers_by_itself_losing_nothing(tm
 
     try:
         assert decide().effect == "permit"
+        assert rt.decision_log.flush() and rt.history.flush()
         own_pg_server.stop("fast")
+        first = decide()  # the log has not tried to write since: it accepts this one, and must keep it
+        assert "decision_log_unavailable" not in first.reasons
         wait_until(lambda: not rt.decision_log.healthy or decide().effect == "deny", 15)
         during = [decide() for _ in range(5)]
         time.sleep(rt.history.max_lag + 0.1)  # past the staleness bound: the history cannot vouch either
