@@ -1,7 +1,11 @@
 """PDP benchmark: raw engine evaluation vs in-process decide vs HTTP, in one run.
 
 - raw engine: regorus evaluating the default pack on a permit input (the anchor);
-- in-process decide: token verification (cached) + signals + policy + decision token + log submit;
+- in-process decide: token verification (cached) + signals + policy + decision token + log submit,
+  with the decision log and signal history on SQLite (the default) and on PostgreSQL
+  (``ZTCP_DATABASE_URL``, a throwaway local cluster), alternated in the same run;
+- replica visibility: an observation made by one signal history, until another on the same
+  PostgreSQL database has applied it (write-behind commit + NOTIFY + tail);
 - HTTP: `ztcp serve` in its own process, load from this process (asyncio, keep-alive connections).
 Targets (DESIGN §8): in-process ≥ 10,000/s per core; HTTP ≥ 2,500 req/s on 2 cores, p99 ≤ 10 ms.
 """
@@ -9,6 +13,7 @@ Targets (DESIGN §8): in-process ≥ 10,000/s per core; HTTP ≥ 2,500 req/s on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -49,33 +55,122 @@ def request_doc(token: str) -> dict:
     }
 
 
-def in_process(n: int) -> tuple[float, float, float]:
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(*args: str) -> subprocess.CompletedProcess:
+    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str | None]:
+    """A throwaway PostgreSQL cluster with default durability (Debian binaries, run as the postgres OS
+    user when we are root), as benchmarks/bench_keymgmt.py starts one; None when it cannot start."""
+    if not (PG_BIN / "initdb").exists():
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="ztcp-bench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data, port = base / "data", _free_port()
+    try:
+        if _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync").returncode != 0:
+            yield None
+            return
+        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
+        if _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"),
+                        "-w", "start").returncode != 0:
+            yield None
+            return
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _stores(kind: str, tmp: Path, database_url: str | None) -> tuple[DecisionLog, SignalHistory]:
+    if kind == "sqlite":
+        return DecisionLog(tmp / "decisions.db"), SignalHistory(tmp / "signals.db")
+    from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
+
+    assert database_url
+    return DecisionLog(PostgresDecisionStore(database_url)), SignalHistory(store=PostgresSignalStore(database_url))
+
+
+def in_process(n: int, database_url: str | None = None, rounds: int = 2) -> dict[str, float]:
+    """Decisions per second: raw engine, and decide on each store kind (best of ``rounds`` passes,
+    alternated so both see the same machine)."""
     pack = load_pack()
     issuer = DevIssuer(Ed25519PrivateKey.generate(), "https://idp.bench", "ztcp")
     verifier = JwtVerifier(StaticKeySource(issuer.jwks), "https://idp.bench", "ztcp")
     engine = create_engine(pack, "regorus", revision="bench")
     calendar = BusinessCalendar.from_config(pack.data.get("ztcp", {}).get("config", {}).get("calendar"))
+    token = issuer.issue_subject("emp-0042", ["case_officer"], method="fido2", mfa=True, ttl_seconds=3600)
+    req = DecisionRequest.model_validate(request_doc(token))
+    subject = verifier.verify_subject(token)
+    out: dict[str, float] = {}
+    kinds = ("sqlite", "postgresql") if database_url else ("sqlite",)
     with tempfile.TemporaryDirectory() as tmp:
-        log = DecisionLog(Path(tmp) / "decisions.db")
-        history = SignalHistory(Path(tmp) / "signals.db")
-        point = DecisionPoint(verifier=verifier, signer=DecisionTokenSigner(Ed25519PrivateKey.generate(), "b"),
-                              log=log, history=history, active=ActivePolicy(engine, calendar))
-        token = issuer.issue_subject("emp-0042", ["case_officer"], method="fido2", mfa=True, ttl_seconds=3600)
-        req = DecisionRequest.model_validate(request_doc(token))
-        subject = verifier.verify_subject(token)
-        input_doc = build_input(subject, req, history.compute(subject, req, time.time(), calendar),
-                                time.time(), calendar)
-        raw = rate(lambda: engine.evaluate(input_doc), n)
-        effect = point.decide(req).effect
-        decide = rate(lambda: point.decide(req), n)
-        # the same, but parsing the JSON body each time as the HTTP path does
-        body = request_doc(token)
-        parsed = rate(lambda: point.decide(DecisionRequest.model_validate(body)), n)
-        log.close()
-        history.close()
-        point.close()
-    assert effect in ("permit", "step_up"), effect
-    return raw, decide, parsed
+        for round_ in range(rounds):
+            for kind in kinds:
+                log, history = _stores(kind, _fresh(Path(tmp) / f"{kind}-{round_}"), database_url)
+                point = DecisionPoint(verifier=verifier, signer=DecisionTokenSigner(Ed25519PrivateKey.generate(), "b"),
+                                      log=log, history=history, active=ActivePolicy(engine, calendar))
+                if "raw" not in out:
+                    input_doc = build_input(subject, req, history.compute(subject, req, time.time(), calendar),
+                                            time.time(), calendar)
+                    out["raw"] = rate(lambda: engine.evaluate(input_doc), n)  # noqa: B023 - used at once
+                effect = point.decide(req).effect
+                assert effect in ("permit", "step_up"), effect
+                cpu = time.process_time()
+                decide = rate(lambda: point.decide(req), n)  # noqa: B023
+                # CPU of the whole process (request path and the stores' writer/tail threads) per decision:
+                # steadier than the wall rate on a shared machine, and it counts the background work too.
+                cpu_us = (time.process_time() - cpu) / (n + min(200, n // 10 + 1)) * 1e6
+                body = request_doc(token)  # the same, parsing the JSON body each time as the HTTP path does
+                parsed = rate(lambda: point.decide(DecisionRequest.model_validate(body)), n)  # noqa: B023
+                out[kind] = max(out.get(kind, 0.0), decide)
+                out[f"{kind}_cpu_us"] = min(out.get(f"{kind}_cpu_us", float("inf")), cpu_us)
+                out[f"{kind}_parsed"] = max(out.get(f"{kind}_parsed", 0.0), parsed)
+                assert log.flush(60) and history.flush(60)  # everything decided was stored
+                point.close()
+                log.close()
+                history.close()
+                print(f"  round {round_ + 1} {kind}: decide {decide:,.0f}/s ({cpu_us:,.0f} µs CPU each), "
+                      f"with parsing {parsed:,.0f}/s", flush=True)
+    return out
+
+
+def _fresh(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def replica_visibility(database_url: str, samples: int = 300) -> dict[str, float]:
+    """Milliseconds from an observation on one replica's history to its being applied on another's."""
+    from pdp.pg_stores import PostgresSignalStore
+
+    a = SignalHistory(store=PostgresSignalStore(database_url))
+    b = SignalHistory(store=PostgresSignalStore(database_url))
+    delays = []
+    try:
+        for i in range(samples):
+            before = b.applied_remote
+            t = time.perf_counter()
+            a.observe_row((time.time(), f"emp-{i % 50}", "dev-1", None, "insured_persons", 25.0, 121.5, "permit",
+                           "insured_persons/r-1/read"))
+            while b.applied_remote == before:
+                time.sleep(0.0002)
+            delays.append(time.perf_counter() - t)
+            time.sleep(0.003)
+    finally:
+        a.close()
+        b.close()
+    return percentiles(delays)
 
 
 def _free_port() -> int:
@@ -181,7 +276,10 @@ def over_http(total: int, concurrency: int) -> tuple[float, dict, int]:
 
 def main(quick: bool = False) -> None:
     n = 2000 if quick else 20000
-    raw, decide, parsed = in_process(n)
+    with _postgres() as database_url:
+        rates = in_process(n, database_url)
+        seen = replica_visibility(database_url, 100 if quick else 300) if database_url else None
+    raw, decide, parsed = rates["raw"], rates["sqlite"], rates["sqlite_parsed"]
     rows = [
         result("raw engine eval (regorus, default pack)", raw, "evals/s", anchor="the anchor"),
         result("decide in process (signals+policy+token+log)", decide, "decisions/s",
@@ -191,6 +289,22 @@ def main(quick: bool = False) -> None:
                anchor=f"{parsed / raw:.0%} of raw engine rate"),
     ]
     print(f"raw {raw:,.0f}/s  decide {decide:,.0f}/s  decide+parse {parsed:,.0f}/s", flush=True)
+    rows.append(result("decide in process, CPU per decision (all threads: request path + store writers)",
+                       rates["sqlite_cpu_us"], "µs", anchor="SQLite stores (the default)"))
+    if "postgresql" in rates:
+        pg = rates["postgresql"]
+        rows.append(result("decide in process, decision log and signal history in PostgreSQL (ZTCP_DATABASE_URL)",
+                           pg, "decisions/s", anchor=f"{pg / decide:.0%} of the SQLite-store rate in the same run"))
+        rows.append(result("decide in process on PostgreSQL stores, CPU per decision (all threads, incl. the tail)",
+                           rates["postgresql_cpu_us"], "µs",
+                           anchor=f"SQLite stores {rates['sqlite_cpu_us']:,.0f} µs in the same run"))
+        print(f"decide on PostgreSQL stores {pg:,.0f}/s ({pg / decide:.0%} of SQLite); CPU "
+              f"{rates['postgresql_cpu_us']:,.0f} vs {rates['sqlite_cpu_us']:,.0f} µs", flush=True)
+    if seen:
+        rows.append(result("signal observation on replica A applied on replica B (PostgreSQL, NOTIFY + tail), p50",
+                           seen["p50_ms"], "ms", p99_ms=round(seen["p99_ms"], 2),
+                           anchor=f"p99 {seen['p99_ms']:.1f} ms; read-through bound when the tail lags: 500 ms"))
+        print(f"replica visibility p50 {seen['p50_ms']:.2f} ms p99 {seen['p99_ms']:.2f} ms", flush=True)
     rps, lat, errors = over_http(2000 if quick else 20000, 32)
     generator = "wrk, 1 thread" if shutil.which("wrk") else "Python asyncio client"
     rows.append(result(f"HTTP POST /v1/decisions (1 server process, 32 connections, {generator})", rps, "req/s",

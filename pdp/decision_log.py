@@ -31,6 +31,7 @@ class DecisionLogStore(Protocol):
     """
 
     path: Path | None  # the file, for a file-based driver
+    batch_interval: float  # the writer's pause after each commit (0: none)
 
     def write(self, entries: Sequence[dict]) -> None:
         """Durably store a batch, in one transaction. Idempotent by ``decision_id`` (a retried batch
@@ -135,6 +136,9 @@ class DecisionLog(DecisionLogReader):
         self._healthy = True
         self.last_error: str | None = None
         self.written = 0
+        # A server database costs a round trip and several statements per commit, whatever the batch
+        # size: pausing between commits lets a batch gather under load (SQLite: no pause, as ever).
+        self._pace = float(getattr(self.store, "batch_interval", 0.0))
         self._idle = threading.Condition()
         self._inflight = 0
         self._thread = threading.Thread(target=self._run, name="ztcp-decision-log", daemon=True)
@@ -204,6 +208,8 @@ class DecisionLog(DecisionLogReader):
                 self.written += len(pending)
                 self._idle.notify_all()
             pending = []
+            if self._pace and not stopping:
+                time.sleep(self._pace)  # let the next batch gather (see batch_interval)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is stored. True when it was."""

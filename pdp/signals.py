@@ -87,6 +87,7 @@ class SignalStore(Protocol):
     shared: bool  # others write here too: follow them (after/wait) and gate on freshness
     poll_interval: float  # the longest wait() between two after() calls
     flush_interval: float  # the write-behind interval when nothing asks for an earlier write
+    batch_interval: float  # the shortest time between two commits (lets batches gather under load)
 
     def load(self, since: float) -> tuple[list[Observation], list[tuple], list[tuple], int]:
         """(observations at or after ``since`` in time order, known (subject, device), known (subject,
@@ -292,6 +293,8 @@ class SignalHistory:
                 if self.last_error is not None:
                     log.info("signal history: writing again")
                 self.last_error = None
+                if store.batch_interval and not stopping:
+                    self._stop.wait(store.batch_interval)  # group commit: let the next batch gather
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + 60.0
                 try:

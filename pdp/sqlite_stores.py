@@ -89,6 +89,7 @@ class SqliteDecisionStore:
 
     component = "decision_log"
     migrations = DECISION_MIGRATIONS
+    batch_interval = 0.0  # a local commit is cheap: write as soon as there is something
 
     def __init__(self, path: Path | str, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
@@ -192,6 +193,7 @@ class SqliteSignalStore:
     # The write-behind interval of the history on this store: SQLite batches twice a second, as ztcp
     # always did (a commit per decision would cost the decide path's core more than it buys).
     flush_interval = 0.5
+    batch_interval = 0.0
 
     def __init__(self, path: Path | str, *, shared: bool = False, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
