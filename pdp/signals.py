@@ -136,6 +136,7 @@ class _SubjectState:
     devices: set = field(default_factory=set)
     datasets: set = field(default_factory=set)
     steps: deque = field(default_factory=deque)  # (ts, resource key, effect) of step-ups and permits
+    step_up_keys: Counter = field(default_factory=Counter)  # resource keys of the step-ups in ``steps``
     latest: float = -math.inf  # the newest instant applied: an observation's time or an aging "now"
 
 
@@ -165,9 +166,13 @@ def _expire_times(times: deque, horizon: float) -> None:
         times.popleft()
 
 
-def _expire_steps(steps: deque, horizon: float) -> None:
+def _expire_steps(steps: deque, step_up_keys: Counter, horizon: float) -> None:
     while steps and steps[0][0] < horizon:
-        steps.popleft()
+        _, key, effect = steps.popleft()
+        if effect == "step_up":
+            step_up_keys[key] -= 1
+            if step_up_keys[key] <= 0:
+                del step_up_keys[key]
 
 
 def _insort(items: deque, item: Any, ts: float) -> None:
@@ -419,6 +424,7 @@ class SignalHistory:
                 _age_step_ups(s.pending_step_ups, s.failed_step_ups, ts)
             if effect == "step_up":
                 s.pending_step_ups.setdefault(rkey, ts)
+                s.step_up_keys[rkey] += 1
             else:
                 s.pending_step_ups.pop(rkey, None)
             s.steps.append((ts, rkey, effect))
@@ -451,9 +457,14 @@ class SignalHistory:
             s.devices.add(device)
         if dataset and effect == "permit":
             s.datasets.add(dataset)
-        if effect in ("step_up", "permit"):
+        if effect == "step_up" or effect == "permit":
             _insort(s.steps, (ts, rkey, effect), ts)
-            self._recompute_step_ups(s)
+            if effect == "step_up":
+                s.step_up_keys[rkey] += 1
+            # A late permit matters only to a resource that had a step-up: a bulk reader's permits on
+            # ever-new records (the common late arrival) do not pay for the recomputation.
+            if effect == "step_up" or rkey in s.step_up_keys:
+                self._recompute_step_ups(s)
 
     @staticmethod
     def _recompute_step_ups(s: _SubjectState) -> None:
@@ -482,7 +493,7 @@ class SignalHistory:
         if s.pending_step_ups:
             _age_step_ups(s.pending_step_ups, s.failed_step_ups, now)
         _expire_times(s.failed_step_ups, now - HOUR)
-        _expire_steps(s.steps, now - STEP_RETENTION)
+        _expire_steps(s.steps, s.step_up_keys, now - STEP_RETENTION)
 
     def _read_through(self, subject_id: str) -> None:
         """The tail cannot vouch for being current: fetch this subject's newer observations."""
