@@ -238,7 +238,8 @@ class SignalHistory:
         self._cursor = 0  # the store's id up to which others' observations are applied
         self._through: set[int] = set()  # ids above the cursor applied by a read-through
         self._fresh_at = -math.inf  # monotonic time up to which the tail is known complete
-        self._lookup_failed_at = -math.inf
+        self._lookup_failed_at = -math.inf  # the last read-through that failed: fail fast for a second
+        self._lookup_error = ""
         self.last_error: str | None = None  # the writer's, while the store refuses writes
         self.tail_error: str | None = None
         self.written = 0
@@ -500,11 +501,11 @@ class SignalHistory:
         store = self._store
         assert store is not None
         if time.monotonic() - self._lookup_failed_at < 1.0:  # do not queue every request on a dead store
-            raise SignalHistoryUnavailable(f"signal history may be stale and its store is down: {self.tail_error}")
+            raise SignalHistoryUnavailable(f"signal history may be stale and its store is down: {self._lookup_error}")
         try:
             rows = store.subject_after(subject_id, self._cursor, self.origin)
         except StoreUnavailable as exc:
-            self._lookup_failed_at = time.monotonic()
+            self._lookup_failed_at, self._lookup_error = time.monotonic(), str(exc)
             raise SignalHistoryUnavailable(f"signal history may be stale and its store is down: {exc}") from exc
         with self._lock:
             for oid, row in rows:
