@@ -5,7 +5,11 @@
   The PDP runs on a simulated clock, 1.5 s per decision from a Monday 09:00 in Taipei: one officer
   reading at a working pace within office hours, the typical permit (score 0, 10 once the sign-in is
   an hour old); on the wall clock one subject deciding 10,000 times a second trips the request-rate
-  factor, and the hour of the run decides off-hours;
+  factor, and the hour of the run decides off-hours. The decision log and signal history run on
+  SQLite (the default) and on PostgreSQL (``ZTCP_DATABASE_URL``, a throwaway local cluster),
+  alternated in the same run;
+- replica visibility: an observation made by one signal history, until another on the same
+  PostgreSQL database has applied it (write-behind commit + NOTIFY + tail);
 - HTTP: `ztcp serve` in its own process, wrk (one thread) from this one; the anchor is an empty
   Starlette route served by uvicorn with the same settings (uvloop, httptools, no access log), so
   the ratio is what the PDP costs over the server and the load generator on these two shared cores.
@@ -16,6 +20,7 @@ Targets (issue #16): in-process ≥ 10,000/s per core and ≥ 75 % of the raw en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -60,42 +66,141 @@ def request_doc(token: str) -> dict:
 MONDAY_09 = 1795395600.0  # 2026-11-23T09:00:00+08:00
 
 
-def in_process(n: int) -> tuple[float, float, float]:
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(*args: str) -> subprocess.CompletedProcess:
+    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str | None]:
+    """A throwaway PostgreSQL cluster with default durability (Debian binaries, run as the postgres OS
+    user when we are root), as benchmarks/bench_keymgmt.py starts one; None when it cannot start."""
+    if not (PG_BIN / "initdb").exists():
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="ztcp-bench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data, port = base / "data", _free_port()
+    try:
+        if _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync").returncode != 0:
+            yield None
+            return
+        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
+        if _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"),
+                        "-w", "start").returncode != 0:
+            yield None
+            return
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _fresh(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _stores(kind: str, tmp: Path, database_url: str | None) -> tuple[DecisionLog, SignalHistory]:
+    if kind == "sqlite":
+        return DecisionLog(tmp / "decisions.db"), SignalHistory(tmp / "signals.db")
+    from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
+
+    assert database_url
+    return DecisionLog(PostgresDecisionStore(database_url)), SignalHistory(store=PostgresSignalStore(database_url))
+
+
+def _stores(kind: str, tmp: Path, database_url: str | None,
+            clock: Callable[[], float]) -> tuple[DecisionLog, SignalHistory]:
+    if kind == "sqlite":
+        return DecisionLog(tmp / "decisions.db"), SignalHistory(tmp / "signals.db", clock=clock)
+    from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
+
+    assert database_url
+    return (DecisionLog(PostgresDecisionStore(database_url)),
+            SignalHistory(store=PostgresSignalStore(database_url), clock=clock))
+
+
+def in_process(n: int, database_url: str | None = None) -> dict[str, float]:
+    """Decisions per second: the raw engine, and decide on each store kind (alternated, so both see
+    the same machine), each on its own simulated working day."""
     pack = load_pack()
     issuer = DevIssuer(Ed25519PrivateKey.generate(), "https://idp.bench", "ztcp")
     verifier = JwtVerifier(StaticKeySource(issuer.jwks), "https://idp.bench", "ztcp")
     engine = create_engine(pack, "regorus", revision="bench")
     calendar = BusinessCalendar.from_config(pack.data.get("ztcp", {}).get("config", {}).get("calendar"))
-    now = [MONDAY_09]
-
-    def clock() -> float:
-        now[0] += 1.5
-        return now[0]
-
+    token = issuer.issue_subject("emp-0042", ["case_officer"], method="fido2", mfa=True, ttl_seconds=43200,
+                                 now=MONDAY_09, auth_time=int(MONDAY_09))
+    req = DecisionRequest.model_validate(request_doc(token))
+    body = orjson.dumps(request_doc(token))
+    out: dict[str, float] = {}
+    kinds = ("sqlite", "postgresql") if database_url else ("sqlite",)
     with tempfile.TemporaryDirectory() as tmp:
-        log = DecisionLog(Path(tmp) / "decisions.db")
-        history = SignalHistory(Path(tmp) / "signals.db", clock=clock)
-        point = DecisionPoint(verifier=verifier, signer=DecisionTokenSigner(Ed25519PrivateKey.generate(), "b"),
-                              log=log, history=history, active=ActivePolicy(engine, calendar), clock=clock)
-        token = issuer.issue_subject("emp-0042", ["case_officer"], method="fido2", mfa=True, ttl_seconds=43200,
-                                     now=MONDAY_09, auth_time=int(MONDAY_09))
-        req = DecisionRequest.model_validate(request_doc(token))
-        for _ in range(50):  # the officer's device and dataset are known by now
-            point.decide(req)
-        subject = verifier.verify_subject(token, now=now[0])
-        input_doc = build_input(subject, req, history.compute(subject, req, now[0], calendar), now[0], calendar)
-        raw = rate(lambda: engine.evaluate(input_doc), n)
-        decision = point.decide(req)
-        decide = rate(lambda: point.decide(req), n)
-        # the same, but parsing the JSON body each time as the HTTP path does
-        body = orjson.dumps(request_doc(token))
-        parsed = rate(lambda: point.decide(DecisionRequest.model_validate(orjson.loads(body))), n)
-        last = point.decide(req)
-        log.close()
-        history.close()
-        point.close()
-    assert decision.effect == "permit" and last.effect == "permit", (decision.reasons, last.reasons)
-    return raw, decide, parsed
+        for kind in kinds:
+            now = [MONDAY_09]
+
+            def clock() -> float:
+                now[0] += 1.5  # noqa: B023 - used within this pass
+                return now[0]  # noqa: B023
+
+            log, history = _stores(kind, _fresh(Path(tmp) / kind), database_url, clock)
+            point = DecisionPoint(verifier=verifier, signer=DecisionTokenSigner(Ed25519PrivateKey.generate(), "b"),
+                                  log=log, history=history, active=ActivePolicy(engine, calendar), clock=clock)
+            for _ in range(50):  # the officer's device and dataset are known by now
+                point.decide(req)
+            if "raw" not in out:
+                subject = verifier.verify_subject(token, now=now[0])
+                input_doc = build_input(subject, req, history.compute(subject, req, now[0], calendar), now[0],
+                                        calendar)
+                out["raw"] = rate(lambda: engine.evaluate(input_doc), n)  # noqa: B023 - used at once
+            first = point.decide(req)
+            cpu = time.process_time()
+            decide = rate(lambda: point.decide(req), n)  # noqa: B023
+            # CPU of the whole process (request path and the stores' writer/tail threads) per decision:
+            # steadier than the wall rate on a shared machine, and it counts the background work too.
+            cpu_us = (time.process_time() - cpu) / (n + min(200, n // 10 + 1)) * 1e6
+            # the same, but parsing the JSON body each time as the HTTP path does
+            parsed = rate(lambda: point.decide(DecisionRequest.model_validate(orjson.loads(body))), n)  # noqa: B023
+            last = point.decide(req)
+            assert first.effect == "permit" and last.effect == "permit", (kind, first.reasons, last.reasons)
+            assert log.flush(60) and history.flush(60)  # everything decided was stored
+            point.close()
+            log.close()
+            history.close()
+            out[kind], out[f"{kind}_cpu_us"], out[f"{kind}_parsed"] = decide, cpu_us, parsed
+            print(f"  {kind}: decide {decide:,.0f}/s ({cpu_us:,.0f} µs CPU each), with parsing {parsed:,.0f}/s",
+                  flush=True)
+    return out
+
+
+def replica_visibility(database_url: str, samples: int = 300) -> dict[str, float]:
+    """Milliseconds from an observation on one replica's history to its being applied on another's."""
+    from pdp.pg_stores import PostgresSignalStore
+
+    a = SignalHistory(store=PostgresSignalStore(database_url))
+    b = SignalHistory(store=PostgresSignalStore(database_url))
+    delays = []
+    try:
+        for i in range(samples):
+            before = b.applied_remote
+            t = time.perf_counter()
+            a.observe_row((time.time(), f"emp-{i % 50}", "dev-1", None, "insured_persons", 25.0, 121.5, "permit",
+                           "insured_persons/r-1/read"))
+            while b.applied_remote == before:
+                time.sleep(0.0002)
+            delays.append(time.perf_counter() - t)
+            time.sleep(0.003)
+    finally:
+        a.close()
+        b.close()
+    return percentiles(delays)
 
 
 def _free_port() -> int:
@@ -229,7 +334,10 @@ def over_http(total: int, concurrency: int, *, anchor: bool = False) -> tuple[fl
 
 def main(quick: bool = False) -> None:
     n = 2000 if quick else 5000  # 3 passes of n on the simulated clock stay within one working day
-    raw, decide, parsed = in_process(n)
+    with _postgres() as database_url:
+        rates = in_process(n, database_url)
+        seen = replica_visibility(database_url, 100 if quick else 300) if database_url else None
+    raw, decide, parsed = rates["raw"], rates["sqlite"], rates["sqlite_parsed"]
     rows = [
         result("raw engine eval (regorus, default pack)", raw, "evals/s", anchor="the anchor"),
         result("decide in process (signals+policy+token+log)", decide, "decisions/s",
@@ -239,6 +347,22 @@ def main(quick: bool = False) -> None:
                anchor=f"{parsed / raw:.0%} of raw engine rate"),
     ]
     print(f"raw {raw:,.0f}/s  decide {decide:,.0f}/s  decide+parse {parsed:,.0f}/s", flush=True)
+    rows.append(result("decide in process, CPU per decision (all threads: request path + store writers)",
+                       rates["sqlite_cpu_us"], "µs", anchor="SQLite stores (the default)"))
+    if "postgresql" in rates:
+        pg = rates["postgresql"]
+        rows.append(result("decide in process, decision log and signal history in PostgreSQL (ZTCP_DATABASE_URL)",
+                           pg, "decisions/s", anchor=f"{pg / decide:.0%} of the SQLite-store rate in the same run"))
+        rows.append(result("decide in process on PostgreSQL stores, CPU per decision (all threads, incl. the tail)",
+                           rates["postgresql_cpu_us"], "µs",
+                           anchor=f"SQLite stores {rates['sqlite_cpu_us']:,.0f} µs in the same run"))
+        print(f"decide on PostgreSQL stores {pg:,.0f}/s ({pg / decide:.0%} of SQLite); CPU "
+              f"{rates['postgresql_cpu_us']:,.0f} vs {rates['sqlite_cpu_us']:,.0f} µs", flush=True)
+    if seen:
+        rows.append(result("signal observation on replica A applied on replica B (PostgreSQL, NOTIFY + tail), p50",
+                           seen["p50_ms"], "ms", p99_ms=round(seen["p99_ms"], 2),
+                           anchor=f"p99 {seen['p99_ms']:.1f} ms; read-through bound when the tail lags: 500 ms"))
+        print(f"replica visibility p50 {seen['p50_ms']:.2f} ms p99 {seen['p99_ms']:.2f} ms", flush=True)
     generator = "wrk, 1 thread" if shutil.which("wrk") else "Python asyncio client"
     total = 5000 if quick else 20000
     a_rps, a_lat, _ = over_http(total, 32, anchor=True)

@@ -66,7 +66,9 @@ def _default_dir(settings: Settings) -> Path:
 
 
 def _store(settings: Settings) -> RevisionStore:
-    return RevisionStore.in_home(settings.ensure_home())
+    from server.runtime import open_revision_store
+
+    return open_revision_store(settings)
 
 
 def _echo_json(doc: Any) -> None:
@@ -327,7 +329,7 @@ def simulate_cmd(
     from server.runtime import Runtime
 
     log_path = settings.ensure_home() / DECISION_LOG_NAME
-    if not log_path.exists():
+    if not settings.database_url and not log_path.exists():  # (in PostgreSQL it is there once a PDP ran)
         fail(f"no decision log at {log_path}: nothing to replay yet")
     runtime = Runtime(settings)
     try:

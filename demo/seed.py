@@ -196,26 +196,8 @@ def _ledger_events_after(ledger: Any, cursor: int) -> list[dict]:
         cur = new
 
 
-def _decision_cursor(home: Path) -> int:
-    import sqlite3
-
-    path = home / "decisions.db"
-    if not path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        row = conn.execute("SELECT max(seq) FROM decisions").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-    return int(row[0] or 0)
-
-
-def _decisions_since(home: Path, cursor: int, ours: set[str]) -> Counter:
-    from pdp.decision_log import DecisionLog
-
-    reader = DecisionLog.reader(home / "decisions.db")
+def _decisions_since(reader: Any, cursor: int, ours: set[str]) -> Counter:
+    """Effects of our decisions logged after ``cursor`` (the decision log of the runtime, any driver)."""
     effects: Counter = Counter()
     while True:
         entries, new = reader.iter_since(cursor, 10_000)
@@ -314,7 +296,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         # -- the simulated week -------------------------------------------------------------------
         t0 = time.perf_counter()
         ledger_cursor = rt.ledger.size - 1
-        decision_cursor = _decision_cursor(home)
+        decision_cursor = rt.decision_log.cursor()
         night = exchange_night.Night(rt, bureau, clock, start, end, options.seed)
         steps = Plan(bureau, start, end, options.seed).build() + incidents.steps() + night.steps()
         steps.sort()
@@ -330,7 +312,7 @@ def seed(settings: Any, options: SeedOptions, phases: Phases | None = None) -> S
         ours = world.tally.decision_ids
         events = [e for e in _ledger_events_after(rt.ledger, ledger_cursor) if e.get("decision_id") in ours]
         by_type = Counter(e["type"] for e in events)
-        decisions = _decisions_since(home, decision_cursor, ours)
+        decisions = _decisions_since(rt.decision_log, decision_cursor, ours)
         # Every id a response named must be in the ledger, with the type the response claimed.
         ids = {e["event_id"]: e["type"] for e in events}
         for kind, got in world.tally.event_ids.items():

@@ -74,13 +74,19 @@ class BusinessCalendar:
         return moment.astimezone(self.zone)
 
     def is_holiday(self, moment: datetime) -> bool:
-        day = self.local(moment).date()
+        return self._holiday(self.local(moment).date())
+
+    def is_off_hours(self, moment: datetime) -> bool:
+        return self.flags(moment)[2]
+
+    def flags(self, moment: datetime) -> tuple[datetime, bool, bool]:
+        """(local time, holiday, off hours) with one time-zone conversion: the decide path asks for
+        all three, and each conversion through the zone database costs about a microsecond."""
+        local = self.local(moment)
+        holiday = self._holiday(local.date())
+        return local, holiday, holiday or not (self.work_start <= local.hour < self.work_end)
+
+    def _holiday(self, day: date) -> bool:
         if day in self.makeup_workdays:
             return False
         return day in self.holidays or day.isoweekday() not in self.workdays
-
-    def is_off_hours(self, moment: datetime) -> bool:
-        local = self.local(moment)
-        if self.is_holiday(moment):
-            return True
-        return not (self.work_start <= local.hour < self.work_end)

@@ -12,33 +12,47 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
-from pdp.errors import DecisionLogError
+from pdp.errors import DecisionLogError, StoreUnavailable
 
 log = logging.getLogger("ztcp.pdp.decision_log")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  decision_id TEXT NOT NULL UNIQUE,
-  timestamp TEXT NOT NULL,
-  ts REAL NOT NULL,
-  subject_id TEXT,
-  citizen_ref TEXT,
-  effect TEXT NOT NULL,
-  revision TEXT,
-  entry BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts);
-CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_id, ts);
-"""
+
+class DecisionLogStore(Protocol):
+    """What a decision-log driver does: :class:`pdp.sqlite_stores.SqliteDecisionStore` (the file
+    ``ZTCP_HOME/decisions.db``) or :class:`pdp.pg_stores.PostgresDecisionStore` (shared by replicas).
+    ``tests/pdp/test_store_conformance.py`` is the contract both pass. Every method raises
+    :class:`pdp.errors.StoreUnavailable` on a database error.
+    """
+
+    path: Path | None  # the file, for a file-based driver
+    batch_interval: float  # the writer's pause after each commit (0: none)
+
+    def write(self, entries: Sequence[dict]) -> None:
+        """Durably store a batch, in one transaction. Idempotent by ``decision_id`` (a retried batch
+        adds nothing), and ``seq`` is assigned in commit order, so a cursor never skips an entry."""
+        ...
+
+    def get(self, decision_id: str) -> dict | None: ...
+
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]: ...
+
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]: ...
+
+    def cursor(self) -> int:
+        """The ``seq`` of the newest entry (0 when empty): ``iter_since(cursor())`` is what comes next."""
+        ...
+
+    def count(self) -> int: ...
+
+    def counts_by_effect(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 
 class LogSink(Protocol):
@@ -47,48 +61,45 @@ class LogSink(Protocol):
     def write(self, entries: list[dict]) -> None: ...
 
 
+def open_store(source: Path | str | DecisionLogStore, *, readonly: bool = False,
+               busy_timeout: float = 5.0) -> DecisionLogStore:
+    """A store from a SQLite path, a ``postgresql://`` URL, or a store as it is."""
+    from pdp.storage import is_postgres_url
+
+    if isinstance(source, Path) or (isinstance(source, str) and not is_postgres_url(source)):
+        from pdp.sqlite_stores import SqliteDecisionStore
+
+        return SqliteDecisionStore(Path(source), readonly=readonly, busy_timeout=busy_timeout)
+    if isinstance(source, str):
+        from pdp.pg_stores import PostgresDecisionStore
+
+        return PostgresDecisionStore(source, readonly=readonly)
+    return source
+
+
 class DecisionLogReader:
-    """Read-only access to a decision log file (auditors, simulation, the SIEM feed)."""
+    """Read access to a decision log (auditors, simulation, the SIEM feed), whatever its driver."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, source: Path | str | DecisionLogStore) -> None:
+        self.store = open_store(source, readonly=True)
 
-    def _reader(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+    @property
+    def path(self) -> Path | None:
+        return self.store.path
 
     def get(self, decision_id: str) -> dict | None:
-        conn = self._reader()
-        try:
-            row = conn.execute("SELECT entry FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
-        finally:
-            conn.close()
-        return orjson.loads(row[0]) if row else None
+        return self.store.get(decision_id)
 
     def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
         """Entries in decision order: those at or after ``since`` (epoch seconds), or the ``last`` N."""
-        conn = self._reader()
-        try:
-            if last is not None:
-                rows = conn.execute("SELECT entry FROM (SELECT seq, entry FROM decisions ORDER BY seq DESC "
-                                    "LIMIT ?) ORDER BY seq", (last,)).fetchall()
-            else:
-                rows = conn.execute("SELECT entry FROM decisions WHERE ts >= ? ORDER BY seq",
-                                    (since or 0.0,)).fetchall()
-        finally:
-            conn.close()
-        return [orjson.loads(r[0]) for r in rows]
+        return self.store.entries(since=since, last=last)
 
     def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
         """Entries after ``cursor`` (a sequence number) and the new cursor."""
-        conn = self._reader()
-        try:
-            rows = conn.execute("SELECT seq, entry FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (cursor, limit)).fetchall()
-        finally:
-            conn.close()
-        if not rows:
-            return [], cursor
-        return [orjson.loads(r[1]) for r in rows], rows[-1][0]
+        return self.store.iter_since(cursor, limit)
+
+    def cursor(self) -> int:
+        return self.store.cursor()
 
     def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], int | None]:
         """The SIEM feed: ``siem_rules.CallableSource("decisions", "decision", log.events_after)``."""
@@ -114,31 +125,27 @@ class DecisionLogReader:
             conn.close()
 
     def count(self) -> int:
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
-        finally:
-            conn.close()
+        return self.store.count()
 
     def counts_by_effect(self) -> dict[str, Any]:
-        conn = self._reader()
-        try:
-            return dict(conn.execute("SELECT effect, count(*) FROM decisions GROUP BY effect").fetchall())
-        finally:
-            conn.close()
+        return self.store.counts_by_effect()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 class DecisionLog(DecisionLogReader):
-    """The writer (one per process) plus everything the reader offers."""
+    """The writer (one per process) plus everything the reader offers, over any driver."""
 
     @staticmethod
-    def reader(path: Path) -> DecisionLogReader:
-        return DecisionLogReader(path)
+    def reader(source: Path | str | DecisionLogStore) -> DecisionLogReader:
+        return DecisionLogReader(source)
 
-    def __init__(self, path: Path, *, queue_size: int = 50_000, enqueue_timeout: float = 0.25,
-                 batch_size: int = 256, sinks: list[LogSink] | None = None, busy_timeout: float = 5.0) -> None:
-        super().__init__(path)
-        self._busy_timeout = busy_timeout
+    def __init__(self, store: Path | str | DecisionLogStore, *, queue_size: int = 50_000,
+                 enqueue_timeout: float = 0.25, batch_size: int = 256, sinks: list[LogSink] | None = None,
+                 busy_timeout: float = 5.0) -> None:
+        """``store``: a driver, or a SQLite path (``busy_timeout`` applies to it), or a ``postgresql://`` URL."""
+        self.store = open_store(store, busy_timeout=busy_timeout)
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
         self._enqueue_timeout = enqueue_timeout
         self._batch_size = batch_size
@@ -146,21 +153,13 @@ class DecisionLog(DecisionLogReader):
         self._healthy = True
         self.last_error: str | None = None
         self.written = 0
+        # A server database costs a round trip and several statements per commit, whatever the batch
+        # size: pausing between commits lets a batch gather under load (SQLite: no pause, as ever).
+        self._pace = float(getattr(self.store, "batch_interval", 0.0))
         self._idle = threading.Condition()
         self._inflight = 0
-        conn = self._connect()
-        with conn:
-            conn.executescript(_SCHEMA)
-        conn.close()
         self._thread = threading.Thread(target=self._run, name="ztcp-decision-log", daemon=True)
         self._thread.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
 
     @property
     def healthy(self) -> bool:
@@ -180,7 +179,6 @@ class DecisionLog(DecisionLogReader):
             raise DecisionLogError("decision log queue full (writer cannot keep up)") from None
 
     def _run(self) -> None:
-        conn = self._connect()
         pending: list[dict] = []
         stopping = False
         while not (stopping and not pending):
@@ -205,10 +203,10 @@ class DecisionLog(DecisionLogReader):
             if not pending:
                 continue
             try:
-                self._write(conn, pending)
-            except sqlite3.Error as exc:
+                self.store.write(pending)
+            except StoreUnavailable as exc:
                 self._healthy = False
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = str(exc)
                 log.error("decision log write failed, %d entries kept for retry: %s", len(pending),
                           self.last_error)
                 time.sleep(0.5)
@@ -227,21 +225,8 @@ class DecisionLog(DecisionLogReader):
                 self.written += len(pending)
                 self._idle.notify_all()
             pending = []
-        conn.close()
-
-    def _write(self, conn: sqlite3.Connection, entries: list[dict]) -> None:
-        rows = []
-        for e in entries:
-            inp = e.get("input", {})
-            rows.append((
-                e["decision_id"], e["timestamp"], e["ts"], inp.get("subject", {}).get("id"),
-                inp.get("resource", {}).get("citizen_ref"), e["result"]["effect"],
-                e.get("bundles", {}).get("ztcp", {}).get("revision"), orjson.dumps(e),
-            ))
-        with conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
-                " revision, entry) VALUES (?,?,?,?,?,?,?,?)", rows)
+            if self._pace and not stopping:
+                time.sleep(self._pace)  # let the next batch gather (see batch_interval)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is stored. True when it was."""
@@ -259,6 +244,7 @@ class DecisionLog(DecisionLogReader):
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
+        self.store.close()
 
 
 class ElasticsearchSink:

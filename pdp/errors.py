@@ -54,3 +54,26 @@ class DecisionLogError(PdpError):
     """The decision could not be logged; the decision becomes deny."""
 
     exit_code = 2
+
+
+class StoreUnavailable(PdpError):
+    """A store of the decision point (decision log, signal history) could not be read or written.
+
+    Drivers raise it for any database error, so the write-behind loops retry and report it without
+    knowing the driver; the message names the error type and text, never a connection string.
+    """
+
+    exit_code = 2
+
+
+class SchemaVersionError(PdpError):
+    """A store's schema is newer than this ztcp knows: it refuses to open rather than guess."""
+
+    exit_code = 3
+
+
+class SignalHistoryUnavailable(PdpError):
+    """The signal history cannot vouch for a subject's signals (its view may be stale and the
+    shared store does not answer); the decision is deny with reason ``signal_history_unavailable``."""
+
+    exit_code = 2

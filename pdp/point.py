@@ -3,8 +3,8 @@
 A request is answered with permit only when every step succeeded: the subject token verified, the
 policy evaluated within its budget and returned a well-formed decision, the decision token was
 signed and the decision log accepted the entry. Any failure yields ``deny`` with a reason naming
-the step (``subject_token_<why>``, ``engine_error``, ``engine_timeout``, ``no_policy``,
-``decision_log_unavailable``) and no token.
+the step (``subject_token_<why>``, ``signal_history_unavailable``, ``engine_error``,
+``engine_timeout``, ``no_policy``, ``decision_log_unavailable``) and no token.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from contracts.signals import Signals
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
 from pdp.engine import Engine, GuardedEngine
-from pdp.errors import DecisionLogError, EngineError, EngineTimeout, NoPolicy, SubjectTokenError
+from pdp.errors import (
+    DecisionLogError,
+    EngineError,
+    EngineTimeout,
+    NoPolicy,
+    SignalHistoryUnavailable,
+    SubjectTokenError,
+)
 from pdp.identity import JwtVerifier, SubjectIdentity
 from pdp.metrics import PdpMetrics
 from pdp.models import risk_level
@@ -122,7 +129,11 @@ class DecisionPoint:
             return self._refuse(decision_id, now, started, request, None, active,
                                 f"subject_token_{exc.reason}", caller)
         calendar = active.calendar if active else BusinessCalendar()
-        signals = self.history.compute(subject, request, now, calendar)
+        try:
+            signals = self.history.compute(subject, request, now, calendar)
+        except SignalHistoryUnavailable:
+            return self._refuse(decision_id, now, started, request, subject, active,
+                                "signal_history_unavailable", caller)
         input_doc = build_input(subject, request, signals, now, calendar)
         eval_started = time.perf_counter_ns()
         try:

@@ -1,7 +1,8 @@
 """The revision store: versioned policy packs, maker-checker approval, publishing, rollback.
 
-SQLite (WAL) in ``ZTCP_HOME/policy.db``. A revision is an immutable snapshot of a pack's files
-with a content digest; its *status* moves through::
+SQLite (WAL) in ``ZTCP_HOME/policy.db``, or PostgreSQL (``RevisionStore("postgresql://…")``, see
+:mod:`policy.pg`) so that replicas publish to and follow one store. A revision is an immutable
+snapshot of a pack's files with a content digest; its *status* moves through::
 
     proposed → approved → published → superseded / rolled_back
                     ↘ shadow (report-only; the PDP evaluates it beside the active one)
@@ -47,8 +48,11 @@ from policy.errors import (
     ValidationFailed,
 )
 from policy.pack import PolicyPack, pack_from_files
+from policy.pg import PgDb, is_postgres_url
 
 DB_NAME = "policy.db"
+# "No limit" that both dialects accept (SQLite's -1 is an error in PostgreSQL).
+_NO_LIMIT = 2**62
 STATUSES = ("proposed", "approved", "published", "shadow", "superseded", "rolled_back")
 
 _SCHEMA = """
@@ -188,11 +192,16 @@ class RevisionStore:
     ) -> None:
         if required_approvals < 1:
             raise ValueError("maker-checker needs at least one approval")
-        self.path = Path(path)
         self.required_approvals = required_approvals
         self.shadow_requires_approval = shadow_requires_approval
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
+        self._pg = is_postgres_url(path)
+        if self._pg:  # shared by every replica: see policy/pg.py
+            self.path: Path | None = None
+            self._db: Any = PgDb(str(path))
+            return
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -226,11 +235,17 @@ class RevisionStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._pg:
+                self._db.begin_write()  # BEGIN, then the store's write lock (SQLite: BEGIN IMMEDIATE)
+            else:
+                self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._pg:
+                    self._db.rollback()
+                else:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -350,13 +365,12 @@ class RevisionStore:
         checks: dict[str, Any] | None = None,
     ) -> str:
         """Store ``pack`` and its files as a new ``proposed`` revision; returns its id (``r<seq>``)."""
-        cur = db.execute(
-            "INSERT INTO revisions(id, parent, author, message, created_at, digest, status, checks)"
-            " VALUES ('pending', ?, ?, ?, ?, ?, 'proposed', ?)",
-            (parent, author, message, self._now(), pack.digest, json.dumps(checks) if checks else None),
-        )
-        rev_id = f"r{cur.lastrowid}"
-        db.execute("UPDATE revisions SET id = ? WHERE seq = ?", (rev_id, cur.lastrowid))
+        sql = ("INSERT INTO revisions(id, parent, author, message, created_at, digest, status, checks)"
+               " VALUES ('pending', ?, ?, ?, ?, ?, 'proposed', ?)")
+        args = (parent, author, message, self._now(), pack.digest, json.dumps(checks) if checks else None)
+        seq = db.execute(sql + " RETURNING seq", args).fetchone()[0] if self._pg else db.execute(sql, args).lastrowid
+        rev_id = f"r{seq}"
+        db.execute("UPDATE revisions SET id = ? WHERE seq = ?", (rev_id, seq))
         db.executemany(
             "INSERT INTO revision_files(revision, path, content) VALUES (?, ?, ?)",
             [(rev_id, name, raw) for name, raw in sorted(pack.files.items())],
@@ -393,7 +407,7 @@ class RevisionStore:
         """Newest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM revisions ORDER BY seq DESC LIMIT ?", (limit if limit else -1,)
+                "SELECT * FROM revisions ORDER BY seq DESC LIMIT ?", (limit if limit else _NO_LIMIT,)
             ).fetchall()
             return [self._revision(self._db, row) for row in rows]
 
@@ -467,7 +481,7 @@ class RevisionStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM admin_events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit if limit else -1),
+                (after, limit if limit else _NO_LIMIT),
             ).fetchall()
         for r in rows:
             yield AdminEvent(

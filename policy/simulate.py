@@ -27,7 +27,8 @@ Evaluate = Callable[[PolicyPack, dict[str, Any]], Mapping[str, Any]]
 EFFECTS = ("permit", "step_up", "deny")
 # Decisions the PDP refused before or instead of evaluating the policy (fail closed). They say
 # nothing about the policy, so they are counted apart, not compared.
-FAIL_CLOSED_REASONS = frozenset({"engine_timeout", "engine_error", "no_policy", "decision_log_unavailable"})
+FAIL_CLOSED_REASONS = frozenset({"engine_timeout", "engine_error", "no_policy", "decision_log_unavailable",
+                                 "signal_history_unavailable"})
 
 
 def is_fail_closed(result: Mapping[str, Any]) -> bool:

@@ -33,6 +33,7 @@ class Readiness:
         checks: dict[str, dict[str, Any]] = {
             "policy": self._policy(),
             "decision_log": _guard(self._decision_log),
+            "signal_history": _guard(self._signal_history),
             "ledger": _guard(self._ledger),
             "keys": self._cached("keys", self._keys),
             "protected_db": self._cached("protected_db", self._protected_db),
@@ -76,6 +77,11 @@ class Readiness:
     def _decision_log(self) -> dict[str, Any]:
         log = self.runtime.point.log
         return {"ok": log.healthy, "error": log.last_error}
+
+    def _signal_history(self) -> dict[str, Any]:
+        # Writing behind works and, with replicas (ZTCP_DATABASE_URL), the others' observations
+        # arrive; tail_lag_ms is how old the proof of being caught up is.
+        return self.runtime.point.history.status()
 
     def _ledger(self) -> dict[str, Any]:
         # Appends go on while the checkpoint key cannot sign (they stay durable and the next

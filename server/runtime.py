@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
-from pdp.decision_log import DecisionLog, ElasticsearchSink
+from pdp.decision_log import DecisionLog, DecisionLogStore, ElasticsearchSink
 from pdp.devices import INVENTORY_FILE, DeviceAuthenticator, DeviceCA, DeviceInventory, PostureVerifier
 from pdp.engine import create_engine
 from pdp.identity import JwtVerifier, OidcKeySource, StaticKeySource
@@ -26,7 +26,8 @@ from pdp.issuer import DevIssuer
 from pdp.metrics import PdpMetrics
 from pdp.point import ActivePolicy, DecisionPoint
 from pdp.reload import PolicyReloader
-from pdp.signals import SignalHistory
+from pdp.signals import SignalHistory, SignalStore
+from pdp.sqlite_stores import SqliteDecisionStore, SqliteSignalStore
 from pdp.tokens import DecisionTokenSigner, DecisionTokenVerifier
 from policy import GOVERNED_REGISTERS, PolicyPack, RevisionStore, ensure_initial_revision, load_pack
 from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, system_keys
@@ -36,6 +37,16 @@ from server.settings import Settings
 
 log = logging.getLogger("ztcp.runtime")
 BUREAU_DATA_FILE = "bureau-data.json"
+DECISION_LOG_FILE = "decisions.db"  # without ZTCP_DATABASE_URL
+SIGNALS_FILE = "signals.db"
+
+
+def open_revision_store(settings: Settings, **kwargs: object) -> RevisionStore:
+    """The policy revision store: in PostgreSQL with ``ZTCP_DATABASE_URL`` (every replica publishes
+    to it and follows it), else ``ZTCP_HOME/policy.db``."""
+    if settings.database_url:
+        return RevisionStore(settings.database_url, **kwargs)  # type: ignore[arg-type]
+    return RevisionStore.in_home(settings.ensure_home(), **kwargs)  # type: ignore[arg-type]
 
 
 class Runtime:
@@ -143,12 +154,22 @@ class Runtime:
 
     @cached_property
     def decision_log(self) -> DecisionLog:
+        """The decision log: in PostgreSQL when ``ZTCP_DATABASE_URL`` is set (shared by replicas),
+        else ``ZTCP_HOME/decisions.db``."""
         sinks = []
         if self.settings.es_url:
             sinks.append(ElasticsearchSink(self.elasticsearch))
-        dlog = DecisionLog(self.home / "decisions.db", sinks=sinks)
+        dlog = DecisionLog(self.decision_store(), sinks=sinks)
         self._closers.append(dlog.close)
         return dlog
+
+    def decision_store(self, *, readonly: bool = False) -> DecisionLogStore:
+        """A new handle on the decision log's store (the SIEM and the CLI read through their own)."""
+        if self.settings.database_url:
+            from pdp.pg_stores import PostgresDecisionStore
+
+            return PostgresDecisionStore(self.settings.database_url, readonly=readonly)
+        return SqliteDecisionStore(self.home / DECISION_LOG_FILE, readonly=readonly)
 
     @cached_property
     def elasticsearch(self):  # type: ignore[no-untyped-def]
@@ -159,13 +180,21 @@ class Runtime:
 
     @cached_property
     def history(self) -> SignalHistory:
-        history = SignalHistory(self.home / "signals.db", clock=self.clock)
+        """The signal history: in memory, written behind to PostgreSQL when ``ZTCP_DATABASE_URL`` is
+        set (and following the other replicas' observations there), else to ``ZTCP_HOME/signals.db``."""
+        if self.settings.database_url:
+            from pdp.pg_stores import PostgresSignalStore
+
+            store: SignalStore = PostgresSignalStore(self.settings.database_url)
+        else:
+            store = SqliteSignalStore(self.home / SIGNALS_FILE)
+        history = SignalHistory(store=store, clock=self.clock)
         self._closers.append(history.close)
         return history
 
     @cached_property
     def revision_store(self) -> RevisionStore:
-        store = RevisionStore.in_home(self.home)
+        store = open_revision_store(self.settings)
         self._closers.append(store.close)
         return store
 

@@ -95,9 +95,10 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL (postgresql://user@host:port/db) of the provenance ledger, shared by every "
-                    "replica; unset: the SQLite file ZTCP_HOME/provenance.db. A password in it is never printed "
-                    "(PGPASSWORD or ~/.pgpass keep it out of the URL altogether)")
+        description="PostgreSQL shared by every replica (postgresql://user@host:port/db): the provenance ledger, "
+                    "decision log, signal history and policy revisions live there, so every `ztcp serve` on it "
+                    "decides with the same history; unset: SQLite files in ZTCP_HOME (one process). A password "
+                    "in it is never printed (PGPASSWORD or ~/.pgpass keep it out of the URL altogether)")
 
     # Who signs the ledger's checkpoints. "auto": Vault/OpenBao transit when vault_addr is set (the
     # private key never reaches this host), else the sealed local keyring.
@@ -164,8 +165,10 @@ class Settings(BaseSettings):
     @classmethod
     def _postgresql_url(cls, value: str | None) -> str | None:
         # The message never repeats the value: a URL may carry a password.
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        if value is not None and not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise ValueError("must be a postgresql:// URL")
+        if value and value.startswith("postgresql+psycopg://"):  # SQLAlchemy's spelling, as ZTCP_PROTECTED_DB takes
+            value = "postgresql://" + value.removeprefix("postgresql+psycopg://")
         return value or None
 
     @model_validator(mode="after")

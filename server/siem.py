@@ -60,24 +60,24 @@ class LiveSources:
                   ("key-audit", keymgmt.default_audit_path(home), self._keys),
                   ("provenance", ledger, self._provenance),
                   ("alert-admin", home / DB_NAME, self._alerts))
+        shared = {"decisions", "policy-admin"} if self.settings.database_url else set()  # in PostgreSQL
         for name, path, make in stores:
-            if name not in self._made and (path is None or path.exists()):
+            if name not in self._made and (name in shared or path is None or path.exists()):
                 self._made[name] = make(path)
         return [self._made[name] for name, *_ in stores if name in self._made]
 
-    @staticmethod
-    def _decisions(path: Path) -> Source:
+    def _decisions(self, path: Path) -> Source:
         from pdp.decision_log import DecisionLog
         from siem_rules import CallableSource
 
-        return CallableSource("decisions", "decision", DecisionLog.reader(path).events_after)
+        source = self.settings.database_url or path  # the decision log of every replica, or this home's
+        return CallableSource("decisions", "decision", DecisionLog.reader(source).events_after)
 
-    @staticmethod
-    def _policy(path: Path) -> Source:
-        from policy import RevisionStore
+    def _policy(self, path: Path) -> Source:
+        from server.runtime import open_revision_store
         from siem_rules import CallableSource
 
-        return CallableSource("policy-admin", "policy", RevisionStore.in_home(path.parent).events_after)
+        return CallableSource("policy-admin", "policy", open_revision_store(self.settings).events_after)
 
     @staticmethod
     def _keys(path: Path) -> Source:

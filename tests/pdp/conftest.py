@@ -112,3 +112,107 @@ def request_doc(token: str, **overrides) -> dict:
         else:
             doc[key] = value
     return doc
+
+
+# -- PostgreSQL: a throwaway cluster (Debian's server), as tests/keymgmt/conftest.py starts one. ------
+# Copied here, minimal, until the shared test module lands; postgres refuses to run as root, so the
+# cluster is created and run as the ``postgres`` OS user in a temp dir owned by that user.
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(*args: str) -> subprocess.CompletedProcess:
+    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@dataclass
+class PgServer:
+    """One PostgreSQL cluster on 127.0.0.1 (trust authentication: a throwaway for tests)."""
+
+    base: Path
+    port: int
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "data"
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+        r = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l",
+                         str(self.base / "pg.log"), "-w", "-t", "60", "start")
+        if r.returncode != 0:
+            log = (self.base / "pg.log").read_text()[-1000:] if (self.base / "pg.log").exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {r.stderr[-1000:]} {log}")
+
+    def stop(self, mode: str = "fast") -> None:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = "db_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def start_pg_server() -> PgServer:
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN}: run `make test` (installs postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="ztcp-pdp-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    r = _as_postgres(str(PG_BIN / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
+                     "--no-sync", "-E", "UTF8")
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {r.stderr[-2000:]}")
+    server = PgServer(base, _free_port())
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    server = start_pg_server()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh database in the session's cluster."""
+    return pg_server.create_database()
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[PgServer]:
+    """A cluster of this test's own, which it may stop and start (an outage)."""
+    server = start_pg_server()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(server.base, ignore_errors=True)

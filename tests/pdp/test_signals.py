@@ -161,3 +161,30 @@ def test_bad_calendar_is_a_configuration_error():
         BusinessCalendar.from_config({"timezone": "Mars/Olympus"})
     with pytest.raises(ConfigurationError):
         BusinessCalendar.from_config({"holidays": ["not-a-date"]})
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_observations_in_any_order_leave_the_state_of_time_order(seed):
+    """Replicas apply each other's observations late and in any interleaving: whatever the order (and
+    whatever signals were computed meanwhile), once every observation is in, the history answers
+    exactly as one that saw them in time order."""
+    import random
+
+    rng = random.Random(seed)
+    times = sorted(rng.sample(range(0, 7200, 3), 120))
+    rows = [(T0 + t, "emp-7", f"dev-{rng.randrange(4)}", f"cr_{rng.randrange(15)}", rng.choice(["a", "b"]),
+             25.0 + rng.random(), 121.0 + rng.random(), rng.choice(["permit", "permit", "step_up", "deny"]),
+             f"a/r-{rng.randrange(5)}/read") for t in times]
+    in_order, shuffled = SignalHistory(), SignalHistory()
+    for row in rows:
+        in_order.observe_row(row)
+    mixed = rows[:]
+    rng.shuffle(mixed)
+    for i, row in enumerate(mixed):
+        shuffled.observe_row(row)
+        if i % 17 == 0:  # a decision computed in between ages the state at its own instant
+            shuffled.history_signals("emp-7", "dev-1", "cr_1", "a", (25.0, 121.0), row[0])
+    assert shuffled.late > 0
+    for probe in (7200, 7300, 7600, 9000, 11000):
+        args = ("emp-7", "dev-9", "cr_99", "c", (25.5, 121.5), T0 + probe)
+        assert shuffled.history_signals(*args) == in_order.history_signals(*args), probe

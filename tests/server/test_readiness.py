@@ -28,7 +28,8 @@ def test_every_dependency_is_reported(runtime):
         r = client.get("/readyz")
     assert r.status_code == 200
     checks = r.json()["checks"]
-    assert set(checks) >= {"policy", "decision_log", "ledger", "keys", "protected_db"}
+    assert set(checks) >= {"policy", "decision_log", "signal_history", "ledger", "keys", "protected_db"}
+    assert checks["signal_history"]["ok"] and checks["signal_history"]["store"] == "SqliteSignalStore"
     assert checks["keys"] == {"ok": True, "provider": "LocalKeyring", "data_kek_version": None}
     assert checks["protected_db"] == {"ok": True, "dialect": "sqlite"}
     assert checks["ledger"]["checkpoint_key"] == "local" and "checkpoint_error" not in checks["ledger"]
