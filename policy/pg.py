@@ -61,7 +61,7 @@ def is_postgres_url(value: object) -> bool:
     return isinstance(value, str) and value.split(":", 1)[0] in ("postgresql", "postgres", "postgresql+psycopg")
 
 
-class _Row(tuple):
+class _Row(tuple[Any, ...]):
     """A row readable like ``sqlite3.Row``: by index and by column name."""
 
     _names: dict[str, int]
@@ -100,7 +100,7 @@ class PgDb:
         defaults = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
                     "keepalives_count": "3", "tcp_user_timeout": "10000", "application_name": "ztcp-policy"}
         params = {k: v for k, v in defaults.items() if k not in given}
-        conn = psycopg.connect(self._url, autocommit=True, row_factory=_row_factory, **params)
+        conn = psycopg.connect(self._url, autocommit=True, row_factory=_row_factory, **params)  # type: ignore[arg-type]
         conn.execute(f"SET search_path TO {SCHEMA}, public")
         return conn
 
@@ -128,7 +128,7 @@ class PgDb:
                                       f"{len(MIGRATIONS)} (a newer ztcp wrote it): upgrade ztcp")
                 for statements in MIGRATIONS[current:]:
                     for statement in statements:
-                        conn.execute(statement)  # type: ignore[arg-type]
+                        conn.execute(statement)
                 if current < len(MIGRATIONS):
                     conn.execute("INSERT INTO public.ztcp_schema (component, version) VALUES (%s, %s) ON CONFLICT "
                                  "(component) DO UPDATE SET version = excluded.version, applied_at = now()",
@@ -138,11 +138,11 @@ class PgDb:
 
     # -- what RevisionStore calls -------------------------------------------------------------
     def execute(self, sql: str, params: Any = ()) -> Any:  # noqa: ANN401 - a psycopg cursor
-        return self._connection().execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
+        return self._connection().execute(sql.replace("?", "%s"), tuple(params))
 
     def executemany(self, sql: str, rows: Any) -> None:  # noqa: ANN401
         with self._connection().cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), list(rows))  # type: ignore[arg-type]
+            cur.executemany(sql.replace("?", "%s"), list(rows))
 
     def begin_write(self) -> None:
         conn = self._connection()
