@@ -21,10 +21,27 @@ class MasterKeyMismatch(MasterKeyError):
 
     exit_code = 2
 
-    def __init__(self, path: object) -> None:
+    def __init__(self, path: object, hint: str = "ZTCP_MASTER_KEY / master.key") -> None:
         super().__init__(
             f"keyring {path} is sealed under a different master key "
-            "(check ZTCP_MASTER_KEY / master.key); the keyring was not modified"
+            f"(check {hint}); the keyring was not modified"
+        )
+
+
+class KeyringDiffers(KeyMgmtError):
+    """A replica's own keyring file holds keys that differ from its cluster's (ZTCP_DATABASE_URL).
+
+    It would sign tokens and checkpoints no other replica accepts, or hold data keys nobody else has.
+    Names the keys, never their material."""
+
+    exit_code = 2
+
+    def __init__(self, path: object, names: list[str]) -> None:
+        self.names = names
+        super().__init__(
+            f"this home's keyring {path} holds signing or data keys that differ from the cluster's "
+            f"({', '.join(names)}); refusing to start: move that file away to use the cluster's keys, "
+            "or point ZTCP_DATABASE_URL at this installation's own database"
         )
 
 

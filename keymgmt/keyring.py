@@ -201,6 +201,14 @@ class LocalKeyring:
         self._ident: tuple[int, int, int] | None = None
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
 
+    # Where the keyring is, as messages name it, and what to check when the master key is wrong
+    # (the shared keyring of a cluster overrides both).
+    master_key_hint = "ZTCP_MASTER_KEY / master.key"
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     @classmethod
     def open(cls, path: Path, master_key: bytes) -> LocalKeyring:
         """Open (or create, empty) the keyring at ``path``. A wrong master key raises at once."""
@@ -235,31 +243,37 @@ class LocalKeyring:
 
     def _load(self) -> None:
         ident = self._file_ident()
-        raw = self.path.read_bytes()
+        self._state = self._unseal(self.path.read_bytes())
+        self._ident = ident
+        self._aead_cache.clear()
+
+    def _unseal(self, raw: bytes) -> _KeyringState:
+        """The keyring's plaintext from its sealed document; the wrong master key or a tampered
+        document raises before anything is used."""
         try:
             doc = json.loads(raw)
             if doc.get("format") != _FORMAT or doc.get("v") != _FORMAT_VERSION:
                 raise ValueError("not a ztcp keyring")
             kcv, nonce, ct = doc["kcv"], _b64decode_strict(doc["nonce"]), _b64decode_strict(doc["ct"])
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise KeyringCorrupt(f"keyring {self.path} is not a readable ztcp keyring") from None
+            raise KeyringCorrupt(f"keyring {self.location} is not a readable ztcp keyring") from None
         if not hmac.compare_digest(str(kcv), self._kcv):
-            raise MasterKeyMismatch(self.path)
+            raise MasterKeyMismatch(self.location, self.master_key_hint)
         try:
             plain = self._master.decrypt(nonce, ct, self._aad(kcv))
         except InvalidTag:
             raise KeyringCorrupt(
-                f"keyring {self.path} fails authentication under the right master key (tampered?)"
+                f"keyring {self.location} fails authentication under the right master key (tampered?)"
             ) from None
-        self._state = json.loads(plain)
-        self._ident = ident
-        self._aead_cache.clear()
+        state: _KeyringState = json.loads(plain)
+        return state
 
     @staticmethod
     def _aad(kcv: str) -> bytes:
         return f"{_FORMAT}|{_FORMAT_VERSION}|{kcv}".encode()
 
-    def _write(self, state: _KeyringState) -> None:
+    def _seal(self, state: _KeyringState) -> bytes:
+        """The sealed document of ``state`` (a fresh nonce each time)."""
         nonce = os.urandom(12)
         ct = self._master.encrypt(nonce, json.dumps(state, sort_keys=True).encode(), self._aad(self._kcv))
         doc = {
@@ -269,12 +283,16 @@ class LocalKeyring:
             "nonce": base64.b64encode(nonce).decode(),
             "ct": base64.b64encode(ct).decode(),
         }
+        return json.dumps(doc).encode()
+
+    def _write(self, state: _KeyringState) -> None:
+        sealed = self._seal(state)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # a leftover of a crashed writer (we hold the lock, so it is not live)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, json.dumps(doc).encode())
+            os.write(fd, sealed)
             os.fsync(fd)
         finally:
             os.close(fd)

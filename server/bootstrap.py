@@ -3,6 +3,12 @@
 Keys are created on first use and never written unsealed: the keyring file is AES-256-GCM sealed
 under the master key (``ZTCP_MASTER_KEY`` or ``ZTCP_HOME/master.key``, 0600). Each role has its own
 key, so a leaked decision-signing key does not forge checkpoints and vice versa.
+
+With ``ZTCP_DATABASE_URL`` the keyring (and the checkpoint keyring of ZTCP_CHECKPOINT_SEALING_KEY)
+is the cluster's, in the database, still sealed (:mod:`keymgmt.shared_keyring`): every replica
+signs and verifies decision tokens, dev-IdP tokens, bundles and checkpoints with the same keys and
+unwraps the same data keys. A replica whose master key does not unseal it, or whose home keyring
+holds other keys, refuses to start and says which.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ import base64
 import binascii
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from keymgmt import LocalKeyring, default_keyring_path, load_master_key
-from server.errors import ConfigError
+from server.errors import ConfigError, DatabaseUnreachable
 from server.settings import Settings
 
 IDP_SIGNING = "idp-signing"
@@ -37,10 +44,33 @@ _SYSTEM_KEYS = {
 }
 
 
+CLUSTER_KEYRING = "keyring"  # the row names in ztcp_bootstrap
+CLUSTER_CHECKPOINT_KEYRING = "checkpoint-keyring"
+_SHARED: dict[tuple[str, str, bytes], LocalKeyring] = {}  # one handle per process and keyring
+
+
 def open_keyring(settings: Settings) -> LocalKeyring:
+    """The system keyring: this home's file, or the cluster's with ``ZTCP_DATABASE_URL``."""
     home = settings.ensure_home()
     master = load_master_key(home, settings.master_key.get_secret_value() if settings.master_key else None)
+    if settings.database_url:
+        return _shared(settings.database_url, CLUSTER_KEYRING, master, default_keyring_path(home),
+                       "ZTCP_MASTER_KEY / master.key")
     return LocalKeyring.open(default_keyring_path(home), master)
+
+
+def _shared(url: str, name: str, key: bytes, seed: Path, hint: str) -> LocalKeyring:
+    from keymgmt.shared_keyring import SharedKeyring
+    from pdp.errors import StoreUnavailable
+
+    ring = _SHARED.get((url, name, key))
+    if ring is None:
+        try:
+            ring = SharedKeyring.open_shared(url, name, key, seed=seed, hint=hint)
+        except StoreUnavailable as exc:
+            raise DatabaseUnreachable(url, str(exc)) from None
+        _SHARED[(url, name, key)] = ring
+    return ring
 
 
 @dataclass
@@ -110,5 +140,8 @@ def system_keys(settings: Settings) -> SystemKeys:
             key = b""
         if len(key) != 32:
             raise ConfigError("ZTCP_CHECKPOINT_SEALING_KEY must be 32 bytes, base64")
-        checkpoint_ring = LocalKeyring.open(settings.ensure_home() / CHECKPOINT_KEYRING_FILE, key)
+        path = settings.ensure_home() / CHECKPOINT_KEYRING_FILE
+        checkpoint_ring = (_shared(settings.database_url, CLUSTER_CHECKPOINT_KEYRING, key, path,
+                                   "ZTCP_CHECKPOINT_SEALING_KEY")
+                           if settings.database_url else LocalKeyring.open(path, key))
     return SystemKeys(open_keyring(settings), checkpoint_ring)

@@ -91,12 +91,13 @@ def make_delivery(settings: Settings, config: DeliveryConfig | None = None, **kw
     return Delivery(connect_outbox(home / DB_NAME), connect(home / SIEM_DB), cfg, decision_feed(settings), **kwargs)
 
 
-def make_delivery_thread(settings: Settings, interval: float = 10.0) -> DeliveryThread | None:
-    """For `ztcp serve`: None when no channel is configured; else a thread to ``start()``/``stop()``."""
+def make_delivery_thread(settings: Settings, interval: float = 10.0, gate: Any = None) -> DeliveryThread | None:
+    """For `ztcp serve`: None when no channel is configured; else a thread to ``start()``/``stop()``.
+    ``gate``: the leader lease's ``held`` (only the cluster's leader delivers)."""
     cfg = delivery_config(settings)  # bad settings stop serve here, before anything starts
     if cfg is None:
         return None
-    thread = DeliveryThread(lambda: make_delivery(settings, cfg), interval)  # type: ignore[arg-type,return-value]
+    thread = DeliveryThread(lambda: make_delivery(settings, cfg), interval, gate=gate)  # type: ignore[arg-type,return-value]
     thread.config = cfg  # type: ignore[attr-defined]
     return thread
 

@@ -15,3 +15,22 @@ class ServerError(Exception):
 
 class ConfigError(ServerError):
     """A setting is missing, malformed or inconsistent (the message names the variable, never a secret)."""
+
+
+class DatabaseUnreachable(ServerError):
+    """``ZTCP_DATABASE_URL`` does not answer at start: one line naming it without its password."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, reason: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        from provenance.postgres_store import redact_dsn
+
+        try:
+            password = conninfo_to_dict(url).get("password")
+        except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide beyond redact_dsn's
+            password = None
+        if password:
+            reason = reason.replace(str(password), "***")
+        super().__init__(f"cannot reach the database {redact_dsn(url)} (ZTCP_DATABASE_URL): {reason}")

@@ -117,9 +117,10 @@ def cli_operator(runtime: Any, subject: Any, token: str) -> Any:
 class Sweeper:
     """For ``ztcp serve``: overdue receipts recorded and pending time-stamps retried, every ``interval`` s."""
 
-    def __init__(self, service: Any, interval: float = 60.0) -> None:
+    def __init__(self, service: Any, interval: float = 60.0, gate: Any = None) -> None:
         self.service = service
         self.interval = interval
+        self.gate = gate  # with replicas: only the holder of the leader lease sweeps (server/leader.py)
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ztcp-exchange-sweeper", daemon=True)
@@ -140,6 +141,8 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.gate is not None and not self.gate():
+                continue
             try:
                 self.run_once()
                 self.error = None

@@ -23,6 +23,6 @@ def build_provider(settings: Settings) -> keymgmt.KeyProvider:
             verify=False if skip else (str(cacert) if cacert else True),
             client_cert=(str(client_cert), str(client_key)) if client_cert and client_key else None,
         )
-    return keymgmt.open_local_keyring(
-        settings.ensure_home(), settings.master_key.get_secret_value() if settings.master_key else None
-    )
+    from server.bootstrap import open_keyring
+
+    return open_keyring(settings)  # this home's sealed keyring, or the cluster's (ZTCP_DATABASE_URL)

@@ -37,6 +37,7 @@ class Readiness:
             "ledger": _guard(self._ledger),
             "keys": self._cached("keys", self._keys),
             "protected_db": self._cached("protected_db", self._protected_db),
+            "cluster": self._cluster(),
         }
         point = self.runtime.point
         if point.shadow is not None:
@@ -73,6 +74,20 @@ class Readiness:
         if self.runtime.reloader.last_error:
             out["reload_error"] = self.runtime.reloader.last_error
         return out
+
+    def _cluster(self) -> dict[str, Any]:
+        """The database every replica shares (or SQLite) and this replica's roles: the ledger's
+        integrator and the timed jobs' leader (SIEM, delivery, exchange sweep)."""
+        from server.database import probe
+
+        settings = self.runtime.settings
+        out = dict(self._cached("database", lambda: probe(settings)))  # a probe at most every 5 s
+        lease = getattr(self.runtime, "lease", None)
+        roles: dict[str, Any] = {"scheduler": lease.status()["role"] if lease is not None else "none"}
+        ledger = self.runtime.__dict__.get("ledger")  # built by then in `ztcp serve`; never built here
+        status = getattr(getattr(ledger, "store", None), "integrator_status", None)
+        roles["integrator"] = status()["role"] if status is not None else ("leader" if ledger is not None else "none")
+        return out | {"roles": roles}
 
     def _decision_log(self) -> dict[str, Any]:
         log = self.runtime.point.log

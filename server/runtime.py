@@ -61,6 +61,7 @@ class Runtime:
         self._classes: dict[str, str | None] = {}
         self.witnessing = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
         self.stamper = None  # set with the ledger when ZTCP_TSA_URL names a Time-Stamp Authority
+        self.lease = None  # `ztcp serve`: the scheduler's leader lease (server/leader.py)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)

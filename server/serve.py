@@ -63,16 +63,23 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     import uvicorn
 
     from server.app import create_app
+    from server.database import check_database
     from server.delivery import make_delivery_thread
+    from server.leader import lease_for
     from server.runtime import Runtime
     from server.siem import make_scheduler
 
+    check_database(settings)  # unreachable: one line naming it (never its password), before anything else
     runtime = Runtime(settings)
+    runtime.keys.ensure_all()  # the cluster's keys (or this home's): a mismatched master key stops here
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
+    # With replicas, the timed jobs (SIEM tick, alert delivery, exchange sweep) run on the holder of
+    # the cluster's leader lease only; alone, this process always holds it (server/leader.py).
+    lease = runtime.lease = lease_for(settings).start()
     # Alerts out to the SOC (syslog), email and webhooks: its own thread, woken after each SIEM run.
-    delivery = make_delivery_thread(settings)
+    delivery = make_delivery_thread(settings, gate=lease.held)
     siem = make_scheduler(settings, interval=siem_interval,  # the rule pack over new events, every minute
-                          after_run=delivery.wake if delivery is not None else None)
+                          after_run=delivery.wake if delivery is not None else None, gate=lease.held)
     app = create_app(runtime, siem, delivery)
     base = f"{settings.scheme}://{settings.host}:{settings.port}"
     active = runtime.point.active
@@ -99,7 +106,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
     siem.start()
     from server.exchange import Sweeper
 
-    sweeper = Sweeper(runtime.exchange).start()  # overdue receipts recorded, late time-stamps retried
+    sweeper = Sweeper(runtime.exchange, gate=lease.held).start()  # overdue receipts recorded, late time-stamps retried
     if delivery is not None:
         delivery.start()
     # Everything built so far lives for the whole process: keep it out of the cyclic GC's scans,
@@ -112,5 +119,6 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
         sweeper.stop()
         if delivery is not None:
             delivery.stop()
+        lease.stop()  # a standby takes the jobs over on its next try
         runtime.close()  # after uvicorn drained in-flight requests: flush decision log and history
         say("ztcp stopped; logs flushed")

@@ -106,7 +106,7 @@ def live_sources(settings: Settings) -> list[Source]:
 
 def make_scheduler(
     settings: Settings | None = None, interval: float = 60.0, sources: list[Source] | None = None,
-    after_run: Any = None,
+    after_run: Any = None, gate: Any = None,
 ) -> Scheduler:
     """For `ztcp serve`: ``s = make_scheduler(settings); s.start()`` … ``s.stop()``."""
     settings = settings or load_settings()
@@ -121,7 +121,7 @@ def make_scheduler(
         return st.st_mtime_ns, st.st_size
 
     return Scheduler(lambda: make_engine(settings), srcs, interval, config_version=config_version,
-                     after_run=after_run)
+                     after_run=after_run, gate=gate)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

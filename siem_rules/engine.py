@@ -367,6 +367,10 @@ class Scheduler:
         engine = None
         version: Any = None
         while not self._stop.is_set():
+            if self.gate is not None and not self.gate():
+                self.skipped += 1
+                self._stop.wait(min(self.interval, 1.0))
+                continue
             try:
                 if engine is not None and self.config_version is not None and self.config_version() != version:
                     engine.conn.close()

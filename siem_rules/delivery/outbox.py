@@ -470,9 +470,11 @@ class DeliveryThread:
     e.g. right after a SIEM run). ``delivery_factory`` is called inside the thread: SQLite
     connections belong to the thread that uses them."""
 
-    def __init__(self, delivery_factory: Callable[[], Delivery], interval: float = 10.0) -> None:
+    def __init__(self, delivery_factory: Callable[[], Delivery], interval: float = 10.0,
+                 gate: Callable[[], bool] | None = None) -> None:
         self.delivery_factory = delivery_factory
         self.interval = interval
+        self.gate = gate  # as the SIEM scheduler's: only the cluster's leader delivers
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -503,6 +505,9 @@ class DeliveryThread:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self.gate is not None and not self.gate():
+                self._stop.wait(min(self.interval, 1.0))
+                continue
             try:
                 if self.delivery is None:
                     self.delivery = self.delivery_factory()
