@@ -3,6 +3,12 @@
 A session expires after ``idle`` seconds without a request or ``absolute`` seconds after sign-in,
 whichever comes first. Each carries its CSRF token. Pending OIDC logins (state, PKCE verifier,
 nonce) live here too, for a few minutes, keyed by the hash of their browser cookie.
+
+Two drivers of one contract (:class:`SessionStoreLike`; one conformance suite,
+``tests/console/test_session_conformance.py``): :class:`SessionStore` in this process's memory
+(one ``ztcp serve``; sessions end with the process), and
+:class:`console.pg_sessions.PostgresSessionStore` with ``ZTCP_DATABASE_URL``, shared by every
+replica and sealed so that the database alone signs nobody in.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 def _digest(raw: str) -> str:
@@ -46,7 +53,23 @@ class PendingLogin:
     created: float = field(default_factory=time.time)
 
 
+class SessionStoreLike(Protocol):
+    idle: float
+    absolute: float
+
+    def create(self, session: Session) -> str: ...
+    def get(self, raw: str | None, *, now: float | None = None) -> Session | None: ...
+    def save(self, session: Session) -> None: ...
+    def drop(self, raw: str | None) -> None: ...
+    def __len__(self) -> int: ...
+    def begin_login(self) -> tuple[str, PendingLogin]: ...
+    def finish_login(self, raw: str | None, state: str | None) -> PendingLogin | None: ...
+    def close(self) -> None: ...
+
+
 class SessionStore:
+    """The in-memory driver: one process's sessions."""
+
     PENDING_SECONDS = 600
 
     def __init__(self, idle_seconds: float, absolute_seconds: float, max_sessions: int = 10_000) -> None:
@@ -98,8 +121,14 @@ class SessionStore:
             with self._lock:
                 self._sessions.pop(_digest(raw), None)
 
+    def save(self, session: Session) -> None:
+        """Sessions are changed in place in memory: nothing to write back."""
+
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     # -- OIDC logins in flight ---------------------------------------------------------------
     def begin_login(self) -> tuple[str, PendingLogin]:

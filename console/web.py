@@ -19,7 +19,7 @@ from console import guard
 from console.config import ConsoleSettings
 from console.i18n import COOKIE as LANG_COOKIE
 from console.i18n import LOCALES, Catalog, negotiate
-from console.sessions import Session, SessionStore
+from console.sessions import Session, SessionStore, SessionStoreLike
 
 PREFIX = "/console"
 SESSION_COOKIE = "ztcp_console_session"
@@ -53,12 +53,21 @@ class Ctx:
     new_device: bool
 
 
+def session_store(database_url: str | None, settings: ConsoleSettings) -> SessionStoreLike:
+    """Sessions in memory (one process), or in the cluster's database (``ZTCP_DATABASE_URL``)."""
+    idle, absolute = settings.idle_minutes * 60, settings.absolute_hours * 3600
+    if database_url:
+        from console.pg_sessions import PostgresSessionStore
+
+        return PostgresSessionStore(database_url, idle, absolute, settings.max_sessions)
+    return SessionStore(idle, absolute, settings.max_sessions)
+
+
 class Console:
     def __init__(self, runtime: Any, settings: ConsoleSettings) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.sessions = SessionStore(settings.idle_minutes * 60, settings.absolute_hours * 3600,
-                                     settings.max_sessions)
+        self.sessions = session_store(runtime.settings.database_url, settings)
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"]),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         # Times are shown in the bureau's zone (settings.timezone), named in the column headers.
@@ -166,6 +175,7 @@ class Console:
             session.roles, session.org_unit = member.roles, member.office
             session.token, session.token_expires = mint(self, member.id, member.roles, member.office,
                                                         member.auth_method)
+            self.sessions.save(session)  # every replica serves the renewed session
             return session.token
         raise Redirect(f"{PREFIX}/signin?expired=1")
 
