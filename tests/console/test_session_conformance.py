@@ -19,7 +19,7 @@ from pdp.errors import StoreUnavailable
 from pdp.storage import migrate_pg
 
 
-def _session(sub: str = "emp-1", token: str = "subject-token-abc") -> Session:
+def _session(sub: str = "emp-1", token: str = "subject-token-abc") -> Session:  # noqa: S107
     return Session(sub, "Officer One", ("auditor", "soc_analyst"), "taipei-03", token, time.time() + 600, "dev")
 
 
@@ -142,7 +142,8 @@ def test_the_database_alone_holds_nothing_a_browser_could_present(pg_dsn) -> Non
         login_raw, pending = store.begin_login()
         with psycopg.connect(pg_dsn) as conn:
             dump = b"".join(bytes(r[0]) + str(r[1]).encode() for r in conn.execute(
-                "SELECT sealed, id_hash FROM console_sessions UNION ALL SELECT sealed, id_hash FROM console_pending_logins"))
+                "SELECT sealed, id_hash FROM console_sessions "
+                "UNION ALL SELECT sealed, id_hash FROM console_pending_logins"))
             # Another session's sealed record moved onto this id does not open (bound to its row).
             other = store.create(_session("emp-2"))
             conn.execute("UPDATE console_sessions SET sealed = (SELECT sealed FROM console_sessions WHERE id_hash = "
