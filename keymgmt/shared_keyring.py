@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keymgmt.errors import KeyMgmtError, KeyNotFound, KeyringDiffers, KeyVersionUnavailable
-from keymgmt.keyring import LocalKeyring, _KeyringState
+from keymgmt.errors import KeyMgmtError, KeyringDiffers, KeyVersionUnavailable
+from keymgmt.keyring import LocalKeyring, _KeyEntry, _KeyringState
 from pdp.errors import StoreUnavailable
 from pdp.storage import Migration, PgSession, migrate_pg, pg_connect, unavailable
 
@@ -179,11 +179,17 @@ class SharedKeyring(LocalKeyring):
         conn.rollback()  # not autocommit: end the read's transaction, hold no snapshot between polls
         return int(row[0]) if row else None
 
+    def _entry_in(self, state: _KeyringState, name: str) -> _KeyEntry:  # type: ignore[override]
+        if name not in state["keys"] and state is self._state and self._conn is None:
+            # A read of a key this replica has not seen: another may have created it a moment ago.
+            state = self._fresh(force=True)
+        return LocalKeyring._entry_in(state, name)
+
     def _version_material(self, name: str, key_type: str, version: int | None, *,
                           for_decrypt: bool) -> tuple[int, bytes]:
         try:
             return super()._version_material(name, key_type, version, for_decrypt=for_decrypt)
-        except (KeyNotFound, KeyVersionUnavailable):
+        except KeyVersionUnavailable:
             # Another replica may have created or rotated it a moment ago: look before refusing.
             self._fresh(force=True)
             return super()._version_material(name, key_type, version, for_decrypt=for_decrypt)
