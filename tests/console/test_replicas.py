@@ -1,0 +1,87 @@
+"""Two replicas of one deployment on one PostgreSQL (ZTCP_DATABASE_URL), in this process: whatever one
+issues — a dev-IdP token, a decision token, a console session — the other accepts.
+
+The second replica's home holds only the master key (no keyring file): its keys come from the
+cluster, sealed in the database, as a replica added later gets them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts.decision import DecisionRequest
+from server.app import create_app
+from server.runtime import BUREAU_DATA_FILE, Runtime
+from server.settings import load_settings
+
+_spec = importlib.util.spec_from_file_location("replicas", Path(__file__).parents[1] / "helpers" / "replicas.py")
+_helpers = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_helpers)  # type: ignore[union-attr]
+
+@pytest.fixture
+def two(seeded_template, tmp_path, pg_dsn, monkeypatch):  # noqa: ANN001, ANN201
+    template, facts = seeded_template
+    monkeypatch.setenv("ZTCP_CONSOLE_MANAGED_DEVICES", "true")
+    homes = [tmp_path / "a", tmp_path / "b"]
+    shutil.copytree(template, homes[0])
+    shutil.copytree(template, homes[1])
+    (homes[1] / "keyring.sealed").unlink()  # B brings no keys: it must use the cluster's
+    rts = []
+    for home in homes:
+        bureau = json.loads((home / BUREAU_DATA_FILE).read_text()) if (home / BUREAU_DATA_FILE).exists() else {}
+        bureau.setdefault("cases", {}).update(_helpers.CASES)
+        (home / BUREAU_DATA_FILE).write_text(json.dumps(bureau))
+        rts.append(Runtime(load_settings(home=home, database_url=pg_dsn, engine_timeout_ms=2000)))
+    apps = [create_app(rt) for rt in rts]
+    yield rts, apps
+    for rt in rts:
+        rt.close()
+
+
+def test_tokens_from_one_replica_verify_on_the_other(two) -> None:  # noqa: ANN001
+    (a, b), _ = two
+    clock = _helpers.Clock(time.time())
+    doc = _helpers.request(a, clock, "emp-1")  # a subject token from A's dev IdP
+    assert b.verifier.verify_subject(doc["subject_token"]).id == "emp-1"
+    decision = a.point.decide(DecisionRequest.model_validate(doc))
+    assert decision.effect == "permit" and decision.token
+    claims = b.decision_verifier.verify(decision.token)  # B's gateway accepts A's decision token
+    assert claims is not None
+    assert b.keys.public_keys("bundle-signing") == a.keys.public_keys("bundle-signing")
+    # And the cluster's key is the one A's home brought (existing installation keeps its keys).
+    from keymgmt import LocalKeyring, load_master_key
+
+    home_ring = LocalKeyring.open(a.home / "keyring.sealed", load_master_key(a.home, None))
+    assert [k.public_bytes_raw() for k in home_ring.ed25519_public_keys("decision-signing").values()] == \
+        [k.public_bytes_raw() for k in b.keys.public_keys("decision-signing")]
+
+
+def test_a_console_session_from_one_replica_works_on_the_other(two) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    _, (app_a, app_b) = two
+    on_a = TestClient(app_a, base_url="http://testserver", client=("127.0.0.1", 50000), follow_redirects=False)
+    on_b = TestClient(app_b, base_url="http://testserver", client=("127.0.0.1", 50000), follow_redirects=False)
+    with on_a, on_b:
+        import re
+
+        page = on_a.get("/console/signin").text
+        csrf = re.search(r'name="csrf" id="login-csrf" value="([^"]+)"', page).group(1)
+        r = on_a.post("/console/signin/dev", data={"csrf": csrf, "staff": "emp-aud-1"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/"
+        assert on_b.get("/console/audit").status_code == 303  # B, without the cookie: sign in
+        on_b.cookies.update(on_a.cookies)  # the load balancer sends the same browser to B
+        r = on_b.get("/console/audit")
+        assert r.status_code == 200, r.text[:300]
+        # Its CSRF token is the session's, on every replica.
+        csrf_b = re.search(r'name="csrf" value="([^"]+)"', on_b.get("/console/").text).group(1)
+        csrf_a = re.search(r'name="csrf" value="([^"]+)"', on_a.get("/console/").text).group(1)
+        assert csrf_a == csrf_b
+        on_b.post("/console/signout", data={"csrf": csrf_b})  # signing out on B ends it on A too
+        assert on_a.get("/console/audit").status_code == 303
