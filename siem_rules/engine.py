@@ -329,8 +329,12 @@ class Scheduler:
 
     def __init__(self, engine_factory: Any, sources: list[Source] | Callable[[], list[Source]] | None = None,
                  interval: float = 60.0, config_version: Callable[[], Any] | None = None,
-                 after_run: Callable[[], None] | None = None) -> None:
+                 after_run: Callable[[], None] | None = None, gate: Callable[[], bool] | None = None) -> None:
         self.engine_factory = engine_factory
+        # Asked before each tick: with replicas only the holder of the cluster's leader lease runs
+        # it (server/leader.py); the others skip the tick and ask again every second or so.
+        self.gate = gate
+        self.skipped = 0
         # Called after each run (e.g. to wake alert delivery, which runs in its own thread).
         self.after_run = after_run
         # When this changes (e.g. the lists file was edited), the engine is rebuilt before the next
