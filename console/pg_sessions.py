@@ -105,7 +105,7 @@ class PostgresSessionStore:
 
     def _run(self, sql: str, args: tuple = (), *, fetch: bool = True) -> list[tuple]:
         def go(conn: psycopg.Connection) -> list[tuple]:
-            cur = conn.execute(sql, args)  # type: ignore[arg-type]
+            cur = conn.execute(sql, args)
             return cur.fetchall() if fetch and cur.description else []
 
         return self._db.run(go)

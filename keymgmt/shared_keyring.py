@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keymgmt.errors import KeyMgmtError, KeyringDiffers, KeyVersionUnavailable
+from keymgmt.errors import KeyMgmtError, KeyringCorrupt, KeyringDiffers, KeyVersionUnavailable
 from keymgmt.keyring import LocalKeyring, _KeyEntry, _KeyringState
 from pdp.errors import StoreUnavailable
 from pdp.storage import Migration, PgSession, migrate_pg, pg_connect, unavailable
@@ -66,13 +66,14 @@ class SharedKeyring(LocalKeyring):
         self._session = PgSession(url, autocommit=False)
         self._conn: psycopg.Connection | None = None
         self._checked = float("-inf")
+        self._generation = 0  # the highest sealed generation this process has seen
 
     def __repr__(self) -> str:
         return f"SharedKeyring({self.name!r}, <ZTCP_DATABASE_URL>)"
 
     @property
     def location(self) -> str:
-        return f"{self.name} of the cluster (ztcp_bootstrap in ZTCP_DATABASE_URL)"
+        return f"of the cluster (ztcp_bootstrap row {self.name!r} in ZTCP_DATABASE_URL)"
 
     @classmethod
     def open_shared(cls, url: str, name: str, master_key: bytes, *, seed: Path | None = None,
@@ -134,13 +135,22 @@ class SharedKeyring(LocalKeyring):
         row = self._conn.execute("SELECT doc, version FROM ztcp_bootstrap WHERE name = %s", (self.name,)).fetchone()
         if row is None:
             raise KeyMgmtError(f"keyring {self.location} is missing (was the table emptied?)")
-        self._state = self._unseal(bytes(row[0]))
+        state = self._unseal(bytes(row[0]))
+        generation = int(state.get("generation", 0))  # type: ignore[call-overload]
+        if generation < self._generation:
+            raise KeyringCorrupt(f"keyring {self.location} went back to an older sealed state (generation "
+                                 f"{generation} after {self._generation}): restored or replayed; not used")
+        self._state, self._generation = state, generation
         self._ident = (int(row[1]), 0, 0)
         self._checked = time.monotonic()
         self._aead_cache.clear()
 
     def _write(self, state: _KeyringState) -> None:
+        # A generation inside the seal: the row's version column is outside it, and a database
+        # writer could put back an older sealed document (undoing a rotation or a retirement).
+        state["generation"] = self._generation + 1  # type: ignore[typeddict-unknown-key]
         self._store(self._seal(state), insert=False)
+        self._generation = state["generation"]  # type: ignore[typeddict-item]
         self._state = state
         self._aead_cache.clear()
 

@@ -71,12 +71,13 @@ def delivery_config(settings: Settings) -> DeliveryConfig | None:
 
 
 def decision_feed(settings: Settings) -> DecisionFeed | None:
-    path = settings.ensure_home() / "decisions.db"
-    if not path.exists():
-        return None
     from pdp.decision_log import DecisionLog
 
-    reader = DecisionLog.reader(path)
+    path = settings.ensure_home() / "decisions.db"
+    if not settings.database_url and not path.exists():
+        return None
+    # With replicas, the decision log every replica writes (this home has no decisions.db then).
+    reader = DecisionLog.reader(settings.database_url or path)
     return DecisionFeed(events_after=lambda cur, n: reader.events_after(cur, n), last=reader.last_seq,
                         pending=reader.count_after)
 

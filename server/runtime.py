@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
@@ -61,7 +62,7 @@ class Runtime:
         self._classes: dict[str, str | None] = {}
         self.witnessing = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
         self.stamper = None  # set with the ledger when ZTCP_TSA_URL names a Time-Stamp Authority
-        self.lease = None  # `ztcp serve`: the scheduler's leader lease (server/leader.py)
+        self.lease: Any = None  # `ztcp serve`: the scheduler's leader lease (server/leader.py)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)

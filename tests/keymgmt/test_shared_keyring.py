@@ -117,3 +117,20 @@ def test_database_down_keeps_the_keys_it_has_and_a_new_replica_cannot_start(pg_f
         _open(url)
     cluster.start()
     assert ring.unwrap("data-kek", wrapped) == b"dek"
+
+
+def test_a_replayed_older_keyring_row_is_refused_by_a_replica_that_saw_a_newer_one(pg_dsn) -> None:  # noqa: ANN001
+    from keymgmt import KeyringCorrupt
+
+    a = _open(pg_dsn)
+    a.ensure("data-kek", "aes256-gcm96")
+    with psycopg.connect(pg_dsn) as conn:
+        old = conn.execute("SELECT doc FROM ztcp_bootstrap WHERE name = 'keyring'").fetchone()[0]
+    a.rotate("data-kek")
+    a.set_min_decryption_version("data-kek", 2)  # version 1 retired
+    b = _open(pg_dsn)
+    assert b.info("data-kek").min_decryption_version == 2
+    with psycopg.connect(pg_dsn) as conn:  # a database writer puts the old sealed document back
+        conn.execute("UPDATE ztcp_bootstrap SET doc = %s, version = version + 1 WHERE name = 'keyring'", (old,))
+    with pytest.raises(KeyringCorrupt, match="older sealed state"):
+        b._fresh(force=True)
