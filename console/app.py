@@ -4,7 +4,7 @@ headers, and HTML error pages for the console's own exceptions."""
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +14,7 @@ from console.config import ConsoleSettings
 from console.i18n import COOKIE as LANG_COOKIE
 from console.i18n import LOCALES
 from console.web import PREFIX, STATIC, Console, PageError, Redirect
+from pdp.errors import StoreUnavailable
 from provenance import LedgerUnavailable
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
@@ -120,6 +121,16 @@ def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None
         if not request.url.path.startswith(PREFIX):
             raise exc
         return console.error(console.ctx(request), 503, "audit.unrecordable")
+
+    @app.exception_handler(StoreUnavailable)
+    async def _sessions_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        # The session store (or another shared store) does not answer: nobody can be recognised, so
+        # nothing is shown; a plain page, since rendering one would ask the session store again.
+        if not request.url.path.startswith(PREFIX):
+            raise exc
+        return HTMLResponse("<!doctype html><title>503</title><p>The console is unavailable for a moment "
+                            "(its database does not answer). Try again shortly.</p>", status_code=503,
+                            headers={"Retry-After": "5", "Cache-Control": "no-store"})
 
     app.add_middleware(ConsoleHeaders)
     return console

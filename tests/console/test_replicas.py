@@ -85,3 +85,31 @@ def test_a_console_session_from_one_replica_works_on_the_other(two) -> None:  # 
         assert csrf_a == csrf_b
         on_b.post("/console/signout", data={"csrf": csrf_b})  # signing out on B ends it on A too
         assert on_a.get("/console/audit").status_code == 303
+
+
+def test_sessions_survive_a_database_outage_and_the_console_answers_503_meanwhile(seeded_template, tmp_path,  # noqa: ANN001
+                                                                                   pg_factory, monkeypatch) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    template, _ = seeded_template
+    monkeypatch.setenv("ZTCP_CONSOLE_MANAGED_DEVICES", "true")
+    cluster = pg_factory()
+    url = cluster.url(cluster.create_database())
+    shutil.copytree(template, tmp_path / "a")
+    rt = Runtime(load_settings(home=tmp_path / "a", database_url=url, engine_timeout_ms=2000))
+    try:
+        client = TestClient(create_app(rt), base_url="http://testserver", client=("127.0.0.1", 50000),
+                            follow_redirects=False)
+        with client:
+            page = client.get("/console/signin").text
+            csrf = re.search(r'name="csrf" id="login-csrf" value="([^"]+)"', page).group(1)
+            assert client.post("/console/signin/dev", data={"csrf": csrf, "staff": "emp-aud-1"}).status_code == 303
+            cluster.stop()
+            r = client.get("/console/")
+            assert r.status_code == 503 and "Retry-After" in r.headers and "emp-aud-1" not in r.text
+            cluster.start()
+            assert client.get("/console/").status_code == 200  # the same session, no new sign-in
+    finally:
+        rt.close()
