@@ -52,7 +52,8 @@ def create(directory: Path, as_json: bool) -> None:
     if settings.protected_db:
         elsewhere["protected database"] = "ZTCP_PROTECTED_DB is outside the home: back it up with its own tools"
     if settings.database_url:
-        elsewhere["shared database"] = ("ZTCP_DATABASE_URL (decision log, signal history) is outside the home: "
+        elsewhere["shared database"] = ("ZTCP_DATABASE_URL (decision log, signal history, policy revisions, the "
+                                        "sealed keyring, console sessions) is outside the home: "
                                         "back it up with PostgreSQL's tools (pg_dump, base backups with WAL archiving)")
     if settings.vault_addr:
         elsewhere["Vault keys"] = "keys in Vault/OpenBao stay there: back up Vault itself (Raft snapshots)"
