@@ -71,7 +71,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, s
 
     check_database(settings)  # unreachable: one line naming it (never its password), before anything else
     runtime = Runtime(settings)
-    runtime.keys.ensure_all()  # the cluster's keys (or this home's): a mismatched master key stops here
+    runtime.keys  # noqa: B018 - opens the keyring (the cluster's with ZTCP_DATABASE_URL): a wrong master key stops here
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
     # With replicas, the timed jobs (SIEM tick, alert delivery, exchange sweep) run on the holder of
     # the cluster's leader lease only; alone, this process always holds it (server/leader.py).
