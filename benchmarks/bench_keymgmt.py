@@ -35,7 +35,7 @@ import contracts
 import keymgmt
 import pdp
 import provenance
-from benchmarks.common import percentiles, result, write
+from benchmarks.common import percentiles, postgres_cluster, result, write
 
 ROOT = Path(__file__).resolve().parents[1]
 BAO = ROOT / ".venv" / "bin" / "bao"
@@ -81,42 +81,6 @@ def _openbao(workdir: Path) -> Iterator[tuple[str, str] | None]:
             proc.kill()
             proc.wait()
         log.close()
-
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(*args: str) -> subprocess.CompletedProcess:
-    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-@contextlib.contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A throwaway PostgreSQL cluster (Debian binaries, run as the postgres OS user when we are root)."""
-    if not (PG_BIN / "initdb").exists():
-        yield None
-        return
-    base = Path(tempfile.mkdtemp(prefix="ztcp-bench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
-    try:
-        if _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                        "--no-sync").returncode != 0:
-            yield None
-            return
-        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
-        if _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"),
-                        "-w", "start").returncode != 0:
-            yield None
-            return
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _values(n: int) -> list[tuple[int, str]]:
@@ -294,7 +258,7 @@ def bench_encrypt_table(work: Path, ring: keymgmt.LocalKeyring, quick: bool) -> 
                    anchor="bureau target 23 M records / 8 h ≈ 800 rows/s",
                    rows_per_second=round(n / dt), projected_1m_rows_s=round(projected, 1))]
     n_pg = 50_000 if quick else 200_000
-    with _postgres() as url:
+    with postgres_cluster() as url:
         if url is not None:
             dt = _encrypt_table_once(url, ring, n_pg)
             rows.append(result(f"encrypt-table {n_pg:,} rows × 3 columns (PostgreSQL 15, blind index)", dt, "s",

@@ -20,7 +20,6 @@ Targets (issue #16): in-process ≥ 10,000/s per core and ≥ 75 % of the raw en
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import socket
@@ -28,14 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from benchmarks.common import percentiles, rate, result, write
+from benchmarks.common import percentiles, postgres_cluster, rate, result, write
 from contracts.decision import DecisionRequest
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
@@ -64,43 +63,6 @@ def request_doc(token: str) -> dict:
 
 
 MONDAY_09 = 1795395600.0  # 2026-11-23T09:00:00+08:00
-
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(*args: str) -> subprocess.CompletedProcess:
-    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-@contextlib.contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A throwaway PostgreSQL cluster with default durability (Debian binaries, run as the postgres OS
-    user when we are root), as benchmarks/bench_keymgmt.py starts one; None when it cannot start."""
-    if not (PG_BIN / "initdb").exists():
-        yield None
-        return
-    base = Path(tempfile.mkdtemp(prefix="ztcp-bench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
-    try:
-        if _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                        "--no-sync").returncode != 0:
-            yield None
-            return
-        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
-        if _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"),
-                        "-w", "start").returncode != 0:
-            yield None
-            return
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _fresh(path: Path) -> Path:
@@ -334,7 +296,7 @@ def over_http(total: int, concurrency: int, *, anchor: bool = False) -> tuple[fl
 
 def main(quick: bool = False) -> None:
     n = 2000 if quick else 5000  # 3 passes of n on the simulated clock stay within one working day
-    with _postgres() as database_url:
+    with postgres_cluster() as database_url:
         rates = in_process(n, database_url)
         seen = replica_visibility(database_url, 100 if quick else 300) if database_url else None
     raw, decide, parsed = rates["raw"], rates["sqlite"], rates["sqlite_parsed"]
