@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -318,7 +318,7 @@ class Ledger:
         (False if it passed: the entries stay acknowledged and are integrated later)."""
         if not self.integrates_in_background or self._closed:
             return True
-        done = self.store.integrate_pending(  # type: ignore[attr-defined]
+        done: bool = self.store.integrate_pending(  # type: ignore[attr-defined]  # only background stores have it
             self._integrate, self._integrated, timeout=self.integrate_timeout if timeout is None else timeout,
             bodies=bool(self.mirrors))
         if not done:
@@ -392,7 +392,7 @@ class Ledger:
         batches dropped during the outage are indexed once it is back.
         """
         assert self._mirror_queue is not None
-        behind = set()
+        behind: set[int] = set()
         while True:
             entries = self._mirror_queue.get()
             if entries is None:
@@ -564,7 +564,7 @@ class Ledger:
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
         return self.store.entries(start, self.size if end is None else end)
 
-    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], str | None]:
+    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict[str, Any]], str | None]:
         """Events with seq > cursor as dicts (plus ``seq``, ``leaf_hash``), and the new cursor.
 
         Shaped for ``siem_rules.CallableSource(name, "provenance", ledger.events_after)``: incremental

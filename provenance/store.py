@@ -100,15 +100,15 @@ class StoredEntry:
     def event(self) -> ProvenanceEvent:
         return event_from_bytes(self.body)
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         return entry_document(self.seq, self.leaf_hash, self.body)
 
 
-def entry_document(seq: int, leaf_hash: bytes, body: bytes) -> dict:
+def entry_document(seq: int, leaf_hash: bytes, body: bytes) -> dict[str, Any]:
     """A ledger entry as readers outside the ledger get it: the event as stored plus ``seq`` and
     ``leaf_hash`` (hex). One shape for ``events_after`` (the SIEM's live feed) and ``ztcp audit export
     --format jsonl``."""
-    doc = orjson.loads(body)
+    doc: dict[str, Any] = orjson.loads(body)
     doc["seq"], doc["leaf_hash"] = seq, leaf_hash.hex()
     return doc
 

@@ -31,8 +31,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from provenance.errors import IntegrityError, ProvenanceError
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ class TsaClient:
 class TsaVerifier:
     """Verifies tokens against the TSA's trust anchor(s) (PEM: root, then any intermediates)."""
 
-    def __init__(self, roots: Sequence[object], intermediates: Sequence[object] = ()) -> None:
+    def __init__(self, roots: Sequence[Certificate], intermediates: Sequence[Certificate] = ()) -> None:
         if not roots:
             raise ProvenanceError("a TSA verifier needs at least one trust anchor")
         self.roots = list(roots)
@@ -214,7 +218,7 @@ class CheckpointStamper:
         self._wake.set()
         return self._idle.wait(timeout)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {"stamped": self.stamped, "pending": len(self._pending), "error": self.error}
 
     def _run(self) -> None:
@@ -277,7 +281,7 @@ class StampReport:
         """Events not covered by any stamped checkpoint (appended after the latest one)."""
         return max(0, self.ledger_size - self.latest_size)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"stamped": self.stamped, "checkpoints": self.checkpoints, "latest_stamped_size": self.latest_size,
                 "latest_stamp_time": self.latest_time.isoformat() if self.latest_time else None,
                 "unstamped_checkpoints": len(self.unstamped), "events_after_latest_stamp": self.untimed_events}
