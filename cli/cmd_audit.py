@@ -70,13 +70,13 @@ def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str
 
 
 def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str | None, query: str) -> None:
-    ev = contracts.ProvenanceEvent(
-        type=kind,
-        actor={"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
-        via={"system": "ztcp-cli", "channel": "cli"},
-        citizen_ref=ref,
-        query=query,
-    )
+    ev = contracts.ProvenanceEvent.model_validate({
+        "type": kind,
+        "actor": {"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
+        "via": {"system": "ztcp-cli", "channel": "cli"},
+        "citizen_ref": ref,
+        "query": query,
+    })
     provenance.Recorder(ledger).record(ev)  # raises LedgerUnavailable → exit 2, nothing shown
 
 

@@ -624,11 +624,11 @@ class ExchangeService:
         ex = {"agency": agreement.agency, "agreement_id": agreement.id, "transfer_id": claims.transfer_id,
               "direction": "inbound", "payload_sha256": digest}
         now = self.now()
-        events = [contracts.ProvenanceEvent(
-            time=now, type="pii.receive", actor=op.actor(), via={"system": SYSTEM, "channel": "exchange"},
-            citizen_ref=ref, dataset=agreement.dataset, fields=list(agreement.fields),
-            purpose={"code": agreement.purpose, "legal_basis": agreement.legal_basis}, exchange=ex,
-            event_id=_event_id(claims.transfer_id, 0, ref)) for ref in refs]
+        events = [contracts.ProvenanceEvent.model_validate({
+            "time": now, "type": "pii.receive", "actor": op.actor(), "via": {"system": SYSTEM, "channel": "exchange"},
+            "citizen_ref": ref, "dataset": agreement.dataset, "fields": list(agreement.fields),
+            "purpose": {"code": agreement.purpose, "legal_basis": agreement.legal_basis}, "exchange": ex,
+            "event_id": _event_id(claims.transfer_id, 0, ref)}) for ref in refs]
         receipts = self.recorder.record_many(events) if events else []
         summary = self._record(type="exchange.inbound", actor=op.actor(),
                                dataset=agreement.dataset, exchange={**ex, "citizens": len(refs)})

@@ -189,7 +189,8 @@ class Gateway:
                           reasons=["fields_not_permitted"])
         try:
             # The same check the decryption gate makes: the token is this decision's, for this change.
-            claims = pdp.verify_decision_token(decision.token, self.decision_verifier, now=self.clock())
+            # (a permit always carries a token; none is refused as malformed, never a crash)
+            claims = pdp.verify_decision_token(decision.token or "", self.decision_verifier, now=self.clock())
         except pdp.DecisionTokenError as exc:
             raise Problem(403, "Refused", exc.reason, type_="urn:ztcp:problem:refused",
                           decision_id=decision.decision_id, reasons=[exc.reason]) from None
@@ -207,11 +208,11 @@ class Gateway:
             except contracts.InvalidBankAccount as exc:
                 raise invalid(f"values.{BANK_ACCOUNT_FIELD}", str(exc)) from None
         try:
-            receipt = self.recorder.record(contracts.ProvenanceEvent(
-                time=self._now(), type="pii.update", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=resource["citizen_ref"], dataset=dataset,
-                record_id=record_id, fields=names, purpose=purpose_doc, decision_id=decision.decision_id,
-                effect="permit", bank_account_ref=account_ref))
+            receipt = self.recorder.record(contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.update", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": resource["citizen_ref"],
+                "dataset": dataset, "record_id": record_id, "fields": names, "purpose": purpose_doc,
+                "decision_id": decision.decision_id, "effect": "permit", "bank_account_ref": account_ref}))
         except ValidationError:
             raise invalid("purpose", "refused by the provenance schema (values shaped like a national ID or "
                                      "phone number are not allowed)") from None
@@ -249,11 +250,12 @@ class Gateway:
                                 recipient=body.recipient.model_dump(include={"type", "id"}))
         fields = [f for f in body.fields if f in set(decision.permitted_fields)]
         try:
-            event = contracts.ProvenanceEvent(
-                time=self._now(), type="pii.disclose", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=citizen_ref, dataset=body.dataset,
-                record_id=body.record_id, fields=fields, purpose=purpose_doc, decision_id=decision.decision_id,
-                effect="permit", recipient=body.recipient.model_dump(exclude_none=True), derived_from=sources)
+            event = contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.disclose", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": citizen_ref,
+                "dataset": body.dataset, "record_id": body.record_id, "fields": fields, "purpose": purpose_doc,
+                "decision_id": decision.decision_id, "effect": "permit",
+                "recipient": body.recipient.model_dump(exclude_none=True), "derived_from": sources})
         except ValidationError as exc:
             loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "body"
             raise invalid(loc or "body", "refused by the provenance schema (values shaped like a national "
@@ -350,12 +352,13 @@ class Gateway:
     def _denied_event(self, caller: Caller, decision: Decision, resource: dict, purpose: dict) -> None:
         """Best effort: the trace shows refused attempts too (the decision log has them regardless)."""
         try:
-            self.recorder.record(contracts.ProvenanceEvent(
-                time=self._now(), type="pii.denied", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=resource.get("citizen_ref"),
-                dataset=resource["dataset"], record_id=resource.get("record_id"), fields=resource.get("fields", []),
-                purpose={k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
-                decision_id=decision.decision_id, effect="deny"))
+            self.recorder.record(contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.denied", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": resource.get("citizen_ref"),
+                "dataset": resource["dataset"], "record_id": resource.get("record_id"),
+                "fields": resource.get("fields", []),
+                "purpose": {k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
+                "decision_id": decision.decision_id, "effect": "deny"}))
         except Exception as exc:  # noqa: BLE001 - the refusal stands whether or not this is recorded
             log.warning("pii.denied for decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
 

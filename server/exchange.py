@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.bootstrap import EXCHANGE_SIGNING
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    import provenance
+    from provenance.timestamp import CheckpointStamper
 
 log = logging.getLogger("ztcp.exchange")
 STORE_FILE = "exchange.db"
@@ -38,7 +42,7 @@ def tsa_verifier(settings: Settings) -> Any:
     return TsaVerifier.from_pem_file(settings.tsa_ca_file)
 
 
-def attach_stamping(settings: Settings, ledger: Any) -> Any:
+def attach_stamping(settings: Settings, ledger: provenance.Ledger) -> CheckpointStamper | None:
     """Time-stamp every new checkpoint (and any earlier one without a token) when a TSA is configured."""
     client = tsa_client(settings)
     if client is None:
@@ -59,9 +63,9 @@ def exchange_signer(settings: Settings, keys: Any) -> Any:
     never reaches this host), else with the sealed keyring's ``exchange-signing`` key."""
     if settings.vault_addr:
         import keymgmt
-        from server.keys import build_provider
+        from server.keys import build_vault_provider
 
-        provider = build_provider(settings)
+        provider = build_vault_provider(settings, settings.vault_addr)
         provider.ensure(EXCHANGE_SIGNING, "ed25519")
         return keymgmt.TransitSigningKey(provider, EXCHANGE_SIGNING)
     return keys.exchange_signing
