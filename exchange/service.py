@@ -403,16 +403,16 @@ class ExchangeService:
         seen: set[tuple[int, Any]] = set()
         pk = batch.table.spec.pk
         for r in rows:
-            line = by_bidx.get(r.get(bcol)) if bcol and r.get(bcol) in by_bidx else by_ref.get(r.get(ref_col))
-            if line is None:
+            hit = by_bidx.get(r.get(bcol)) if bcol and r.get(bcol) in by_bidx else by_ref.get(r.get(ref_col))
+            if hit is None:
                 continue
-            if ref_col is not None and r.get(ref_col) != ref_of[line]:
+            if ref_col is not None and r.get(ref_col) != ref_of[hit]:
                 log.warning("transfer %s: a row's citizen_ref does not match its blind index; skipped", transfer_id)
                 continue
-            if (line, r[pk]) in seen:
+            if (hit, r[pk]) in seen:
                 continue
-            seen.add((line, r[pk]))
-            matched.append((line, r[pk], r))
+            seen.add((hit, r[pk]))
+            matched.append((hit, r[pk], r))
         matched.sort(key=lambda m: (m[0], str(m[1])))
         found_lines = {m[0] for m in matched}
         make = factory.for_time(self.now())
