@@ -36,7 +36,7 @@ lint: $(STAMP) typecheck
 # What they import from the other packages is read for its types, but those packages' own errors are
 # not reported here (--follow-imports=silent) until they join TYPED; `.venv/bin/mypy` alone checks
 # every package.
-TYPED := contracts pdp policy provenance keymgmt siem_rules exchange gateway server console demo cli
+TYPED := contracts pdp policy provenance keymgmt siem_rules exchange gateway server console demo cli benchmarks
 typecheck: $(STAMP)
 	$(BIN)/mypy --follow-imports=silent $(addprefix -p ,$(TYPED))
 

@@ -70,15 +70,6 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _stores(kind: str, tmp: Path, database_url: str | None) -> tuple[DecisionLog, SignalHistory]:
-    if kind == "sqlite":
-        return DecisionLog(tmp / "decisions.db"), SignalHistory(tmp / "signals.db")
-    from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
-
-    assert database_url
-    return DecisionLog(PostgresDecisionStore(database_url)), SignalHistory(store=PostgresSignalStore(database_url))
-
-
 def _stores(kind: str, tmp: Path, database_url: str | None,
             clock: Callable[[], float]) -> tuple[DecisionLog, SignalHistory]:
     if kind == "sqlite":
