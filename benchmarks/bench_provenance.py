@@ -259,7 +259,7 @@ def group_commit_rate(ledger: Ledger, pop: Population, threads: int, per_thread:
             spent.append(time.perf_counter() - t)
             sizes.append(len(items))
 
-    ledger.append_prepared = counted  # type: ignore[method-assign]
+    ledger.append_prepared = counted  # type: ignore[method-assign]  # wrapped to count its batches
 
     def worker(evs: list[ProvenanceEvent]) -> None:
         barrier.wait()

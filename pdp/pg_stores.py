@@ -228,7 +228,7 @@ class PostgresSignalStore:
         def snapshot(conn: psycopg.Connection) -> Snapshot:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                hi = conn.execute("SELECT coalesce(max(id), 0) FROM signal_observations").fetchone()[0]  # type: ignore[index]
+                hi = conn.execute("SELECT coalesce(max(id), 0) FROM signal_observations").fetchone()[0]  # type: ignore[index]  # max() always returns a row
                 rows = conn.execute(f"SELECT {_OBS} FROM signal_observations WHERE ts >= %s AND id <= %s "  # noqa: S608
                                     "ORDER BY ts, id", (since, hi)).fetchall()
                 devices = conn.execute("SELECT subject, device FROM signal_known_devices").fetchall()

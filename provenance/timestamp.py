@@ -38,6 +38,8 @@ from provenance.errors import IntegrityError, ProvenanceError
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
+    from provenance.ledger import Ledger
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tsr"
@@ -287,14 +289,14 @@ class StampReport:
                 "unstamped_checkpoints": len(self.unstamped), "events_after_latest_stamp": self.untimed_events}
 
 
-def verify_stamps(ledger: object, directory: Path, verifier: TsaVerifier) -> StampReport:
+def verify_stamps(ledger: Ledger, directory: Path, verifier: TsaVerifier) -> StampReport:
     """Check every stored checkpoint token: it must verify against the TSA's trust anchor and be a
     token over exactly the ledger's signed note at that size. Raises ``IntegrityError`` (kind
     ``timestamp``) naming the first bad one; reports checkpoints without a token (the gap)."""
     stamps = stored_stamps(directory)
     report = StampReport()
-    report.ledger_size = ledger.size  # type: ignore[attr-defined]
-    notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}  # type: ignore[attr-defined]
+    report.ledger_size = ledger.size
+    notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}
     report.checkpoints = len(notes)
     for size in sorted(stamps):
         note = notes.get(size)
@@ -331,7 +333,7 @@ class TimeBounds:
         self._best.reverse()
 
     @classmethod
-    def load(cls, ledger: object, directory: Path | None, verifier: TsaVerifier | None) -> TimeBounds:
+    def load(cls, ledger: Ledger, directory: Path | None, verifier: TsaVerifier | None) -> TimeBounds:
         """Stamps that verify against the ledger's own notes (an invalid one is simply not used:
         ``audit verify`` is where it fails loudly)."""
         if directory is None or verifier is None:
@@ -339,7 +341,7 @@ class TimeBounds:
         stamps = stored_stamps(directory)
         if not stamps:
             return cls({})
-        notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}  # type: ignore[attr-defined]
+        notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}
         out = {}
         for size, path in stamps.items():
             note = notes.get(size)
