@@ -127,7 +127,11 @@ class OidcKeySource:
         try:
             response = self._client.get(url)
             response.raise_for_status()
-            metadata = OpenIDProviderMetadata(response.json())
+            doc = response.json()
+            # Authlib's validators assume strings (anything else escapes them as an AttributeError).
+            if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("issuer", "jwks_uri")):
+                raise ValueError("issuer and jwks_uri must be strings")
+            metadata = OpenIDProviderMetadata(doc)
             metadata.validate_issuer()
             metadata.validate_jwks_uri()
         except (httpx.HTTPError, ValueError) as exc:
