@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,7 @@ from gateway.obligations import applied, check_obligations, max_rows, step_up_ma
 from gateway.problems import db_down, deny, invalid, provider_down, refused, step_up
 from pdp.identity import SubjectIdentity
 from pdp.problems import Problem
+from provenance import Receipt, StoredEntry
 
 log = logging.getLogger("ztcp.gateway")
 
@@ -54,11 +55,11 @@ class DecisionPoint(Protocol):
 
 
 class Recorder(Protocol):
-    def record(self, event: Any) -> Any: ...
+    def record(self, event: contracts.ProvenanceEvent) -> Receipt: ...
 
 
 class Ledger(Protocol):
-    def get_by_event_ids(self, ids: list[str]) -> dict[str, Any]: ...
+    def get_by_event_ids(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ class _Capture:
 
     def __init__(self, inner: Recorder) -> None:
         self.inner = inner
-        self.receipts: list[Any] = []
+        self.receipts: list[Receipt] = []
 
-    def record(self, event: Any) -> Any:
+    def record(self, event: contracts.ProvenanceEvent) -> Receipt:
         receipt = self.inner.record(event)
         if getattr(event, "type", None) != "pii.denied":
             self.receipts.append(receipt)
@@ -370,7 +371,7 @@ class Gateway:
         subject token says of them (unit, roles), so the auditor sees "who, which unit"."""
         base = reader.event_factory
 
-        def factory(**fields: Any) -> Any:
+        def factory(**fields: Any) -> contracts.ProvenanceEvent:
             actor = fields.get("actor")
             if isinstance(actor, dict) and actor.get("id") == subject.id:
                 fields["actor"] = {**actor, **_actor(subject)}
