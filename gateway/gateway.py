@@ -85,7 +85,7 @@ class _Capture:
             self.receipts.append(receipt)
         return receipt
 
-    def provenance(self) -> dict:
+    def provenance(self) -> dict[str, Any]:
         """The first recorded event's id and ledger seq (None when nothing was recorded)."""
         first = self.receipts[0] if self.receipts else None
         return {"event_id": first.event_id if first else None, "seq": first.seq if first else None}
@@ -122,7 +122,7 @@ class Gateway:
 
     # -- the four operations ----------------------------------------------------------------------
     def read(self, caller: Caller, dataset: str, record_id: str, names: list[str], purpose: str,
-             case_id: str | None) -> dict:
+             case_id: str | None) -> dict[str, Any]:
         """One record's permitted fields, masked; the ``pii.read`` is durable before any decryption."""
         reader, resource = self.open_record(dataset, record_id, names, "query.fields")
         purpose_doc = {"code": purpose, "case_id": case_id}
@@ -144,7 +144,7 @@ class Gateway:
             "provenance": recorded,
         }
 
-    def search(self, caller: Caller, dataset: str, body: SearchRequest) -> dict:
+    def search(self, caller: Caller, dataset: str, body: SearchRequest) -> dict[str, Any]:
         """Exact lookup through the blind index, decided as ``search`` and recorded as ``pii.search``."""
         reader = self.reader_for(dataset)
         if body.column not in reader.table.spec.blind_index:
@@ -175,7 +175,7 @@ class Gateway:
             "provenance": recorded,
         }
 
-    def update(self, caller: Caller, dataset: str, record_id: str, body: UpdateRequest) -> dict:
+    def update(self, caller: Caller, dataset: str, record_id: str, body: UpdateRequest) -> dict[str, Any]:
         """Change fields of one record; the ``pii.update`` (names, never values) is durable before the write."""
         names = sorted(body.values)
         reader, resource = self.open_record(dataset, record_id, names, "values", changes=True)
@@ -240,7 +240,7 @@ class Gateway:
             "provenance": {"event_id": receipt.event_id, "seq": receipt.seq},
         }
 
-    def disclose(self, caller: Caller, body: DisclosureRequest) -> dict:
+    def disclose(self, caller: Caller, body: DisclosureRequest) -> dict[str, Any]:
         """Record that data left the agency (``pii.disclose``), decided with the recipient first."""
         _, resource = self.open_record(body.dataset, body.record_id, list(body.fields), "fields")
         citizen_ref = resource["citizen_ref"]
@@ -287,7 +287,7 @@ class Gateway:
         return reader
 
     def open_record(self, dataset: str, record_id: str, fields: list[str], where: str, *,
-                    changes: bool = False) -> tuple[keymgmt.ProtectedReader, dict]:
+                    changes: bool = False) -> tuple[keymgmt.ProtectedReader, dict[str, Any]]:
         """What every one-record operation does before asking the PDP: the dataset's reader, ``fields``
         checked (named ``where`` in errors; a change may not touch the primary key), the record
         fetched and described as the decision's resource."""
@@ -301,15 +301,15 @@ class Gateway:
                                      "citizen_ref": row[column] if column else None, "fields": fields})
         return reader, resource
 
-    def decided(self, caller: Caller, resource: dict, action: str, purpose: dict,
-                recipient: dict | None = None) -> Decision:
+    def decided(self, caller: Caller, resource: dict[str, Any], action: str, purpose: dict[str, Any],
+                recipient: dict[str, Any] | None = None) -> Decision:
         """The decision point's answer for this caller, settled: only a usable permit returns."""
         decision = self._decide(caller, resource, action, purpose, recipient)
         self._settle(decision, caller, resource, purpose)
         return decision
 
-    def _decide(self, caller: Caller, resource: dict, action: str, purpose: dict,
-                recipient: dict | None) -> Decision:
+    def _decide(self, caller: Caller, resource: dict[str, Any], action: str, purpose: dict[str, Any],
+                recipient: dict[str, Any] | None) -> Decision:
         try:
             request = DecisionRequest.model_validate({
                 "subject_token": caller.token, "device": caller.device.model_dump(),
@@ -324,7 +324,7 @@ class Gateway:
             raise invalid(loc, "invalid") from None
         return self.point.decide(request, caller=CALLER)
 
-    def _settle(self, decision: Decision, caller: Caller, resource: dict, purpose: dict) -> None:
+    def _settle(self, decision: Decision, caller: Caller, resource: dict[str, Any], purpose: dict[str, Any]) -> None:
         subject = caller.subject
         if decision.effect == "step_up":
             if subject.auth_method in step_up_methods(decision) and not self._sign_in_too_old(decision, subject):
@@ -350,7 +350,8 @@ class Gateway:
         signed_in = subject.auth_time or subject.issued_at
         return signed_in is None or self.clock() - signed_in > max_age
 
-    def _denied_event(self, caller: Caller, decision: Decision, resource: dict, purpose: dict) -> None:
+    def _denied_event(self, caller: Caller, decision: Decision, resource: dict[str, Any],
+                      purpose: dict[str, Any]) -> None:
         """Best effort: the trace shows refused attempts too (the decision log has them regardless)."""
         try:
             self.recorder.record(contracts.ProvenanceEvent.model_validate({
@@ -380,7 +381,7 @@ class Gateway:
         return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM,
                                        event_factory=factory)
 
-    def _classified(self, resource: dict) -> dict:
+    def _classified(self, resource: dict[str, Any]) -> dict[str, Any]:
         # Declare the register's classification so the decision log shows what the policy applied.
         cls = self.classification(resource["dataset"]) if self.classification else None
         if cls in ("public", "internal", "personal", "special"):
@@ -439,7 +440,7 @@ def _gate_errors(decision: Decision) -> Iterator[None]:
         raise db_down(exc) from None
 
 
-def _fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict:
+def _fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict[str, Any]:
     table = reader.table
     pk: object = record_id
     try:
@@ -467,7 +468,7 @@ def _check_fields(reader: keymgmt.ProtectedReader, fields: list[str], where: str
         raise invalid(where, f"unknown field(s) in {spec.dataset}: {', '.join(unknown)}")
 
 
-def _actor(subject: SubjectIdentity) -> dict:
+def _actor(subject: SubjectIdentity) -> dict[str, Any]:
     actor: dict[str, Any] = {"id": subject.id, "type": _ACTOR_TYPES.get(subject.type, "staff"),
                              "roles": list(subject.roles)}
     if subject.org_unit:
