@@ -69,7 +69,7 @@ class Runtime:
         # One "now" for everything that stamps or checks time (decisions, token checks, provenance,
         # key audit): the demo's simulated week passes a settable clock here.
         self.clock = clock
-        self._closers: list = []
+        self._closers: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._classes: dict[str, str | None] = {}
         self.witnessing: Witnessing | None = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
@@ -114,7 +114,7 @@ class Runtime:
         return DecisionTokenVerifier(self.keys.public_keys(DECISION_SIGNING), issuer=self.decision_issuer)
 
     # -- policy -----------------------------------------------------------------------------
-    def bureau_data(self) -> dict | None:
+    def bureau_data(self) -> dict[str, Any] | None:
         """Operational facts (cases, agreements, consents) maintained by the bureau, if present."""
         path = self.home / BUREAU_DATA_FILE
         if not path.exists():
@@ -126,7 +126,7 @@ class Runtime:
         declare it and the decision log shows what the policy saw."""
         return self._classes.get(dataset)
 
-    def _bureau_for(self, pack: PolicyPack) -> dict | None:
+    def _bureau_for(self, pack: PolicyPack) -> dict[str, Any] | None:
         """``data.bureau`` for ``pack``: its own signed registers (agreements, protected citizens,
         datasets) and the live feed's operational facts (cases, consents). A register in the live
         file that differs from the signed one is ignored, and said so: it would change decisions
@@ -321,7 +321,7 @@ class Runtime:
 
         return self.home / DELIVERY_DB
 
-    def alert_sinks(self) -> list:
+    def alert_sinks(self) -> list[Any]:
         """Where alert status changes are copied besides the SIEM store (Elasticsearch when configured)."""
         from server.siem import alert_sinks
 
