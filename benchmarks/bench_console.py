@@ -28,6 +28,14 @@ AUDITORS = 12
 PER_AUDITOR = 8  # traces per auditor, over at most 8 distinct citizens (the breadth signal allows 20 / 10 min)
 
 
+def _first_group(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in a page (the page must have it)."""
+    m = re.search(pattern, text)
+    if m is None:
+        raise RuntimeError(f"console page without {pattern!r}")
+    return m.group(1)
+
+
 def main(quick: bool = True) -> list[dict]:
     n = 50_000 if quick else 1_000_000
     rows: list[dict] = []
@@ -70,9 +78,9 @@ def _run(home: Path, n: int) -> list[dict]:
         with TestClient(app, client=("127.0.0.1", 50000), follow_redirects=False) as client:
             for a in staff:
                 signin = client.get("/console/signin").text
-                token = re.search(r'id="login-csrf" value="([^"]+)"', signin).group(1)
+                token = _first_group(r'id="login-csrf" value="([^"]+)"', signin)
                 client.post("/console/signin/dev", data={"csrf": token, "staff": a["id"]})
-                csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/audit").text).group(1)
+                csrf = _first_group(r'name="csrf" value="([^"]+)"', client.get("/console/audit").text)
                 for _ in range(PER_AUDITOR):
                     ref = pop.citizens[rng.randrange(len(pop.citizens))]
                     t = time.perf_counter()

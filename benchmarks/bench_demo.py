@@ -31,6 +31,7 @@ def _anchors(settings, n: int) -> tuple[float, float]:  # noqa: ANN001 - Setting
         case_id, case = next((cid, c) for cid, c in cases.items() if c["status"] == "open"
                              and staff[c["assignees"][0]]["roles"] == ["case_officer"])
         officer = staff[case["assignees"][0]]
+        assert rt.issuer is not None  # the demo home signs in with the development issuer
         token = rt.issuer.issue_subject(officer["id"], ["case_officer"], method="fido2", mfa=True,
                                         org_unit=officer["office"])
         with sqlite3.connect(home / "protected.db") as db:
@@ -44,6 +45,7 @@ def _anchors(settings, n: int) -> tuple[float, float]:  # noqa: ANN001 - Setting
             "action": "read", "purpose": {"code": case["purposes"][0], "case_id": case_id}})
         point = rt.point
         reader = rt.protected_reader("insured_persons")
+        assert reader is not None  # the demo seeds insured_persons
 
         def decide_and_read() -> None:
             decision = point.decide(request)

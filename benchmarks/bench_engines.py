@@ -83,10 +83,10 @@ def main(quick: bool = False) -> None:
 
     base = conformance_inputs(pack)
     corpus = base + mutations(base, MUTATIONS, SEED)
-    engines = {"OPA": opa.outcome, "RVM": lambda d: _outcome(rvm.evaluate, d),
-               "interpreter": lambda d: _outcome(interpreter.evaluate, d)}
+    opa_outcomes = [opa.outcome(doc) for doc in corpus]
+    engines = {"RVM": lambda d: _outcome(rvm.evaluate, d), "interpreter": lambda d: _outcome(interpreter.evaluate, d)}
     outcomes = {name: [fn(doc) for doc in corpus] for name, fn in engines.items()}
-    opa_plain = [("value", o.value) if o.kind == "value" else ("error",) for o in outcomes["OPA"]]
+    opa_plain = [("value", o.value) if o.kind == "value" else ("error",) for o in opa_outcomes]
     all_three = sum(a == b == c for a, b, c in zip(opa_plain, outcomes["RVM"], outcomes["interpreter"], strict=True))
     pairs = {
         "OPA = RVM": sum(a == b for a, b in zip(opa_plain, outcomes["RVM"], strict=True)),

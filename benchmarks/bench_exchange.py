@@ -114,6 +114,7 @@ def setup(home: Path, n: int, database_url: str | None = None) -> tuple:
         f.write("national_id\n")
         for i in range(n):
             f.write(_nid(i) + "\n")
+    assert rt.issuer is not None  # the bench home signs in with the development issuer
     tok = rt.issuer.issue_subject("emp-xo-bench", ["exchange_officer"], method="fido2", mfa=True, org_unit="x")
     return rt, inp, tok
 
@@ -135,10 +136,10 @@ def anchor_raw_decrypt(rt, n: int) -> float:  # noqa: ANN001
         rows = db.cursor(name="anchor")
         rows.itersize = 5000
         rows.execute(query)
-    aeads: dict[bytes, AESGCM] = {}
+    aeads: dict[str, AESGCM] = {}  # by DEK id (the VARCHAR state column)
     count = 0
     for row in rows:
-        pk, dek = row[0], bytes(row[1]) if isinstance(row[1], memoryview) else row[1]
+        pk, dek = row[0], str(row[1])
         aead = aeads.get(dek)
         if aead is None:
             env.prefetch([dek])
@@ -155,6 +156,11 @@ def anchor_raw_decrypt(rt, n: int) -> float:  # noqa: ANN001
     return dt
 
 
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    assert row is not None  # an aggregate: always one row
+    return row
+
+
 def _ledger_bytes(rt) -> int:  # noqa: ANN001
     """The ledger's size: logical pages of the SQLite file, or its PostgreSQL schema's relations."""
     if not rt.settings.database_url:
@@ -162,9 +168,9 @@ def _ledger_bytes(rt) -> int:  # noqa: ANN001
     import psycopg
 
     with psycopg.connect(rt.settings.database_url) as db:
-        (size,) = db.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        (size,) = _one(db.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                              "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                             "WHERE n.nspname = 'ztcp_ledger' AND c.relkind = 'r'").fetchone()
+                             "WHERE n.nspname = 'ztcp_ledger' AND c.relkind = 'r'").fetchone())
     return int(size)
 
 

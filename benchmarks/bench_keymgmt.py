@@ -36,6 +36,7 @@ import keymgmt
 import pdp
 import provenance
 from benchmarks.common import percentiles, postgres_cluster, result, write
+from contracts.provenance_event import Actor
 
 ROOT = Path(__file__).resolve().parents[1]
 BAO = ROOT / ".venv" / "bin" / "bao"
@@ -193,7 +194,7 @@ def bench_decrypt_with_decision(work: Path, ring: keymgmt.LocalKeyring, quick: b
     # Steady state: a fresh SQLite WAL file grows on the first commits, and growing it makes each
     # fsync cost several ms; a ledger in service has long reached its WAL size.
     for k in range(1500):
-        rec.record(contracts.ProvenanceEvent(type="pii.read", actor="warmup", citizen_ref=crefs[1],
+        rec.record(contracts.ProvenanceEvent(type="pii.read", actor=Actor(id="warmup"), citizen_ref=crefs[1],
                                               dataset="insured_persons", record_id=f"w{k}", fields=["f0"]))
     for k in range(20):
         reader.read(tokens[k], 1 + k % 200, fields)
@@ -208,7 +209,7 @@ def bench_decrypt_with_decision(work: Path, ring: keymgmt.LocalKeyring, quick: b
         s = time.perf_counter()
         pdp.verify_decision_token(tokens[k], verifier)
         verify_lat.append(time.perf_counter() - s)
-        ev = contracts.ProvenanceEvent(type="pii.read", actor="staff-1", citizen_ref=crefs[1 + k % 200],
+        ev = contracts.ProvenanceEvent(type="pii.read", actor=Actor(id="staff-1"), citizen_ref=crefs[1 + k % 200],
                                         dataset="insured_persons", record_id=str(k), fields=fields)
         s = time.perf_counter()
         rec.record(ev)

@@ -70,15 +70,6 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _stores(kind: str, tmp: Path, database_url: str | None) -> tuple[DecisionLog, SignalHistory]:
-    if kind == "sqlite":
-        return DecisionLog(tmp / "decisions.db"), SignalHistory(tmp / "signals.db")
-    from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
-
-    assert database_url
-    return DecisionLog(PostgresDecisionStore(database_url)), SignalHistory(store=PostgresSignalStore(database_url))
-
-
 def _stores(kind: str, tmp: Path, database_url: str | None,
             clock: Callable[[], float]) -> tuple[DecisionLog, SignalHistory]:
     if kind == "sqlite":
@@ -228,7 +219,10 @@ def _wrk(base: str, caller: str, body: dict, seconds: int, concurrency: int) -> 
             return float("nan")
         return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no request rate: {out[-500:]}")
+    rps = float(found.group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rps, {"p50_ms": ms("50"), "p90_ms": ms("90"), "p99_ms": ms("99")}, int(non2xx.group(1)) if non2xx else 0
 
@@ -264,7 +258,8 @@ def _wait_ready(base: str, path: str, server: subprocess.Popen) -> None:
                 return
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise RuntimeError("server did not become ready: " + server.stderr.read(2000).decode())  # type: ignore[union-attr]
+    stderr = server.stderr.read(2000).decode() if server.stderr is not None else ""
+    raise RuntimeError("server did not become ready: " + stderr)
 
 
 def over_http(total: int, concurrency: int, *, anchor: bool = False) -> tuple[float, dict, int]:

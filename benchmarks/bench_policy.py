@@ -105,6 +105,7 @@ def main(quick: bool = False) -> None:
         ensure_initial_revision(store, pack, key)
         n = 2_000 if quick else 20_000
         poll = rate(store.state, n)
+        assert store.path is not None  # a SQLite store (in_home)
         raw_db = sqlite3.connect(store.path)
         bare = rate(lambda: raw_db.execute("SELECT revision, generation FROM slots").fetchall(), n)
         raw_db.close()
@@ -118,7 +119,9 @@ def main(quick: bool = False) -> None:
                 ok=1e6 / poll <= 1000,
             )
         )
-        bundle = store.active().bundle
+        active = store.active()
+        assert active is not None  # ensure_initial_revision made one
+        bundle = active.bundle
         store.close()
 
     public = [key.public_key()]
@@ -129,7 +132,9 @@ def main(quick: bool = False) -> None:
         with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
             for member in tar:
                 if member.isfile():
-                    hashlib.sha256(tar.extractfile(member).read()).digest()
+                    data = tar.extractfile(member)
+                    assert data is not None  # a regular file
+                    hashlib.sha256(data.read()).digest()
 
     untar = rate(floor, m)
     rows.append(

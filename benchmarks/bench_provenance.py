@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,8 +53,9 @@ BATCH = 10_000
 _T = time.perf_counter()
 
 
-def result(name: str, value: float, unit: str, **kw: object) -> dict:
-    row = _result(name, value, unit, **kw)
+def result(name: str, value: float, unit: str, *, target: str | None = None, anchor: str | None = None,
+           ok: bool | None = None, **extra: object) -> dict[str, object]:
+    row = _result(name, value, unit, target=target, anchor=anchor, ok=ok, **extra)
     print(f"[{time.perf_counter() - _T:6.1f}s] {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
     return row
 
@@ -118,10 +120,10 @@ class Population:
             probe = self.tpl.model_copy(
                 update={"event_id": "bench-@EID@", "time": T0, "citizen_ref": "cr_" + "Q" * 52, "record_id": "r-@REC@"}
             )
-            body = canonical_bytes(probe).decode()
-            body = body.replace("cr_" + "Q" * 52, "@CR@").replace(T0.strftime("%Y-%m-%dT%H:%M:%SZ"), "@T@")
+            text = canonical_bytes(probe).decode()
+            text = text.replace("cr_" + "Q" * 52, "@CR@").replace(T0.strftime("%Y-%m-%dT%H:%M:%SZ"), "@T@")
             self._parts = (
-                body.replace("{", "{{")
+                text.replace("{", "{{")
                 .replace("}", "}}")
                 .replace("@EID@", "{eid}")
                 .replace("@CR@", "{cr}")
@@ -257,7 +259,7 @@ def group_commit_rate(ledger: Ledger, pop: Population, threads: int, per_thread:
             spent.append(time.perf_counter() - t)
             sizes.append(len(items))
 
-    ledger.append_prepared = counted  # type: ignore[method-assign]
+    ledger.append_prepared = counted  # type: ignore[method-assign]  # wrapped to count its batches
 
     def worker(evs: list[ProvenanceEvent]) -> None:
         barrier.wait()
@@ -536,16 +538,16 @@ def _pg_pass(admin: str, tag: str, key: Ed25519PrivateKey, items: list[Prepared]
         raw_conn.execute("CREATE TABLE one (seq bigint, event_id text, body bytea, leaf_hash bytea)")
         for led in (bg, inline):
             led.append_prepared(pop.prepared(10))  # connections warm, schema cached
-        for i, (p, b, c) in enumerate(zip(singles, pop.prepared(len(singles)), pop.prepared(len(singles)),
-                                          strict=True)):
+        for i, (p, bp, cp) in enumerate(zip(singles, pop.prepared(len(singles)), pop.prepared(len(singles)),
+                                            strict=True)):
             t = time.perf_counter()
             raw_conn.execute("INSERT INTO one VALUES (%s, %s, %s, %s)", (i, p.event_id, p.body, p.leaf_hash))
             samples["one"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            bg.append_prepared([b])
+            bg.append_prepared([bp])
             samples["background"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            inline.append_prepared([c])
+            inline.append_prepared([cp])
             samples["inline"].append(time.perf_counter() - t)
     for k, v in samples.items():
         lat = percentiles(v)
@@ -553,15 +555,15 @@ def _pg_pass(admin: str, tag: str, key: Ed25519PrivateKey, items: list[Prepared]
     # At rest: from an acknowledged append to its entry in the tree (its inclusion proof can be made).
     with _pg_ledger(_database(admin, f"delay{tag}"), key, "background") as led:
         led.append_prepared(pop.prepared(10))
-        samples = []
+        delays: list[float] = []
         for item in pop.prepared(100):
             seq = led.append_prepared([item])[0].seq
             t = time.perf_counter()
             while led.store.size() <= seq:
                 time.sleep(0.0005)
-            samples.append(time.perf_counter() - t)
+            delays.append(time.perf_counter() - t)
             time.sleep(0.02)
-    lat = percentiles(samples)
+    lat = percentiles(delays)
     out["delay_p50"], out["delay_p99"] = lat["p50_ms"], lat["p99_ms"]
     return out
 
@@ -593,7 +595,7 @@ def postgres_main(quick: bool = True) -> list[dict]:
                   + ", ".join(f"{k} {v:,.1f}" for k, v in passes[-1].items()), file=sys.stderr, flush=True)
     best = {k: max(p[k] for p in passes) for k in passes[0] if not k.endswith(("_p50", "_p99", "_cpu_us"))}
     for k in ("one", "background", "inline", "delay"):
-        fastest = min(passes, key=lambda p, k=k: p[f"{k}_p50"])
+        fastest = min(passes, key=itemgetter(f"{k}_p50"))
         best[f"{k}_p50"], best[f"{k}_p99"] = fastest[f"{k}_p50"], fastest[f"{k}_p99"]
     best["full_cpu_us"] = min(p["full_cpu_us"] for p in passes)
 

@@ -119,7 +119,7 @@ def backend_plan_anchor(engine: Engine, timeout_s: float) -> float | None:
     return time.perf_counter() - start
 
 
-def incremental(engine: Engine, n_new: int, seed: int) -> float:
+def incremental(engine: Engine, n_new: int, seed: int) -> tuple[float, int, dict[str, float]]:
     """Mark everything stored as evaluated, add ``n_new`` later events, time one run."""
     pack_ids = [r.id for r in engine.pack.rules]
     with engine.conn:

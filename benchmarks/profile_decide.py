@@ -100,12 +100,10 @@ def profile(n: int = 3000) -> str:
         log.flush()
         # the writer's real per-entry cost: one batch of its SQLite insert, measured on this thread
         entries = [{**entry, "decision_id": f"{i:036d}"} for i in range(2000)]
-        conn = log._connect()
         start = time.thread_time_ns()
         for i in range(0, len(entries), 256):
-            log._write(conn, entries[i:i + 256])
+            log.store.write(entries[i:i + 256])  # what the writer thread does with each batch
         writer_us = (time.thread_time_ns() - start) / len(entries) / 1000
-        conn.close()
         engine_us = dict(rows)["engine: evaluate (RegorusEngine.evaluate, whole)"]
         out.append(f"decide, whole (thread CPU, best of 5 × {n}): {whole:8.1f} µs")
         out.append(f"  of which engine evaluate:                   {engine_us:8.1f} µs "

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import click
@@ -34,6 +35,10 @@ from provenance.witness import CosignatureVerifier, verify_witnessed
 from server.ledger import ledger_from_settings
 from server.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from cli.operator import Operator
+    from server.bootstrap import SystemKeys
+
 AUDITOR_ROLE = "auditor"
 
 
@@ -53,7 +58,7 @@ def _when(value: str | None, tz: str, *, end: bool) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=ZoneInfo(tz))
 
 
-def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str | None) -> str:
+def _citizen(settings: Settings, keys: SystemKeys, national_id: str | None, ref: str | None) -> str:
     if bool(national_id) == bool(ref):
         raise CliFailure("give exactly one of --national-id or --citizen-ref")
     if ref:
@@ -66,17 +71,17 @@ def _citizen(settings: Settings, keys: object, national_id: str | None, ref: str
         return ref
     if national_id == "-":
         national_id = sys.stdin.readline()
-    return contracts.citizen_ref(national_id or "", keys.blind_index)  # type: ignore[attr-defined]
+    return contracts.citizen_ref(national_id or "", keys.blind_index)
 
 
-def _record_query(ledger: provenance.Ledger, kind: str, operator: object, ref: str | None, query: str) -> None:
-    ev = contracts.ProvenanceEvent(
-        type=kind,
-        actor={"id": operator.id, "type": "auditor", "roles": list(operator.roles)},  # type: ignore[attr-defined]
-        via={"system": "ztcp-cli", "channel": "cli"},
-        citizen_ref=ref,
-        query=query,
-    )
+def _record_query(ledger: provenance.Ledger, kind: str, operator: Operator, ref: str | None, query: str) -> None:
+    ev = contracts.ProvenanceEvent.model_validate({
+        "type": kind,
+        "actor": {"id": operator.id, "type": "auditor", "roles": list(operator.roles)},
+        "via": {"system": "ztcp-cli", "channel": "cli"},
+        "citizen_ref": ref,
+        "query": query,
+    })
     provenance.Recorder(ledger).record(ev)  # raises LedgerUnavailable → exit 2, nothing shown
 
 
@@ -146,7 +151,7 @@ def _traced(
         from provenance.timestamp import TimeBounds, TsaVerifier
 
         bounds = TimeBounds.load(ledger, settings.timestamps_dir, TsaVerifier.from_pem_file(settings.tsa_ca_file))
-    return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id,  # type: ignore[attr-defined]
+    return trace_citizen(ledger, ref, lo, hi, checkpoint=cp, auditor=operator.id,
                          time_bounds=bounds), ledger
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cli.errors import EXIT_INPUT, EXIT_INTEGRITY, CliFailure
 from cli.tables import print_table
-from demo.seed import MAX_CITIZENS, MAX_DAYS
+from demo.seed import MAX_CITIZENS, MAX_DAYS, Phases
 from server.settings import load_settings
 
 
@@ -48,14 +48,14 @@ class _SeedCommand(click.Command):
             raise CliFailure(f"{exc.format_message()} (see: ztcp demo seed --help)", EXIT_INPUT) from None
 
 
-class _RichPhases:
+class _RichPhases(Phases):
     """One progress bar per phase (on stderr, so --json output stays clean)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def phase(self, name: str, total: int | None):  # type: ignore[no-untyped-def]
+    def phase(self, name: str, total: int | None) -> Callable[[int], None]:
         task = self.progress.add_task(name, total=total)
         self.tasks[name] = task
         return lambda n: self.progress.advance(task, n)

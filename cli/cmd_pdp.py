@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from cli.errors import EXIT_DENIED, EXIT_OK, fail
 from cli.tables import print_table
-from contracts.decision import DecisionRequest
+from contracts.decision import Decision, DecisionRequest
 from server.runtime import Runtime
 from server.settings import load_settings
 
@@ -69,7 +70,7 @@ def decide(input_path: str, explain: bool, as_json: bool) -> None:
     sys.exit(EXIT_OK if decision.effect == "permit" else EXIT_DENIED)
 
 
-def _print(decision, entry) -> None:  # type: ignore[no-untyped-def]
+def _print(decision: Decision, entry: dict[str, Any] | None) -> None:
     from rich.console import Console
     from rich.table import Table
 

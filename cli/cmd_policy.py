@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -33,11 +34,14 @@ from policy import (
 from policy.diff import changed_files
 from server.settings import Settings, load_settings
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 OFFICER_ROLE = "security_officer"
 DECISION_LOG_NAME = "decisions.db"  # server.runtime keeps the decision log at ZTCP_HOME/decisions.db
 
 
-def _token_option(fn):  # type: ignore[no-untyped-def]
+def _token_option(fn: Callable[P, R]) -> Callable[P, R]:
     return click.option(
         "--token",
         "token",

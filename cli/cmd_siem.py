@@ -112,7 +112,7 @@ def list_rules(as_json: bool, config_path: Path | None) -> None:
     for col in ("name", "level", "type", "logsource", "title"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["level"], r["type"], ", ".join(r["logsource"]), r["title"])
+        table.add_row(str(r["name"]), str(r["level"]), str(r["type"]), ", ".join(r["logsource"]), str(r["title"]))
     print_table(table, _console())
 
 

@@ -26,7 +26,7 @@ class CliFailure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares a per-class code; ours is per failure
 
     def show(self, file: Any = None) -> None:
         click.echo(f"ztcp: error: {self.format_message()}", err=True)

@@ -58,17 +58,17 @@ def _citizen(console: Console, form: dict[str, str]) -> str:
 
 def _record(console: Console, ctx: Ctx, s: Session, kind: str, ref: str, query: str,
             alert_id: str | None = None) -> None:
-    event = contracts.ProvenanceEvent(
-        type=kind,
+    event = contracts.ProvenanceEvent.model_validate({
+        "type": kind,
         # An auditor's query is an auditor's; a SOC analyst tracing from an alert is staff.
-        actor={"id": s.subject, "type": "auditor" if "auditor" in s.roles else "staff", "roles": list(s.roles),
+        "actor": {"id": s.subject, "type": "auditor" if "auditor" in s.roles else "staff", "roles": list(s.roles),
                "unit": s.org_unit},
-        via={"system": "ztcp-console", "channel": "console", "ip": console.client_ip(ctx.request)},
-        citizen_ref=ref,
-        query=query,
+        "via": {"system": "ztcp-console", "channel": "console", "ip": console.client_ip(ctx.request)},
+        "citizen_ref": ref,
+        "query": query,
         # A SOC analyst's reason to look, named in the record: the alert under investigation.
-        purpose={"code": "alert_investigation", "case_id": alert_id} if alert_id else None,
-    )
+        "purpose": {"code": "alert_investigation", "case_id": alert_id} if alert_id else None,
+    })
     console.runtime.recorder.record(event)  # durable before anything is shown; raises if it cannot be
 
 

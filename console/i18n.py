@@ -53,7 +53,7 @@ def _match(tag: str) -> str | None:
 def negotiate(accept_language: str | None, cookie: str | None) -> str:
     """The cookie (the user's explicit choice) wins; then Accept-Language by q-value; then English."""
     if cookie in LOCALES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     ranked: list[tuple[float, int, str]] = []
     for i, part in enumerate((accept_language or "")[:512].split(",")):
         tag, _, params = part.partition(";")

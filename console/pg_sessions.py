@@ -123,7 +123,7 @@ class PostgresSessionStore:
                       "ORDER BY last_seen LIMIT %s)", (count - self.max_sessions + 1,), fetch=False)
         self._run("INSERT INTO console_sessions (id_hash, sealed, created, last_seen) VALUES (%s, %s, %s, %s)",
                   (key_id, _seal(raw, key_id, self._doc(session)), session.created, session.last_seen), fetch=False)
-        session._handle = (raw, key_id)  # type: ignore[attr-defined]  # for save(); never stored
+        session._handle = (raw, key_id)  # for save(); never stored
         return raw
 
     @staticmethod
@@ -147,7 +147,7 @@ class PostgresSessionStore:
             return None
         doc["roles"] = tuple(doc["roles"])
         session = Session(**doc, created=created, last_seen=now)
-        session._handle = (raw, key_id)  # type: ignore[attr-defined]
+        session._handle = (raw, key_id)
         if now - last_seen >= self.touch_seconds:
             self._run("UPDATE console_sessions SET last_seen = greatest(last_seen, %s) WHERE id_hash = %s",
                       (now, key_id), fetch=False)
@@ -155,7 +155,7 @@ class PostgresSessionStore:
 
     def save(self, session: Session) -> None:
         """Write back a session changed in place (a re-minted token, new roles)."""
-        handle = getattr(session, "_handle", None)
+        handle = session._handle
         if handle is None:
             return
         raw, key_id = handle

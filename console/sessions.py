@@ -40,6 +40,9 @@ class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     created: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
+    # A store's own handle on the stored session (PostgreSQL: the raw id and its hash), for save();
+    # never itself stored, shown or compared.
+    _handle: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def csrf_ok(self, presented: str | None) -> bool:
         return bool(presented) and hmac.compare_digest(self.csrf.encode(), str(presented).encode())

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -91,7 +91,15 @@ INJURIES = ("左手腕骨折", "腰椎挫傷", "右手指切斷傷", "職業性�
             "肩關節脫臼")
 DIAGNOSES = ("S62.1", "S33.5", "S68.1", "H83.3", "S06.0", "S83.5", "T26.5", "S43.0")
 
-AGENCIES = (
+class Agency(TypedDict):
+    id: str
+    name: str
+    fields: list[str]
+    legal_basis: str
+    status: str  # approved | suspended
+
+
+AGENCIES: tuple[Agency, ...] = (
     {"id": "agency-tax", "name": "財政部財政資訊中心",
      "fields": ["name", "address", "insurance_type", "insured_salary"], "legal_basis": "TCA-Art-30",
      "status": "approved"},
@@ -414,7 +422,8 @@ def write_tables(engine: sa.Engine, key_provider: Any, bureau: Bureau, *, force:
         if name in existing:
             with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP TABLE "{name}"'))
-        cols = [sa.Column("id", sa.Integer, primary_key=True), sa.Column("citizen_ref", sa.String(80), index=True)]
+        cols: list[sa.Column[Any]] = [sa.Column("id", sa.Integer, primary_key=True),
+                                      sa.Column("citizen_ref", sa.String(80), index=True)]
         cols += [sa.Column(c, sa.Text) for c in (*t["protected"], *t["plain"])]
         table = sa.Table(name, md, *cols)
         table.create(engine)

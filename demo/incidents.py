@@ -230,7 +230,8 @@ class Incidents:
             add(fraud.at + 5 * 3600 + n * 20 * 60, redirect)
 
         take = inc["account_takeover"]
-        officer, case, injury = self._takeover  # type: ignore[misc]
+        assert self._takeover is not None  # chosen with the incidents
+        officer, case, injury = self._takeover
 
         def in_office(w: World) -> None:
             r = w.read(officer, "insured_persons", case.citizen, ["name", "address"], "benefit_review", case.id)

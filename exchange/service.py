@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -73,6 +73,11 @@ from exchange.crypto import (
 )
 from exchange.errors import ExchangeError, ExchangeInputError, ExchangeIntegrityError, ExchangeRefused
 from exchange.store import ExchangeStore, Transfer
+from pdp.point import DecisionPoint
+from pdp.tokens import DecisionTokenVerifier
+from provenance import Ledger, Receipt, Recorder
+from provenance.store import Prepared
+from provenance.timestamp import TsaClient, TsaVerifier
 
 log = logging.getLogger("ztcp.exchange")
 
@@ -112,12 +117,14 @@ class ExchangeConfig:
 
 
 class ExchangeService:
-    def __init__(self, *, point: Any, recorder: Any, ledger: Any, readers: Callable[[str], Any],
-                 decision_verifier: Any, key_provider: Any, blind_index_key: Callable[[], bytes],
-                 registers: Callable[[], dict], signer: Signer, store: ExchangeStore,
-                 tsa: Any = None, tsa_verifier: Any = None, config: ExchangeConfig | None = None,
-                 clock: Callable[[], float] = time.time, classification: Callable[[str], str | None] | None = None,
-                 key_audit: Any = None) -> None:
+    def __init__(self, *, point: DecisionPoint, recorder: Recorder, ledger: Ledger,
+                 readers: Callable[[str], keymgmt.ProtectedReader | None],
+                 decision_verifier: DecisionTokenVerifier, key_provider: keymgmt.KeyProvider,
+                 blind_index_key: Callable[[], bytes], registers: Callable[[], dict[str, Any]], signer: Signer,
+                 store: ExchangeStore, tsa: TsaClient | None = None, tsa_verifier: TsaVerifier | None = None,
+                 config: ExchangeConfig | None = None, clock: Callable[[], float] = time.time,
+                 classification: Callable[[str], str | None] | None = None,
+                 key_audit: keymgmt.KeyAuditLog | None = None) -> None:
         self.point = point
         self.recorder = recorder
         self.ledger = ledger
@@ -145,7 +152,7 @@ class ExchangeService:
     def all_agreements(self) -> list[register.Agreement]:
         return register.agreements((self.registers() or {}).get("agreements"))
 
-    def _record(self, **fields: Any) -> Any:
+    def _record(self, **fields: Any) -> Receipt:
         fields.setdefault("time", self.now())
         fields.setdefault("via", {"system": SYSTEM, "channel": "exchange"})
         return self.recorder.record(contracts.ProvenanceEvent(**fields))
@@ -170,7 +177,7 @@ class ExchangeService:
             raise ExchangeRefused(f"{what}: {', '.join(decision.reasons)}; nothing sent", list(decision.reasons))
         return decision
 
-    def _reader(self, dataset: str) -> Any:
+    def _reader(self, dataset: str) -> keymgmt.BatchReader:
         reader = self.readers(dataset)
         if reader is None:
             raise ExchangeRefused(f"no protected dataset {dataset!r} in this installation", ["unknown_dataset"])
@@ -216,7 +223,7 @@ class ExchangeService:
             raise ExchangeInputError("--fields: no fields to send")
         transfer_id = "xfer_" + uuid_utils.uuid7().hex
         if self.tsa is not None and self.config.tsa_policy == "refuse":
-            self._probe_tsa(transfer_id)
+            self._probe_tsa(self.tsa, transfer_id)
         decision = self._decide(op, agreement, wanted)
         grant = batch.open(decision.token, decision.permitted_fields, {"type": "agency", "id": agreement.agency},
                            now=self.clock())
@@ -263,11 +270,12 @@ class ExchangeService:
         _write_new(marker, transfer_id.encode())
         return self._run(t, op, (batch, grant, decision), progress, stop, resumed=False)
 
-    def _probe_tsa(self, transfer_id: str) -> None:
+    @staticmethod
+    def _probe_tsa(tsa: TsaClient, transfer_id: str) -> None:
         from provenance.timestamp import TsaUnavailable
 
         try:
-            self.tsa.stamp(b"ztcp-exchange-probe " + transfer_id.encode())
+            tsa.stamp(b"ztcp-exchange-probe " + transfer_id.encode())
         except TsaUnavailable as exc:
             raise ExchangeRefused(f"{exc}; nothing sent (ZTCP_EXCHANGE_TSA_UNAVAILABLE=refuse)",
                                   ["tsa_unavailable"]) from None
@@ -403,16 +411,16 @@ class ExchangeService:
         seen: set[tuple[int, Any]] = set()
         pk = batch.table.spec.pk
         for r in rows:
-            line = by_bidx.get(r.get(bcol)) if bcol and r.get(bcol) in by_bidx else by_ref.get(r.get(ref_col))
-            if line is None:
+            hit = by_bidx.get(r.get(bcol)) if bcol and r.get(bcol) in by_bidx else by_ref.get(r.get(ref_col))
+            if hit is None:
                 continue
-            if ref_col is not None and r.get(ref_col) != ref_of[line]:
+            if ref_col is not None and r.get(ref_col) != ref_of[hit]:
                 log.warning("transfer %s: a row's citizen_ref does not match its blind index; skipped", transfer_id)
                 continue
-            if (line, r[pk]) in seen:
+            if (hit, r[pk]) in seen:
                 continue
-            seen.add((line, r[pk]))
-            matched.append((line, r[pk], r))
+            seen.add((hit, r[pk]))
+            matched.append((hit, r[pk], r))
         matched.sort(key=lambda m: (m[0], str(m[1])))
         found_lines = {m[0] for m in matched}
         make = factory.for_time(self.now())
@@ -442,7 +450,7 @@ class ExchangeService:
         _write_new(out / SIGNATURE, token.encode())
         stamp_status = "none"
         if self.tsa is not None:
-            stamp_status = "stamped" if self._stamp(out, token) else "pending"
+            stamp_status = "stamped" if self._stamp(self.tsa, out, token) else "pending"
         record_sha = hashlib.sha256(record_bytes).hexdigest()
         receipt = self._record(
             type="exchange.transfer", actor=op.actor(), dataset=record.dataset, fields=record.fields,
@@ -475,11 +483,12 @@ class ExchangeService:
                                   ["tsa_unavailable"])
         return summary
 
-    def _stamp(self, out: Path, token: str) -> bool:
+    @staticmethod
+    def _stamp(tsa: TsaClient, out: Path, token: str) -> bool:
         from provenance.timestamp import TsaUnavailable
 
         try:
-            reply = self.tsa.stamp(jws_signature(token))
+            reply = tsa.stamp(jws_signature(token))
         except TsaUnavailable as exc:
             log.warning("transfer record in %s not time-stamped: %s", out, exc)
             return False
@@ -522,7 +531,7 @@ class ExchangeService:
             sig = out / SIGNATURE
             if not sig.exists() or (out / STAMP).exists():
                 continue
-            if self._stamp(out, sig.read_text().strip()):
+            if self._stamp(self.tsa, out, sig.read_text().strip()):
                 self.store.update(t.transfer_id, timestamp_status="stamped")
                 done += 1
         return done
@@ -624,11 +633,11 @@ class ExchangeService:
         ex = {"agency": agreement.agency, "agreement_id": agreement.id, "transfer_id": claims.transfer_id,
               "direction": "inbound", "payload_sha256": digest}
         now = self.now()
-        events = [contracts.ProvenanceEvent(
-            time=now, type="pii.receive", actor=op.actor(), via={"system": SYSTEM, "channel": "exchange"},
-            citizen_ref=ref, dataset=agreement.dataset, fields=list(agreement.fields),
-            purpose={"code": agreement.purpose, "legal_basis": agreement.legal_basis}, exchange=ex,
-            event_id=_event_id(claims.transfer_id, 0, ref)) for ref in refs]
+        events = [contracts.ProvenanceEvent.model_validate({
+            "time": now, "type": "pii.receive", "actor": op.actor(), "via": {"system": SYSTEM, "channel": "exchange"},
+            "citizen_ref": ref, "dataset": agreement.dataset, "fields": list(agreement.fields),
+            "purpose": {"code": agreement.purpose, "legal_basis": agreement.legal_basis}, "exchange": ex,
+            "event_id": _event_id(claims.transfer_id, 0, ref)}) for ref in refs]
         receipts = self.recorder.record_many(events) if events else []
         summary = self._record(type="exchange.inbound", actor=op.actor(),
                                dataset=agreement.dataset, exchange={**ex, "citizens": len(refs)})
@@ -735,11 +744,11 @@ class _LedgerAppender:
     """``record_many`` of prepared rows straight into the ledger: one durable transaction per chunk
     (a chunk is a group already; the Recorder's group commit would only add a copy)."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def record_many(self, prepared: list) -> list:
-        return self.ledger.append_prepared(prepared)
+    def record_many(self, events: Sequence[Prepared]) -> list[Receipt]:
+        return self.ledger.append_prepared(events)
 
 
 def _merge_seqs(ranges: list, seqs: list[int]) -> list[list[int]]:

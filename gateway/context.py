@@ -193,7 +193,7 @@ def _valid_id(value: str) -> bool:
     return True
 
 
-def _geo(raw: str | None) -> dict | None:
+def _geo(raw: str | None) -> dict[str, float] | None:
     if raw is None:
         return None
     lat, sep, lon = raw.partition(",")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,7 @@ from gateway.obligations import applied, check_obligations, max_rows, step_up_ma
 from gateway.problems import db_down, deny, invalid, provider_down, refused, step_up
 from pdp.identity import SubjectIdentity
 from pdp.problems import Problem
+from provenance import Receipt, StoredEntry
 
 log = logging.getLogger("ztcp.gateway")
 
@@ -54,11 +55,11 @@ class DecisionPoint(Protocol):
 
 
 class Recorder(Protocol):
-    def record(self, event: Any) -> Any: ...
+    def record(self, event: contracts.ProvenanceEvent) -> Receipt: ...
 
 
 class Ledger(Protocol):
-    def get_by_event_ids(self, ids: list[str]) -> dict[str, Any]: ...
+    def get_by_event_ids(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,15 @@ class _Capture:
 
     def __init__(self, inner: Recorder) -> None:
         self.inner = inner
-        self.receipts: list[Any] = []
+        self.receipts: list[Receipt] = []
 
-    def record(self, event: Any) -> Any:
+    def record(self, event: contracts.ProvenanceEvent) -> Receipt:
         receipt = self.inner.record(event)
         if getattr(event, "type", None) != "pii.denied":
             self.receipts.append(receipt)
         return receipt
 
-    def provenance(self) -> dict:
+    def provenance(self) -> dict[str, Any]:
         """The first recorded event's id and ledger seq (None when nothing was recorded)."""
         first = self.receipts[0] if self.receipts else None
         return {"event_id": first.event_id if first else None, "seq": first.seq if first else None}
@@ -121,7 +122,7 @@ class Gateway:
 
     # -- the four operations ----------------------------------------------------------------------
     def read(self, caller: Caller, dataset: str, record_id: str, names: list[str], purpose: str,
-             case_id: str | None) -> dict:
+             case_id: str | None) -> dict[str, Any]:
         """One record's permitted fields, masked; the ``pii.read`` is durable before any decryption."""
         reader, resource = self.open_record(dataset, record_id, names, "query.fields")
         purpose_doc = {"code": purpose, "case_id": case_id}
@@ -143,7 +144,7 @@ class Gateway:
             "provenance": recorded,
         }
 
-    def search(self, caller: Caller, dataset: str, body: SearchRequest) -> dict:
+    def search(self, caller: Caller, dataset: str, body: SearchRequest) -> dict[str, Any]:
         """Exact lookup through the blind index, decided as ``search`` and recorded as ``pii.search``."""
         reader = self.reader_for(dataset)
         if body.column not in reader.table.spec.blind_index:
@@ -174,7 +175,7 @@ class Gateway:
             "provenance": recorded,
         }
 
-    def update(self, caller: Caller, dataset: str, record_id: str, body: UpdateRequest) -> dict:
+    def update(self, caller: Caller, dataset: str, record_id: str, body: UpdateRequest) -> dict[str, Any]:
         """Change fields of one record; the ``pii.update`` (names, never values) is durable before the write."""
         names = sorted(body.values)
         reader, resource = self.open_record(dataset, record_id, names, "values", changes=True)
@@ -189,7 +190,8 @@ class Gateway:
                           reasons=["fields_not_permitted"])
         try:
             # The same check the decryption gate makes: the token is this decision's, for this change.
-            claims = pdp.verify_decision_token(decision.token, self.decision_verifier, now=self.clock())
+            # (a permit always carries a token; none is refused as malformed, never a crash)
+            claims = pdp.verify_decision_token(decision.token or "", self.decision_verifier, now=self.clock())
         except pdp.DecisionTokenError as exc:
             raise Problem(403, "Refused", exc.reason, type_="urn:ztcp:problem:refused",
                           decision_id=decision.decision_id, reasons=[exc.reason]) from None
@@ -207,11 +209,11 @@ class Gateway:
             except contracts.InvalidBankAccount as exc:
                 raise invalid(f"values.{BANK_ACCOUNT_FIELD}", str(exc)) from None
         try:
-            receipt = self.recorder.record(contracts.ProvenanceEvent(
-                time=self._now(), type="pii.update", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=resource["citizen_ref"], dataset=dataset,
-                record_id=record_id, fields=names, purpose=purpose_doc, decision_id=decision.decision_id,
-                effect="permit", bank_account_ref=account_ref))
+            receipt = self.recorder.record(contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.update", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": resource["citizen_ref"],
+                "dataset": dataset, "record_id": record_id, "fields": names, "purpose": purpose_doc,
+                "decision_id": decision.decision_id, "effect": "permit", "bank_account_ref": account_ref}))
         except ValidationError:
             raise invalid("purpose", "refused by the provenance schema (values shaped like a national ID or "
                                      "phone number are not allowed)") from None
@@ -238,7 +240,7 @@ class Gateway:
             "provenance": {"event_id": receipt.event_id, "seq": receipt.seq},
         }
 
-    def disclose(self, caller: Caller, body: DisclosureRequest) -> dict:
+    def disclose(self, caller: Caller, body: DisclosureRequest) -> dict[str, Any]:
         """Record that data left the agency (``pii.disclose``), decided with the recipient first."""
         _, resource = self.open_record(body.dataset, body.record_id, list(body.fields), "fields")
         citizen_ref = resource["citizen_ref"]
@@ -249,11 +251,12 @@ class Gateway:
                                 recipient=body.recipient.model_dump(include={"type", "id"}))
         fields = [f for f in body.fields if f in set(decision.permitted_fields)]
         try:
-            event = contracts.ProvenanceEvent(
-                time=self._now(), type="pii.disclose", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=citizen_ref, dataset=body.dataset,
-                record_id=body.record_id, fields=fields, purpose=purpose_doc, decision_id=decision.decision_id,
-                effect="permit", recipient=body.recipient.model_dump(exclude_none=True), derived_from=sources)
+            event = contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.disclose", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": citizen_ref,
+                "dataset": body.dataset, "record_id": body.record_id, "fields": fields, "purpose": purpose_doc,
+                "decision_id": decision.decision_id, "effect": "permit",
+                "recipient": body.recipient.model_dump(exclude_none=True), "derived_from": sources})
         except ValidationError as exc:
             loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else "body"
             raise invalid(loc or "body", "refused by the provenance schema (values shaped like a national "
@@ -284,7 +287,7 @@ class Gateway:
         return reader
 
     def open_record(self, dataset: str, record_id: str, fields: list[str], where: str, *,
-                    changes: bool = False) -> tuple[keymgmt.ProtectedReader, dict]:
+                    changes: bool = False) -> tuple[keymgmt.ProtectedReader, dict[str, Any]]:
         """What every one-record operation does before asking the PDP: the dataset's reader, ``fields``
         checked (named ``where`` in errors; a change may not touch the primary key), the record
         fetched and described as the decision's resource."""
@@ -298,15 +301,15 @@ class Gateway:
                                      "citizen_ref": row[column] if column else None, "fields": fields})
         return reader, resource
 
-    def decided(self, caller: Caller, resource: dict, action: str, purpose: dict,
-                recipient: dict | None = None) -> Decision:
+    def decided(self, caller: Caller, resource: dict[str, Any], action: str, purpose: dict[str, Any],
+                recipient: dict[str, Any] | None = None) -> Decision:
         """The decision point's answer for this caller, settled: only a usable permit returns."""
         decision = self._decide(caller, resource, action, purpose, recipient)
         self._settle(decision, caller, resource, purpose)
         return decision
 
-    def _decide(self, caller: Caller, resource: dict, action: str, purpose: dict,
-                recipient: dict | None) -> Decision:
+    def _decide(self, caller: Caller, resource: dict[str, Any], action: str, purpose: dict[str, Any],
+                recipient: dict[str, Any] | None) -> Decision:
         try:
             request = DecisionRequest.model_validate({
                 "subject_token": caller.token, "device": caller.device.model_dump(),
@@ -321,7 +324,7 @@ class Gateway:
             raise invalid(loc, "invalid") from None
         return self.point.decide(request, caller=CALLER)
 
-    def _settle(self, decision: Decision, caller: Caller, resource: dict, purpose: dict) -> None:
+    def _settle(self, decision: Decision, caller: Caller, resource: dict[str, Any], purpose: dict[str, Any]) -> None:
         subject = caller.subject
         if decision.effect == "step_up":
             if subject.auth_method in step_up_methods(decision) and not self._sign_in_too_old(decision, subject):
@@ -347,15 +350,17 @@ class Gateway:
         signed_in = subject.auth_time or subject.issued_at
         return signed_in is None or self.clock() - signed_in > max_age
 
-    def _denied_event(self, caller: Caller, decision: Decision, resource: dict, purpose: dict) -> None:
+    def _denied_event(self, caller: Caller, decision: Decision, resource: dict[str, Any],
+                      purpose: dict[str, Any]) -> None:
         """Best effort: the trace shows refused attempts too (the decision log has them regardless)."""
         try:
-            self.recorder.record(contracts.ProvenanceEvent(
-                time=self._now(), type="pii.denied", actor=_actor(caller.subject),
-                via={"system": SYSTEM, **via(caller.context)}, citizen_ref=resource.get("citizen_ref"),
-                dataset=resource["dataset"], record_id=resource.get("record_id"), fields=resource.get("fields", []),
-                purpose={k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
-                decision_id=decision.decision_id, effect="deny"))
+            self.recorder.record(contracts.ProvenanceEvent.model_validate({
+                "time": self._now(), "type": "pii.denied", "actor": _actor(caller.subject),
+                "via": {"system": SYSTEM, **via(caller.context)}, "citizen_ref": resource.get("citizen_ref"),
+                "dataset": resource["dataset"], "record_id": resource.get("record_id"),
+                "fields": resource.get("fields", []),
+                "purpose": {k: v for k, v in purpose.items() if v} if purpose.get("code") else None,
+                "decision_id": decision.decision_id, "effect": "deny"}))
         except Exception as exc:  # noqa: BLE001 - the refusal stands whether or not this is recorded
             log.warning("pii.denied for decision %s not recorded: %s", decision.decision_id, type(exc).__name__)
 
@@ -367,7 +372,7 @@ class Gateway:
         subject token says of them (unit, roles), so the auditor sees "who, which unit"."""
         base = reader.event_factory
 
-        def factory(**fields: Any) -> Any:
+        def factory(**fields: Any) -> contracts.ProvenanceEvent:
             actor = fields.get("actor")
             if isinstance(actor, dict) and actor.get("id") == subject.id:
                 fields["actor"] = {**actor, **_actor(subject)}
@@ -376,7 +381,7 @@ class Gateway:
         return keymgmt.ProtectedReader(reader.table, reader.verifier, capture, reader.audit, system=SYSTEM,
                                        event_factory=factory)
 
-    def _classified(self, resource: dict) -> dict:
+    def _classified(self, resource: dict[str, Any]) -> dict[str, Any]:
         # Declare the register's classification so the decision log shows what the policy applied.
         cls = self.classification(resource["dataset"]) if self.classification else None
         if cls in ("public", "internal", "personal", "special"):
@@ -435,7 +440,7 @@ def _gate_errors(decision: Decision) -> Iterator[None]:
         raise db_down(exc) from None
 
 
-def _fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict:
+def _fetch(reader: keymgmt.ProtectedReader, record_id: str) -> dict[str, Any]:
     table = reader.table
     pk: object = record_id
     try:
@@ -463,7 +468,7 @@ def _check_fields(reader: keymgmt.ProtectedReader, fields: list[str], where: str
         raise invalid(where, f"unknown field(s) in {spec.dataset}: {', '.join(unknown)}")
 
 
-def _actor(subject: SubjectIdentity) -> dict:
+def _actor(subject: SubjectIdentity) -> dict[str, Any]:
     actor: dict[str, Any] = {"id": subject.id, "type": _ACTOR_TYPES.get(subject.type, "staff"),
                              "roles": list(subject.roles)}
     if subject.org_unit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from contracts.decision import Decision
 from pdp.problems import Problem
 
@@ -48,7 +50,7 @@ def max_rows(decision: Decision) -> int | None:
     return min(limits) if limits else None
 
 
-def applied(decision: Decision, returned: set[str], event_id: str | None, rows: int) -> list[dict]:
+def applied(decision: Decision, returned: set[str], event_id: str | None, rows: int) -> list[dict[str, Any]]:
     out = []
     for o in decision.obligations:
         kind = o.get("type")

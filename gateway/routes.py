@@ -97,7 +97,7 @@ def create_router(gateway: Gateway, verifier: Any, resolver: ContextResolver | N
                                       description="purpose code")],
         case_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=NAME_PATTERN)] = None,
         subject: SubjectIdentity = Depends(subject_dep),
-    ) -> dict:
+    ) -> dict[str, Any]:
         names = parse_fields(fields)
         return gateway.read(_caller(request, response, subject), dataset, record_id, names, purpose, case_id)
 
@@ -109,7 +109,7 @@ def create_router(gateway: Gateway, verifier: Any, resolver: ContextResolver | N
         dataset: PathName,
         body: Annotated[SearchRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
-    ) -> dict:
+    ) -> dict[str, Any]:
         return gateway.search(_caller(request, response, subject), dataset, body)
 
     @router.patch("/v1/records/{dataset}/{record_id}", responses=_ERRORS,
@@ -121,7 +121,7 @@ def create_router(gateway: Gateway, verifier: Any, resolver: ContextResolver | N
         record_id: PathName,
         body: Annotated[UpdateRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
-    ) -> dict:
+    ) -> dict[str, Any]:
         return gateway.update(_caller(request, response, subject), dataset, record_id, body)
 
     @router.post("/v1/disclosures", status_code=201, responses=_ERRORS,
@@ -131,7 +131,7 @@ def create_router(gateway: Gateway, verifier: Any, resolver: ContextResolver | N
         response: Response,
         body: Annotated[DisclosureRequest, Body()],
         subject: SubjectIdentity = Depends(subject_dep),
-    ) -> dict:
+    ) -> dict[str, Any]:
         return gateway.disclose(_caller(request, response, subject), body)
 
     return router

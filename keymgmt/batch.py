@@ -21,7 +21,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -79,7 +79,7 @@ class BatchReader:
         if not token:
             self._refused("missing_token", None)
         try:
-            claims = pdp.verify_decision_token(token, self.verifier, now=now)  # type: ignore[arg-type]
+            claims = pdp.verify_decision_token(token, self.verifier, now=now)
         except pdp.DecisionTokenError as exc:
             self._refused(exc.reason, None)
         if claims.action != "disclose":
@@ -256,7 +256,7 @@ class BatchReader:
         if grant not in self._grants:
             raise KeyMgmtError("this batch grant was not opened by this reader")
 
-    def _refused(self, reason: str, claims: Any, *, detail: str = "", count: int = 1) -> Any:
+    def _refused(self, reason: str, claims: Any, *, detail: str = "", count: int = 1) -> NoReturn:
         if self.audit is not None:
             with contextlib.suppress(KeyMgmtError):
                 self.audit.record(type="key.decrypt_refused", actor=claims.subject if claims else self.actor,

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, Required, TypedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -95,10 +95,12 @@ class _KeyEntry(TypedDict):
     versions: dict[str, _VersionEntry]  # by version number, as a string (JSON object keys)
 
 
-class _KeyringState(TypedDict):
-    """The sealed plaintext: every key by name."""
+class _KeyringState(TypedDict, total=False):
+    """The sealed plaintext: every key by name (``keys``, always there), and for a keyring shared
+    through PostgreSQL the write ``generation`` (inside the seal, so an older document put back is seen)."""
 
-    keys: dict[str, _KeyEntry]
+    keys: Required[dict[str, _KeyEntry]]
+    generation: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,8 +411,7 @@ class LocalKeyring:
             rotated_at=datetime.fromisoformat(e["rotated_at"]) if e["rotated_at"] else None,
         )
 
-    @staticmethod
-    def _entry_in(state: _KeyringState, name: str) -> _KeyEntry:
+    def _entry_in(self, state: _KeyringState, name: str) -> _KeyEntry:
         entry = state["keys"].get(name)
         if entry is None:
             raise KeyNotFound(name)

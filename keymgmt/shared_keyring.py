@@ -136,7 +136,7 @@ class SharedKeyring(LocalKeyring):
         if row is None:
             raise KeyMgmtError(f"keyring {self.location} is missing (was the table emptied?)")
         state = self._unseal(bytes(row[0]))
-        generation = int(state.get("generation", 0))  # type: ignore[call-overload]
+        generation = int(state.get("generation", 0))
         if generation < self._generation:
             raise KeyringCorrupt(f"keyring {self.location} went back to an older sealed state (generation "
                                  f"{generation} after {self._generation}): restored or replayed; not used")
@@ -148,9 +148,9 @@ class SharedKeyring(LocalKeyring):
     def _write(self, state: _KeyringState) -> None:
         # A generation inside the seal: the row's version column is outside it, and a database
         # writer could put back an older sealed document (undoing a rotation or a retirement).
-        state["generation"] = self._generation + 1  # type: ignore[typeddict-unknown-key]
+        state["generation"] = self._generation + 1
         self._store(self._seal(state), insert=False)
-        self._generation = state["generation"]  # type: ignore[typeddict-item]
+        self._generation = state["generation"]
         self._state = state
         self._aead_cache.clear()
 
@@ -189,11 +189,11 @@ class SharedKeyring(LocalKeyring):
         conn.rollback()  # not autocommit: end the read's transaction, hold no snapshot between polls
         return int(row[0]) if row else None
 
-    def _entry_in(self, state: _KeyringState, name: str) -> _KeyEntry:  # type: ignore[override]
+    def _entry_in(self, state: _KeyringState, name: str) -> _KeyEntry:
         if name not in state["keys"] and state is self._state and self._conn is None:
             # A read of a key this replica has not seen: another may have created it a moment ago.
             state = self._fresh(force=True)
-        return LocalKeyring._entry_in(state, name)
+        return super()._entry_in(state, name)
 
     def _version_material(self, name: str, key_type: str, version: int | None, *,
                           for_decrypt: bool) -> tuple[int, bytes]:

@@ -104,7 +104,7 @@ class VaultProvider:
             verify=verify,
             cert=client_cert,
             # hvac hands the timeout to requests, which takes seconds as a float; types-hvac says int.
-            timeout=timeout,  # type: ignore[arg-type]
+            timeout=timeout,  # type: ignore[arg-type]  # seconds as a float: types-hvac says int
         )
         if self._role and not token:
             self._login()

@@ -21,7 +21,7 @@ from pdp.problems import Problem
 SCOPE_DECIDE = "pdp:decide"
 SCOPE_AUDIT = "pdp:audit"
 
-_ERRORS = {401: {"description": "missing or invalid caller token"},
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid caller token"},
            403: {"description": "caller lacks the scope"},
            422: {"description": "malformed request (problem+json naming the field)"}}
 
@@ -66,7 +66,7 @@ class FastDecide:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         caller = self._caller(scope["headers"])
-        chunks = []
+        chunks: list[bytes] = []
         more = True
         while more:
             message = await receive()
@@ -82,7 +82,7 @@ class FastDecide:
                 request = DecisionRequest.model_validate(orjson.loads(body))
             except (orjson.JSONDecodeError, ValidationError):
                 request = None
-        if request is None:
+        if request is None or caller is None:  # (no caller: no request either)
             await self.generic(scope, _replay(body, receive), send)
             return
         # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
@@ -140,7 +140,7 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
     @router.get("/v1/decisions/{decision_id}", responses={**_ERRORS, 404: {"description": "unknown id"}},
                 summary="A logged decision (auditor scope)")
     async def get_decision(decision_id: uuid.UUID,
-                           caller: CallerIdentity = Depends(audit_scope)) -> dict:
+                           caller: CallerIdentity = Depends(audit_scope)) -> dict[str, Any]:
         point.log.flush(timeout=2.0)
         entry = point.log.get(str(decision_id))
         if entry is None:

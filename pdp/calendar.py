@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pdp.errors import ConfigurationError
@@ -23,6 +24,9 @@ class BusinessCalendar:
     workdays: frozenset[int] = frozenset({1, 2, 3, 4, 5})
     holidays: frozenset[date] = field(default_factory=frozenset)
     makeup_workdays: frozenset[date] = field(default_factory=frozenset)
+    # Derived in __post_init__, not compared: the zone, and (UTC minute, *at()'s answer) cached.
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+    _minute: tuple[int | None, int, bool, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -39,7 +43,7 @@ class BusinessCalendar:
         minute boundary, which is a UTC minute boundary whenever the zone's offset is whole minutes
         (the cache is used only then). One slot, replaced whole, so threads never see half of it."""
         minute = int(now // 60)
-        cached = self._minute  # type: ignore[attr-defined]
+        cached = self._minute
         if cached[0] == minute:
             return cached[1], cached[2], cached[3]
         moment = datetime.fromtimestamp(now, tz=UTC)
@@ -53,10 +57,10 @@ class BusinessCalendar:
 
     @property
     def zone(self) -> ZoneInfo:
-        return self._zone  # type: ignore[attr-defined]
+        return self._zone
 
     @classmethod
-    def from_config(cls, config: dict | None, default_timezone: str = "Asia/Taipei") -> BusinessCalendar:
+    def from_config(cls, config: dict[str, Any] | None, default_timezone: str = "Asia/Taipei") -> BusinessCalendar:
         config = config or {}
         try:
             return cls(

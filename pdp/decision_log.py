@@ -14,10 +14,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Protocol
 
+from contracts.decision_log import DecisionLogEntry
 from pdp.errors import DecisionLogError, StoreUnavailable
 
 log = logging.getLogger("ztcp.pdp.decision_log")
@@ -30,25 +32,33 @@ class DecisionLogStore(Protocol):
     :class:`pdp.errors.StoreUnavailable` on a database error.
     """
 
-    path: Path | None  # the file, for a file-based driver
+    @property
+    def path(self) -> Path | None:
+        """The file, for a file-based driver."""
+        ...
+
     batch_interval: float  # the writer's pause after each commit (0: none)
 
-    def write(self, entries: Sequence[dict]) -> None:
+    def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Durably store a batch, in one transaction. Idempotent by ``decision_id`` (a retried batch
         adds nothing), and ``seq`` is assigned in commit order, so a cursor never skips an entry."""
         ...
 
-    def get(self, decision_id: str) -> dict | None: ...
+    def get(self, decision_id: str) -> dict[str, Any] | None: ...
 
-    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]: ...
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]: ...
 
-    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]: ...
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict[str, Any]], int]: ...
 
     def cursor(self) -> int:
         """The ``seq`` of the newest entry (0 when empty): ``iter_since(cursor())`` is what comes next."""
         ...
 
     def count(self) -> int: ...
+
+    def count_after(self, cursor: int) -> int:
+        """How many entries have ``seq`` > ``cursor``."""
+        ...
 
     def counts_by_effect(self) -> dict[str, int]: ...
 
@@ -58,7 +68,7 @@ class DecisionLogStore(Protocol):
 class LogSink(Protocol):
     """A secondary destination (Elasticsearch data stream); failures there are retried, not fatal."""
 
-    def write(self, entries: list[dict]) -> None: ...
+    def write(self, entries: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 def open_store(source: Path | str | DecisionLogStore, *, readonly: bool = False,
@@ -87,21 +97,21 @@ class DecisionLogReader:
     def path(self) -> Path | None:
         return self.store.path
 
-    def get(self, decision_id: str) -> dict | None:
+    def get(self, decision_id: str) -> dict[str, Any] | None:
         return self.store.get(decision_id)
 
-    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
         """Entries in decision order: those at or after ``since`` (epoch seconds), or the ``last`` N."""
         return self.store.entries(since=since, last=last)
 
-    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict[str, Any]], int]:
         """Entries after ``cursor`` (a sequence number) and the new cursor."""
         return self.store.iter_since(cursor, limit)
 
     def cursor(self) -> int:
         return self.store.cursor()
 
-    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], int | None]:
+    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict[str, Any]], int | None]:
         """The SIEM feed: ``siem_rules.CallableSource("decisions", "decision", log.events_after)``."""
         start = int(cursor) if cursor not in (None, "") else 0
         entries, new_cursor = self.iter_since(start, limit)
@@ -110,19 +120,11 @@ class DecisionLogReader:
     def last_seq(self) -> int:
         """The newest entry's sequence number (0 when empty): where a new feed that wants only what
         comes next (syslog forwarding) starts."""
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0])
-        finally:
-            conn.close()
+        return self.store.cursor()
 
     def count_after(self, seq: int) -> int:
         """How many entries follow ``seq`` (a feed's backlog)."""
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT count(*) FROM decisions WHERE seq > ?", (seq,)).fetchone()[0])
-        finally:
-            conn.close()
+        return self.store.count_after(seq)
 
     def count(self) -> int:
         return self.store.count()
@@ -146,7 +148,7 @@ class DecisionLog(DecisionLogReader):
                  busy_timeout: float = 5.0) -> None:
         """``store``: a driver, or a SQLite path (``busy_timeout`` applies to it), or a ``postgresql://`` URL."""
         self.store = open_store(store, busy_timeout=busy_timeout)
-        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[DecisionLogEntry | None] = queue.Queue(maxsize=queue_size)
         self._enqueue_timeout = enqueue_timeout
         self._batch_size = batch_size
         self._sinks = sinks or []
@@ -165,7 +167,7 @@ class DecisionLog(DecisionLogReader):
     def healthy(self) -> bool:
         return self._healthy and self._thread.is_alive()
 
-    def submit(self, entry: dict) -> None:
+    def submit(self, entry: DecisionLogEntry) -> None:
         """Queue one entry; raise :class:`DecisionLogError` if it cannot be accepted."""
         if not self.healthy:
             raise DecisionLogError(f"decision log unavailable: {self.last_error or 'writer stopped'}")
@@ -179,17 +181,18 @@ class DecisionLog(DecisionLogReader):
             raise DecisionLogError("decision log queue full (writer cannot keep up)") from None
 
     def _run(self) -> None:
-        pending: list[dict] = []
+        pending: list[DecisionLogEntry] = []
         stopping = False
         while not (stopping and not pending):
             if not pending or self._healthy:
+                item: DecisionLogEntry | None | EllipsisType
                 try:
                     item = self._queue.get(timeout=0.2)
                 except queue.Empty:
                     item = ...
                 if item is None:
                     stopping = True
-                elif item is not ...:
+                elif not isinstance(item, EllipsisType):
                     pending.append(item)
                     while len(pending) < self._batch_size:
                         try:
@@ -254,7 +257,7 @@ class ElasticsearchSink:
         self._client = client
         self._stream = stream
 
-    def write(self, entries: list[dict]) -> None:
+    def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
         from elasticsearch import helpers
 
         actions = ({"_op_type": "create", "_index": self._stream,

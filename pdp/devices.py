@@ -148,7 +148,7 @@ class PostureVerifier:
         bound = (claims.get("cnf") or {}).get("x5t#S256") if isinstance(claims.get("cnf"), dict) else None
         if bound is not None and bound != thumbprint:
             raise DevicePostureError("wrong_device", "the assertion is bound to another certificate")
-        posture = claims.get("posture") if isinstance(claims.get("posture"), dict) else {}
+        posture: dict[str, Any] = claims["posture"] if isinstance(claims.get("posture"), dict) else {}
         try:
             return Device(id=sub, managed=claims.get("managed") is True, compliant=claims.get("compliant") is True,
                           posture=Posture(**{k: posture.get(k) for k in Posture.model_fields}))
@@ -265,7 +265,7 @@ class DeviceInventory:
                 raise DeviceError("bad_csv", f"missing column(s): {', '.join(sorted(missing))}")
             for line, raw in enumerate(reader, start=2):
                 try:
-                    posture = Posture(**{k: _parse_opt(k, raw.get(k)) for k in _POSTURE})
+                    posture = Posture.model_validate({k: _parse_opt(k, raw.get(k)) for k in _POSTURE})
                     rows.append((raw["device_id"].strip(), _parse_bool(raw["managed"]),
                                  _parse_bool(raw["compliant"]), posture))
                 except (ValueError, TypeError, AttributeError):
@@ -335,7 +335,8 @@ class DeviceAuthenticator:
         """``certificate`` and ``proxied_id`` (a device id the proxy vouches for) only from a trusted
         proxy; ``assertion`` may come from anyone (it is signed). Posture only from the assertion or
         the inventory; without any credential the device is :data:`UNKNOWN_DEVICE`."""
-        device_id, thumbprint, source = proxied_id, None, "proxy"
+        source: DeviceSource = "proxy"
+        device_id, thumbprint = proxied_id, None
         if certificate is not None:
             if self.ca is None:
                 raise DeviceError("no_device_ca", "a client certificate was passed on; ZTCP_DEVICE_CA_FILE is unset")

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
@@ -52,11 +53,19 @@ _GATE_VERDICTS_MAX = 64
 
 
 class Engine(Protocol):
-    kind: str
-    revision: str | None
-    digest: str | None
+    # Read-only here, so that an engine may narrow them (a pack's digest is never None).
+    @property
+    def kind(self) -> str: ...
 
-    def evaluate(self, input_doc: dict) -> dict: ...
+    @property
+    def revision(self) -> str | None: ...
+
+    @property
+    def digest(self) -> str | None: ...
+
+    def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The policy's decision object for ``input_doc`` (its shape is checked by :func:`check_result`)."""
+        ...
 
 
 def _rust_message(exc: BaseException) -> str:
@@ -65,7 +74,7 @@ def _rust_message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _merge_data(pack: PolicyPack, extra: dict | None) -> dict:
+def _merge_data(pack: PolicyPack, extra: dict[str, Any] | None) -> dict[str, Any]:
     data = dict(pack.data)
     for key, value in (extra or {}).items():
         data[key] = value  # operational data (data.bureau) replaces the pack's sample
@@ -106,7 +115,7 @@ class RegorusEngine:
     kind = "regorus"
     bounded = True  # pure in-process evaluation: GuardedEngine runs it inline (see _evaluate_inline)
 
-    def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None,
+    def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict[str, Any] | None = None,
                  mode: str = "auto") -> None:
         if mode not in ("auto", "rvm", "interpreter"):
             raise ConfigurationError(f"unknown regorus mode {mode!r}")
@@ -139,7 +148,7 @@ class RegorusEngine:
         weakref.finalize(self, _LIVE.discard, self._key)
         self._engine()  # compile errors surface at load time, not at the first request
 
-    def _gate_rvm(self, inputs: list[dict]) -> bool:
+    def _gate_rvm(self, inputs: list[dict[str, Any]]) -> bool:
         """Use the RVM only if it decides exactly like the interpreter on the pack's conformance
         inputs and on seeded malformed variants of them: the RVM is younger, and a construct it
         mis-compiles must not change a decision. False on a disagreement: the caller then uses the
@@ -207,14 +216,16 @@ class RegorusEngine:
         """Compile for the calling thread now, so no request pays for it inside its budget."""
         self._engine()
 
-    def evaluate(self, input_doc: dict) -> dict:
+    def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
         engine = self._engine()
         try:
             if self._program is not None:
                 engine.set_input_json(orjson.dumps(input_doc).decode())
-                return orjson.loads(engine.execute())
+                answer: dict[str, Any] = orjson.loads(engine.execute())  # checked by check_result
+                return answer
             engine.set_input(input_doc)
-            return engine.eval_rule(QUERY)
+            result: dict[str, Any] = engine.eval_rule(QUERY)
+            return result
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(_rust_message(exc)) from None
 
@@ -234,7 +245,8 @@ def _kind(outcome: Any) -> str:
 class RegopyEngine:
     kind = "regopy"
 
-    def __init__(self, pack: PolicyPack, *, revision: str | None = None, extra_data: dict | None = None) -> None:
+    def __init__(self, pack: PolicyPack, *, revision: str | None = None,
+                 extra_data: dict[str, Any] | None = None) -> None:
         import regopy
 
         self._regopy = regopy
@@ -262,7 +274,7 @@ class RegopyEngine:
             self._local.interp = interp
         return interp
 
-    def evaluate(self, input_doc: dict) -> dict:
+    def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
         interp = self._interpreter()
         try:
             interp.set_input_term(orjson.dumps(input_doc).decode())
@@ -275,7 +287,8 @@ class RegopyEngine:
         if text == "undefined":
             raise EngineError("regopy: undefined decision")
         try:
-            return json.loads(text)["expressions"][0]
+            answer: dict[str, Any] = json.loads(text)["expressions"][0]  # checked by check_result
+            return answer
         except (ValueError, KeyError, IndexError, TypeError):
             raise EngineError("regopy: unreadable result") from None
 
@@ -300,7 +313,7 @@ class OpaEngine:
 
     def __init__(self, url: str, *, timeout_s: float = 0.05, revision: str | None = None,
                  client: OpaClient | None = None, pack: PolicyPack | None = None, push: bool = False,
-                 extra_data: dict | None = None) -> None:
+                 extra_data: dict[str, Any] | None = None) -> None:
         self.revision = revision
         self.digest = pack.digest if pack is not None and push else None
         self.url = url.rstrip("/")
@@ -316,9 +329,9 @@ class OpaEngine:
 
     def healthy(self) -> bool:
         """OPA's ``GET /health``: up, and (for a bundle-pulling OPA) its bundles activated."""
-        return self._admin.check_health()
+        return bool(self._admin.check_health())
 
-    def evaluate(self, input_doc: dict) -> dict:
+    def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
         try:
             body = self._client.query_rule(input_doc, self._package, "decision")
         except requests.Timeout:
@@ -330,11 +343,12 @@ class OpaEngine:
             raise EngineError(f"OPA unreachable: {type(exc).__name__}") from None
         if not isinstance(body, dict) or "result" not in body:
             raise NoPolicy(f"OPA has no decision at data.{self._package}.decision (bundle not loaded?)")
-        return body["result"]
+        result: dict[str, Any] = body["result"]  # checked by check_result
+        return result
 
     # -- push mode ----------------------------------------------------------------------------
 
-    def _push(self, pack: PolicyPack, extra_data: dict | None) -> None:
+    def _push(self, pack: PolicyPack, extra_data: dict[str, Any] | None) -> None:
         data = _merge_data(pack, extra_data)
         try:
             for key, value in sorted(data.items()):
@@ -429,9 +443,9 @@ def _reroot(source: str, root: str) -> str:
     return _ZTCP_REF.sub("data." + root, _ZTCP_PACKAGE.sub(r"\g<1>" + root, source))
 
 
-def conformance_inputs(pack: PolicyPack) -> list[dict]:
+def conformance_inputs(pack: PolicyPack) -> list[dict[str, Any]]:
     """Inputs the engines must agree on: the probe plus the pack's ``conformance/*.json`` (lists)."""
-    inputs: list[dict] = [_PROBE_INPUT]
+    inputs: list[dict[str, Any]] = [_PROBE_INPUT]
     for name, raw in sorted(pack.files.items()):
         if name.startswith("conformance/") and name.endswith(".json"):
             try:
@@ -443,7 +457,8 @@ def conformance_inputs(pack: PolicyPack) -> list[dict]:
 
 
 def create_engine(pack: PolicyPack, kind: str = "regorus", *, revision: str | None = None,
-                  extra_data: dict | None = None, opa_url: str | None = None, opa_push: bool = False) -> Engine:
+                  extra_data: dict[str, Any] | None = None, opa_url: str | None = None,
+                  opa_push: bool = False) -> Engine:
     """``regorus`` (RVM when compilable), ``regorus-interpreter``, ``regopy`` or ``opa``
     (``opa_push``: upload the pack to that OPA instead of letting it pull the bundle)."""
     if kind == "regorus":
@@ -459,7 +474,7 @@ def create_engine(pack: PolicyPack, kind: str = "regorus", *, revision: str | No
     raise ConfigurationError(f"unknown engine {kind!r}; one of {', '.join(ENGINE_KINDS)}")
 
 
-def check_result(result: Any) -> dict:
+def check_result(result: Any) -> dict[str, Any]:
     """The decision object must have the contract's shape; anything else is an engine error."""
     if not isinstance(result, dict):
         raise EngineError("policy returned no decision object")
@@ -474,7 +489,7 @@ def check_result(result: Any) -> dict:
     return result
 
 
-def _evaluate(engine: Engine, input_doc: dict) -> dict:
+def _evaluate(engine: Engine, input_doc: Mapping[str, Any]) -> dict[str, Any]:
     """One evaluation where any failure, Rust panics included, becomes an :class:`EngineError`."""
     try:
         return engine.evaluate(input_doc)
@@ -491,7 +506,7 @@ class GuardedEngine:
         self.timeout_s = timeout_ms / 1000.0
         self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ztcp-engine")
-        self._engine = None
+        self._engine: Engine | None = None
         self.swap(engine)
 
     def prepare(self, engine: Engine | None) -> None:
@@ -519,7 +534,7 @@ class GuardedEngine:
         # A single reference assignment: requests that already took the old engine finish on it.
         self._engine = engine
 
-    def evaluate(self, input_doc: dict, engine: Engine | None = None) -> dict:
+    def evaluate(self, input_doc: Mapping[str, Any], engine: Engine | None = None) -> dict[str, Any]:
         engine = engine or self._engine
         if engine is None:
             raise NoPolicy("no policy loaded")
@@ -533,7 +548,7 @@ class GuardedEngine:
             raise EngineTimeout(f"policy evaluation exceeded {int(self.timeout_s * 1000)} ms") from None
         return check_result(result)
 
-    def _evaluate_inline(self, engine: Engine, input_doc: dict) -> dict:
+    def _evaluate_inline(self, engine: Engine, input_doc: Mapping[str, Any]) -> dict[str, Any]:
         """In-process Rego is bounded computation (no I/O, no recursion), so it runs on the caller's
         thread — a hop to a worker costs more than a whole RVM evaluation — and its budget is
         enforced on completion: an evaluation over budget is still a deny."""
@@ -555,7 +570,7 @@ class GuardedEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-_PROBE_INPUT: dict = {
+_PROBE_INPUT: dict[str, Any] = {
     "subject": {"id": "probe", "type": "employee", "roles": [], "org_unit": None,
                 "auth": {"method": "none", "mfa": False, "auth_time": 0, "token_age_s": 0}},
     "device": {"id": "probe", "managed": False, "compliant": False, "posture": {}},

@@ -16,16 +16,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 from pydantic import BaseModel, ConfigDict
 
 from pdp.errors import CallerTokenError, ConfigurationError, SubjectTokenError, TokenError
+
+V = TypeVar("V")
 
 ALLOWED_ALGORITHMS = ("Ed25519", "EdDSA", "ES256", "ES384", "PS256", "RS256")
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -89,7 +91,7 @@ class KeySource(Protocol):
 class StaticKeySource:
     """A JWKS given in process (the embedded development issuer, tests)."""
 
-    def __init__(self, jwks: dict | Callable[[], dict]) -> None:
+    def __init__(self, jwks: KeySetSerialization | Callable[[], KeySetSerialization]) -> None:
         self._jwks = jwks
         self._keys = self._load()
 
@@ -125,12 +127,16 @@ class OidcKeySource:
         try:
             response = self._client.get(url)
             response.raise_for_status()
-            metadata = OpenIDProviderMetadata(response.json())
+            doc = response.json()
+            # Authlib's validators assume strings (anything else escapes them as an AttributeError).
+            if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("issuer", "jwks_uri")):
+                raise ValueError("issuer and jwks_uri must be strings")
+            metadata = OpenIDProviderMetadata(doc)
             metadata.validate_issuer()
             metadata.validate_jwks_uri()
         except (httpx.HTTPError, ValueError) as exc:
             raise ConfigurationError(f"OIDC discovery failed for {self.issuer}: {exc}") from None
-        if metadata["issuer"].rstrip("/") != self.issuer:
+        if str(metadata["issuer"]).rstrip("/") != self.issuer:
             raise ConfigurationError(f"OIDC discovery at {url} names another issuer: {metadata['issuer']}")
         return str(metadata["jwks_uri"])
 
@@ -151,19 +157,19 @@ class OidcKeySource:
         return self._keys
 
 
-class _VerifiedCache:
+class _VerifiedCache(Generic[V]):
     """Small LRU of verified tokens: verification costs ~80 µs, a dict hit well under 1 µs."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
-        self._items: OrderedDict[bytes, tuple[Any, int]] = OrderedDict()
+        self._items: OrderedDict[bytes, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def key(token: str) -> bytes:
         return hashlib.blake2b(token.encode(), digest_size=20).digest()
 
-    def get(self, token: str, now: float, leeway: int) -> Any | None:
+    def get(self, token: str, now: float, leeway: int) -> V | None:
         k = self.key(token)
         with self._lock:
             hit = self._items.get(k)
@@ -176,7 +182,7 @@ class _VerifiedCache:
             self._items.move_to_end(k)
             return value
 
-    def put(self, token: str, value: Any, exp: int) -> None:
+    def put(self, token: str, value: V, exp: int) -> None:
         with self._lock:
             self._items[self.key(token)] = (value, exp)
             if len(self._items) > self._size:
@@ -208,8 +214,8 @@ class JwtVerifier:
         self._refresh_interval = refresh_interval
         self._last_refresh = 0.0
         self._refresh_lock = threading.Lock()
-        self._subjects = _VerifiedCache(cache_size)
-        self._callers = _VerifiedCache(cache_size)
+        self._subjects: _VerifiedCache[SubjectIdentity] = _VerifiedCache(cache_size)
+        self._callers: _VerifiedCache[CallerIdentity] = _VerifiedCache(cache_size)
 
     # -- the generic part -------------------------------------------------------------------
     def _key_set_with(self, kid: str) -> KeySet | None:
@@ -231,7 +237,8 @@ class JwtVerifier:
         return any(k.kid == kid for k in keys.keys)
 
     def verify_claims(self, token: str, error: type[TokenError], *, now: float | None = None,
-                      want_typ: str | None = None, refuse_typ: str | None = None) -> tuple[dict, dict]:
+                      want_typ: str | None = None,
+                      refuse_typ: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Verify signature and registered claims; return (header, claims)."""
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
             raise error("malformed", "not a compact JWS")
@@ -313,7 +320,7 @@ class JwtVerifier:
         return identity
 
 
-def auth_method_from_claims(claims: dict) -> str:
+def auth_method_from_claims(claims: dict[str, Any]) -> str:
     method = claims.get("auth_method")
     if isinstance(method, str) and method in AUTH_STRENGTH:
         return method
@@ -322,7 +329,7 @@ def auth_method_from_claims(claims: dict) -> str:
     return max(candidates, key=lambda m: AUTH_STRENGTH[m], default="none")
 
 
-def subject_from_claims(claims: dict) -> SubjectIdentity:
+def subject_from_claims(claims: dict[str, Any]) -> SubjectIdentity:
     roles = claims.get("roles", [])
     if isinstance(roles, str):
         roles = roles.split()

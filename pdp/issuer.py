@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc import jwt
-from joserfc.jwk import KeySet, OKPKey
+from joserfc.jwk import KeySet, KeySetSerialization, OKPKey
 
 from pdp.identity import ACCESS_TOKEN_TYP, AUTH_STRENGTH
 from pdp.tokens import key_id
@@ -40,7 +41,7 @@ class DevIssuer:
         publics[self.kid] = signing_key.public_key()
         self._public = publics
 
-    def jwks(self) -> dict:
+    def jwks(self) -> KeySetSerialization:
         keys = [
             OKPKey.import_key(pub, {"kid": kid, "use": "sig", "alg": ALGORITHM}).as_dict(private=False)
             for kid, pub in sorted(self._public.items())
@@ -50,7 +51,7 @@ class DevIssuer:
     def key_set(self) -> KeySet:
         return KeySet.import_key_set(self.jwks())
 
-    def _sign(self, claims: dict, ttl_seconds: int, typ: str, now: float | None) -> str:
+    def _sign(self, claims: dict[str, Any], ttl_seconds: int, typ: str, now: float | None) -> str:
         if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
             raise ValueError(f"ttl must be between 1 second and {MAX_TTL_SECONDS // 3600} hours")
         iat = int(time.time() if now is None else now)
@@ -77,7 +78,7 @@ class DevIssuer:
             raise ValueError(f"unknown authentication method {method!r}; one of {sorted(_AMR)}")
         amr = list(_AMR[method]) + (["mfa"] if mfa else [])
         iat = int(time.time() if now is None else now)
-        claims: dict = {
+        claims: dict[str, Any] = {
             "sub": sub,
             "roles": sorted(set(roles)),
             "subject_type": subject_type,

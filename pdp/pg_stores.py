@@ -18,8 +18,8 @@ would add that latency to every replica's view of every decision.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,6 +38,8 @@ from pdp.storage import (
 
 if TYPE_CHECKING:
     import psycopg
+
+    from pdp.signals import Observation, Snapshot
 
 CHANNEL = "ztcp_signals"
 
@@ -123,7 +125,7 @@ class PostgresDecisionStore:
     def __repr__(self) -> str:
         return "PostgresDecisionStore(<ZTCP_DATABASE_URL>)"
 
-    def write(self, entries: Sequence[dict]) -> None:
+    def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
         rows = [decision_row(e) for e in entries]
 
         def insert(conn: psycopg.Connection) -> None:
@@ -138,14 +140,14 @@ class PostgresDecisionStore:
         # Idempotent by decision_id, so a batch whose commit was cut off unacknowledged is simply retried.
         self._writer.run(insert)
 
-    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
-        return self._reader.run(lambda conn: conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._reader.run(lambda conn: conn.execute(sql, args).fetchall())
 
-    def get(self, decision_id: str) -> dict | None:
+    def get(self, decision_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT entry FROM decision_log WHERE decision_id = %s", (decision_id,))
         return orjson.loads(rows[0][0]) if rows else None
 
-    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
         if last is not None:
             rows = self._read("SELECT entry FROM (SELECT seq, entry FROM decision_log ORDER BY seq DESC LIMIT %s) t "
                               "ORDER BY seq", (last,))
@@ -153,7 +155,7 @@ class PostgresDecisionStore:
             rows = self._read("SELECT entry FROM decision_log WHERE ts >= %s ORDER BY seq", (since or 0.0,))
         return [orjson.loads(r[0]) for r in rows]
 
-    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict[str, Any]], int]:
         rows = self._read("SELECT seq, entry FROM decision_log WHERE seq > %s ORDER BY seq LIMIT %s",
                           (cursor, limit))
         if not rows:
@@ -165,6 +167,9 @@ class PostgresDecisionStore:
 
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM decision_log")[0][0])
+
+    def count_after(self, cursor: int) -> int:
+        return int(self._read("SELECT count(*) FROM decision_log WHERE seq > %s", (cursor,))[0][0])
 
     def counts_by_effect(self) -> dict[str, int]:
         return {effect: int(n) for effect, n in self._read("SELECT effect, count(*) FROM decision_log GROUP BY effect")}
@@ -219,11 +224,11 @@ class PostgresSignalStore:
     def __repr__(self) -> str:
         return "PostgresSignalStore(<ZTCP_DATABASE_URL>)"
 
-    def load(self, since: float) -> tuple[list[tuple], list[tuple], list[tuple], int]:
-        def snapshot(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple], list[tuple], int]:
+    def load(self, since: float) -> Snapshot:
+        def snapshot(conn: psycopg.Connection) -> Snapshot:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                hi = conn.execute("SELECT coalesce(max(id), 0) FROM signal_observations").fetchone()[0]  # type: ignore[index]
+                hi = conn.execute("SELECT coalesce(max(id), 0) FROM signal_observations").fetchone()[0]  # type: ignore[index]  # max() always returns a row
                 rows = conn.execute(f"SELECT {_OBS} FROM signal_observations WHERE ts >= %s AND id <= %s "  # noqa: S608
                                     "ORDER BY ts, id", (since, hi)).fetchall()
                 devices = conn.execute("SELECT subject, device FROM signal_known_devices").fetchall()
@@ -232,7 +237,7 @@ class PostgresSignalStore:
 
         return self._tail.run(snapshot)
 
-    def append(self, origin: str, batch: Sequence[tuple[int, tuple]]) -> None:
+    def append(self, origin: str, batch: Sequence[tuple[int, Observation]]) -> None:
         obs = [(origin, oseq, *row) for oseq, row in batch]
         devices = [(r[1], r[2], r[0]) for _, r in batch if r[2] and r[2] != UNKNOWN_DEVICE and r[7] == "permit"]
         datasets = [(r[1], r[4], r[0]) for _, r in batch if r[4] and r[7] == "permit"]
@@ -254,7 +259,7 @@ class PostgresSignalStore:
 
         self._writer.run(insert)  # (origin, oseq) makes a retried batch a no-op
 
-    def after(self, cursor: int, origin: str, limit: int = 5000) -> tuple[list[tuple[int, tuple]], int, bool]:
+    def after(self, cursor: int, origin: str, limit: int = 5000) -> tuple[list[tuple[int, Observation]], int, bool]:
         # One statement, one snapshot: the high-water mark and the rows below it. With the ordering
         # lock every id below a visible one is visible, so the cursor may jump to the mark.
         sql = (f"SELECT h.hi, o.id, {', '.join('o.' + c for c in OBSERVATION_COLUMNS)} "  # noqa: S608
@@ -268,7 +273,7 @@ class PostgresSignalStore:
             return rows, rows[-1][0], False
         return rows, hi, True
 
-    def subject_after(self, subject: str, cursor: int, origin: str) -> list[tuple[int, tuple]]:
+    def subject_after(self, subject: str, cursor: int, origin: str) -> list[tuple[int, Observation]]:
         sql = (f"SELECT id, {_OBS} FROM signal_observations WHERE subject = %s AND id > %s AND origin <> %s "  # noqa: S608
                "ORDER BY id")
         # No retry: on the decide path a failure is answered at once (deny), not after a second try.

@@ -13,13 +13,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from uuid_utils import uuid7
 
 from contracts.decision import Decision, DecisionRequest, PolicyRef, Risk, RiskFactor
 from contracts.decision_log import DecisionLogEntry, LoggedInput, LoggedResult, RefusedInput, ShadowResult
-from contracts.policy_input import PolicyInput
+from contracts.policy_input import InputResource, PolicyInput
 from contracts.signals import Signals
 from pdp.calendar import BusinessCalendar
 from pdp.decision_log import DecisionLog
@@ -163,7 +163,7 @@ class DecisionPoint:
         return decision
 
     def _decision(self, decision_id: str, now: float, request: DecisionRequest, subject: SubjectIdentity,
-                  result: dict, active: ActivePolicy) -> Decision:
+                  result: dict[str, Any], active: ActivePolicy) -> Decision:
         effect = result["effect"]
         risk_doc = result.get("risk") or {}
         score = max(0, min(100, int(risk_doc.get("score", 0))))
@@ -195,13 +195,13 @@ class DecisionPoint:
                 **({"recipient": request.recipient.model_dump()} if request.recipient else {}),
             }, now=int(now))
             exp = float(exp_i)
-        return Decision(
-            decision_id=decision_id, effect=effect,
-            risk={"score": score, "level": level, "factors": factors},
-            reasons=reasons, obligations=obligations, permitted_fields=permitted,
-            policy={"revision": active.revision, "digest": active.digest},
-            issued_at=_iso(now), expires_at=_iso(exp), token=token,
-        )
+        return Decision.model_validate({
+            "decision_id": decision_id, "effect": effect,
+            "risk": {"score": score, "level": level, "factors": factors},
+            "reasons": reasons, "obligations": obligations, "permitted_fields": permitted,
+            "policy": {"revision": active.revision, "digest": active.digest},
+            "issued_at": _iso(now), "expires_at": _iso(exp), "token": token,
+        })
 
     def _shadow_result(self, input_doc: PolicyInput, decision: Decision) -> ShadowResult | None:
         shadow = self._shadow
@@ -296,10 +296,17 @@ def build_input(subject: SubjectIdentity, request: DecisionRequest, signals: Sig
     }
 
 
+def _resource(request: DecisionRequest) -> InputResource:
+    """``request.resource.model_dump(mode="json")``, written out (every field is a str or None)."""
+    res = request.resource
+    return {"type": res.type, "dataset": res.dataset, "record_id": res.record_id, "citizen_ref": res.citizen_ref,
+            "fields": list(res.fields), "classification": res.classification}
+
+
 def minimal_input(subject: SubjectIdentity | None, request: DecisionRequest) -> RefusedInput:
     return {
         "subject": {"id": subject.id if subject else None},
-        "resource": request.resource.model_dump(mode="json"),
+        "resource": _resource(request),
         "action": request.action,
     }
 
@@ -314,7 +321,8 @@ def _minimise(input_doc: PolicyInput | RefusedInput) -> LoggedInput | RefusedInp
         purpose["justification_length"] = len(text or "")
     if purpose:
         doc["purpose"] = purpose
-    return doc
+    # The input's own keys, with the purpose minimised as LoggedPurpose says.
+    return cast("LoggedInput | RefusedInput", doc)
 
 
 def log_entry(decision: Decision, input_doc: PolicyInput | RefusedInput, now: float, caller: str | None,

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from pdp.errors import PdpError
 from pdp.point import ActivePolicy, DecisionPoint
 from policy import PolicyError, PolicyPack, RevisionStore, verify_bundle
@@ -25,7 +27,7 @@ BuildActive = Callable[[PolicyPack, str], ActivePolicy]
 
 
 class PolicyReloader:
-    def __init__(self, store: RevisionStore, public_keys: Callable[[], list], build: BuildActive,
+    def __init__(self, store: RevisionStore, public_keys: Callable[[], list[Ed25519PublicKey]], build: BuildActive,
                  point: DecisionPoint, *, interval: float = 1.0, watch_files: list[Path] | None = None) -> None:
         self.store = store
         self._public_keys = public_keys
@@ -33,12 +35,12 @@ class PolicyReloader:
         self.point = point
         self.interval = interval
         self.last_error: str | None = None
-        self._seen: tuple | None = None
+        self._seen: tuple[object, ...] | None = None
         self._watch = watch_files or []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _stamp(self) -> tuple:
+    def _stamp(self) -> tuple[object, ...]:
         state = self.store.state()
         files = tuple((str(p), p.stat().st_mtime_ns if p.exists() else 0) for p in self._watch)
         return (state.active, state.active_digest, state.shadow, state.shadow_digest, state.generation, files)

@@ -18,31 +18,35 @@ or location; such traffic is outside what this comparison can judge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pdp.signals import HISTORY_SIGNALS, Observation, SignalHistory, TravelRule
 
 
-def observation(entry: dict) -> Observation:
-    """The observation a PDP made of a logged decision (``SignalHistory.observe`` of its request)."""
+def observation(entry: Mapping[str, Any]) -> Observation | None:
+    """The observation a PDP made of a logged decision (``SignalHistory.observe`` of its request);
+    None when the decision was refused before its subject was known (no history involved)."""
     inp = entry.get("input") or {}
+    subject = (inp.get("subject") or {}).get("id")
+    if subject is None:
+        return None
     resource = inp.get("resource") or {}
     geo = (inp.get("context") or {}).get("geo") or None
     key = f"{resource.get('dataset')}/{resource.get('record_id') or resource.get('citizen_ref') or '*'}/" \
           f"{inp.get('action')}"
-    return (float(entry["ts"]), (inp.get("subject") or {}).get("id"), (inp.get("device") or {}).get("id"),
+    return (float(entry["ts"]), str(subject), (inp.get("device") or {}).get("id"),
             resource.get("citizen_ref"), resource.get("dataset"), geo.get("lat") if geo else None,
             geo.get("lon") if geo else None, entry["result"]["effect"], key)
 
 
-def logged(entry: dict) -> dict[str, Any] | None:
+def logged(entry: Mapping[str, Any]) -> dict[str, Any] | None:
     """The history signals the deciding PDP logged (None: the entry carries no signals)."""
     signals = (entry.get("input") or {}).get("signals")
     return {name: signals[name] for name in HISTORY_SIGNALS} if signals else None
 
 
-def replay(entries: Iterable[dict], *, travel: TravelRule | None = None) -> list[dict[str, Any] | None]:
+def replay(entries: Iterable[Mapping[str, Any]], *, travel: TravelRule | None = None) -> list[dict[str, Any] | None]:
     """The history signals of each entry as one process would have computed them, in the order
     ``entries`` were given (replayed in ``ts`` order; ties keep the given order). None for entries
     that carry no signals (they are still observed)."""
@@ -52,9 +56,9 @@ def replay(entries: Iterable[dict], *, travel: TravelRule | None = None) -> list
     for index in sorted(range(len(items)), key=lambda i: float(items[i]["ts"])):
         entry = items[index]
         row = observation(entry)
-        ts, subject, device, citizen, dataset, lat, lon, _, _ = row
-        if subject is None:
+        if row is None:
             continue  # refused before the subject was known: no history involved
+        ts, subject, device, citizen, dataset, lat, lon, _, _ = row
         if logged(entry) is not None:
             geo = (lat, lon) if lat is not None and lon is not None else None
             out[index] = history.history_signals(subject, device, citizen, dataset, geo, ts)

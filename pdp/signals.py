@@ -71,7 +71,14 @@ HISTORY_SIGNALS = ("recent_denies_1h", "failed_step_ups_1h", "device_first_seen"
                    "first_dataset_access")
 
 # An observation: (ts, subject, device, citizen_ref, dataset, lat, lon, effect, resource_key).
-Observation = tuple
+Observation = tuple[float, str, str | None, str | None, str | None, float | None, float | None, str, str]
+# (ts, citizen_ref or None) in a subject's distinct-citizen windows; (ts, resource key, effect) of a step.
+_Seen = tuple[float, str | None]
+_Step = tuple[float, str, str]
+# What a store loads at start: (observations, known (subject, device), known (subject, dataset), cursor).
+Snapshot = tuple[list[Observation], list[tuple[str, str]], list[tuple[str, str]], int]
+# The history signals, in HISTORY_SIGNALS order.
+_History = tuple[int, int, bool, bool, float, int, int, int, bool]
 
 
 class SignalStore(Protocol):
@@ -88,7 +95,7 @@ class SignalStore(Protocol):
     flush_interval: float  # the write-behind interval when nothing asks for an earlier write
     batch_interval: float  # the shortest time between two commits (lets batches gather under load)
 
-    def load(self, since: float) -> tuple[list[Observation], list[tuple], list[tuple], int]:
+    def load(self, since: float) -> Snapshot:
         """(observations at or after ``since`` in time order, known (subject, device), known (subject,
         dataset), the id cursor after them), from one snapshot."""
         ...
@@ -123,19 +130,19 @@ class TravelRule:
 
 @dataclass
 class _SubjectState:
-    window_10m: deque = field(default_factory=deque)  # (ts, citizen_ref or None), time order
-    window_1h: deque = field(default_factory=deque)
-    citizens_10m: Counter = field(default_factory=Counter)
-    citizens_1h: Counter = field(default_factory=Counter)
-    rate_1m: deque = field(default_factory=deque)
-    denies: deque = field(default_factory=deque)
-    pending_step_ups: dict = field(default_factory=dict)  # resource key → ts
-    failed_step_ups: deque = field(default_factory=deque)
+    window_10m: deque[_Seen] = field(default_factory=deque)  # (ts, citizen_ref or None), time order
+    window_1h: deque[_Seen] = field(default_factory=deque)
+    citizens_10m: Counter[str] = field(default_factory=Counter)
+    citizens_1h: Counter[str] = field(default_factory=Counter)
+    rate_1m: deque[float] = field(default_factory=deque)
+    denies: deque[float] = field(default_factory=deque)
+    pending_step_ups: dict[str, float] = field(default_factory=dict)  # resource key → ts
+    failed_step_ups: deque[float] = field(default_factory=deque)
     last_geo: tuple[float, float, float] | None = None  # (ts, lat, lon)
-    devices: set = field(default_factory=set)
-    datasets: set = field(default_factory=set)
-    steps: deque = field(default_factory=deque)  # (ts, resource key, effect) of step-ups and permits
-    step_up_keys: Counter = field(default_factory=Counter)  # resource keys of the step-ups in ``steps``
+    devices: set[str | None] = field(default_factory=set)
+    datasets: set[str | None] = field(default_factory=set)
+    steps: deque[_Step] = field(default_factory=deque)  # (ts, resource key, effect) of step-ups and permits
+    step_up_keys: Counter[str] = field(default_factory=Counter)  # resource keys of the step-ups in ``steps``
     latest: float = -math.inf  # the newest instant applied: an observation's time or an aging "now"
 
 
@@ -151,7 +158,7 @@ def resource_key(request: DecisionRequest) -> str:
     return f"{r.dataset}/{r.record_id or r.citizen_ref or '*'}/{request.action}"
 
 
-def _expire(window: deque, counter: Counter | None, horizon: float) -> None:
+def _expire(window: deque[_Seen], counter: Counter[str] | None, horizon: float) -> None:
     while window and window[0][0] < horizon:
         _, ref = window.popleft()
         if counter is not None and ref is not None:
@@ -160,12 +167,12 @@ def _expire(window: deque, counter: Counter | None, horizon: float) -> None:
                 del counter[ref]
 
 
-def _expire_times(times: deque, horizon: float) -> None:
+def _expire_times(times: deque[float], horizon: float) -> None:
     while times and times[0] < horizon:
         times.popleft()
 
 
-def _expire_steps(steps: deque, step_up_keys: Counter, horizon: float) -> None:
+def _expire_steps(steps: deque[_Step], step_up_keys: Counter[str], horizon: float) -> None:
     while steps and steps[0][0] < horizon:
         _, key, effect = steps.popleft()
         if effect == "step_up":
@@ -174,7 +181,7 @@ def _expire_steps(steps: deque, step_up_keys: Counter, horizon: float) -> None:
                 del step_up_keys[key]
 
 
-def _insort(items: deque, item: Any, ts: float) -> None:
+def _insort(items: deque[Any], item: Any, ts: float) -> None:
     """Insert into a time-ordered deque of (ts, …) tuples; late items are near the end, so scan back."""
     i = len(items)
     while i and items[i - 1][0] > ts:
@@ -182,14 +189,14 @@ def _insort(items: deque, item: Any, ts: float) -> None:
     items.insert(i, item)
 
 
-def _insort_time(times: deque, ts: float) -> None:
+def _insort_time(times: deque[float], ts: float) -> None:
     i = len(times)
     while i and times[i - 1] > ts:
         i -= 1
     times.insert(i, ts)
 
 
-def _age_step_ups(pending: dict, failed: deque, now: float) -> None:
+def _age_step_ups(pending: dict[str, float], failed: deque[float], now: float) -> None:
     for key, ts in list(pending.items()):
         if ts < now - STEP_UP_GRACE:
             del pending[key]
@@ -258,7 +265,7 @@ class SignalHistory:
         for subject, dataset in datasets:
             self._subject(subject).datasets.add(dataset)
         for row in rows:
-            self._apply(tuple(row))
+            self._apply(row)
         self._cursor = cursor
         self._fresh_at = started
         self._writer = threading.Thread(target=self._write_loop, name="ztcp-signals-writer", daemon=True)
@@ -333,7 +340,7 @@ class SignalHistory:
                             if oid in self._through:  # a read-through applied it already
                                 self._through.discard(oid)
                             else:
-                                self._apply(tuple(row))
+                                self._apply(row)
                                 self.applied_remote += 1
                         self._cursor = cursor
                         if self._through:
@@ -471,8 +478,8 @@ class SignalHistory:
         """The step-up state from the retained step-ups and permits, in time order. The decide path
         ages the state before each observation (compute, then observe, at one instant), so aging at
         each observation's instant and finally at ``latest`` is what happened in order."""
-        pending: dict = {}
-        failed: deque = deque()
+        pending: dict[str, float] = {}
+        failed: deque[float] = deque()
         for ts, rkey, effect in s.steps:
             _age_step_ups(pending, failed, ts)
             if effect == "step_up":
@@ -510,7 +517,7 @@ class SignalHistory:
             for oid, row in rows:
                 if oid > self._cursor and oid not in self._through:
                     self._through.add(oid)
-                    self._apply(tuple(row))
+                    self._apply(row)
                     self.applied_remote += 1
         self.read_throughs += 1
 
@@ -548,7 +555,7 @@ class SignalHistory:
         return signals
 
     def _history(self, subject_id: str, device: str | None, citizen: str | None, dataset: str | None,
-                 geo: tuple[float, float] | None, now: float) -> tuple:
+                 geo: tuple[float, float] | None, now: float) -> _History:
         """The history signals (HISTORY_SIGNALS, in that order) for a request at ``now``; the caller
         holds the lock."""
         s = self._subject(subject_id)

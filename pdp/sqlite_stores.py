@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,6 +25,9 @@ from pdp.storage import (
     migrate_sqlite,
     unavailable,
 )
+
+if TYPE_CHECKING:
+    from pdp.signals import Observation, Snapshot
 
 DECISION_MIGRATIONS = (
     Migration(1, "decisions: seq, id, time, indexed subject/citizen/effect/revision, the entry as JSON", (
@@ -114,7 +118,7 @@ class SqliteDecisionStore:
         return f"SqliteDecisionStore({str(self.path)!r})"
 
     # -- writing (the decision log's writer thread only) ---------------------------------------
-    def write(self, entries: Sequence[dict]) -> None:
+    def write(self, entries: Sequence[Mapping[str, Any]]) -> None:
         rows = [decision_row(e) for e in entries]
         try:
             if self._conn is None:
@@ -133,7 +137,7 @@ class SqliteDecisionStore:
             raise unavailable(exc) from exc
 
     # -- reading -------------------------------------------------------------------------------
-    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             conn = _ro(self.path)
         except sqlite3.Error as exc:
@@ -145,11 +149,11 @@ class SqliteDecisionStore:
         finally:
             conn.close()
 
-    def get(self, decision_id: str) -> dict | None:
+    def get(self, decision_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT entry FROM decisions WHERE decision_id = ?", (decision_id,))
         return orjson.loads(rows[0][0]) if rows else None
 
-    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict]:
+    def entries(self, *, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
         if last is not None:
             rows = self._read("SELECT entry FROM (SELECT seq, entry FROM decisions ORDER BY seq DESC LIMIT ?) "
                               "ORDER BY seq", (last,))
@@ -157,7 +161,7 @@ class SqliteDecisionStore:
             rows = self._read("SELECT entry FROM decisions WHERE ts >= ? ORDER BY seq", (since or 0.0,))
         return [orjson.loads(r[0]) for r in rows]
 
-    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict], int]:
+    def iter_since(self, cursor: int = 0, limit: int = 10_000) -> tuple[list[dict[str, Any]], int]:
         rows = self._read("SELECT seq, entry FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit))
         if not rows:
             return [], cursor
@@ -168,6 +172,9 @@ class SqliteDecisionStore:
 
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM decisions")[0][0])
+
+    def count_after(self, cursor: int) -> int:
+        return int(self._read("SELECT count(*) FROM decisions WHERE seq > ?", (cursor,))[0][0])
 
     def counts_by_effect(self) -> dict[str, int]:
         return dict(self._read("SELECT effect, count(*) FROM decisions GROUP BY effect"))
@@ -218,7 +225,7 @@ class SqliteSignalStore:
             self._reader = _rw(self.path, self._busy_timeout)
         return self._reader
 
-    def load(self, since: float) -> tuple[list[tuple], list[tuple], list[tuple], int]:
+    def load(self, since: float) -> Snapshot:
         """(observations at or after ``since`` in time order, known (subject, device), known (subject,
         dataset), the id cursor), all from one snapshot."""
         with self._read_lock:
@@ -237,7 +244,7 @@ class SqliteSignalStore:
                 raise unavailable(exc) from exc
         return rows, devices, datasets, int(hi)
 
-    def append(self, origin: str, batch: Sequence[tuple[int, tuple]]) -> None:
+    def append(self, origin: str, batch: Sequence[tuple[int, Observation]]) -> None:
         """Store ``batch`` of (oseq, observation) from ``origin``; a batch stored before is a no-op.
         Devices and datasets become known through permits only (the unknown device never)."""
         obs = [(origin, oseq, *row) for oseq, row in batch]
@@ -261,7 +268,7 @@ class SqliteSignalStore:
             except sqlite3.Error as exc:
                 raise unavailable(exc) from exc
 
-    def after(self, cursor: int, origin: str, limit: int = 5000) -> tuple[list[tuple[int, tuple]], int, bool]:
+    def after(self, cursor: int, origin: str, limit: int = 5000) -> tuple[list[tuple[int, Observation]], int, bool]:
         """Observations of other origins with id > ``cursor``: (rows as (id, observation), the new
         cursor, complete). Complete means everything stored when the call began was returned."""
         with self._read_lock:
@@ -281,7 +288,7 @@ class SqliteSignalStore:
             return out, out[-1][0], False
         return out, int(hi), True
 
-    def subject_after(self, subject: str, cursor: int, origin: str) -> list[tuple[int, tuple]]:
+    def subject_after(self, subject: str, cursor: int, origin: str) -> list[tuple[int, Observation]]:
         """One subject's observations of other origins with id > ``cursor`` (a read-through)."""
         with self._read_lock:
             try:

@@ -33,10 +33,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pdp.errors import SchemaVersionError, StoreUnavailable
 
@@ -152,13 +152,13 @@ PG_SESSION = "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=
 
 def pg_connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     given = conninfo_to_dict(pg_conninfo(url))
     params = {k: v for k, v in PG_DEFAULTS.items() if k not in given}
     if "options" not in given:
         params["options"] = PG_SESSION
-    return psycopg.connect(pg_conninfo(url), autocommit=autocommit, **params)
+    return psycopg.connect(make_conninfo(pg_conninfo(url), **params), autocommit=autocommit)
 
 
 def pg_version(conn: psycopg.Connection, component: str) -> int:
@@ -182,7 +182,7 @@ def migrate_pg(conn: psycopg.Connection, component: str, migrations: Sequence[Mi
                          "version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             for migration in migrations[current:]:
                 for statement in migration.statements:
-                    conn.execute(statement)  # type: ignore[arg-type]
+                    conn.execute(statement)
             conn.execute(f"INSERT INTO {SCHEMA_TABLE} (component, version) VALUES (%s, %s) "  # noqa: S608
                          "ON CONFLICT (component) DO UPDATE SET version = excluded.version, applied_at = now()",
                          (component, known))
@@ -288,7 +288,7 @@ class PgSession:
 
 # -- records both drivers write ----------------------------------------------------------------------
 
-def decision_row(entry: dict) -> tuple:
+def decision_row(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     """The indexed columns of a decision-log entry, then the entry itself (orjson bytes)."""
     import orjson
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, OKPKey
+from joserfc.jwk import DictKey, Key, KeySet, OKPKey
 from nacl.signing import SigningKey
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,9 +48,9 @@ class DecisionClaims(BaseModel):
     fields: tuple[str, ...] = ()
     purpose: str | None = None
     case_id: str | None = None
-    obligations: tuple[dict, ...] = ()
+    obligations: tuple[dict[str, Any], ...] = ()
     policy_revision: str | None = Field(default=None, alias="rev")
-    recipient: dict | None = None  # action "disclose": {"type", "id"} the permit allows the data to go to
+    recipient: dict[str, Any] | None = None  # action "disclose": {"type", "id"} the permit allows the data to go to
 
     def covers(self, fields: Iterable[str]) -> bool:
         """True when every requested field is among the permitted ones."""
@@ -85,7 +86,7 @@ class DecisionTokenSigner:
         # The protected header never changes: serialised and encoded once.
         self._header_b64 = _b64(orjson.dumps({"alg": ALGORITHM, "kid": self.kid, "typ": TOKEN_TYPE}))
 
-    def sign(self, claims: dict, *, now: int | None = None) -> tuple[str, int, int]:
+    def sign(self, claims: dict[str, Any], *, now: int | None = None) -> tuple[str, int, int]:
         """Sign ``claims`` (jti, sub, effect, action, …); returns (token, iat, exp).
 
         RFC 7515 compact serialisation written directly (header and payload base64url, "." joined,
@@ -99,7 +100,7 @@ class DecisionTokenSigner:
         signature = self._signing_key.sign(signing_input).signature
         return (signing_input + b"." + _b64(signature)).decode("ascii"), iat, exp
 
-    def public_jwk(self) -> dict:
+    def public_jwk(self) -> DictKey:
         return self._key.as_dict(private=False)
 
     def verifier(self) -> DecisionTokenVerifier:
@@ -115,7 +116,7 @@ class DecisionTokenVerifier:
         issuer: str,
         leeway_seconds: int = _DEFAULT_LEEWAY,
     ) -> None:
-        keys = [OKPKey.import_key(k, {"kid": key_id(k)}) for k in public_keys]
+        keys: list[Key] = [OKPKey.import_key(k, {"kid": key_id(k)}) for k in public_keys]
         if not keys:
             raise ValueError("a decision token verifier needs at least one public key")
         self._keys = KeySet(keys)

@@ -93,14 +93,14 @@ class PgDb:
 
     def _connect(self) -> psycopg.Connection:
         import psycopg
-        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         given = conninfo_to_dict(self._url)
         # Fail within seconds on a dead server (the reloader keeps the last good policy meanwhile).
         defaults = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
                     "keepalives_count": "3", "tcp_user_timeout": "10000", "application_name": "ztcp-policy"}
         params = {k: v for k, v in defaults.items() if k not in given}
-        conn = psycopg.connect(self._url, autocommit=True, row_factory=_row_factory, **params)  # type: ignore[arg-type]
+        conn = psycopg.connect(make_conninfo(self._url, **params), autocommit=True, row_factory=_row_factory)
         conn.execute(f"SET search_path TO {SCHEMA}, public")
         return conn
 

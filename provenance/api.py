@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.national_id import CITIZEN_REF_PATTERN
-from contracts.provenance_event import ProvenanceEvent
+from contracts.provenance_event import Actor, ProvenanceEvent
 from provenance.accesses import StaffVisible, citizen_accesses
 from provenance.errors import LedgerUnavailable, ProvenanceError, UnknownEntry
 from provenance.ledger import Ledger
@@ -86,16 +86,22 @@ def _int_param(name: str, raw: str | None, *, required: bool) -> int | JSONRespo
 
 def _int_params(
     request: Request, required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> list[int | None] | JSONResponse:
-    """The named query parameters as integers, required ones first (a missing optional one is None),
+) -> tuple[list[int], list[int | None]] | JSONResponse:
+    """The named query parameters as integers, (required, optional) (a missing optional one is None),
     or the problem naming the first that is missing or malformed."""
-    values: list[int | None] = []
-    for name in (*required, *optional):
-        value = _int_param(name, request.query_params.get(name), required=name in required)
+    values: list[int] = []
+    for name in required:
+        value = _int_param(name, request.query_params.get(name), required=True)
         if isinstance(value, JSONResponse):
             return value
-        values.append(value)
-    return values
+        values.append(value if value is not None else 0)  # (never None: a missing one is a problem)
+    extra: list[int | None] = []
+    for name in optional:
+        maybe = _int_param(name, request.query_params.get(name), required=False)
+        if isinstance(maybe, JSONResponse):
+            return maybe
+        extra.append(maybe)
+    return values, extra
 
 
 def _bound_to_caller(events: list[ProvenanceEvent], client_id: str, now: float,
@@ -186,7 +192,7 @@ def create_router(
             recorder.record(
                 ProvenanceEvent(
                     type="audit.read",
-                    actor={"id": caller.sub, "type": "service"},
+                    actor=Actor(id=caller.sub, type="service"),
                     citizen_ref=citizen_ref,
                     query="GET citizen events",
                 )
@@ -243,7 +249,7 @@ def create_router(
         params = _int_params(request, ("seq",), ("size",))
         if isinstance(params, JSONResponse):
             return params
-        seq, size = params
+        (seq,), (size,) = params
         if size is None:
             cp = ledger.latest_checkpoint()
             size = cp.size if cp else ledger.size
@@ -268,7 +274,7 @@ def create_router(
         params = _int_params(request, ("from", "to"))
         if isinstance(params, JSONResponse):
             return params
-        first, second = params
+        (first, second), _ = params
         if first > second:
             return problem(
                 422,
@@ -290,9 +296,10 @@ def create_router(
         ref = getattr(ident, "citizen_ref", None)
         if getattr(ident, "type", None) != "citizen" or not ref:
             return problem(403, "Forbidden", "this view needs a citizen's own token")
-        items = citizen_accesses(
-            ledger, ref, sealed_cases=sealed_cases, **({"show_staff": show_staff} if show_staff else {})
-        )
+        if show_staff is None:
+            items = citizen_accesses(ledger, ref, sealed_cases=sealed_cases)
+        else:
+            items = citizen_accesses(ledger, ref, sealed_cases=sealed_cases, show_staff=show_staff)
         return JSONResponse({"accesses": [a.model_dump(mode="json") for a in items]})
 
     return router

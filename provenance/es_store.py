@@ -84,7 +84,7 @@ class EsMirror:
 
     @staticmethod
     def document(entry: StoredEntry) -> dict[str, Any]:
-        doc = orjson.loads(entry.body)
+        doc: dict[str, Any] = orjson.loads(entry.body)
         doc["@timestamp"] = doc["time"]
         doc["seq"] = entry.seq
         doc["leaf_hash"] = entry.leaf_hash.hex()
@@ -98,7 +98,8 @@ class EsMirror:
         from elasticsearch import helpers
 
         ok, errors = helpers.bulk(self.client, self._actions(entries), raise_on_error=False, refresh=False)
-        real = [e for e in errors if next(iter(e.values())).get("status") != 409]  # 409: already indexed
+        failures = errors if isinstance(errors, list) else []  # a list unless stats_only
+        real = [e for e in failures if next(iter(e.values())).get("status") != 409]  # 409: already indexed
         if real:
             first = next(iter(real[0].values()))
             raise ProvenanceError(f"Elasticsearch refused {len(real)} documents: {first.get('error', {}).get('type')}")

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -58,6 +58,7 @@ from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import (
     LOWER_LEVELS,
     Appended,
+    BackgroundIntegration,
     CheckpointRow,
     Integration,
     LedgerStore,
@@ -162,7 +163,7 @@ class Ledger:
                 self.verifiers.append(NoteVerifier.from_vkey(k))
             else:
                 self.verifiers.append(NoteVerifier(self.signer.name, k.public_bytes(Encoding.Raw, PublicFormat.Raw)))
-        self.store: LedgerStore = store if store is not None else SqliteLedgerStore(path)  # type: ignore[arg-type]
+        self.store: LedgerStore = store if store is not None else SqliteLedgerStore(path or "")  # (one is given)
         self.path: Path | None = Path(path) if path is not None else getattr(store, "path", None)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
@@ -182,14 +183,16 @@ class Ledger:
         self._lock = threading.RLock()
         self._closed = False
         self.damaged: str | None = None  # why the stored tree cannot be extended (appends refuse)
-        self.integrates_in_background = bool(getattr(self.store, "integrates_in_background", False))
+        self._background: BackgroundIntegration | None = (
+            self.store if isinstance(self.store, BackgroundIntegration) and self.store.integrates_in_background
+            else None)
+        self.integrates_in_background = self._background is not None
         self.integrate_timeout = integrate_timeout
         try:
             self.store.open(origin, self.signer.verifier_key)
             self._state = self._load_state(self.store, self.store.size())
-            if integrator and self.integrates_in_background:
-                self.store.start_integrator(self._integrate, self._integrated,  # type: ignore[attr-defined]
-                                            bodies=bool(mirrors))
+            if integrator and self._background is not None:
+                self._background.start_integrator(self._integrate, self._integrated, bodies=bool(mirrors))
         except BaseException as exc:
             self.store.close()
             if isinstance(exc, self.store.read_errors):
@@ -201,9 +204,9 @@ class Ledger:
             self._mirror_thread.start()
 
     def close(self) -> None:
-        if self.integrates_in_background:
+        if self._background is not None:
             # Before taking our lock: the integrator thread takes it to adopt what it committed.
-            self.store.stop_integrator()  # type: ignore[attr-defined]
+            self._background.stop_integrator()
         if self._mirror_thread is not None and self._mirror_queue is not None:
             self._mirror_queue.put(None)
             self._mirror_thread.join(timeout=30)
@@ -316,9 +319,9 @@ class Ledger:
         next checkpoint). Immediate unless the store integrates in the background; then this
         process integrates them if no integrator is running, else waits for it, up to ``timeout``
         (False if it passed: the entries stay acknowledged and are integrated later)."""
-        if not self.integrates_in_background or self._closed:
+        if self._background is None or self._closed:
             return True
-        done = self.store.integrate_pending(  # type: ignore[attr-defined]
+        done = self._background.integrate_pending(
             self._integrate, self._integrated, timeout=self.integrate_timeout if timeout is None else timeout,
             bodies=bool(self.mirrors))
         if not done:
@@ -392,7 +395,7 @@ class Ledger:
         batches dropped during the outage are indexed once it is back.
         """
         assert self._mirror_queue is not None
-        behind = set()
+        behind: set[int] = set()
         while True:
             entries = self._mirror_queue.get()
             if entries is None:
@@ -564,7 +567,7 @@ class Ledger:
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
         return self.store.entries(start, self.size if end is None else end)
 
-    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict], str | None]:
+    def events_after(self, cursor: str | int | None, limit: int = 50_000) -> tuple[list[dict[str, Any]], str | None]:
         """Events with seq > cursor as dicts (plus ``seq``, ``leaf_hash``), and the new cursor.
 
         Shaped for ``siem_rules.CallableSource(name, "provenance", ledger.events_after)``: incremental

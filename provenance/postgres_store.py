@@ -125,6 +125,13 @@ def _key(label: str) -> int:
     return int.from_bytes(hashlib.blake2b(label.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, ``SHOW``, a lock function)."""
+    if row is None:
+        raise TypeError("the query returned no row")
+    return row
+
+
 def _migration_sql(number: int, name: str) -> str:
     return (resources.files("provenance") / "pg_schema" / f"{number:04d}_{name}.sql").read_text(encoding="utf-8")
 
@@ -183,13 +190,14 @@ class PostgresLedgerStore:
             params = conninfo_to_dict(url)
         except (psycopg.Error, ValueError, TypeError):
             raise ValueError(f"not a PostgreSQL URL: {redact_dsn(url)}") from None
-        self._password = params.get("password") or None
+        password = params.get("password")
+        self._password = str(password) if password else None
         # Defaults only where the URL says nothing: a dead server or network is noticed in seconds.
         for k, v in (("connect_timeout", str(max(1, round(timeout)))), ("keepalives", "1"),
                      ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
                      ("application_name", "ztcp-ledger")):
             params.setdefault(k, v)
-        self._conninfo = make_conninfo(**params)
+        self._conninfo = make_conninfo("", **params)
         self.pool_size = pool_size
         self.timeout = timeout
         self.integrator_poll = integrator_poll
@@ -307,7 +315,7 @@ class PostgresLedgerStore:
         try:
             with self._conn("open failed") as conn:
                 self._migrate(conn, origin, verifier_key)
-                self.fsync_off = conn.execute("SHOW fsync").fetchone()[0] == "off"
+                self.fsync_off = _row(conn.execute("SHOW fsync").fetchone())[0] == "off"
         except psycopg.Error as exc:
             raise LedgerUnavailable(f"cannot open ledger {self.location}: {self._reason(exc)}") from None
         if self.fsync_off:
@@ -334,8 +342,8 @@ class PostgresLedgerStore:
     def _read_version(self, conn: psycopg.Connection) -> int | None:
         """The recorded version, 0 for an empty schema, None when the ledger was never created."""
         s = self.schema
-        if conn.execute("SELECT to_regclass(%s)", (f"{s}.schema_migrations",)).fetchone()[0] is None:
-            if conn.execute("SELECT to_regclass(%s)", (f"{s}.entries",)).fetchone()[0] is not None:
+        if _row(conn.execute("SELECT to_regclass(%s)", (f"{s}.schema_migrations",)).fetchone())[0] is None:
+            if _row(conn.execute("SELECT to_regclass(%s)", (f"{s}.entries",)).fetchone())[0] is not None:
                 raise SchemaVersionError(
                     f"ledger {self.location} has ledger tables but no schema_migrations table: "
                     "not a layout any ztcp wrote"
@@ -377,7 +385,8 @@ class PostgresLedgerStore:
 
     def schema_version(self) -> int:
         with self._conn("read failed") as conn:
-            return conn.execute(f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_migrations").fetchone()[0]
+            sql = f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_migrations"  # noqa: S608
+            return int(_row(conn.execute(sql).fetchone())[0])
 
     def close(self) -> None:
         self.stop_integrator()
@@ -394,7 +403,7 @@ class PostgresLedgerStore:
     def size(self) -> int:
         """Entries in the tree (in background mode, acknowledged entries may be waiting beyond it)."""
         with self._conn("read failed") as conn:
-            return conn.execute(self._q["size"]).fetchone()[0]
+            return int(_row(conn.execute(self._q["size"]).fetchone())[0])
 
     def probe(self) -> None:
         # A durable write in a few seconds or LedgerUnavailable: a probe row (never a log entry),
@@ -408,7 +417,7 @@ class PostgresLedgerStore:
     def sequenced_size(self) -> int:
         """Entries acknowledged (the next seq a writer would take)."""
         with self._conn("read failed") as conn:
-            return conn.execute(self._q["next_seq"]).fetchone()[0]
+            return int(_row(conn.execute(self._q["next_seq"]).fetchone())[0])
 
     def node_hashes(self, ids: Collection[int]) -> dict[int, bytes]:
         with self._conn("read failed") as conn:
@@ -455,10 +464,10 @@ class PostgresLedgerStore:
         """A few events (the gateway's usual append) in one statement, so one round trip and the
         flush: lock the sequencer row, insert at its next_seq, move it, commit (autocommit). The
         same transaction as ``_append_once``; a stored event id fails it the same way."""
-        first = conn.execute(self._q["append_small"], (
+        first = _row(conn.execute(self._q["append_small"], (
             [p.event_id for p in items], [p.citizen_key for p in items], [p.time_us for p in items],
             [p.type for p in items], [p.body for p in items], [p.leaf_hash for p in items], len(items),
-        )).fetchone()[0]
+        )).fetchone())[0]
         receipts = [_MAKE(Receipt, (seq, p.leaf_hash, p.event_id, False)) for seq, p in enumerate(items, first)]
         return Appended(receipts, first, items, None)
 
@@ -468,7 +477,7 @@ class PostgresLedgerStore:
             cur = conn.cursor(binary=True)
             # The sequencer's lock: every other writer, in any process, waits here until we commit.
             # (READ COMMITTED: each later statement sees what the writer before us committed.)
-            first = cur.execute(self._q["seq_lock"]).fetchone()[0]
+            first = _row(cur.execute(self._q["seq_lock"]).fetchone())[0]
             known = self._lookup(cur, [p.event_id for p in items]) if lookup else {}
             new, receipts = assign_seqs(items, first, known)
             if not new:
@@ -483,7 +492,7 @@ class PostgresLedgerStore:
                 return Appended(receipts, first, new, None)
             # Inline: extend the tree in this same transaction (entries waiting from a background
             # writer on the same database, if any, go in first: the tree has no holes).
-            size = cur.execute(self._q["tree_lock"]).fetchone()[0]
+            size = _row(cur.execute(self._q["tree_lock"]).fetchone())[0]
             if size > first:
                 raise LedgerUnavailable(f"ledger {self.location}: the tree ({size}) is ahead of the sequence ({first})")
             batch = [*self._read_entries(cur, size, first, bodies=True), *new] if size < first else new
@@ -531,8 +540,8 @@ class PostgresLedgerStore:
             with cur.copy(self._q["copy_citizens"]) as cp:
                 cp.set_types(("int4", "int8", "int8"))
                 write = cp.write_row
-                for row in citizens:
-                    write(row)
+                for citizen_row in citizens:
+                    write(citizen_row)
         if integration.checkpoint is not None:
             cur.execute(self._q["checkpoint"], tuple(integration.checkpoint))
         cur.execute(self._q["tree_set"], (size + len(batch),))
@@ -549,12 +558,12 @@ class PostgresLedgerStore:
     def _integrate_step(self, conn: psycopg.Connection, integrate: Integrate, *, bodies: bool) -> Appended | None:
         """Extend the tree over up to ``integrate_batch`` waiting entries, in one transaction."""
         cur = conn.cursor(binary=True)
-        size, top = cur.execute(self._q["pending"]).fetchone()  # cheap; also the session's heartbeat
+        size, top = _row(cur.execute(self._q["pending"]).fetchone())  # cheap; also the session's heartbeat
         if top <= size:
             return None
         with conn.transaction():
-            size = cur.execute(self._q["tree_lock"]).fetchone()[0]
-            top = cur.execute(self._q["next_seq"]).fetchone()[0]
+            size = _row(cur.execute(self._q["tree_lock"]).fetchone())[0]
+            top = _row(cur.execute(self._q["next_seq"]).fetchone())[0]
             hi = min(top, size + self.integrate_batch)
             if hi <= size:
                 return None
@@ -661,7 +670,7 @@ class PostgresLedgerStore:
         s = self.schema
         with self._conn("read failed") as conn:
             cur = conn.cursor(binary=True)
-            size = cur.execute(self._q["size"]).fetchone()[0]
+            size = _row(cur.execute(self._q["size"]).fetchone())[0]
             if size == 0:
                 return iter(())
             segments = list(range(max(after_seq, 0) >> SEGMENT_BITS, ((size - 1) >> SEGMENT_BITS) + 1))
@@ -705,7 +714,7 @@ class PostgresLedgerStore:
         pin = getattr(local, "pin", None)
         if pin is None:
             with self._conn("read failed") as conn:
-                pin = local.pin = [conn.execute(self._q["size"]).fetchone()[0], 0]
+                pin = local.pin = [_row(conn.execute(self._q["size"]).fetchone())[0], 0]
         pin[1] += 1
         try:
             yield from pages(pin[0])
@@ -783,9 +792,9 @@ class PostgresLedgerStore:
         version = self._read_version(conn)
         if not version:
             raise LedgerUnavailable(f"cannot copy ledger {self.location}: there is no ledger there")
-        meta = dict(conn.execute(f"SELECT key, value FROM {s}.meta").fetchall())
-        size = conn.execute(self._q["size"]).fetchone()[0]
-        top = conn.execute(self._q["next_seq"]).fetchone()[0] if version >= 2 else size
+        meta: dict[str, str] = dict(conn.execute(f"SELECT key, value FROM {s}.meta").fetchall())
+        size = _row(conn.execute(self._q["size"]).fetchone())[0]
+        top = _row(conn.execute(self._q["next_seq"]).fetchone())[0] if version >= 2 else size
         out = SqliteLedgerStore(partial)
         out.open(meta["origin"], meta.get("verifier_key", ""))
         out.close()
@@ -827,7 +836,8 @@ class PostgresLedgerStore:
         if len(stored) != len(plan):
             return
         tree = merkle.CompactRange(size, [stored[node_id(lv, ix)] for lv, ix in plan])
-        lower, upper = [], []
+        lower: list[tuple[int, bytes]] = []
+        upper: list[tuple[int, bytes]] = []
         for lh in leaves:
             for level, index, h in tree.append(lh):
                 (lower if level < UPPER_LEVEL else upper).append((node_id(level, index), h))
@@ -884,7 +894,7 @@ class _Integrator:
             # What this session writes is recomputable from durable entries (module notes): its
             # commits need not wait for the disk, nor make the writers' flushes wait behind them.
             self.conn.execute("SET synchronous_commit = off")
-        if self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.store._lock_key,)).fetchone()[0]:
+        if _row(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.store._lock_key,)).fetchone())[0]:
             self.leader = True
             log.info("ledger %s: this process is the integrator now", self.store.location)
         return self.leader

@@ -61,7 +61,7 @@ class NotePublisher:
 
 def published_notes(paths: list[Path]) -> list[str]:
     """The notes in ``paths``: files as given, directories by their ``*.note`` files (sorted)."""
-    notes = []
+    notes: list[str] = []
     for p in paths:
         files = sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p]
         notes.extend(f.read_text(encoding="utf-8") for f in files)

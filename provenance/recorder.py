@@ -97,7 +97,8 @@ class Recorder:
         # Split very large queues so one transaction stays bounded; order is preserved.
         start = 0
         while start < len(batch):
-            group, n = [], 0
+            group: list[_Ticket] = []
+            n = 0
             while start < len(batch) and (not group or n + len(batch[start].events) <= self.max_batch):
                 group.append(batch[start])
                 n += len(batch[start].events)

@@ -107,7 +107,7 @@ def to_json(trace: Trace) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
-def _bound_doc(trace: Trace, seq: int) -> dict | None:
+def _bound_doc(trace: Trace, seq: int) -> dict[str, Any] | None:
     b = trace.recorded_by(seq)
     return {"time": b[1].isoformat(), "checkpoint_size": b[0], "source": "rfc3161"} if b else None
 
@@ -187,7 +187,7 @@ def _column_widths(pdf: Any, table: list[list[str]], available: float) -> list[f
 
     def width(text: str, bold: bool) -> float:  # the header row is set in bold
         pdf.set_font(family, "B" if bold else "", pdf.font_size_pt)
-        return pdf.get_string_width(text)
+        return float(pdf.get_string_width(text))
 
     for size in PDF_FONT_SIZES:
         pdf.set_font(family, "", size)

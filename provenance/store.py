@@ -31,7 +31,7 @@ import hashlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -100,15 +100,15 @@ class StoredEntry:
     def event(self) -> ProvenanceEvent:
         return event_from_bytes(self.body)
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         return entry_document(self.seq, self.leaf_hash, self.body)
 
 
-def entry_document(seq: int, leaf_hash: bytes, body: bytes) -> dict:
+def entry_document(seq: int, leaf_hash: bytes, body: bytes) -> dict[str, Any]:
     """A ledger entry as readers outside the ledger get it: the event as stored plus ``seq`` and
     ``leaf_hash`` (hex). One shape for ``events_after`` (the SIEM's live feed) and ``ztcp audit export
     --format jsonl``."""
-    doc = orjson.loads(body)
+    doc: dict[str, Any] = orjson.loads(body)
     doc["seq"], doc["leaf_hash"] = seq, leaf_hash.hex()
     return doc
 
@@ -218,6 +218,22 @@ class IntegratesInBackground(Protocol):
         """Return once everything acknowledged before the call is integrated (here, if no other
         process is integrating); False if ``timeout`` passed first."""
         ...
+
+
+@runtime_checkable
+class BackgroundIntegration(Protocol):
+    """A store whose writers only sequence entries and one integrator per database extends the tree
+    behind them (:class:`provenance.postgres_store.PostgresLedgerStore` configured "background")."""
+
+    integrates_in_background: bool
+
+    def start_integrator(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                         bodies: bool = False) -> None: ...
+
+    def stop_integrator(self) -> None: ...
+
+    def integrate_pending(self, integrate: Integrate, committed: Callable[[Appended], None], *,
+                          timeout: float = 10.0, bodies: bool = False) -> bool: ...
 
 
 class LedgerStore(Protocol):

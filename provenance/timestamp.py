@@ -31,8 +31,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from provenance.errors import IntegrityError, ProvenanceError
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+    from provenance.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ class TsaClient:
 class TsaVerifier:
     """Verifies tokens against the TSA's trust anchor(s) (PEM: root, then any intermediates)."""
 
-    def __init__(self, roots: Sequence[object], intermediates: Sequence[object] = ()) -> None:
+    def __init__(self, roots: Sequence[Certificate], intermediates: Sequence[Certificate] = ()) -> None:
         if not roots:
             raise ProvenanceError("a TSA verifier needs at least one trust anchor")
         self.roots = list(roots)
@@ -214,7 +220,7 @@ class CheckpointStamper:
         self._wake.set()
         return self._idle.wait(timeout)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {"stamped": self.stamped, "pending": len(self._pending), "error": self.error}
 
     def _run(self) -> None:
@@ -277,20 +283,20 @@ class StampReport:
         """Events not covered by any stamped checkpoint (appended after the latest one)."""
         return max(0, self.ledger_size - self.latest_size)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"stamped": self.stamped, "checkpoints": self.checkpoints, "latest_stamped_size": self.latest_size,
                 "latest_stamp_time": self.latest_time.isoformat() if self.latest_time else None,
                 "unstamped_checkpoints": len(self.unstamped), "events_after_latest_stamp": self.untimed_events}
 
 
-def verify_stamps(ledger: object, directory: Path, verifier: TsaVerifier) -> StampReport:
+def verify_stamps(ledger: Ledger, directory: Path, verifier: TsaVerifier) -> StampReport:
     """Check every stored checkpoint token: it must verify against the TSA's trust anchor and be a
     token over exactly the ledger's signed note at that size. Raises ``IntegrityError`` (kind
     ``timestamp``) naming the first bad one; reports checkpoints without a token (the gap)."""
     stamps = stored_stamps(directory)
     report = StampReport()
-    report.ledger_size = ledger.size  # type: ignore[attr-defined]
-    notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}  # type: ignore[attr-defined]
+    report.ledger_size = ledger.size
+    notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}
     report.checkpoints = len(notes)
     for size in sorted(stamps):
         note = notes.get(size)
@@ -327,7 +333,7 @@ class TimeBounds:
         self._best.reverse()
 
     @classmethod
-    def load(cls, ledger: object, directory: Path | None, verifier: TsaVerifier | None) -> TimeBounds:
+    def load(cls, ledger: Ledger, directory: Path | None, verifier: TsaVerifier | None) -> TimeBounds:
         """Stamps that verify against the ledger's own notes (an invalid one is simply not used:
         ``audit verify`` is where it fails loudly)."""
         if directory is None or verifier is None:
@@ -335,7 +341,7 @@ class TimeBounds:
         stamps = stored_stamps(directory)
         if not stamps:
             return cls({})
-        notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}  # type: ignore[attr-defined]
+        notes = {row[0]: row[3] for row in ledger.raw_checkpoints()}
         out = {}
         for size, path in stamps.items():
             note = notes.get(size)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from contracts.provenance_event import canonical_bytes_reference, event_from_bytes
 from provenance import merkle
-from provenance.checkpoint import open_checkpoint
+from provenance.checkpoint import Checkpoint, open_checkpoint
 from provenance.errors import CheckpointError, IntegrityError, ProofError, UnknownEntry
 from provenance.ledger import Ledger
 from provenance.store import LedgerStore, node_from_id, node_id
@@ -133,7 +133,7 @@ def _verify(ledger: Ledger, full: bool, progress: Progress | None) -> VerifyRepo
     return VerifyReport(size, len(cps), latest_size, full, checked, size - latest_size)
 
 
-def _check_consistency(ledger: Ledger, a, b) -> None:  # noqa: ANN001 - two Checkpoints
+def _check_consistency(ledger: Ledger, a: Checkpoint, b: Checkpoint) -> None:
     if b.size == a.size:
         if a.root != b.root:
             raise IntegrityError(
@@ -154,7 +154,7 @@ def _check_consistency(ledger: Ledger, a, b) -> None:  # noqa: ANN001 - two Chec
 
 
 def _recompute(  # noqa: C901 - one streaming pass, kept together for speed
-    store: LedgerStore, size: int, cps: list, progress: Progress | None, *, deep: bool
+    store: LedgerStore, size: int, cps: list[Checkpoint], progress: Progress | None, *, deep: bool
 ) -> int:
     cp_at = {cp.size: cp for cp in cps}
     frontier = merkle.CompactRange()
@@ -214,7 +214,8 @@ def _deep_check(seq: int, body: bytes) -> None:
         raise IntegrityError(f"event at seq {seq} is not in RFC 8785 canonical form", seq=seq, kind="changed")
 
 
-def _diagnose(store, seq, level, index, computed, row, want_id) -> IntegrityError:  # noqa: ANN001, PLR0913
+def _diagnose(store: LedgerStore, seq: int, level: int, index: int, computed: bytes,  # noqa: PLR0913
+              row: tuple[int, bytes] | None, want_id: int) -> IntegrityError:
     """Name what happened at the first mismatch, comparing leaves with the stored level-0 nodes."""
     if level > 0:
         first = index << level

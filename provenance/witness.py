@@ -253,7 +253,7 @@ def create_witness_app(witness: Witness) -> FastAPI:
         return PlainTextResponse(line)
 
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "witness": witness.signer.name}
 
     return app

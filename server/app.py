@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from joserfc.jwk import DictKey
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import gateway
@@ -50,13 +51,13 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None, delivery: Any = 
     mount_console(app, runtime)  # /console/… (auditor, SOC, officers, custodians); / redirects there
 
     @app.get("/.well-known/jwks.json", tags=["identity"], summary="Public keys: dev IdP and decision tokens")
-    async def jwks() -> dict:
+    async def jwks() -> dict[str, list[DictKey]]:
         keys = list(runtime.issuer.jwks()["keys"]) if runtime.issuer else []
         keys.append({**runtime.decision_signer.public_jwk(), "use": "sig"})
         return {"keys": keys}
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     readiness = Readiness(runtime, siem, delivery)

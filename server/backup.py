@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import provenance
 from provenance.sqlite_store import SqliteLedgerStore
@@ -55,13 +56,13 @@ class BackupDamaged(BackupError):
 @dataclass
 class BackupReport:
     directory: Path
-    files: dict[str, dict] = field(default_factory=dict)  # name → {"sha256", "bytes", "kind"}
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → {"sha256", "bytes", "kind"}
     excluded: dict[str, str] = field(default_factory=dict)  # name → why
     ledger_size: int | None = None
     checkpoint: str | None = None
     created_at: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "created_at": self.created_at, "files": self.files,
                 "excluded": self.excluded, "ledger_size": self.ledger_size, "checkpoint": self.checkpoint}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +87,33 @@ def make_delivery(settings: Settings, config: DeliveryConfig | None = None, **kw
     cfg = config or delivery_config(settings)
     if cfg is None:
         return None
+    return _delivery(settings, cfg, **kwargs)
+
+
+def _delivery(settings: Settings, cfg: DeliveryConfig, **kwargs: Any) -> Delivery:
     home = settings.ensure_home()
     from server.siem import DB_NAME as SIEM_DB
 
     return Delivery(connect_outbox(home / DB_NAME), connect(home / SIEM_DB), cfg, decision_feed(settings), **kwargs)
 
 
-def make_delivery_thread(settings: Settings, interval: float = 10.0, gate: Any = None) -> DeliveryThread | None:
+class ConfiguredDeliveryThread(DeliveryThread):
+    """The delivery thread with the configuration it was built from (``/readyz`` reports on it)."""
+
+    def __init__(self, config: DeliveryConfig, delivery_factory: Callable[[], Delivery], interval: float = 10.0,
+                 gate: Callable[[], bool] | None = None) -> None:
+        super().__init__(delivery_factory, interval, gate=gate)
+        self.config = config
+
+
+def make_delivery_thread(settings: Settings, interval: float = 10.0,
+                         gate: Callable[[], bool] | None = None) -> ConfiguredDeliveryThread | None:
     """For `ztcp serve`: None when no channel is configured; else a thread to ``start()``/``stop()``.
     ``gate``: the leader lease's ``held`` (only the cluster's leader delivers)."""
     cfg = delivery_config(settings)  # bad settings stop serve here, before anything starts
     if cfg is None:
         return None
-    thread = DeliveryThread(lambda: make_delivery(settings, cfg), interval, gate=gate)  # type: ignore[arg-type,return-value]
-    thread.config = cfg  # type: ignore[attr-defined]
-    return thread
+    return ConfiguredDeliveryThread(cfg, lambda: _delivery(settings, cfg), interval, gate=gate)
 
 
 def delivery_status(settings: Settings, thread: DeliveryThread | None) -> dict[str, Any]:

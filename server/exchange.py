@@ -13,16 +13,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.bootstrap import EXCHANGE_SIGNING
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from fastapi import FastAPI, Request
+
+    import provenance
+    from exchange import ExchangeService, Operator
+    from keymgmt import TransitSigningKey
+    from pdp.http_auth import BearerAuth
+    from pdp.identity import SubjectIdentity
+    from provenance.timestamp import CheckpointStamper, TsaClient, TsaVerifier
+    from server.bootstrap import SystemKeys
+    from server.runtime import Runtime
 
 log = logging.getLogger("ztcp.exchange")
 STORE_FILE = "exchange.db"
 
 
-def tsa_client(settings: Settings) -> Any:
+def tsa_client(settings: Settings) -> TsaClient | None:
     if not settings.tsa_url:
         return None
     from provenance.timestamp import TsaClient
@@ -30,7 +45,7 @@ def tsa_client(settings: Settings) -> Any:
     return TsaClient(settings.tsa_url)
 
 
-def tsa_verifier(settings: Settings) -> Any:
+def tsa_verifier(settings: Settings) -> TsaVerifier | None:
     if not settings.tsa_ca_file:
         return None
     from provenance.timestamp import TsaVerifier
@@ -38,7 +53,7 @@ def tsa_verifier(settings: Settings) -> Any:
     return TsaVerifier.from_pem_file(settings.tsa_ca_file)
 
 
-def attach_stamping(settings: Settings, ledger: Any) -> Any:
+def attach_stamping(settings: Settings, ledger: provenance.Ledger) -> CheckpointStamper | None:
     """Time-stamp every new checkpoint (and any earlier one without a token) when a TSA is configured."""
     client = tsa_client(settings)
     if client is None:
@@ -54,20 +69,20 @@ def attach_stamping(settings: Settings, ledger: Any) -> Any:
     return stamper
 
 
-def exchange_signer(settings: Settings, keys: Any) -> Any:
+def exchange_signer(settings: Settings, keys: SystemKeys) -> Ed25519PrivateKey | TransitSigningKey:
     """Transfer records are signed in Vault/OpenBao transit when it is configured (the private key
     never reaches this host), else with the sealed keyring's ``exchange-signing`` key."""
     if settings.vault_addr:
         import keymgmt
-        from server.keys import build_provider
+        from server.keys import build_vault_provider
 
-        provider = build_provider(settings)
+        provider = build_vault_provider(settings, settings.vault_addr)
         provider.ensure(EXCHANGE_SIGNING, "ed25519")
         return keymgmt.TransitSigningKey(provider, EXCHANGE_SIGNING)
     return keys.exchange_signing
 
 
-def signed_registers(runtime: Any) -> dict:
+def signed_registers(runtime: Runtime) -> dict[str, Any]:
     """``data.bureau`` of the active signed revision: the agreements register the PDP enforces."""
     store = runtime.revision_store
     active = store.active()
@@ -82,7 +97,7 @@ def signed_registers(runtime: Any) -> dict:
     return cache[active.revision]
 
 
-def build_service(runtime: Any) -> Any:
+def build_service(runtime: Runtime) -> ExchangeService:
     import exchange
 
     settings = runtime.settings
@@ -99,17 +114,17 @@ def build_service(runtime: Any) -> Any:
         classification=runtime.dataset_classification, key_audit=runtime.key_audit)
 
 
-def cli_operator(runtime: Any, subject: Any, token: str) -> Any:
+def cli_operator(runtime: Runtime, subject: SubjectIdentity, token: str) -> Operator:
     """The operator of a batch started at the command line: the verified subject, on this host
     (``ZTCP_EXCHANGE_DEVICE_ID``, posture from the device inventory), on the internal network."""
     import exchange
-    from contracts.decision import Context, Device
+    from contracts.decision import Context, Device, Posture
 
     device_id = runtime.settings.exchange_device_id
     record = runtime.device_inventory.get(device_id)
     device = Device(id=device_id, managed=bool(record and record.active and record.managed),
                     compliant=bool(record and record.active and record.compliant),
-                    posture=record.posture if record and record.active else None or {})
+                    posture=record.posture if record and record.active else Posture())
     return exchange.Operator(id=subject.id, roles=tuple(subject.roles), unit=subject.org_unit, token=token,
                              device=device, context=Context(network_zone="internal", channel="exchange-cli"))
 
@@ -117,7 +132,8 @@ def cli_operator(runtime: Any, subject: Any, token: str) -> Any:
 class Sweeper:
     """For ``ztcp serve``: overdue receipts recorded and pending time-stamps retried, every ``interval`` s."""
 
-    def __init__(self, service: Any, interval: float = 60.0, gate: Any = None) -> None:
+    def __init__(self, service: ExchangeService, interval: float = 60.0,
+                 gate: Callable[[], bool] | None = None) -> None:
         self.service = service
         self.interval = interval
         self.gate = gate  # with replicas: only the holder of the leader lease sweeps (server/leader.py)
@@ -134,7 +150,7 @@ class Sweeper:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
-    def run_once(self) -> dict:
+    def run_once(self) -> dict[str, Any]:
         overdue = self.service.sweep_overdue()
         stamped = self.service.stamp_pending()
         return {"overdue": overdue, "stamped": stamped}
@@ -151,13 +167,13 @@ class Sweeper:
                 log.warning("exchange sweep failed: %s", self.error)
 
 
-def mount_exchange(app: Any, runtime: Any, auth: Any) -> None:
+def mount_exchange(app: FastAPI, runtime: Runtime, auth: BearerAuth) -> None:
     """The exchange's routes; the caller's device and context are believed as the gateway believes them."""
     from exchange.api import BatchJobs, create_router
 
     service = runtime.exchange
 
-    def operator(request: Any, subject: Any) -> Any:
+    def operator(request: Request, subject: SubjectIdentity) -> Operator:
         import exchange
 
         device, ctx = runtime.context_resolver.resolve(request)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 import keymgmt
 import provenance
+from provenance.checkpoint import Ed25519Signer
 from provenance.postgres_store import PostgresLedgerStore
 from provenance.sqlite_store import SqliteLedgerStore
 from provenance.store import LedgerStore
 from provenance.witness import WitnessEndpoint, Witnessing
-from server.bootstrap import CHECKPOINT_SIGNING, system_keys
-from server.keys import build_provider
+from server.bootstrap import CHECKPOINT_SIGNING, SystemKeys, system_keys
+from server.keys import build_vault_provider
 from server.settings import Settings
 
 LEDGER_FILE = "provenance.db"
@@ -34,7 +37,7 @@ def ledger_database(settings: Settings) -> LedgerStore | None:
     return PostgresLedgerStore(settings.database_url) if settings.database_url else None
 
 
-def ledger_from_settings(settings: Settings, keys: object | None = None, *,
+def ledger_from_settings(settings: Settings, keys: SystemKeys | None = None, *,
                          path: Path | None = None, integrator: bool = False) -> provenance.Ledger:
     """The installation's ledger (``ledger_store``), signing checkpoints with the system checkpoint key.
 
@@ -50,22 +53,23 @@ def ledger_from_settings(settings: Settings, keys: object | None = None, *,
     origin = getattr(settings, "ledger_origin", None) or DEFAULT_ORIGIN
     in_vault = settings.checkpoint_in_vault
 
-    def local_keys() -> list:
-        return (keys if keys is not None else system_keys(settings)).public_keys(CHECKPOINT_SIGNING)  # type: ignore[attr-defined]
+    def local_keys() -> list[Ed25519PublicKey]:
+        return (keys if keys is not None else system_keys(settings)).public_keys(CHECKPOINT_SIGNING)
 
+    signer: Ed25519PrivateKey | Ed25519Signer
     if in_vault:
-        provider = build_provider(settings)
+        provider = build_vault_provider(settings, settings.vault_addr or "")  # (set: the settings check)
         provider.ensure(CHECKPOINT_SIGNING, "ed25519")
-        signer: object = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)  # type: ignore[arg-type]
+        signer = keymgmt.TransitSigningKey(provider, CHECKPOINT_SIGNING)
         trusted = list(provider.ed25519_public_keys(CHECKPOINT_SIGNING).values())
         if settings.checkpoint_trust_local:
             trusted += local_keys()
     else:
         keys = keys if keys is not None else system_keys(settings)
-        signer, trusted = keys.checkpoint_signing, local_keys()  # type: ignore[attr-defined]
+        signer, trusted = keys.checkpoint_signing, local_keys()
     return provenance.Ledger(
         store=ledger_store(settings, path),
-        signing_key=signer,  # type: ignore[arg-type]
+        signing_key=signer,
         origin=origin,
         trusted_keys=trusted,
         checkpoint_in_append=not in_vault,  # a key server must never stall a durable append

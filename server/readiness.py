@@ -13,16 +13,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from provenance.postgres_store import PostgresLedgerStore
 from server.bootstrap import DATA_KEK
+
+if TYPE_CHECKING:
+    from server.runtime import Runtime
+    from siem_rules import Scheduler
+    from siem_rules.delivery import DeliveryThread
 
 CACHE_SECONDS = 5.0
 Check = Callable[[], dict[str, Any]]
 
 
 class Readiness:
-    def __init__(self, runtime: Any, siem: Any = None, delivery: Any = None) -> None:  # noqa: ANN401
+    def __init__(self, runtime: Runtime, siem: Scheduler | None = None,
+                 delivery: DeliveryThread | None = None) -> None:
         self.runtime = runtime
         self.siem = siem
         self.delivery = delivery
@@ -112,22 +119,21 @@ class Readiness:
             out["checkpoint_error"] = ledger.checkpoint_error.split(":", 1)[0]  # the type, never a URL
         if ledger.publish_error:
             out["publish_error"] = ledger.publish_error.split(":", 1)[0]
-        status = getattr(ledger.store, "integrator_status", None)
-        if status is not None:  # PostgreSQL: the server must answer (else appends fail: not ready)
-            store = ledger.store
+        store = ledger.store
+        if isinstance(store, PostgresLedgerStore):  # the server must answer (else appends fail: not ready)
             size, sequenced = store.size(), store.sequenced_size()
-            integrator = status()
+            integrator = store.integrator_status()
             out |= {"size": size, "store": "postgresql", "integrator": integrator["role"],
                     "waiting": sequenced - size}  # acknowledged, not yet in the tree
             if integrator.get("error"):
                 out["integrator_error"] = integrator["error"].split(":", 1)[0]
-        witnessing = getattr(self.runtime, "witnessing", None)
+        witnessing = self.runtime.witnessing
         if witnessing is not None:  # reported, not required: appends go on, the next checkpoint catches up
             out["witnesses"] = witnessing.status()
-        stamper = getattr(self.runtime, "stamper", None)
+        stamper = self.runtime.stamper
         if stamper is not None:  # reported, not required: the gap is stamped when the TSA answers again
-            status = stamper.status()
-            out["timestamping"] = {**status, "error": (status["error"] or "").split(":", 1)[0] or None}
+            stamps = stamper.status()
+            out["timestamping"] = {**stamps, "error": (stamps["error"] or "").split(":", 1)[0] or None}
         return out
 
     def _keys(self) -> dict[str, Any]:

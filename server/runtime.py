@@ -15,11 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
-from pdp.decision_log import DecisionLog, DecisionLogStore, ElasticsearchSink
+from pdp.decision_log import DecisionLog, DecisionLogStore, ElasticsearchSink, LogSink
 from pdp.devices import INVENTORY_FILE, DeviceAuthenticator, DeviceCA, DeviceInventory, PostureVerifier
 from pdp.engine import create_engine
 from pdp.identity import JwtVerifier, OidcKeySource, StaticKeySource
@@ -36,18 +36,30 @@ from server.errors import ConfigError
 from server.identity import dev_issuer, token_verifier
 from server.settings import Settings
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from elasticsearch import Elasticsearch
+
+    from contracts import ProvenanceEvent
+    from exchange.service import ExchangeService
+    from keymgmt import KeyAuditLog, KeyProvider, ProtectedReader
+    from provenance import Ledger, Recorder
+    from provenance.timestamp import CheckpointStamper
+    from provenance.witness import Witnessing
+
 log = logging.getLogger("ztcp.runtime")
 BUREAU_DATA_FILE = "bureau-data.json"
 DECISION_LOG_FILE = "decisions.db"  # without ZTCP_DATABASE_URL
 SIGNALS_FILE = "signals.db"
 
 
-def open_revision_store(settings: Settings, **kwargs: object) -> RevisionStore:
+def open_revision_store(settings: Settings, *, required_approvals: int = 1) -> RevisionStore:
     """The policy revision store: in PostgreSQL with ``ZTCP_DATABASE_URL`` (every replica publishes
     to it and follows it), else ``ZTCP_HOME/policy.db``."""
     if settings.database_url:
-        return RevisionStore(settings.database_url, **kwargs)  # type: ignore[arg-type]
-    return RevisionStore.in_home(settings.ensure_home(), **kwargs)  # type: ignore[arg-type]
+        return RevisionStore(settings.database_url, required_approvals=required_approvals)
+    return RevisionStore.in_home(settings.ensure_home(), required_approvals=required_approvals)
 
 
 class Runtime:
@@ -57,22 +69,22 @@ class Runtime:
         # One "now" for everything that stamps or checks time (decisions, token checks, provenance,
         # key audit): the demo's simulated week passes a settable clock here.
         self.clock = clock
-        self._closers: list = []
+        self._closers: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._classes: dict[str, str | None] = {}
-        self.witnessing = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
-        self.stamper = None  # set with the ledger when ZTCP_TSA_URL names a Time-Stamp Authority
+        self.witnessing: Witnessing | None = None  # set with the ledger when ZTCP_WITNESSES lists witnesses
+        self.stamper: CheckpointStamper | None = None  # set with the ledger when ZTCP_TSA_URL names a TSA
         self.lease: Any = None  # `ztcp serve`: the scheduler's leader lease (server/leader.py)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
 
-    def provenance_event(self, **fields: object):  # type: ignore[no-untyped-def]
+    def provenance_event(self, **fields: object) -> ProvenanceEvent:
         """A provenance event stamped with this runtime's clock (unless ``time`` is given)."""
         import contracts
 
         fields.setdefault("time", self.now())
-        return contracts.ProvenanceEvent(**fields)  # type: ignore[arg-type]
+        return contracts.ProvenanceEvent.model_validate(fields)
 
     # -- identity and keys ------------------------------------------------------------------
     @cached_property
@@ -102,7 +114,7 @@ class Runtime:
         return DecisionTokenVerifier(self.keys.public_keys(DECISION_SIGNING), issuer=self.decision_issuer)
 
     # -- policy -----------------------------------------------------------------------------
-    def bureau_data(self) -> dict | None:
+    def bureau_data(self) -> dict[str, Any] | None:
         """Operational facts (cases, agreements, consents) maintained by the bureau, if present."""
         path = self.home / BUREAU_DATA_FILE
         if not path.exists():
@@ -114,7 +126,7 @@ class Runtime:
         declare it and the decision log shows what the policy saw."""
         return self._classes.get(dataset)
 
-    def _bureau_for(self, pack: PolicyPack) -> dict | None:
+    def _bureau_for(self, pack: PolicyPack) -> dict[str, Any] | None:
         """``data.bureau`` for ``pack``: its own signed registers (agreements, protected citizens,
         datasets) and the live feed's operational facts (cases, consents). A register in the live
         file that differs from the signed one is ignored, and said so: it would change decisions
@@ -158,7 +170,7 @@ class Runtime:
     def decision_log(self) -> DecisionLog:
         """The decision log: in PostgreSQL when ``ZTCP_DATABASE_URL`` is set (shared by replicas),
         else ``ZTCP_HOME/decisions.db``."""
-        sinks = []
+        sinks: list[LogSink] = []
         if self.settings.es_url:
             sinks.append(ElasticsearchSink(self.elasticsearch))
         dlog = DecisionLog(self.decision_store(), sinks=sinks)
@@ -174,7 +186,7 @@ class Runtime:
         return SqliteDecisionStore(self.home / DECISION_LOG_FILE, readonly=readonly)
 
     @cached_property
-    def elasticsearch(self):  # type: ignore[no-untyped-def]
+    def elasticsearch(self) -> Elasticsearch:
         from elasticsearch import Elasticsearch
 
         api_key = self.settings.es_api_key.get_secret_value() if self.settings.es_api_key else None
@@ -200,7 +212,7 @@ class Runtime:
         self._closers.append(store.close)
         return store
 
-    def bundle_public_keys(self) -> list:
+    def bundle_public_keys(self) -> list[Ed25519PublicKey]:
         return self.keys.public_keys(BUNDLE_SIGNING)
 
     @cached_property
@@ -220,7 +232,7 @@ class Runtime:
 
     # -- provenance and protected data (used by the gateway) -----------------------------------
     @cached_property
-    def ledger(self):  # type: ignore[no-untyped-def]
+    def ledger(self) -> Ledger:
         """The provenance ledger (same store and keys as ``ztcp audit``). On PostgreSQL this process is
         one of the candidates that integrate (extend the tree behind every replica's writers)."""
         from server.ledger import attach_witnessing, ledger_from_settings
@@ -238,7 +250,7 @@ class Runtime:
         return ledger
 
     @cached_property
-    def recorder(self):  # type: ignore[no-untyped-def]
+    def recorder(self) -> Recorder:
         """Group-commit recorder over :attr:`ledger`: ``record`` returns once the event is durable."""
         import provenance
 
@@ -252,26 +264,26 @@ class Runtime:
         return {cid for cid, c in cases.items() if c.get("sealed") and c.get("status") != "closed"}
 
     @cached_property
-    def key_provider(self):  # type: ignore[no-untyped-def]
+    def key_provider(self) -> KeyProvider:
         from server.keys import build_provider
 
         return build_provider(self.settings)
 
     @cached_property
-    def key_audit(self):  # type: ignore[no-untyped-def]
+    def key_audit(self) -> KeyAuditLog:
         import keymgmt
 
         return keymgmt.KeyAuditLog(keymgmt.default_audit_path(self.home), clock=self.clock)
 
     @cached_property
-    def protected_engine(self):  # type: ignore[no-untyped-def]
+    def protected_engine(self) -> sa.Engine:
         import keymgmt
 
         engine = keymgmt.make_engine(self.settings.protected_db_url)
         self._closers.append(engine.dispose)
         return engine
 
-    def protected_reader(self, dataset: str):  # type: ignore[no-untyped-def]
+    def protected_reader(self, dataset: str) -> ProtectedReader | None:
         """The decision gate over the registered protected table of ``dataset``; None if there is none.
 
         Built once per dataset (the envelope's DEK cache is per instance); a table registered after
@@ -280,7 +292,7 @@ class Runtime:
         import keymgmt
 
         with self._lock:
-            readers = self.__dict__.setdefault("_readers", {})
+            readers: dict[str, ProtectedReader] = self.__dict__.setdefault("_readers", {})
             if dataset in readers:
                 return readers[dataset]
             spec = next((s for s in keymgmt.registered_specs(self.protected_engine) if s.dataset == dataset),
@@ -309,7 +321,7 @@ class Runtime:
 
         return self.home / DELIVERY_DB
 
-    def alert_sinks(self) -> list:
+    def alert_sinks(self) -> list[Any]:
         """Where alert status changes are copied besides the SIEM store (Elasticsearch when configured)."""
         from server.siem import alert_sinks
 
@@ -349,7 +361,7 @@ class Runtime:
                        clock=self.clock, classification=self.dataset_classification)
 
     @cached_property
-    def exchange(self):  # type: ignore[no-untyped-def]
+    def exchange(self) -> ExchangeService:
         """The government data exchange over this runtime's PDP, ledger and protected tables."""
         from server.exchange import build_service
 

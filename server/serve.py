@@ -7,14 +7,25 @@ import gc
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from server.errors import ConfigError
 from server.settings import Settings
 
+if TYPE_CHECKING:
+    from server.tls import TlsOptions
+
 # uvloop's event loop and httptools' HTTP/1.1 parser (both C; uvicorn[standard] ships them), named
 # rather than left to "auto", which silently falls back to asyncio and h11 (pure Python, several
 # times the per-request cost) when either is missing: then the server does not start.
-SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools"}
+
+
+class _ServerOptions(TypedDict):
+    loop: Literal["uvloop"]
+    http: Literal["httptools"]
+
+
+SERVER_OPTIONS: _ServerOptions = {"loop": "uvloop", "http": "httptools"}
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -58,7 +69,7 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
         sock.close()
 
 
-def _serve(settings: Settings, sock: socket.socket, tls: dict, log_level: str, siem_interval: float,
+def _serve(settings: Settings, sock: socket.socket, tls: TlsOptions, log_level: str, siem_interval: float,
            say: Callable[[str], None]) -> None:
     import uvicorn
 

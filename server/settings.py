@@ -263,7 +263,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """The settings, or one clear line naming the variable at fault (never its value: it may be a secret)."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # any field by name; the model validates each
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):

@@ -63,7 +63,7 @@ class LiveSources:
         shared = {"decisions", "policy-admin"} if self.settings.database_url else set()  # in PostgreSQL
         for name, path, make in stores:
             if name not in self._made and (name in shared or path is None or path.exists()):
-                self._made[name] = make(path)
+                self._made[name] = make(path)  # type: ignore[arg-type]  # None only to _provenance, which takes it
         return [self._made[name] for name, *_ in stores if name in self._made]
 
     def _decisions(self, path: Path) -> Source:

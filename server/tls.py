@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from server.errors import ConfigError
 from server.settings import Settings
 
 
-def tls_options(settings: Settings) -> dict:
+class TlsOptions(TypedDict, total=False):
+    """uvicorn.Config's TLS keywords."""
+
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: int
+
+
+def tls_options(settings: Settings) -> TlsOptions:
     """uvicorn's TLS options from the settings, after checking the files (a clear error, not a
     traceback from the ssl module; a private key others can read is refused)."""
     if not settings.tls_cert_file:
@@ -20,7 +30,9 @@ def tls_options(settings: Settings) -> dict:
     for name, path in files.items():
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file: {path}")
-    key = Path(settings.tls_key_file)  # type: ignore[arg-type]
+    if settings.tls_key_file is None:  # (the settings refuse one without the other)
+        raise ConfigError("ZTCP_TLS_CERT_FILE and ZTCP_TLS_KEY_FILE go together")
+    key = Path(settings.tls_key_file)
     if key.stat().st_mode & 0o077:
         raise ConfigError(f"ZTCP_TLS_KEY_FILE: {key} is readable by others; chmod 600 it")
     try:  # load once here so a wrong key or a bad PEM is one line, before anything starts
@@ -30,7 +42,8 @@ def tls_options(settings: Settings) -> dict:
             ctx.load_verify_locations(str(settings.tls_client_ca_file))
     except (ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"TLS files cannot be used: {exc}") from None
-    opts: dict = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(key)}
+    opts: TlsOptions = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(key)}
     if settings.tls_client_ca_file:
-        opts |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        opts["ssl_ca_certs"] = str(settings.tls_client_ca_file)
+        opts["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     return opts

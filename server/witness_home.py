@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import keymgmt
 from provenance.checkpoint import NoteVerifier
@@ -38,7 +39,7 @@ def init_home(home: Path, name: str, ledger_home: Path | None = None) -> str:
     return signer.verifier_key
 
 
-def _load(home: Path) -> dict:
+def _load(home: Path) -> dict[str, Any]:
     try:
         return json.loads(_config_path(home).read_text())
     except FileNotFoundError:

@@ -81,6 +81,14 @@ def test_discovery_naming_another_issuer_is_refused():
             OidcKeySource(idp.issuer_url).key_set()
 
 
+@pytest.mark.parametrize("claimed", [12345, ["http://127.0.0.1"], None])
+def test_discovery_with_a_malformed_issuer_is_a_clear_error(claimed: object) -> None:
+    with _Idp() as idp:
+        idp.claimed_issuer = claimed  # type: ignore[assignment]
+        with pytest.raises(ConfigurationError, match="discovery failed"):
+            OidcKeySource(idp.issuer_url).key_set()
+
+
 def test_unreachable_idp_is_a_clear_error_and_tokens_fail_closed(unused_tcp_port):
     url = f"http://127.0.0.1:{unused_tcp_port}"
     with pytest.raises(ConfigurationError, match="discovery failed"):

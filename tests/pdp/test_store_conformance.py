@@ -200,6 +200,7 @@ def test_decisions_round_trip_in_order_with_cursor_paging_and_counts(harness, ds
     assert len(rest) == 150 and cursor2 > cursor == dstore.iter_since(0, limit=100)[1]
     assert dstore.iter_since(cursor2) == ([], cursor2)
     assert dstore.cursor() == cursor2
+    assert dstore.count_after(0) == 250 and dstore.count_after(cursor) == 150 and dstore.count_after(cursor2) == 0
     assert [e["decision_id"] for e in dstore.entries(last=2)] == ["d-000249", "d-000250"]
     assert [e["decision_id"] for e in dstore.entries(since=T0 + 248)] == ["d-000248", "d-000249", "d-000250"]
     assert dstore.count() == 250
