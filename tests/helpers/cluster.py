@@ -28,6 +28,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"  # Debian's, in sbin (not on a user's PATH)
 
 
 def _load(name: str) -> Any:  # noqa: ANN401
@@ -236,9 +237,9 @@ class Cluster:
         self.lb_port = self.lb_port or free_port()
         cfg = self.base / "haproxy.cfg"
         cfg.write_text(haproxy_config(f"127.0.0.1:{self.lb_port}", [f"127.0.0.1:{r.port}" for r in self.replicas]))
-        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+        check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
-        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+        self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                         stderr=(self.base / "haproxy.log").open("w"))
         deadline = time.monotonic() + 30
         while True:
