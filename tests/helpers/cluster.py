@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -55,8 +54,10 @@ DEVICE = "dev-cl-1"
 INTERNAL = {"X-Device-Id": DEVICE, "X-Network-Zone": "internal", "X-Channel": "counter", "X-Geo": "25.04,121.56"}
 
 
-def haproxy_config(bind: str, replicas: list[str], *, tag_replica: bool = True) -> str:
-    """deploy/haproxy/haproxy.cfg for an unprivileged run on loopback with ``replicas``."""
+def haproxy_config(bind: str, replicas: list[str], *, tag_replica: bool = True,
+                   stats_socket: Path | None = None) -> str:
+    """deploy/haproxy/haproxy.cfg for an unprivileged run on loopback with ``replicas`` (and, for a
+    benchmark that watches server states, an admin socket)."""
     text = HAPROXY_CFG.read_text()
     drop = ("log /dev/log", "chroot ", "stats socket ", "user ", "group ", "daemon", "log global", "option httplog")
     lines = [ln if not ln.startswith("    maxconn ") else "    maxconn 1000"  # an unprivileged FD limit
@@ -72,6 +73,8 @@ def haproxy_config(bind: str, replicas: list[str], *, tag_replica: bool = True) 
                 servers_done = True
             continue
         out.append(ln.replace('"${ZTCP_LB_BIND}"', bind).replace("/etc/haproxy/ztcp/", f"{HAPROXY_CFG.parent}/"))
+        if ln.strip() == "global" and stats_socket is not None:
+            out.append(f"    stats socket {stats_socket} mode 600 level admin")
     assert servers_done, "no server lines in deploy/haproxy/haproxy.cfg"
     return "\n".join(out) + "\n"
 
@@ -83,6 +86,7 @@ class Replica:
     port: int
     env: dict[str, str]
     workers: int = 1
+    siem_interval: float = 5.0
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -94,7 +98,7 @@ class Replica:
         self.log = self.home / f"serve-{int(time.time() * 1000)}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning",
-                                          "--siem-interval", "5", "--workers", str(self.workers)],
+                                          "--siem-interval", str(self.siem_interval), "--workers", str(self.workers)],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def checks(self) -> dict[str, Any] | None:
@@ -162,6 +166,8 @@ class Cluster:
     caller: str = ""
     master: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     citizen_x: str = ""
+    stats_socket: Path | None = None  # HAProxy's admin socket, when a benchmark watches server states
+    siem_interval: float = 5.0  # the SIEM leader's tick (a benchmark keeps `ztcp serve`'s 60 s)
 
     # -- set-up -----------------------------------------------------------------------------------
     def start(self) -> Cluster:
@@ -198,7 +204,8 @@ class Cluster:
         for k in range(self.n):
             home = self.base / f"replica{k + 1}"
             home.mkdir(mode=0o700, parents=True)
-            self.replicas.append(Replica(f"ztcp{k + 1}", home, free_port(), self.env(home, 0), self.workers))
+            self.replicas.append(Replica(f"ztcp{k + 1}", home, free_port(), self.env(home, 0), self.workers,
+                                         self.siem_interval))
         for replica in self.replicas:
             replica.env["ZTCP_PORT"] = str(replica.port)
         first = self.replicas[0]
@@ -236,7 +243,8 @@ class Cluster:
     def start_haproxy(self) -> None:
         self.lb_port = self.lb_port or free_port()
         cfg = self.base / "haproxy.cfg"
-        cfg.write_text(haproxy_config(f"127.0.0.1:{self.lb_port}", [f"127.0.0.1:{r.port}" for r in self.replicas]))
+        cfg.write_text(haproxy_config(f"127.0.0.1:{self.lb_port}", [f"127.0.0.1:{r.port}" for r in self.replicas],
+                                      stats_socket=self.stats_socket))
         check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
@@ -299,8 +307,20 @@ class Cluster:
             self.pg.destroy()
 
 
-def json_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def haproxy_states(socket_path: Path) -> dict[str, str]:
+    """Server name -> status (UP, DOWN, ...) from HAProxy's admin socket (``show stat``)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(socket_path))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
+    return {r["svname"]: r["status"] for r in rows if r.get("pxname") == "ztcp_replicas"}
 
 
 def insured_ref(i: int) -> str:
