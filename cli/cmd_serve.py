@@ -14,7 +14,10 @@ from server.settings import load_settings
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--siem-interval", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="seconds between SIEM rule-pack runs over new events")
-def command(host: str | None, port: int | None, log_level: str, siem_interval: float) -> None:
-    """Run the PDP, provenance, key management, SIEM and console in one process."""
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="worker processes on the one port (more than 1 needs ZTCP_DATABASE_URL)")
+def command(host: str | None, port: int | None, log_level: str, siem_interval: float, workers: int) -> int:
+    """Run the PDP, provenance, key management, SIEM and console in one process (or N workers)."""
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    serve(load_settings(**overrides), log_level=log_level, siem_interval=siem_interval, say=click.echo)
+    return serve(load_settings(**overrides), log_level=log_level, siem_interval=siem_interval, say=click.echo,
+                 workers=workers)

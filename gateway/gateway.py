@@ -34,8 +34,9 @@ from contracts.decision import Context, Decision, DecisionRequest, Device
 from gateway.context import via
 from gateway.models import FIELD_PATTERN, NATIONAL_ID_COLUMN, DisclosureRequest, SearchRequest, UpdateRequest
 from gateway.obligations import applied, check_obligations, max_rows, step_up_max_age, step_up_methods
-from gateway.problems import db_down, deny, invalid, provider_down, refused, step_up
+from gateway.problems import db_down, deny, invalid, pdp_down, provider_down, refused, step_up
 from pdp.identity import SubjectIdentity
+from pdp.point import unavailable
 from pdp.problems import Problem
 from provenance import Receipt, StoredEntry
 
@@ -336,6 +337,8 @@ class Gateway:
                               type_="urn:ztcp:problem:denied", decision_id=decision.decision_id,
                               reasons=[*decision.reasons, "step_up_already_satisfied"])
             raise step_up(decision)
+        if unavailable(decision):  # the PDP's database is down: 503 (retry), and no pii.denied to record either
+            raise pdp_down(decision)
         if decision.effect != "permit" or not decision.token:
             self._denied_event(caller, decision, resource, purpose)
             raise deny(decision)

@@ -34,6 +34,13 @@ def step_up(decision: Decision) -> Problem:
                    decision_id=decision.decision_id, reasons=decision.reasons, required_method=acr, **extra)
 
 
+def pdp_down(decision: Decision) -> Problem:
+    """The PDP could not log or vouch for the decision (its database is down): an outage, not a refusal."""
+    return Problem(503, "Decision point unavailable", "the access could not be decided and logged; no data is returned",
+                   type_="urn:ztcp:problem:pdp-unavailable", headers={"Retry-After": "2"},
+                   decision_id=decision.decision_id, reasons=decision.reasons)
+
+
 def deny(decision: Decision) -> Problem:
     return Problem(403, "Denied by policy", "; ".join(decision.reasons), type_="urn:ztcp:problem:denied",
                    decision_id=decision.decision_id, reasons=decision.reasons)

@@ -41,7 +41,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "denied by policy (problem+json with reasons)"},
     404: {"description": "unknown dataset or record"},
     422: {"description": "bad input (problem+json naming the field)"},
-    503: {"description": "the provenance ledger or key provider is unavailable: no plaintext"},
+    503: {"description": "the provenance ledger, key provider or decision point (its database) is unavailable: "
+                        "no plaintext; retry after Retry-After seconds"},
 }
 
 

@@ -15,8 +15,8 @@ from pdp.errors import TokenError
 from pdp.http_auth import BearerAuth
 from pdp.identity import CallerIdentity
 from pdp.models import BatchRequest, BatchResponse
-from pdp.point import DecisionPoint
-from pdp.problems import Problem
+from pdp.point import DecisionPoint, unavailable
+from pdp.problems import PROBLEM_JSON, Problem
 
 SCOPE_DECIDE = "pdp:decide"
 SCOPE_AUDIT = "pdp:audit"
@@ -24,6 +24,22 @@ SCOPE_AUDIT = "pdp:audit"
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid caller token"},
            403: {"description": "caller lacks the scope"},
            422: {"description": "malformed request (problem+json naming the field)"}}
+_UNAVAILABLE = {503: {"description": "the decision log or signal history is unavailable (its database is down): "
+                                     "nothing decided, no token; retry after Retry-After seconds"}}
+RETRY_AFTER = "2"
+
+
+def _unavailable_body(decision: Decision) -> bytes:
+    """The 503 problem for a decision the PDP could not log or vouch for (its id and reasons only)."""
+    return orjson.dumps({"type": "urn:ztcp:problem:pdp-unavailable", "title": "Decision point unavailable",
+                         "status": 503, "detail": "the decision could not be logged or its signals vouched for",
+                         "decision_id": decision.decision_id, "reasons": decision.reasons})
+
+
+def _unavailable(decision: Decision) -> Problem:
+    return Problem(503, "Decision point unavailable", "the decision could not be logged or its signals vouched for",
+                   type_="urn:ztcp:problem:pdp-unavailable", headers={"Retry-After": RETRY_AFTER},
+                   decision_id=decision.decision_id, reasons=decision.reasons)
 
 
 class FastDecide:
@@ -88,10 +104,14 @@ class FastDecide:
         # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
         # cut off by the engine guard's own deadline.
         decision = self.point.decide(request, caller=caller.client_id)
-        payload = decision.__pydantic_serializer__.to_json(decision)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+        status, kind, extra = 200, b"application/json", []
+        if unavailable(decision):  # the log or the signals' store is down: 503, never a 200 deny
+            payload, status, kind = _unavailable_body(decision), 503, PROBLEM_JSON.encode()
+            extra = [(b"retry-after", RETRY_AFTER.encode())]
+        else:
+            payload = decision.__pydantic_serializer__.to_json(decision)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind), (b"content-length", str(len(payload)).encode()), *extra]})
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -121,19 +141,27 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
                      caller: CallerIdentity = Depends(decide_scope)) -> Response:
         # FastAPI runs this only for calls FastDecide hands over; a refusal has been raised by then,
         # so this is reached for nothing but an answer as the fast path would give it.
-        return _json(point.decide(request, caller=caller.client_id))
+        decision = point.decide(request, caller=caller.client_id)
+        if unavailable(decision):
+            raise _unavailable(decision)
+        return _json(decision)
 
-    router.add_api_route("/v1/decisions", decide, methods=["POST"], response_model=Decision, responses=_ERRORS,
+    router.add_api_route("/v1/decisions", decide, methods=["POST"], response_model=Decision,
+                         responses={**_ERRORS, **_UNAVAILABLE},
                          summary="Decide one access request", route_class_override=DecideRoute)
 
-    @router.post("/v1/decisions/batch", response_model=BatchResponse, responses=_ERRORS,
+    @router.post("/v1/decisions/batch", response_model=BatchResponse, responses={**_ERRORS, **_UNAVAILABLE},
                  summary="Decide up to 1000 requests in order")
     async def decide_batch(batch: BatchRequest,
                            caller: CallerIdentity = Depends(decide_scope)) -> Response:
         # Up to 1000 decisions: in the thread pool, so a large batch never stalls the event loop
         # (health checks, other callers' single decisions) for the ~0.3 s it takes.
         def decide_all() -> Response:
-            return _json(BatchResponse(decisions=[point.decide(r, caller=caller.client_id) for r in batch.requests]))
+            decisions = [point.decide(r, caller=caller.client_id) for r in batch.requests]
+            down = next((d for d in decisions if unavailable(d)), None)
+            if down is not None:  # one that could not be logged: the batch is not answered, retry it whole
+                raise _unavailable(down)
+            return _json(BatchResponse(decisions=decisions))
 
         return await run_in_threadpool(decide_all)
 

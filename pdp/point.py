@@ -40,6 +40,17 @@ from pdp.tokens import DecisionTokenSigner
 
 log = logging.getLogger("ztcp.pdp")
 QUERY_PATH = "ztcp/authz/decision"
+# Fail-closed reasons that say the PDP's own storage is down (the shared database, with replicas), not
+# that policy refused: HTTP answers them 503 (retry), never a 200 deny a caller might cache or report
+# as the citizen's refusal. The decision is a deny without a token all the same.
+UNAVAILABLE_REASONS = frozenset({"decision_log_unavailable", "signal_history_unavailable"})
+
+
+def unavailable(decision: Decision) -> bool:
+    """The PDP could not log or vouch for this decision (a deny without a token): answer 503."""
+    return decision.effect == "deny" and not UNAVAILABLE_REASONS.isdisjoint(decision.reasons)
+
+
 # Obligations the decryption path must enforce travel inside the decision token.
 _TOKEN_OBLIGATIONS = {"mask", "max_rows", "record_provenance"}
 

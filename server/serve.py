@@ -52,8 +52,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, log_level: str = "info", siem_interval: float = 60.0,
-          say: Callable[[str], None] = print) -> None:
-    """Bind the port, build the runtime and the app, print where they listen, serve, then drain and flush."""
+          say: Callable[[str], None] = print, workers: int = 1) -> int:
+    """Bind the port, build the runtime and the app, print where they listen, serve, then drain and flush.
+
+    ``workers`` > 1: that many processes on the one socket under a supervisor (server/workers.py),
+    each a replica on ``ZTCP_DATABASE_URL``. Returns the exit code (a supervisor's workers may fail)."""
     from server.tls import tls_options
 
     tls = tls_options(settings)  # before anything is created: bad TLS files stop here
@@ -62,9 +65,21 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
             f"refusing to serve on {settings.host} without an identity provider: development sign-in would let "
             "anyone who reaches it act as any staff member. Set ZTCP_IDP_ISSUER (and ZTCP_IDP_AUDIENCE), or "
             "ZTCP_DEV_SIGNIN=true for a non-production demo")
+    if workers > 1 and not settings.database_url:
+        raise ConfigError(f"--workers {workers} needs ZTCP_DATABASE_URL (PostgreSQL): the embedded SQLite stores "
+                          "belong to one process; use --workers 1 or set ZTCP_DATABASE_URL")
     sock = listen_socket(settings.host, settings.port)  # and a busy port, before "serving on" is said
     try:
-        _serve(settings, sock, tls, log_level, siem_interval, say)
+        if workers <= 1:
+            _serve(settings, sock, tls, log_level, siem_interval, say)
+            return 0
+        from server.database import check_database
+        from server.workers import Supervisor
+
+        check_database(settings)  # once, in the supervisor: unreachable is one line, not N
+        sock.listen(2048)  # before the first fork: connections queue while the workers start
+        return Supervisor(workers, lambda talk: _serve(settings, sock, tls, log_level, siem_interval, talk),
+                          say).run()
     finally:
         sock.close()
 
