@@ -242,6 +242,8 @@ class ChainedAlertStore:
                     "ORDER BY last_ts DESC LIMIT 1",
                     (rule.id, gh, hit.first_ts - hit.gap, hit.last_ts + hit.gap))
                 row = rows[0] if rows else None
+                if row is None and self._known(rule.id, gh, [eid for _, eid in hit.evidence]):
+                    continue  # events already alerted on (a closed alert), seen again: nothing new
                 if row is None:
                     first_id = min(hit.evidence)[1]
                     import hashlib
@@ -293,6 +295,18 @@ class ChainedAlertStore:
                                            new="open" if alert_id in created else None, detail=detail))
             self._append(entries)
         return touched
+
+    def _known(self, rule_id: str, gh: str, event_ids: builtins.list[str]) -> bool:
+        """Is every one of these events already evidence of an alert of this rule and group?"""
+        found = 0
+        unique = sorted(set(event_ids))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i : i + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = ("SELECT COUNT(DISTINCT e.event_id) FROM siem_alert_evidence e JOIN siem_alerts a "  # noqa: S608
+                   f"ON a.alert_id = e.alert_id WHERE a.rule_id = ? AND a.group_hash = ? AND e.event_id IN ({marks})")
+            found += int(self._q(sql, (rule_id, gh, *chunk))[0][0])
+        return bool(unique) and found == len(unique)
 
     # ---- reading ----
 

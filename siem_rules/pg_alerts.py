@@ -47,6 +47,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE siem_alert_evidence (
             alert_id TEXT NOT NULL, event_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (alert_id, event_id))""",
+        "CREATE INDEX siem_alert_evidence_event ON siem_alert_evidence (event_id)",
         """CREATE TABLE siem_alert_history (
             seq BIGINT PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, time TEXT NOT NULL, type TEXT NOT NULL,
             actor TEXT NOT NULL, alert_id TEXT NOT NULL, rule_id TEXT NOT NULL, level TEXT NOT NULL,
