@@ -103,6 +103,12 @@ class Engine:
         for a in ANALYTICS:
             a.init(conn)
 
+    def close(self) -> None:
+        """Close the SIEM store and, when it is its own (shared) one, the alert store."""
+        self.conn.close()
+        if self.alerts.shared:
+            self.alerts.close()
+
     # ---- ingestion ----
 
     def ingest(self, sources: list[Source]) -> int:
@@ -417,7 +423,7 @@ class Scheduler:
                 continue
             try:
                 if engine is not None and self.config_version is not None and self.config_version() != version:
-                    engine.conn.close()
+                    engine.close()
                     engine = None
                 if engine is None:
                     version = self.config_version() if self.config_version is not None else None
@@ -438,4 +444,4 @@ class Scheduler:
                     log.warning("siem after-run hook failed: %s", type(exc).__name__)
             self._stop.wait(self.interval)
         if engine is not None:
-            engine.conn.close()
+            engine.close()
