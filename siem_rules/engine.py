@@ -95,7 +95,10 @@ class Engine:
         )
         # Which siem.db this is (its rids mean nothing elsewhere): named once, at creation.
         conn.execute("CREATE TABLE IF NOT EXISTS siem_instance (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT)")
+        pending = conn.in_transaction
         conn.execute("INSERT OR IGNORE INTO siem_instance VALUES (1, ?)", (uuid.uuid4().hex,))
+        if conn.in_transaction and not pending:  # a connection in sqlite3's legacy mode opened one
+            conn.commit()
         self.instance: str = conn.execute("SELECT name FROM siem_instance").fetchone()[0]
         # How far back a rule can look from one event: its correlation window or suppression gap.
         self.lookback = float(max([0, *(r.correlation.timespan for r in self.pack.rules if r.correlation is not None),
