@@ -11,7 +11,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from provenance import Ledger, Recorder
     from provenance.timestamp import CheckpointStamper
     from provenance.witness import Witnessing
+    from siem_rules import AlertBackend
 
 log = logging.getLogger("ztcp.runtime")
 BUREAU_DATA_FILE = "bureau-data.json"
@@ -314,6 +316,29 @@ class Runtime:
         from server.siem import DB_NAME
 
         return self.home / DB_NAME
+
+    @contextmanager
+    def alerts(self) -> Iterator[AlertBackend]:
+        """The alert store for one request: with ``ZTCP_DATABASE_URL`` this process's pooled handle
+        on PostgreSQL (the same alerts on every replica), else a connection to ``siem.db``, closed
+        after. Raises ``siem_rules.AlertStoreUnavailable`` when the database cannot be reached."""
+        if self.settings.database_url:
+            with self._lock:
+                shared = self.__dict__.get("_shared_alerts")
+                if shared is None:
+                    from server.siem import open_alerts
+
+                    shared = self.__dict__["_shared_alerts"] = open_alerts(self.settings)
+                    self._closers.append(shared.close)
+            yield shared
+            return
+        from server.siem import open_alerts
+
+        store = open_alerts(self.settings)
+        try:
+            yield store
+        finally:
+            store.close()
 
     @property
     def delivery_db_path(self) -> Path:
