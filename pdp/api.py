@@ -24,8 +24,9 @@ SCOPE_AUDIT = "pdp:audit"
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid caller token"},
            403: {"description": "caller lacks the scope"},
            422: {"description": "malformed request (problem+json naming the field)"}}
-_UNAVAILABLE = {503: {"description": "the decision log or signal history is unavailable (its database is down): "
-                                     "nothing decided, no token; retry after Retry-After seconds"}}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {
+    "description": "the decision log or signal history is unavailable (its database is down): nothing decided, "
+                   "no token; retry after Retry-After seconds"}}
 RETRY_AFTER = "2"
 
 

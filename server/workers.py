@@ -16,6 +16,8 @@ with ``ZTCP_DATABASE_URL`` (SQLite stores are one process's: refused, naming the
   one line) would only fail again: the supervisor stops the others and exits with that code.
 * **SIGTERM / SIGINT**: passed to every worker (uvicorn drains its requests, the worker flushes its
   logs), then the supervisor exits 0; a worker still running after ``STOP_TIMEOUT`` s is killed.
+  A supervisor killed with -9 takes its workers with it (``PR_SET_PDEATHSIG``): none serves on
+  unsupervised, holding the port.
 """
 
 from __future__ import annotations
@@ -86,9 +88,10 @@ class Supervisor:
         self._first = False
         sys.stdout.flush()
         sys.stderr.flush()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
-            os._exit(_child(self.work, say))
+            os._exit(_child(self.work, say, supervisor))
         self.workers[pid] = _Worker(index, pid, time.monotonic())
 
     def _watch(self) -> int:
@@ -131,10 +134,25 @@ def _quiet(_line: str) -> None:
     return None
 
 
-def _child(work: Work, say: Callable[[str], None]) -> int:
+def _die_with_supervisor(supervisor: int) -> None:
+    """SIGTERM this worker when its supervisor dies (even by ``kill -9``): orphaned workers would
+    keep the port and serve on, unsupervised, and a new ``ztcp serve`` could not bind it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # another kernel: the supervisor's own SIGTERM still reaches us
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(work: Work, say: Callable[[str], None], supervisor: int) -> int:
     """The worker's life; its exit code (the CLI's: 0 ok, the error's ``exit_code`` otherwise)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own; until then, the default
+    _die_with_supervisor(supervisor)
     try:
         work(say)
         return 0

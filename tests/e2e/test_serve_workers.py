@@ -95,6 +95,34 @@ def test_two_workers_share_the_port_a_killed_one_is_replaced_and_sigterm_stops_a
             proc.communicate()
 
 
+def test_workers_end_when_their_supervisor_is_killed_9(tmp_path, pg_dsn) -> None:  # noqa: ANN001
+    """No orphan keeps the port: the workers follow a supervisor killed with -9 (they drain and flush
+    as on SIGTERM), and a new `ztcp serve` can bind the port again."""
+    port = _free_port()
+    env = _env(tmp_path / "home", port, pg_dsn)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    again = None
+    try:
+        assert len(_pids_answering(port, 2)) == 2
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.communicate()
+        deadline = time.time() + 40
+        while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                  for pid in workers):
+            assert time.time() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
+        again = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert _pids_answering(port, 1), "the port was not free again"
+    finally:
+        for p in (proc, again):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=60)
+
+
 def test_more_than_one_worker_on_sqlite_is_refused_naming_the_setting(tmp_path) -> None:  # noqa: ANN001
     run = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--workers", "2"],
                          env=_env(tmp_path / "home", _free_port(), None), capture_output=True, text=True,
