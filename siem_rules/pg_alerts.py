@@ -77,7 +77,7 @@ class PostgresAlertStore(ChainedAlertStore):
     _HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1 FOR UPDATE"
     _READ_HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1"
 
-    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 10.0,
+    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 5.0,
                  params: dict[str, str] | None = None) -> None:
         from psycopg_pool import ConnectionPool
 
