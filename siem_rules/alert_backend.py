@@ -81,6 +81,7 @@ class AlertBackend(Protocol):
                    comment: str | None = None) -> Alert: ...
     def comment(self, alert_id: str, text: str, *, actor: str, subjects: set[str] | None = None) -> None: ...
     def history(self, alert_id: str) -> builtins.list[dict[str, Any]]: ...
+    def subjects(self, alert_id: str) -> set[str]: ...
     def events_after(self, cursor: str | int | None, limit: int = 50_000
                      ) -> tuple[builtins.list[dict[str, Any]], int | None]: ...
     def changes_after(self, cursor: int, limit: int = 5000) -> builtins.list[tuple[int, str, str]]: ...
@@ -232,6 +233,7 @@ class ChainedAlertStore:
 
         touched: set[str] = set()
         created: set[str] = set()
+        people: dict[str, set[str]] = {}  # the engine's hint (shared stores): who the evidence names
         with self.transaction():
             for hit in sorted(hits, key=lambda h: (h.first_ts, h.window_end)):
                 gh = group_hash(hit.group)
@@ -279,6 +281,8 @@ class ChainedAlertStore:
                 added = self._xm(
                     "INSERT INTO siem_alert_evidence (alert_id, event_id, ts) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                     [(alert_id, eid, ts) for ts, eid in hit.evidence])
+                if hit.extra.get("people"):
+                    people.setdefault(alert_id, set()).update(hit.extra["people"])
                 if alert_id in created or added:
                     touched.add(alert_id)
                     if alert_id not in created:
@@ -294,6 +298,8 @@ class ChainedAlertStore:
                 entries.append(self._entry(kind, SYSTEM_ACTOR, alert_id, rule.id, rule.level, now,
                                            new="open" if alert_id in created else None, detail=detail))
             self._append(entries)
+            for alert_id, names in sorted(people.items()):
+                self._add_subjects(alert_id, names)
         return touched
 
     def _known(self, rule_id: str, gh: str, event_ids: builtins.list[str]) -> bool:
@@ -450,6 +456,16 @@ class ChainedAlertStore:
                           "ORDER BY seq DESC LIMIT 1", (alert_id,))
             out.append((alert_id, row[0][1], int(row[0][0])) if row else (alert_id, created_at, 0))
         return out
+
+    # ---- the people an alert concerns, for replicas that do not hold its evidence events ----
+
+    def subjects(self, alert_id: str) -> set[str]:
+        """People named by the alert's evidence as recorded when it was raised (shared stores; the
+        SQLite store's evidence events are beside it, so it records none)."""
+        return set()
+
+    def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        return None
 
     # ---- watermarks (the shared driver keeps them; SQLite keeps them in the engine's own table) ----
 
