@@ -13,10 +13,11 @@ changes nothing. A closed alert is never extended or reopened by a run.
 
 **History** is tamper-evident: every row (an alert's creation, each run that extended it, each
 acknowledge / close / reopen / comment) carries a link of one hash chain (:mod:`contracts.log_chain`)
-in ``seq`` order. Rows are appended while holding the chain's head row (one row table
+in ``seq`` order. Every write transaction first locks the chain's head row (one row table
 ``siem_alert_chain``: newest ``seq`` and link, and the prune mark), so writers — on any replica —
-queue behind one another and the chain cannot fork. Retention (:meth:`prune`) deletes only a prefix
-of the chain and records the link of the last row it deleted; :meth:`verify_history` starts there.
+queue behind one another, the chain cannot fork, and no two writers wait on each other's rows.
+Retention (:meth:`prune`) deletes only a prefix of the chain and records the link of the last row it
+deleted; :meth:`verify_history` starts there.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ class ChainedAlertStore:
         created: set[str] = set()
         people: dict[str, set[str]] = {}  # the engine's hint (shared stores): who the evidence names
         with self.transaction():
+            self._head()  # every writer locks the head first: one order of locks, no deadlock
             for hit in sorted(hits, key=lambda h: (h.first_ts, h.window_end)):
                 gh = group_hash(hit.group)
                 rows = self._q(
@@ -386,6 +388,7 @@ class ChainedAlertStore:
         kind = {"acknowledged": "alert.acknowledge", "closed": "alert.close", "open": "alert.reopen"}[status]
         now = now_iso()
         with self.transaction():
+            self._head()
             rows = self._q("SELECT status, rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
@@ -401,6 +404,7 @@ class ChainedAlertStore:
 
         text = screen_comment(text)
         with self.transaction():
+            self._head()
             rows = self._q("SELECT rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
