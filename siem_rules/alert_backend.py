@@ -13,10 +13,11 @@ changes nothing. A closed alert is never extended or reopened by a run.
 
 **History** is tamper-evident: every row (an alert's creation, each run that extended it, each
 acknowledge / close / reopen / comment) carries a link of one hash chain (:mod:`contracts.log_chain`)
-in ``seq`` order. Rows are appended while holding the chain's head row (one row table
+in ``seq`` order. Every write transaction first locks the chain's head row (one row table
 ``siem_alert_chain``: newest ``seq`` and link, and the prune mark), so writers — on any replica —
-queue behind one another and the chain cannot fork. Retention (:meth:`prune`) deletes only a prefix
-of the chain and records the link of the last row it deleted; :meth:`verify_history` starts there.
+queue behind one another, the chain cannot fork, and no two writers wait on each other's rows.
+Retention (:meth:`prune`) deletes only a prefix of the chain and records the link of the last row it
+deleted; :meth:`verify_history` starts there.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class AlertBackend(Protocol):
                    comment: str | None = None) -> Alert: ...
     def comment(self, alert_id: str, text: str, *, actor: str, subjects: set[str] | None = None) -> None: ...
     def history(self, alert_id: str) -> builtins.list[dict[str, Any]]: ...
+    def subjects(self, alert_id: str) -> set[str]: ...
+    def delivery_mark(self) -> int | None: ...
+    def set_delivery_mark(self, seq: int) -> None: ...
     def events_after(self, cursor: str | int | None, limit: int = 50_000
                      ) -> tuple[builtins.list[dict[str, Any]], int | None]: ...
     def changes_after(self, cursor: int, limit: int = 5000) -> builtins.list[tuple[int, str, str]]: ...
@@ -232,7 +236,9 @@ class ChainedAlertStore:
 
         touched: set[str] = set()
         created: set[str] = set()
+        people: dict[str, set[str]] = {}  # the engine's hint (shared stores): who the evidence names
         with self.transaction():
+            self._head()  # every writer locks the head first: one order of locks, no deadlock
             for hit in sorted(hits, key=lambda h: (h.first_ts, h.window_end)):
                 gh = group_hash(hit.group)
                 rows = self._q(
@@ -279,6 +285,8 @@ class ChainedAlertStore:
                 added = self._xm(
                     "INSERT INTO siem_alert_evidence (alert_id, event_id, ts) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                     [(alert_id, eid, ts) for ts, eid in hit.evidence])
+                if hit.extra.get("people"):
+                    people.setdefault(alert_id, set()).update(hit.extra["people"])
                 if alert_id in created or added:
                     touched.add(alert_id)
                     if alert_id not in created:
@@ -294,6 +302,8 @@ class ChainedAlertStore:
                 entries.append(self._entry(kind, SYSTEM_ACTOR, alert_id, rule.id, rule.level, now,
                                            new="open" if alert_id in created else None, detail=detail))
             self._append(entries)
+            for alert_id, names in sorted(people.items()):
+                self._add_subjects(alert_id, names)
         return touched
 
     def _known(self, rule_id: str, gh: str, event_ids: builtins.list[str]) -> bool:
@@ -380,6 +390,7 @@ class ChainedAlertStore:
         kind = {"acknowledged": "alert.acknowledge", "closed": "alert.close", "open": "alert.reopen"}[status]
         now = now_iso()
         with self.transaction():
+            self._head()
             rows = self._q("SELECT status, rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
@@ -395,6 +406,7 @@ class ChainedAlertStore:
 
         text = screen_comment(text)
         with self.transaction():
+            self._head()
             rows = self._q("SELECT rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
@@ -450,6 +462,24 @@ class ChainedAlertStore:
                           "ORDER BY seq DESC LIMIT 1", (alert_id,))
             out.append((alert_id, row[0][1], int(row[0][0])) if row else (alert_id, created_at, 0))
         return out
+
+    # ---- the people an alert concerns, for replicas that do not hold its evidence events ----
+
+    def subjects(self, alert_id: str) -> set[str]:
+        """People named by the alert's evidence as recorded when it was raised (shared stores; the
+        SQLite store's evidence events are beside it, so it records none)."""
+        return set()
+
+    def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        return None
+
+    # ---- delivery progress (shared stores: where a new leader's delivery backlog starts) ----
+
+    def delivery_mark(self) -> int | None:
+        return None
+
+    def set_delivery_mark(self, seq: int) -> None:
+        return None
 
     # ---- watermarks (the shared driver keeps them; SQLite keeps them in the engine's own table) ----
 

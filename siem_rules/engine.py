@@ -213,6 +213,8 @@ class Engine:
                 hits, nrows = self._detect(rule, lo, high)
             else:
                 hits, nrows = self._correlate(rule, lo, high)
+            if hits and self.alerts.shared:
+                self._name_people(hits)
             with self.alerts.transaction():  # the shared store commits alerts and watermarks together
                 touched = self.alerts.merge(rule, hits, _now()) if hits else set()
                 if self.alerts.shared:
@@ -226,6 +228,15 @@ class Engine:
                 )
         report.alerts_touched.extend(touched)
         return RuleRun(rule.id, rule.name, time.perf_counter() - t0, nrows, len(hits), len(touched))
+
+    def _name_people(self, hits: list[Hit]) -> None:
+        """For a shared alert store: the people each hit's evidence names (actor, subject), kept with
+        the alert, so triage on a replica whose siem.db lacks these events still marks self-review."""
+        ids = sorted({eid for h in hits for _, eid in h.evidence})
+        named = {row["event_id"]: {str(row[c]) for c in ("actor", "subject_id") if row.get(c)}
+                 for _, row in self.store.by_ids(ids)}
+        for h in hits:
+            h.extra["people"] = set().union(*(named.get(eid, set()) for _, eid in h.evidence))
 
     # Range scans over new events say NOT INDEXED: the rowid (primary key) range is still used,
     # but the planner may not walk the whole ts index for ORDER BY ts / MIN(ts), which costs time

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             window_start DOUBLE PRECISION NOT NULL, window_end DOUBLE PRECISION NOT NULL,
             first_ts DOUBLE PRECISION NOT NULL, last_ts DOUBLE PRECISION NOT NULL, metric DOUBLE PRECISION,
             status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            explanation TEXT)""",
+            explanation TEXT, subjects TEXT)""",
         "CREATE INDEX siem_alerts_dedup ON siem_alerts (rule_id, group_hash, last_ts)",
         "CREATE INDEX siem_alerts_status ON siem_alerts (status, last_ts)",
         """CREATE TABLE siem_alert_evidence (
@@ -60,6 +61,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE siem_watermarks (
             rule_id TEXT NOT NULL, kind TEXT NOT NULL, rid BIGINT NOT NULL, ts DOUBLE PRECISION NOT NULL,
             instance TEXT NOT NULL, PRIMARY KEY (rule_id, kind))""",
+        # Alert history seq through which the leader's delivery has sent every notification.
+        "CREATE TABLE siem_delivery_mark (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
     ),
 )
 
@@ -77,7 +80,7 @@ class PostgresAlertStore(ChainedAlertStore):
     _HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1 FOR UPDATE"
     _READ_HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1"
 
-    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 10.0,
+    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 5.0,
                  params: dict[str, str] | None = None) -> None:
         from psycopg_pool import ConnectionPool
 
@@ -193,6 +196,27 @@ class PostgresAlertStore(ChainedAlertStore):
 
     def close(self) -> None:
         self.pool.close()
+
+    # ---- people (self-review on a replica without the evidence events) ----
+
+    def subjects(self, alert_id: str) -> set[str]:
+        rows = self._q("SELECT subjects FROM siem_alerts WHERE alert_id = ?", (alert_id,))
+        return set(json.loads(rows[0][0])) if rows and rows[0][0] else set()
+
+    def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        merged = self.subjects(alert_id) | {str(n) for n in names}
+        self._x("UPDATE siem_alerts SET subjects = ? WHERE alert_id = ?", (json.dumps(sorted(merged)), alert_id))
+
+    # ---- delivery progress ----
+
+    def delivery_mark(self) -> int | None:
+        rows = self._q("SELECT seq FROM siem_delivery_mark WHERE id = 1")
+        return int(rows[0][0]) if rows else None
+
+    def set_delivery_mark(self, seq: int) -> None:
+        """Only forward: a replica with an older view (it just took over) cannot move it back."""
+        self._x("INSERT INTO siem_delivery_mark VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+                "SET seq = GREATEST(siem_delivery_mark.seq, excluded.seq)", (seq,))
 
     # ---- watermarks ----
 

@@ -8,7 +8,7 @@ group key and its evidence events), and the SIEM reads that history back as even
 ``alerts`` is the alert store (:class:`siem_rules.AlertBackend`) or a connection to ``siem.db``
 (its SQLite driver). ``events`` is the SIEM store holding the evidence events (``siem.db``; a
 connection given as ``alerts`` is both). A replica that holds none of an alert's evidence (it has
-not run the pack) still marks self-review by the people in the alert's group key.
+not run the pack) still marks self-review: a shared store keeps the people the evidence named.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ def _resolve(alerts: AlertBackend | sqlite3.Connection,
     return alerts, events
 
 
-def _subjects(events: sqlite3.Connection | None, alert: Alert) -> set[str]:
+def _subjects(store: AlertBackend, events: sqlite3.Connection | None, alert: Alert) -> set[str]:
     rows = [row for _, row in EventStore(events).by_ids(alert.evidence)] if events is not None else []
-    return alert_subjects(alert, rows)
+    return alert_subjects(alert, rows) | store.subjects(alert.alert_id)
 
 
 def set_status(alerts: AlertBackend | sqlite3.Connection, alert_id: str, status: str, *, actor: str,
                events: sqlite3.Connection | None = None) -> Alert:
     store, evs = _resolve(alerts, events)
     alert = store.get(alert_id)
-    return store.set_status(alert_id, status, actor=actor, subjects=_subjects(evs, alert))
+    return store.set_status(alert_id, status, actor=actor, subjects=_subjects(store, evs, alert))
 
 
 def comment(alerts: AlertBackend | sqlite3.Connection, alert_id: str, text: str, *, actor: str,
             events: sqlite3.Connection | None = None) -> None:
     store, evs = _resolve(alerts, events)
-    store.comment(alert_id, text, actor=actor, subjects=_subjects(evs, store.get(alert_id)))
+    store.comment(alert_id, text, actor=actor, subjects=_subjects(store, evs, store.get(alert_id)))

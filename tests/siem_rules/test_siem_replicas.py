@@ -83,3 +83,26 @@ def test_takeover_neither_loses_nor_duplicates_and_spanning_correlations_fire(tm
     leader_a2.store.ingest(second)
     assert leader_a2.run().alerts_touched == []
     assert _shape(console.list()) == expected
+
+
+def test_self_review_is_marked_on_a_replica_without_the_evidence_events(tmp_path: Path, pg_dsn: str) -> None:
+    from siem_rules import triage
+
+    pack = RulePack(bureau_config())
+    rule, events = Traffic(seed=4, employees=3).incidents()["fraud"]
+    leader = Engine(connect(tmp_path / "a.db"), pack, alerts=PostgresAlertStore(pg_dsn))
+    leader.store.ingest(events)
+    leader.run()
+    (alert,) = leader.alerts.list(rule_id=pack.find(rule).id)
+    assert "actor" not in alert.group_keys  # grouped by citizen: the broker is named only by the evidence
+    broker = events[0][1]["actor"]["id"]
+    leader.close()
+    other = PostgresAlertStore(pg_dsn)  # another replica: an empty siem.db, the shared alerts
+    try:
+        assert broker in other.subjects(alert.alert_id)
+        triage.set_status(other, alert.alert_id, "closed", actor=broker, events=connect(tmp_path / "b.db"))
+        assert [(h["actor"], h["self_review"]) for h in other.history(alert.alert_id)] == [(broker, True)]
+        events_seen, _ = other.events_after(None)
+        assert events_seen[0]["self_review"] is True  # and the SIEM reads it back as such
+    finally:
+        other.close()
