@@ -1,0 +1,152 @@
+"""Integrity of every log this installation keeps: the chained logs (decision log, key audit, alert
+history) and the provenance ledger, verified together by ``ztcp audit verify --all``.
+
+Heads and prune marks are signed with the ledger's checkpoint key (:func:`server.ledger.ledger_from_settings`:
+the local key, or Vault/OpenBao transit) as C2SP signed notes whose origin is the ledger's origin
+with ``#<log>`` appended, so a log head can never pass for a ledger checkpoint or the reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import provenance
+from contracts.chained_log import ChainedLog, LogVerdict, NoteOpener, PruneMark, note_body, note_origin, verify_log
+from contracts.log_chain import ChainBreak
+from provenance.checkpoint import Checkpoint, open_checkpoint
+from server.settings import Settings
+
+LEDGER_LOG = "ledger"
+ALERT_LOG = "alert_history"
+
+
+@dataclass
+class NoteKeys:
+    """The signer and trusted keys of the ledger, for heads and prune marks."""
+
+    ledger: provenance.Ledger
+
+    @property
+    def origin(self) -> str:
+        return self.ledger.origin
+
+    def sign(self, log: str, position: int, link: bytes, prune_after: int | None = None) -> str:
+        return self.ledger.signer.sign(note_body(note_origin(self.origin, log, prune_after), position, link))
+
+    def mark_signer(self, log: str) -> Callable[[PruneMark], str]:
+        return lambda m: self.sign(log, m.through, m.link, m.after)
+
+    def opener(self) -> NoteOpener:
+        def open_note(note: str, origin: str) -> tuple[int, bytes]:
+            cp: Checkpoint = open_checkpoint(note, self.ledger.verifiers, origin)
+            return cp.size, cp.root
+
+        return open_note
+
+
+def decision_store(settings: Settings, *, readonly: bool = True) -> Any | None:
+    """The decision log's driver (PostgreSQL with ZTCP_DATABASE_URL, else ZTCP_HOME/decisions.db if present)."""
+    from pdp.decision_log import open_store
+
+    if settings.database_url:
+        return open_store(settings.database_url, readonly=readonly)
+    path = settings.ensure_home() / "decisions.db"
+    return open_store(path, readonly=readonly) if path.exists() else None
+
+
+def key_audit(settings: Settings) -> Any | None:
+    import keymgmt
+
+    path = keymgmt.default_audit_path(settings.ensure_home())
+    return keymgmt.KeyAuditLog(path) if path.exists() else None
+
+
+def alert_backend(settings: Settings) -> Any | None:
+    """The alert history, when this ztcp's alert store keeps a chain (``verify_history``)."""
+    from server.siem import DB_NAME
+
+    path = settings.ensure_home() / DB_NAME
+    if not path.exists():
+        return None
+    try:
+        from siem_rules import AlertStore, connect
+    except ImportError:  # pragma: no cover - always there
+        return None
+    store = AlertStore(connect(path))
+    return store if hasattr(store, "verify_history") else None
+
+
+def chained_logs(settings: Settings, *, readonly: bool = True) -> list[ChainedLog]:
+    logs = [decision_store(settings, readonly=readonly), key_audit(settings)]
+    return [log for log in logs if log is not None]
+
+
+def _close(log: object) -> None:
+    close = getattr(log, "close", None)
+    if callable(close):
+        close()
+
+
+def sign_heads(settings: Settings, ledger: provenance.Ledger | None = None) -> dict[str, int]:
+    """Sign the newest position of every chained log not signed yet (leader only; after SIEM runs).
+    Returns the positions signed, per log. Opens the ledger (its key) only when there is work."""
+    from server.ledger import ledger_from_settings
+
+    logs = chained_logs(settings, readonly=False)
+    signed: dict[str, int] = {}
+    own = False
+    try:
+        todo = []
+        for lg in logs:
+            position, link = lg.chain_head()
+            if position > max((h.position for h in lg.signed_heads()), default=0):
+                todo.append((lg, position, link))
+        if not todo:
+            return signed
+        if ledger is None:
+            ledger, own = ledger_from_settings(settings), True
+        keys = NoteKeys(ledger)
+        for lg, position, link in todo:
+            lg.add_signed_head(position, keys.sign(lg.chain_name, position, link))
+            signed[lg.chain_name] = position
+        return signed
+    finally:
+        for lg in logs:
+            _close(lg)
+        if own and ledger is not None:
+            ledger.close()
+
+
+def verify_all(settings: Settings, *, full: bool = False) -> list[LogVerdict]:
+    """Every log's verdict, the ledger's first. The walk stops at each log's first bad record."""
+    from provenance.verify import verify_ledger
+    from server.ledger import ledger_from_settings
+
+    ledger = ledger_from_settings(settings)
+    verdicts: list[LogVerdict] = []
+    try:
+        ledger.integrate_pending()
+        try:
+            report = verify_ledger(ledger, full=full)
+            verdicts.append(LogVerdict(LEDGER_LOG, report.size, 0, report.checkpoints, None))
+        except provenance.IntegrityError as exc:
+            verdicts.append(LogVerdict(LEDGER_LOG, 0, 0, 0, ChainBreak(exc.seq if exc.seq is not None else 0,
+                                                                       f"{exc.kind}: {exc}")))
+        keys = NoteKeys(ledger)
+        for log in chained_logs(settings):
+            try:
+                verdicts.append(verify_log(log, keys.opener(), keys.origin))
+            finally:
+                _close(log)
+        alerts = alert_backend(settings)
+        if alerts is not None:
+            try:
+                broken, count = alerts.verify_history()
+                verdicts.append(LogVerdict(ALERT_LOG, count, 0, 0, broken))
+            finally:
+                _close(getattr(alerts, "conn", None))
+    finally:
+        ledger.close()
+    return verdicts
