@@ -8,6 +8,8 @@ or releasing one needs an operator token with role ``auditor``. ``archive``, ``v
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import orjson
 from rich.console import Console
@@ -128,3 +130,63 @@ def hold_release(hold_id: str, token: str | None) -> None:
     operator = current_operator(settings, token, AUDITOR_ROLE)
     h = hold_store(settings).release(hold_id, operator.id)
     click.echo(f"hold {h.hold_id} on {h.kind} {h.subject} released")
+
+
+@command.command("archive")
+@click.option("--before", default=None, help="archive up to the newest checkpoint signed before this ISO date "
+              "(default: the newest checkpoint)")
+@click.option("--segment-events", type=click.IntRange(1000, 10_000_000), default=100_000, show_default=True)
+def archive(before: str | None, segment_events: int) -> None:
+    """Copy old ledger ranges into sealed (AES-256-GCM), compressed segments with the checkpoint covering
+    them, in ZTCP_ARCHIVE_DIR. The ledger itself is never deleted."""
+    from datetime import UTC, datetime
+
+    from server.archives import archive_dir, archive_ledger
+
+    when = None
+    if before:
+        try:
+            when = datetime.fromisoformat(before)
+        except ValueError:
+            raise CliFailure("--before must be an ISO date or date-time") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    run = archive_ledger(load_settings(), before=when, segment_events=segment_events)
+    if not run.written:
+        click.echo(f"nothing to archive: seq {run.start} onwards has no newer signed checkpoint yet")
+        return
+    click.echo(f"archived seq {run.start}..{run.end - 1} ({run.events} events) into {len(run.written)} sealed "
+               f"segment(s), {run.bytes} bytes, in {archive_dir(load_settings())}")
+
+
+@command.command("verify")
+@click.option("--offline", is_flag=True, help="the archives alone (no live ledger to compare with)")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the archive directory (default: ZTCP_ARCHIVE_DIR)")
+@click.option("--json", "as_json", is_flag=True)
+def verify(offline: bool, directory: Path | None, as_json: bool) -> None:
+    """Prove every segment intact and that no event is missing between the archives and the live ledger
+    (sequence continuity, Merkle roots against the signed checkpoints). Exit 3 naming a bad segment."""
+    from server.archives import verify_archive
+
+    report = verify_archive(load_settings(), offline=offline, directory=directory)
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict()))
+        return
+    live = "; the live ledger continues them" if report.live_checked else ""
+    click.echo(f"ok: {report.segments} segment(s), seq 0..{report.end - 1}, {report.events} events, "
+               f"{report.checkpoints} checkpoint(s) verified{live}" if report.segments else "ok: no archive segments")
+
+
+@command.command("restore")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="a new file (0600) for the archived events, one JSON document per line")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the archive directory (default: ZTCP_ARCHIVE_DIR)")
+def restore(output: Path, directory: Path | None) -> None:
+    """Verify the archives offline, then write their events out (as `ztcp audit export --format jsonl`)."""
+    from server.archives import restore_archive
+
+    if output.exists():
+        raise CliFailure(f"{output} exists: restore writes a new file")
+    n = restore_archive(load_settings(), output, directory=directory)
+    click.echo(f"restored {n} events to {output}")

@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     retention_alerts_days: int = Field(default=1825, ge=0, description="closed alerts and their history")
     retention_key_audit_days: int = Field(default=2555, ge=0, description="key audit log (7 years)")
     retention_console_sessions_days: int = Field(default=30, ge=0, description="console sessions (PostgreSQL)")
+    archive_dir: Path | None = Field(default=None, description="where `ztcp logs archive` writes sealed ledger "
+                                     "segments (default ZTCP_HOME/archive; mount offline storage here)")
     retention_interval_hours: float = Field(default=24.0, gt=0, description="how often the scheduler applies it")
 
     @field_validator("database_url")
