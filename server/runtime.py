@@ -303,6 +303,12 @@ class Runtime:
 
         return self.home / DB_NAME
 
+    def logs_status(self) -> dict[str, Any]:
+        """Retention, holds, delivery backlog and archives, for the console (server.log_status)."""
+        from server.log_status import logs_status
+
+        return logs_status(self.settings, getattr(self, "delivery_thread", None))
+
     @property
     def delivery_db_path(self) -> Path:
         from server.delivery import DB_NAME as DELIVERY_DB
