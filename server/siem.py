@@ -8,7 +8,17 @@ from typing import Any
 from server.errors import ConfigError
 from server.ledger import LEDGER_FILE, ledger_from_settings
 from server.settings import Settings, load_settings
-from siem_rules import ElasticAlertSink, Engine, RulePack, Scheduler, Source, connect, load_config
+from siem_rules import (
+    AlertBackend,
+    AlertStore,
+    ElasticAlertSink,
+    Engine,
+    RulePack,
+    Scheduler,
+    Source,
+    connect,
+    load_config,
+)
 
 DB_NAME = "siem.db"
 CONFIG_NAME = "siem.yml"
@@ -19,6 +29,33 @@ def siem_pack(settings: Settings, config_path: Path | None = None) -> RulePack:
     if config_path is not None and not config_path.exists():
         raise ConfigError(f"no such config file: {config_path}")
     return RulePack(load_config(path, timezone=settings.timezone))
+
+
+def pg_alert_store(url: str, evidence_cap: int = 500) -> AlertBackend:
+    """The alerts of every replica in the shared database: the pool's connections get the same
+    timeouts and keepalives as the other stores' (a dead server surfaces within seconds)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pdp.storage import PG_DEFAULTS, PG_SESSION, pg_conninfo
+    from siem_rules.pg_alerts import PostgresAlertStore
+
+    given = conninfo_to_dict(pg_conninfo(url))
+    params = {k: v for k, v in PG_DEFAULTS.items() if k not in given} | {"application_name": "ztcp-siem"}
+    if "options" not in given:
+        params["options"] = PG_SESSION
+    return PostgresAlertStore(pg_conninfo(url), evidence_cap=evidence_cap, params=params)
+
+
+def open_alerts(settings: Settings, evidence_cap: int = 500) -> AlertBackend:
+    """The alert store of this installation (the caller closes it): PostgreSQL with
+    ``ZTCP_DATABASE_URL`` (alerts, their history and the rules' watermarks shared by every replica),
+    else the SQLite driver over ``ZTCP_HOME/siem.db``. ``verify_history()`` and ``prune()`` are
+    what ``ztcp audit verify --all`` and retention call.
+
+    Raises ``siem_rules.AlertStoreUnavailable`` when the database cannot be reached."""
+    if settings.database_url:
+        return pg_alert_store(settings.database_url, evidence_cap)
+    return AlertStore(connect(settings.ensure_home() / DB_NAME), evidence_cap)
 
 
 def alert_sinks(settings: Settings) -> list[Any]:

@@ -40,3 +40,10 @@ class AlertNotFound(SiemError):
 class ExportUnsupported(SiemError):
     """A rule has no form in an export target (a Python analytic, or a construct the backend lacks);
     the export lists it as skipped with this reason."""
+
+
+class AlertStoreUnavailable(SiemError):
+    """The alert store (PostgreSQL with ``ZTCP_DATABASE_URL``) cannot be reached now: the error's type
+    and first line, never the connection string. The console answers 503; the scheduler retries."""
+
+    exit_code = 2

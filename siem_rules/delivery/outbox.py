@@ -3,8 +3,8 @@
 What goes out:
 
 * **Alert notifications**: every alert when it is created and at every status change
-  (acknowledged, closed, reopened). They are read from the SIEM store with two cursors — new alert
-  rows (``rowid``) and new status changes (``siem_alert_history.seq``) — and written to the outbox
+  (acknowledged, closed, reopened). They are read from the alert store's history (creations and
+  status changes, one cursor: its ``seq``; see ``AlertBackend.changes_after``) and written to the outbox
   once per channel, keyed ``alert_id:status:change``: ``INSERT OR IGNORE`` on that key is the
   de-duplication, and it survives restarts (the cursors move in the same transaction as the rows).
 * **Escalations**: a critical alert still *open* (unacknowledged) ``escalate_after`` seconds after it
@@ -38,7 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..alerts import RISK_SCORE
+from ..alert_backend import AlertBackend
+from ..alerts import RISK_SCORE, AlertStore
 from .channels import DeliveryError, EmailChannel, SyslogTarget, WebhookChannel
 from .formats import alert_message, decision_message
 
@@ -142,13 +143,14 @@ class DeliveryConfig:
 class Delivery:
     """One pass (``tick``) reads what is new in the SIEM store and delivers what is due.
 
-    ``siem_conn`` is a connection to the SIEM store (``siem.db``), only read; ``conn`` the outbox.
+    ``alerts`` is the alert store (:class:`siem_rules.AlertBackend`; a connection to ``siem.db`` is
+    taken as its SQLite driver), only read; ``conn`` the outbox.
     ``clock`` is injectable so escalation and backoff can be tested without waiting."""
 
-    def __init__(self, conn: sqlite3.Connection, siem_conn: sqlite3.Connection, config: DeliveryConfig,
+    def __init__(self, conn: sqlite3.Connection, alerts: AlertBackend | sqlite3.Connection, config: DeliveryConfig,
                  decisions: DecisionFeed | None = None, clock: Callable[[], float] = time.time) -> None:
         self.conn = conn
-        self.siem = siem_conn
+        self.alerts: AlertBackend = AlertStore(alerts) if isinstance(alerts, sqlite3.Connection) else alerts
         self.config = config
         self.decisions = decisions if (config.syslog is not None and config.syslog_decisions) else None
         self.clock = clock
@@ -164,29 +166,19 @@ class Delivery:
         self.conn.execute("INSERT INTO delivery_cursor(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE "
                           "SET value=excluded.value", (name, value))
 
-    def _siem_has(self, table: str) -> bool:
-        return self.siem.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
-            is not None
-
     def _alert(self, alert_id: str) -> dict[str, Any] | None:
-        row = self.siem.execute(
-            "SELECT alert_id, rule_id, rule_name, rule_title, rule_type, level, group_json, window_start, window_end, "
-            "first_ts, last_ts, status, created_at, updated_at, "
-            "(SELECT COUNT(*) FROM siem_alert_evidence e WHERE e.alert_id = a.alert_id) FROM siem_alerts a "
-            "WHERE alert_id=?", (alert_id,)).fetchone()
+        row = self.alerts.alert_row(alert_id)
         if row is None:
             return None
-        cols = {r[1] for r in self.siem.execute("PRAGMA table_info(siem_alerts)")}
-        explanation = None
-        if "explanation" in cols:
-            explanation = self.siem.execute("SELECT explanation FROM siem_alerts WHERE alert_id=?",
-                                            (alert_id,)).fetchone()[0]
         return {
-            "alert_id": row[0], "rule_id": row[1], "rule_name": row[2], "rule_title": row[3], "rule_type": row[4],
-            "level": row[5], "group_keys": json.loads(row[6]), "window_start": _iso(row[7]),
-            "window_end": _iso(row[8]), "first_seen": _iso(row[9]), "last_seen": _iso(row[10]), "status": row[11],
-            "created_at": row[12], "updated_at": row[13], "event_count": row[14], "explanation": explanation,
-            "console_url": f"{self.config.console_url.rstrip('/')}/alerts/{row[0]}",
+            "alert_id": row["alert_id"], "rule_id": row["rule_id"], "rule_name": row["rule_name"],
+            "rule_title": row["rule_title"], "rule_type": row["rule_type"], "level": row["level"],
+            "group_keys": json.loads(row["group_json"]), "window_start": _iso(row["window_start"]),
+            "window_end": _iso(row["window_end"]), "first_seen": _iso(row["first_ts"]),
+            "last_seen": _iso(row["last_ts"]), "status": row["status"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "event_count": int(row["event_count"]),
+            "explanation": row["explanation"],
+            "console_url": f"{self.config.console_url.rstrip('/')}/alerts/{row['alert_id']}",
         }
 
     @staticmethod
@@ -214,46 +206,29 @@ class Delivery:
         return added
 
     def enqueue(self) -> int:
-        """New alerts and status changes since the cursors → outbox rows (once per channel)."""
-        if not self._siem_has("siem_alerts"):
-            return 0
+        """New alerts and status changes since the cursor (the alert history's ``seq``) → outbox rows
+        (once per channel)."""
         now = self.clock()
         added = 0
+        changes = self.alerts.changes_after(self._cursor("alerts.history") or 0, 5000)
         with _tx(self.conn):
-            last = self._cursor("alerts.rowid") or 0
-            rows = self.siem.execute("SELECT rowid, alert_id FROM siem_alerts WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                                     (last, 5000)).fetchall()
-            for rowid, alert_id in rows:
-                alert = self._alert(alert_id)
-                if alert is not None:
-                    added += self._enqueue(alert, "open", 0, now)
-                last = rowid
-            self._set_cursor("alerts.rowid", last)
-            if self._siem_has("siem_alert_history"):
-                hist = self._cursor("alerts.history") or 0
-                for seq, alert_id, to_status in self.siem.execute(
-                        "SELECT seq, alert_id, to_status FROM siem_alert_history WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (hist, 5000)).fetchall():
-                    if to_status:  # comments change nothing to deliver
-                        alert = self._alert(alert_id)
-                        if alert is not None:
-                            added += self._enqueue(alert, to_status, seq, now)
-                    hist = seq
-                self._set_cursor("alerts.history", hist)
+            hist = self._cursor("alerts.history") or 0
+            for seq, alert_id, status in changes:
+                if status:  # comments and extensions change nothing to deliver
+                    alert = self._alert(alert_id)
+                    if alert is not None:
+                        added += self._enqueue(alert, "open", 0, now) if status == "created" else \
+                            self._enqueue(alert, status, seq, now)
+                hist = max(hist, seq)
+            self._set_cursor("alerts.history", hist)
             if self.config.escalation is not None:
                 added += self._escalations(now)
         return added
 
     def _escalations(self, now: float) -> int:
         added = 0
-        for alert_id, created_at in self.siem.execute(
-                "SELECT alert_id, created_at FROM siem_alerts WHERE status='open' AND level='critical'").fetchall():
-            opened, change = _epoch(created_at), 0
-            if self._siem_has("siem_alert_history"):
-                row = self.siem.execute("SELECT seq, time FROM siem_alert_history WHERE alert_id=? "
-                                        "AND to_status='open' ORDER BY seq DESC LIMIT 1", (alert_id,)).fetchone()
-                if row is not None:
-                    change, opened = int(row[0]), _epoch(row[1])
+        for alert_id, opened_at, change in self.alerts.open_critical():
+            opened = _epoch(opened_at)
             if now - opened < self.config.escalate_after:
                 continue
             alert = self._alert(alert_id)
@@ -520,6 +495,6 @@ class DeliveryThread:
             self._wake.wait(self.interval)
             self._wake.clear()
         if self.delivery is not None:
-            for c in (self.delivery.conn, self.delivery.siem):
+            for close in (self.delivery.conn.close, self.delivery.alerts.close):
                 with contextlib.suppress(Exception):
-                    c.close()
+                    close()
