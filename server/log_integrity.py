@@ -64,18 +64,12 @@ def key_audit(settings: Settings) -> Any | None:
 
 
 def alert_backend(settings: Settings) -> Any | None:
-    """The alert history, when this ztcp's alert store keeps a chain (``verify_history``)."""
-    from server.siem import DB_NAME
+    """The alert store (its history is hash-chained: ``verify_history``), when there is one."""
+    from server.siem import DB_NAME, open_alerts
 
-    path = settings.ensure_home() / DB_NAME
-    if not path.exists():
+    if not settings.database_url and not (settings.ensure_home() / DB_NAME).exists():
         return None
-    try:
-        from siem_rules import AlertStore, connect
-    except ImportError:  # pragma: no cover - always there
-        return None
-    store = AlertStore(connect(path))
-    return store if hasattr(store, "verify_history") else None
+    return open_alerts(settings)
 
 
 def chained_logs(settings: Settings, *, readonly: bool = True) -> list[ChainedLog]:
@@ -146,7 +140,7 @@ def verify_all(settings: Settings, *, full: bool = False) -> list[LogVerdict]:
                 broken, count = alerts.verify_history()
                 verdicts.append(LogVerdict(ALERT_LOG, count, 0, 0, broken))
             finally:
-                _close(getattr(alerts, "conn", None))
+                alerts.close()
     finally:
         ledger.close()
     return verdicts

@@ -112,9 +112,10 @@ def _key_audit(settings: Settings, before: float, holds: HoldSet, apply: bool,
         audit.close()
 
 
-def _held_clause(holds: HoldSet) -> tuple[str, list[str]]:
+def _held_clause(holds: HoldSet, *, held: bool = False) -> tuple[str, list[str]]:
+    """SQL (``AND …``) selecting the rows no hold concerns, or with ``held`` the rows one does."""
     if not holds:
-        return "", []
+        return ("AND 0 = 1" if held else ""), []
     parts, args = [], []
     if holds.citizens:
         parts.append(f"citizen_ref IN ({', '.join('?' * len(holds.citizens))})")
@@ -122,7 +123,7 @@ def _held_clause(holds: HoldSet) -> tuple[str, list[str]]:
     if holds.cases:
         parts.append(f"case_id IN ({', '.join('?' * len(holds.cases))})")
         args += sorted(holds.cases)
-    return " AND NOT (" + " OR ".join(parts) + ")", args
+    return (" AND (" if held else " AND NOT (") + " OR ".join(parts) + ")", args
 
 
 def _siem_events(settings: Settings, before: float, holds: HoldSet, apply: bool,
@@ -158,51 +159,63 @@ def _siem_events(settings: Settings, before: float, holds: HoldSet, apply: bool,
     return deleted, kept
 
 
-def held_alert_ids(conn: Any, holds: HoldSet) -> set[str]:
-    """Alerts whose evidence is a decision or provenance event of a held citizen or case."""
+def held_alert_ids(settings: Settings, backend: Any, holds: HoldSet) -> set[str]:
+    """Alerts whose evidence is a decision or provenance event of a held citizen or case (events in
+    this home's SIEM store, alerts in the alert backend: SQLite beside them or PostgreSQL), and
+    alerts whose group names a held citizen."""
     if not holds:
         return set()
+    from server.siem import DB_NAME
+    from siem_rules import connect
     from siem_rules.store import TABLE
 
-    clause, args = _held_clause(holds)
+    clause, args = _held_clause(holds, held=True)
+    events: list[str] = []
+    path = settings.ensure_home() / DB_NAME
+    if path.exists():
+        conn = connect(path)
+        try:
+            for kind in ("decision", "provenance"):
+                events += [r[0] for r in conn.execute(
+                    f"SELECT event_id FROM {TABLE[kind]} WHERE 1 = 1{clause}", args)]  # noqa: S608
+        finally:
+            conn.close()
     ids: set[str] = set()
-    for kind in ("decision", "provenance"):
-        ids.update(r[0] for r in conn.execute(
-            f"SELECT DISTINCT e.alert_id FROM siem_alert_evidence e JOIN {TABLE[kind]} v "  # noqa: S608
-            f"ON v.event_id = e.event_id WHERE 1 = 1{clause}", args))
-    for ref in holds.citizens:  # a group named by the citizen itself (e.g. a per-citizen rule)
-        ids.update(r[0] for r in conn.execute("SELECT alert_id FROM siem_alerts WHERE group_json LIKE ?",
-                                              (f"%{ref}%",)))
+    # The backend's own query helper (``?`` placeholders on both drivers): no method of the
+    # AlertBackend interface answers "alerts with this evidence".
+    for i in range(0, len(events), 500):
+        chunk = events[i:i + 500]
+        ids.update(r[0] for r in backend._q(
+            f"SELECT DISTINCT alert_id FROM siem_alert_evidence WHERE event_id IN ({', '.join('?' * len(chunk))})",  # noqa: S608
+            chunk))
+    for ref in holds.citizens:
+        ids.update(r[0] for r in backend._q("SELECT alert_id FROM siem_alerts WHERE group_json LIKE ?",
+                                            (f"%{ref}%",)))
     return ids
 
 
 def _alerts(settings: Settings, before: float, holds: HoldSet, apply: bool,
             sign: object) -> tuple[int, int] | None:
-    from server.siem import DB_NAME
-    from siem_rules import AlertStore, connect
+    from server.log_integrity import alert_backend
 
-    path = settings.ensure_home() / DB_NAME
-    if not path.exists():
+    backend = alert_backend(settings)
+    if backend is None:
         return None
-    conn = connect(path)
     try:
-        store = AlertStore(conn)
-        if not hasattr(store, "prune"):
-            # This alert store cannot delete selectively: refuse while a hold could be concerned.
+        if not hasattr(backend, "prune") or not hasattr(backend, "_q"):
+            # An alert store that cannot delete selectively: refused while a hold could be concerned.
             if holds:
                 raise RetentionRefused("alerts: this alert store cannot honour legal holds: retention refused")
             return 0, 0
-        keep = held_alert_ids(conn, holds)
-        old = int(conn.execute("SELECT count(*) FROM siem_alerts WHERE last_ts < ? AND status = 'closed'",
-                               (before,)).fetchone()[0])
+        keep = held_alert_ids(settings, backend, holds)
         if not apply:
-            held_old = len(keep & {r[0] for r in conn.execute(
-                "SELECT alert_id FROM siem_alerts WHERE last_ts < ? AND status = 'closed'", (before,))})
-            return old - held_old, held_old
-        deleted = int(store.prune(before, keep))
-        return deleted, max(0, old - deleted)
+            old = {r[0] for r in backend._q("SELECT alert_id FROM siem_alerts WHERE status = 'closed' AND "
+                                            "last_ts < ?", (before,))}
+            return len(old - keep), len(old & keep)
+        deleted = int(backend.prune(datetime.fromtimestamp(before, tz=UTC), keep))
+        return deleted, len(keep)
     finally:
-        conn.close()
+        backend.close()
 
 
 def _console_sessions(settings: Settings, before: float, holds: HoldSet, apply: bool,

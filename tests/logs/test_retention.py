@@ -158,3 +158,52 @@ def test_siem_events_of_held_citizens_stay(home: Path, monkeypatch: pytest.Monke
     db = sqlite3.connect(home / DB_NAME)
     refs = [r[0] for r in db.execute("SELECT citizen_ref FROM ev_decision WHERE ts < ?", (NOW - 30 * DAY,))]
     assert refs == [HELD] * 3
+
+
+def test_closed_alerts_go_unless_their_evidence_concerns_a_held_citizen(home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass
+
+    from pdp.decision_log import DecisionLog
+    from server.retention import run_retention
+    from server.siem import DB_NAME, make_engine
+    from siem_rules import AlertStore, CallableSource, connect
+    from siem_rules.alerts import Hit
+
+    @dataclass
+    class Rule:
+        id: str = "r-1"
+        name: str = "many_reads"
+        title: str = "Many reads"
+        rule_type: str = "detection"
+        level: str = "high"
+
+    monkeypatch.setenv("ZTCP_RETENTION_ALERTS_DAYS", "30")
+    settings = load_settings()
+    (home / "siem.yml").write_text("protected_citizens: []\n", encoding="utf-8")
+    engine = make_engine(settings)
+    engine.ingest([CallableSource("decisions", "decision", DecisionLog.reader(home / "decisions.db").events_after)])
+    engine.conn.close()
+    alerts = AlertStore(connect(home / DB_NAME))
+    ids = []
+    # d-000005 is the held citizen's. The alert history is pruned as a prefix only (siem_rules), so
+    # the held alert, last here, stays and stops the cut behind it.
+    for n, evidence in enumerate(("d-000001", "d-000002", "d-000005")):
+        (alert_id,) = alerts.merge(Rule(), [Hit(group={"actor": f"emp-{n}"}, window_start=1.0 + n,
+                                                window_end=1.0 + n, evidence=[(1.0 + n, evidence)], gap=600.0)],
+                                   "2026-01-10T00:00:00Z")
+        alerts.set_status(alert_id, "closed", actor="soc-1")
+        ids.append(alert_id)
+    alerts.close()
+    run("logs", "hold", "add", "--citizen-ref", HELD, "--reason", "court order", token=auditor())
+    later = NOW + 60 * DAY  # the alerts were closed today: look from two months on
+    dry = run_retention(settings, apply=False, now=later, only=("alerts",)).stores[0]
+    assert (dry.deleted, dry.kept_by_hold) == (2, 1)
+    done = run_retention(settings, apply=True, now=later, only=("alerts",)).stores[0]
+    assert done.deleted == 2
+    alerts = AlertStore(connect(home / DB_NAME))
+    try:
+        assert [a.alert_id for a in alerts.list()] == [ids[2]]
+        assert alerts.verify_history()[0] is None  # the chain still verifies after the prune
+    finally:
+        alerts.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from server.log_integrity import sign_heads
 from server.settings import load_settings
 
 T0 = 1795399200.0
+
+
+@dataclass
+class Rule:
+    id: str = "r-1"
+    name: str = "many_reads"
+    title: str = "Many reads"
+    rule_type: str = "detection"
+    level: str = "high"
 
 
 def decision(i: int) -> dict:
@@ -45,6 +55,17 @@ def home(ztcp_home: Path) -> Path:
     for _ in range(5):
         audit.record(type="key.rotate", actor="os:admin", key_name="data-kek")
     audit.close()
+    from siem_rules import AlertStore, connect
+    from siem_rules.alerts import Hit
+
+    alerts = AlertStore(connect(ztcp_home / "siem.db"))
+    for n in range(3):  # three alerts, each created, acknowledged and closed: nine history rows
+        (alert_id,) = alerts.merge(Rule(), [Hit(group={"actor": f"emp-{n}"}, window_start=100.0 + n,
+                                                window_end=100.0 + n, evidence=[(100.0 + n, f"e{n}")], gap=600.0)],
+                                   "2026-01-10T00:00:00Z")
+        alerts.set_status(alert_id, "acknowledged", actor="soc-1")
+        alerts.set_status(alert_id, "closed", actor="soc-1")
+    alerts.close()
     assert sign_heads(settings) == {"decision_log": 30, "key_audit": 5}
     assert sign_heads(settings) == {}  # nothing new: nothing signed again
     return ztcp_home
@@ -63,8 +84,18 @@ def test_an_intact_installation_verifies_every_log(home: Path) -> None:
     assert "ok: ledger: 20 records" in out
     assert "ok: decision_log: 30 records, 1 signed heads" in out
     assert "ok: key_audit: 5 records" in out
+    assert "ok: alert_history: 9 records" in out
     doc = orjson.loads(CliRunner().invoke(ztcp, ["audit", "verify", "--all", "--json"]).output.splitlines()[0])
-    assert doc["ok"] is True and [d["log"] for d in doc["logs"]] == ["ledger", "decision_log", "key_audit"]
+    assert doc["ok"] is True
+    assert [d["log"] for d in doc["logs"]] == ["ledger", "decision_log", "key_audit", "alert_history"]
+
+
+def test_an_altered_alert_history_row_is_named(home: Path) -> None:
+    db = sqlite3.connect(home / "siem.db")
+    db.execute("UPDATE siem_alert_history SET actor = 'soc-2' WHERE seq = 4")
+    db.commit()
+    code, out = verify_all()
+    assert code == 3 and "FAILED: alert_history: record 4" in out
 
 
 def test_an_altered_decision_is_named_with_its_log_and_position(home: Path) -> None:
