@@ -95,7 +95,7 @@ class _Mailbox:
 
 
 def _text(msg: Message) -> str:
-    part = msg.get_body(("plain",)) if hasattr(msg, "get_body") else None  # type: ignore[attr-defined]
+    part = msg.get_body(("plain",)) if hasattr(msg, "get_body") else None
     payload = (part or msg).get_payload(decode=True)
     return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
 

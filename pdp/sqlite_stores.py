@@ -154,30 +154,43 @@ class SqliteDecisionStore:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")  # the write lock: the head cannot move under us
             try:
-                # A retried batch (or a repeat inside one) must not be chained twice: skip ids stored.
-                ids = [r[0] for r in rows]
-                stored = {r[0] for r in conn.execute(
-                    f"SELECT decision_id FROM decisions WHERE decision_id IN ({','.join('?' * len(ids))})",  # noqa: S608
-                    ids)} if ids else set()
-                fresh, seen = [], set()
-                for r in rows:
-                    if r[0] not in stored and r[0] not in seen:
-                        seen.add(r[0])
-                        fresh.append(r)
-                if fresh:
-                    head = conn.execute("SELECT head FROM decision_chain").fetchone()[0]
-                    links, head = chain_links(head, fresh)
-                    conn.executemany(
-                        "INSERT INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
-                        " revision, entry, link) VALUES (?,?,?,?,?,?,?,?,?)",
-                        [(*r, lk) for r, lk in zip(fresh, links, strict=True)])
-                    conn.execute("UPDATE decision_chain SET head = ?", (head,))
+                head = conn.execute("SELECT head FROM decision_chain").fetchone()[0]
+                try:
+                    # Optimistically, every entry is new (a repeat only comes from a retried batch)...
+                    conn.execute("SAVEPOINT fresh")
+                    self._append(conn, head, rows)
+                    conn.execute("RELEASE fresh")
+                except sqlite3.IntegrityError:
+                    # ...else chain only the ids not stored yet: a repeat must not be chained twice.
+                    conn.execute("ROLLBACK TO fresh")
+                    conn.execute("RELEASE fresh")
+                    ids = [r[0] for r in rows]
+                    stored = {r[0] for r in conn.execute(
+                        f"SELECT decision_id FROM decisions WHERE decision_id IN ({','.join('?' * len(ids))})",  # noqa: S608
+                        ids)}
+                    fresh, seen = [], set()
+                    for r in rows:
+                        if r[0] not in stored and r[0] not in seen:
+                            seen.add(r[0])
+                            fresh.append(r)
+                    self._append(conn, head, fresh)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise unavailable(exc) from exc
+
+    @staticmethod
+    def _append(conn: sqlite3.Connection, head: bytes, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        links, head = chain_links(head, rows)
+        conn.executemany(
+            "INSERT INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
+            " revision, entry, link) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(*r, lk) for r, lk in zip(rows, links, strict=True)])
+        conn.execute("UPDATE decision_chain SET head = ?", (head,))
 
     # -- the chain (contracts.chained_log.ChainedLog) and retention -----------------------------
     chain_name = LOG_NAME
