@@ -50,6 +50,10 @@ class DecisionLogStore(Protocol):
 
     def count(self) -> int: ...
 
+    def count_after(self, seq: int) -> int:
+        """How many entries follow ``seq``."""
+        ...
+
     def counts_by_effect(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
@@ -110,19 +114,11 @@ class DecisionLogReader:
     def last_seq(self) -> int:
         """The newest entry's sequence number (0 when empty): where a new feed that wants only what
         comes next (syslog forwarding) starts."""
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0])
-        finally:
-            conn.close()
+        return self.store.cursor()
 
     def count_after(self, seq: int) -> int:
         """How many entries follow ``seq`` (a feed's backlog)."""
-        conn = self._reader()
-        try:
-            return int(conn.execute("SELECT count(*) FROM decisions WHERE seq > ?", (seq,)).fetchone()[0])
-        finally:
-            conn.close()
+        return self.store.count_after(seq)
 
     def count(self) -> int:
         return self.store.count()

@@ -270,6 +270,9 @@ class PostgresDecisionStore:
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM decision_log")[0][0])
 
+    def count_after(self, seq: int) -> int:
+        return int(self._read("SELECT count(*) FROM decision_log WHERE seq > %s", (seq,))[0][0])
+
     def counts_by_effect(self) -> dict[str, int]:
         return {effect: int(n) for effect, n in self._read("SELECT effect, count(*) FROM decision_log GROUP BY effect")}
 

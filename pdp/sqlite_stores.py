@@ -298,6 +298,9 @@ class SqliteDecisionStore:
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM decisions")[0][0])
 
+    def count_after(self, seq: int) -> int:
+        return int(self._read("SELECT count(*) FROM decisions WHERE seq > ?", (seq,))[0][0])
+
     def counts_by_effect(self) -> dict[str, int]:
         return dict(self._read("SELECT effect, count(*) FROM decisions GROUP BY effect"))
 

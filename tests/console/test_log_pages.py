@@ -15,6 +15,7 @@ def syslog_down(monkeypatch: pytest.MonkeyPatch) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("ZTCP_SYSLOG_URL", f"tcp://127.0.0.1:{port}")
+    monkeypatch.setenv("ZTCP_SYSLOG_DECISIONS", "true")  # decisions too: their backlog is shown apart
 
 
 def test_logs_page_shows_retention_holds_backlog_and_archives(syslog_down, browser, world) -> None:  # noqa: ANN001
@@ -40,6 +41,7 @@ def test_logs_page_shows_retention_holds_backlog_and_archives(syslog_down, brows
     assert r.status_code == 200
     backlog = re.search(r"<tr><td>syslog</td><td>(\d+)</td>", r.text)
     assert backlog and int(backlog.group(1)) == len(facts["alerts"]) > 0
+    assert re.search(r"<tr><td>syslog.decisions</td><td>\d+</td>", r.text)
     assert "Legal holds (1 active)" in r.text and ref in r.text and "court order 17" in r.text
     assert "Last applied" in r.text and "<td>decisions</td>" in r.text
     assert "No archive segments yet." in r.text

@@ -573,3 +573,13 @@ def test_the_fast_link_is_the_contract_link(decision_id: str) -> None:
     from pdp.decision_chain import chain_record, fast_link
 
     assert fast_link(GENESIS, decision_id, b'{"x":1}') == link(GENESIS, chain_record(decision_id, b'{"x":1}'))
+
+
+def test_a_reader_gives_the_newest_seq_and_the_backlog_after_a_cursor(harness, dstore):
+    """What syslog forwarding of decisions follows (server.delivery.decision_feed)."""
+    from pdp.decision_log import DecisionLog
+
+    dstore.write([entry(i) for i in range(1, 8)])
+    reader = DecisionLog.reader(dstore)
+    assert reader.last_seq() == dstore.cursor() == 7
+    assert (reader.count_after(0), reader.count_after(5), reader.count_after(7)) == (7, 2, 0)
