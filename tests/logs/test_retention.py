@@ -207,3 +207,44 @@ def test_closed_alerts_go_unless_their_evidence_concerns_a_held_citizen(home: Pa
         assert alerts.verify_history()[0] is None  # the chain still verifies after the prune
     finally:
         alerts.close()
+
+
+def test_on_postgresql_decisions_holds_and_console_sessions(ztcp_home: Path, pg_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ZTCP_DATABASE_URL: the shared decision log, the holds and the console sessions in PostgreSQL."""
+    import psycopg
+
+    from console.pg_sessions import PostgresSessionStore
+    from pdp.pg_stores import PostgresDecisionStore
+    from server.holds import hold_store
+    from server.retention import run_retention
+
+    monkeypatch.setenv("ZTCP_DATABASE_URL", pg_url)
+    monkeypatch.setenv("ZTCP_RETENTION_DECISIONS_DAYS", "30")
+    monkeypatch.setenv("ZTCP_RETENTION_CONSOLE_SESSIONS_DAYS", "30")
+    settings = load_settings()
+    pg_url = settings.database_url or ""  # plain postgresql:// for psycopg
+    system_keys(settings).ensure_all()
+    store = PostgresDecisionStore(pg_url)
+    store.write([decision(i, 60 - i * 0.1, HELD if i == 3 else OTHER) for i in range(1, 11)]
+                + [decision(i, 1) for i in range(11, 16)])
+    store.close()
+    PostgresSessionStore(pg_url, 600, 3600).close()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("INSERT INTO console_sessions VALUES ('old', '\\x00', %s, %s), ('new', '\\x00', %s, %s)",
+                   (NOW - 90 * DAY, NOW - 90 * DAY, NOW, NOW))
+    hold_store(settings).add("citizen", HELD, "court order", "aud-1")
+    report = {s.store: s for s in run_retention(settings, apply=True).stores}
+    assert (report["decisions"].deleted, report["decisions"].kept_by_hold) == (9, 1)
+    assert report["console_sessions"].deleted == 1
+    store = PostgresDecisionStore(pg_url, readonly=True)
+    try:
+        assert store.count() == 6 and store.get("d-000003") is not None
+        from contracts.chained_log import verify_log
+
+        assert verify_log(store, None).ok
+    finally:
+        store.close()
+    code, out = run("audit", "verify", "--all")
+    assert code == 0, out
+    assert "decision_log: 6 records, 9 pruned" in out
