@@ -143,3 +143,31 @@ def test_an_altered_ledger_event_fails_the_whole_run(home: Path) -> None:
     db.commit()
     code, out = verify_all()
     assert code == 3 and "FAILED: ledger" in out and "ok: decision_log" in out
+
+
+def test_the_scheduler_upkeep_signs_heads_and_applies_retention_when_due(ztcp_home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What runs after each SIEM run on the leader (server.siem.make_scheduler's after-run hook)."""
+    from server.log_upkeep import LogUpkeep
+    from server.retention import retention_status
+
+    monkeypatch.setenv("ZTCP_RETENTION_INTERVAL_HOURS", "1")
+    settings = load_settings()
+    system_keys(settings).ensure_all()
+    store = SqliteDecisionStore(ztcp_home / "decisions.db")
+    store.write([decision(i) for i in range(1, 6)])
+    clock = [1000.0]
+    upkeep = LogUpkeep(settings, clock=lambda: clock[0])
+    upkeep()
+    assert upkeep.signed == {"decision_log": 5} and upkeep.last_error is None
+    first = retention_status(settings)["last_run"]["at"]
+    store.write([decision(6)])
+    clock[0] += 60  # a minute later: heads signed again, retention not due yet
+    upkeep()
+    assert upkeep.signed == {"decision_log": 6}
+    assert retention_status(settings)["last_run"]["at"] == first
+    clock[0] += 3600
+    upkeep()
+    assert retention_status(settings)["last_run"]["at"] != first
+    store.close()
+    assert verify_all()[0] == 0
