@@ -68,6 +68,7 @@ _CHAIN_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS key_audit_heads (seq INTEGER PRIMARY KEY, note TEXT NOT NULL, at REAL NOT NULL)",
 )
 LOG_NAME = "key_audit"
+PRUNE_WINDOW = 5000
 _COLS = ("event_id", "time", "type", "actor", "key_name", "key_version", "dataset", "count", "reason",
          "decision_id")
 
@@ -199,31 +200,39 @@ class KeyAuditLog:
         is accepted for a uniform interface and ignored)."""
         cutoff = datetime.fromtimestamp(before, tz=UTC).isoformat(timespec="microseconds")
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            top = db.execute("SELECT max(seq) FROM key_audit WHERE time < ?", (cutoff,)).fetchone()[0]
-            if top is None:
+        deleted = made = 0
+        top = db.execute("SELECT max(seq) FROM key_audit WHERE time < ?", (cutoff,)).fetchone()[0]
+        lo = 1
+        # A window of events per transaction: writers (decrypts record here) wait for one at most.
+        while top is not None and lo <= top:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                kept = db.execute("SELECT coalesce(max(seq), 0) FROM key_audit WHERE seq < ?", (lo,)).fetchone()[0]
+                rows: Sequence[tuple[int, bool, bytes]] = [
+                    (seq, t < cutoff, lk) for seq, t, lk in db.execute(
+                        "SELECT seq, time, link FROM key_audit WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                        (lo, top, PRUNE_WINDOW))]
+                if not rows:
+                    db.execute("ROLLBACK")
+                    break
+                marks = self.prune_marks()
+                runs, new = plan_prune(list(rows), marks, kept)
+                deleted += sum(len(r.positions) for r in runs)
+                if apply:
+                    for run in runs:
+                        db.execute("DELETE FROM key_audit WHERE seq > ? AND seq <= ?", (run.after, run.through))
+                    gone = superseded(marks, new)
+                    db.executemany("DELETE FROM key_audit_prune_marks WHERE after_seq = ?", [(a,) for a in gone])
+                    db.executemany("INSERT INTO key_audit_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
+                                   [(m.after, m.through, m.link, m.count, sign_mark(m) if sign_mark else None,
+                                     time.time()) for m in new])
+                    made += len(new) - len(set(gone) & {m.after for m in new})
+            except BaseException:
                 db.execute("ROLLBACK")
-                return PruneResult(LOG_NAME, 0, 0, 0)
-            rows: Sequence[tuple[int, bool, bytes]] = [
-                (seq, t < cutoff, lk) for seq, t, lk in
-                db.execute("SELECT seq, time, link FROM key_audit WHERE seq <= ? ORDER BY seq", (top,))]
-            marks = self.prune_marks()
-            runs, new = plan_prune(list(rows), marks)
-            deleted = sum(len(r.positions) for r in runs)
-            if apply:
-                for run in runs:
-                    db.execute("DELETE FROM key_audit WHERE seq > ? AND seq <= ?", (run.after, run.through))
-                db.executemany("DELETE FROM key_audit_prune_marks WHERE after_seq = ?",
-                               [(a,) for a in superseded(marks, new)])
-                db.executemany("INSERT INTO key_audit_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
-                               [(m.after, m.through, m.link, m.count, sign_mark(m) if sign_mark else None,
-                                 time.time()) for m in new])
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT" if apply else "ROLLBACK")
-        return PruneResult(LOG_NAME, deleted, 0, len(new))
+                raise
+            db.execute("COMMIT" if apply else "ROLLBACK")
+            lo = rows[-1][0] + 1
+        return PruneResult(LOG_NAME, deleted, 0, made)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

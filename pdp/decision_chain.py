@@ -79,20 +79,26 @@ def held_entry(entry: bytes, citizen_ref: str | None, held: Callable[[str | None
     return held(citizen_ref or (inp.get("resource") or {}).get("citizen_ref"), case)
 
 
-def prune_plan(rows: list[tuple[int, bytes, str | None, float, bytes]], before: float,
+PRUNE_WINDOW = 5000
+"""Entries examined per retention transaction: the decision writer waits for one window at most."""
+
+
+def prune_plan(rows: list[tuple[int, bytes, str | None, float, bytes | None]], before: float,
                held: Callable[[str | None, str | None], bool] | None,
-               marks: list[PruneMark]) -> tuple[list[PruneRun], list[PruneMark], list[int], int]:
-    """From ``(seq, link, citizen_ref, ts, entry)`` rows: the runs to delete, the marks to store, the
-    marks they supersede and how many entries a hold kept."""
+               marks: list[PruneMark], kept_before: int = 0,
+               ) -> tuple[list[PruneRun], list[PruneMark], list[int], int]:
+    """From one window of ``(seq, link, citizen_ref, ts, entry)`` rows (``entry`` only when there
+    are holds): the runs to delete, the marks to store, the marks they supersede and how many
+    entries a hold kept."""
     kept_by_hold = 0
     flagged = []
     for seq, lk, ref, ts, entry in rows:
         deletable = ts < before
-        if deletable and held is not None and held_entry(bytes(entry), ref, held):
+        if deletable and held is not None and held_entry(bytes(entry or b"{}"), ref, held):
             deletable = False
             kept_by_hold += 1
         flagged.append((seq, deletable, bytes(lk)))
-    runs, new = plan_prune(flagged, marks)
+    runs, new = plan_prune(flagged, marks, kept_before)
     return runs, new, superseded(marks, new), kept_by_hold
 
 

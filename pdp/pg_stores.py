@@ -28,6 +28,7 @@ from contracts.chained_log import PruneMark, PruneResult, SignedHead
 from contracts.log_chain import GENESIS
 from pdp.decision_chain import (
     LOG_NAME,
+    PRUNE_WINDOW,
     chain_existing,
     chain_links,
     chain_record,
@@ -79,6 +80,12 @@ DECISION_MIGRATIONS = (
         "CREATE TABLE decision_log_heads (seq BIGINT PRIMARY KEY, note TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
     ), run=lambda conn: _chain_existing(conn)),
 )
+
+
+class _DryRun(Exception):  # noqa: N818 - not an error: ends a dry run's window transaction (rolled back)
+    def __init__(self, last: int) -> None:
+        super().__init__(last)
+        self.last = last
 
 
 def _chain_existing(conn: psycopg.Connection) -> None:
@@ -212,35 +219,52 @@ class PostgresDecisionStore:
 
     def prune(self, before: float, held: Callable[[str | None, str | None], bool] | None = None,
               sign_mark: Callable[[PruneMark], str] | None = None, *, apply: bool = True) -> PruneResult:
-        """As :meth:`pdp.sqlite_stores.SqliteDecisionStore.prune`, under the writers' ordering lock."""
-        result = PruneResult(LOG_NAME, 0, 0, 0)
+        """As :meth:`pdp.sqlite_stores.SqliteDecisionStore.prune`: a window of entries per
+        transaction, each under the writers' ordering lock (held for one window at most)."""
+        entry = "entry" if held is not None else "NULL::bytea"
+        totals = [0, 0, 0]  # deleted, kept by a hold, marks
+        top_row = self._read("SELECT max(seq) FROM decision_log WHERE ts < %s", (before,))
+        top = top_row[0][0] if top_row else None
+        lo = 1
 
-        def run(conn: psycopg.Connection) -> None:
-            nonlocal result
+        def window(conn: psycopg.Connection) -> int | None:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_DECISIONS,))
-                top_row = conn.execute("SELECT max(seq) FROM decision_log WHERE ts < %s", (before,)).fetchone()
-                if top_row is None or top_row[0] is None:
-                    return
-                rows = conn.execute("SELECT seq, link, citizen_ref, ts, entry FROM decision_log WHERE seq <= %s "
-                                    "ORDER BY seq", (top_row[0],)).fetchall()
+                kb = conn.execute("SELECT coalesce(max(seq), 0) FROM decision_log WHERE seq < %s", (lo,)).fetchone()
+                rows = conn.execute(f"SELECT seq, link, citizen_ref, ts, {entry} FROM decision_log "  # noqa: S608
+                                    "WHERE seq >= %s AND seq <= %s ORDER BY seq LIMIT %s",
+                                    (lo, top, PRUNE_WINDOW)).fetchall()
+                if not rows:
+                    return None
                 marks = [mark_from_row(r) for r in conn.execute(
                     "SELECT after_seq, through_seq, link, count, note FROM decision_log_prune_marks")]
-                runs, new, gone, kept = prune_plan(rows, before, held, marks)
-                result = PruneResult(LOG_NAME, sum(len(r.positions) for r in runs), kept, len(new))
-                if not apply:
-                    return
-                with conn.cursor() as cur:
-                    cur.executemany("DELETE FROM decision_log WHERE seq > %s AND seq <= %s",
-                                    [(r.after, r.through) for r in runs])
-                    cur.executemany("DELETE FROM decision_log_prune_marks WHERE after_seq = %s", [(a,) for a in gone])
-                    now = time.time()
-                    cur.executemany("INSERT INTO decision_log_prune_marks VALUES (%s, %s, %s, %s, %s, %s)",
-                                    [(m.after, m.through, m.link, m.count, sign_mark(m) if sign_mark else None, now)
-                                     for m in new])
+                runs, new, gone, held_here = prune_plan(rows, before, held, marks, int(kb[0]) if kb else 0)
+                totals[0] += sum(len(r.positions) for r in runs)
+                totals[1] += held_here
+                if apply:
+                    with conn.cursor() as cur:
+                        cur.executemany("DELETE FROM decision_log WHERE seq > %s AND seq <= %s",
+                                        [(r.after, r.through) for r in runs])
+                        cur.executemany("DELETE FROM decision_log_prune_marks WHERE after_seq = %s",
+                                        [(a,) for a in gone])
+                        now = time.time()
+                        cur.executemany("INSERT INTO decision_log_prune_marks VALUES (%s, %s, %s, %s, %s, %s)",
+                                        [(m.after, m.through, m.link, m.count,
+                                          sign_mark(m) if sign_mark else None, now) for m in new])
+                    totals[2] += len(new) - len(set(gone) & {m.after for m in new})
+                else:
+                    raise _DryRun(int(rows[-1][0]))  # roll the window back
+                return int(rows[-1][0])
 
-        self._writer.run(run, retry=False)
-        return result
+        while top is not None and lo <= top:
+            try:
+                last = self._writer.run(window, retry=False)
+            except _DryRun as dry:
+                last = dry.last
+            if last is None:
+                break
+            lo = last + 1
+        return PruneResult(LOG_NAME, totals[0], totals[1], totals[2])
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._reader.run(lambda conn: conn.execute(sql, args).fetchall())  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from contracts.chained_log import PruneMark, PruneResult, SignedHead
 from contracts.log_chain import GENESIS
 from pdp.decision_chain import (
     LOG_NAME,
+    PRUNE_WINDOW,
     chain_existing,
     chain_links,
     chain_record,
@@ -226,36 +227,46 @@ class SqliteDecisionStore:
     def prune(self, before: float, held: Callable[[str | None, str | None], bool] | None = None,
               sign_mark: Callable[[PruneMark], str] | None = None, *, apply: bool = True) -> PruneResult:
         """Delete entries older than ``before`` (epoch seconds) that no hold protects, leaving signed
-        prune marks so the chain stays verifiable. ``apply=False``: only count what would go."""
+        prune marks so the chain stays verifiable. ``apply=False``: only count what would go.
+        One transaction per window of entries, so the decision writer never waits long."""
+        entry = "entry" if held is not None else "NULL"
+        deleted = kept = marks_made = 0
         conn = _rw(self.path, self._busy_timeout)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                top = conn.execute("SELECT max(seq) FROM decisions WHERE ts < ?", (before,)).fetchone()[0]
-                if top is None:
+            top = conn.execute("SELECT max(seq) FROM decisions WHERE ts < ?", (before,)).fetchone()[0]
+            lo = 1
+            while top is not None and lo <= top:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    kept_before = conn.execute("SELECT coalesce(max(seq), 0) FROM decisions WHERE seq < ?",
+                                               (lo,)).fetchone()[0]
+                    rows = conn.execute(f"SELECT seq, link, citizen_ref, ts, {entry} FROM decisions "  # noqa: S608
+                                        "WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                                        (lo, top, PRUNE_WINDOW)).fetchall()
+                    if not rows:
+                        conn.execute("ROLLBACK")
+                        break
+                    marks = [mark_from_row(r) for r in conn.execute(
+                        "SELECT after_seq, through_seq, link, count, note FROM decision_prune_marks")]
+                    runs, new, gone, held_here = prune_plan(rows, before, held, marks, kept_before)
+                    deleted += sum(len(r.positions) for r in runs)
+                    kept += held_here
+                    if apply:
+                        for run in runs:
+                            conn.execute("DELETE FROM decisions WHERE seq > ? AND seq <= ?", (run.after, run.through))
+                        conn.executemany("DELETE FROM decision_prune_marks WHERE after_seq = ?",
+                                         [(a,) for a in gone])
+                        now = time.time()
+                        conn.executemany("INSERT INTO decision_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
+                                         [(m.after, m.through, m.link, m.count,
+                                           sign_mark(m) if sign_mark else None, now) for m in new])
+                        marks_made += len(new) - len(set(gone) & {m.after for m in new})
+                except BaseException:
                     conn.execute("ROLLBACK")
-                    return PruneResult(LOG_NAME, 0, 0, 0)
-                rows = conn.execute("SELECT seq, link, citizen_ref, ts, entry FROM decisions WHERE seq <= ? "
-                                    "ORDER BY seq", (top,)).fetchall()
-                marks = [mark_from_row(r) for r in conn.execute(
-                    "SELECT after_seq, through_seq, link, count, note FROM decision_prune_marks")]
-                runs, new, gone, kept = prune_plan(rows, before, held, marks)
-                deleted = sum(len(r.positions) for r in runs)
-                if not apply:
-                    conn.execute("ROLLBACK")
-                    return PruneResult(LOG_NAME, deleted, kept, len(new))
-                for run in runs:
-                    conn.execute("DELETE FROM decisions WHERE seq > ? AND seq <= ?", (run.after, run.through))
-                conn.executemany("DELETE FROM decision_prune_marks WHERE after_seq = ?", [(a,) for a in gone])
-                now = time.time()
-                conn.executemany("INSERT INTO decision_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
-                                 [(m.after, m.through, m.link, m.count, sign_mark(m) if sign_mark else None, now)
-                                  for m in new])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return PruneResult(LOG_NAME, deleted, kept, len(new))
+                    raise
+                conn.execute("COMMIT" if apply else "ROLLBACK")
+                lo = rows[-1][0] + 1
+            return PruneResult(LOG_NAME, deleted, kept, marks_made)
         except sqlite3.Error as exc:
             raise unavailable(exc) from exc
         finally:

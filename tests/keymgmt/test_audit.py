@@ -118,7 +118,10 @@ def test_a_key_audit_file_from_before_the_chain_is_chained_on_open(tmp_path: Pat
     assert (verdict.ok, verdict.checked) == (True, 4)
 
 
-def test_key_audit_retention_leaves_a_verifiable_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", [5000, 2])
+def test_key_audit_retention_leaves_a_verifiable_chain(tmp_path: Path, window: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keymgmt.audit.PRUNE_WINDOW", window)
     from datetime import UTC, datetime
 
     from contracts.chained_log import verify_log

@@ -370,7 +370,11 @@ def test_concurrent_writers_chain_one_unforked_log(harness):
             w.close()
 
 
-def test_retention_deletes_old_unheld_entries_and_the_chain_still_verifies(harness, dstore):
+@pytest.mark.parametrize("window", [5000, 3])
+def test_retention_deletes_old_unheld_entries_and_the_chain_still_verifies(harness, dstore, window, monkeypatch):
+    # A small window: the pass takes several transactions, and the result is the same.
+    monkeypatch.setattr("pdp.sqlite_stores.PRUNE_WINDOW", window)
+    monkeypatch.setattr("pdp.pg_stores.PRUNE_WINDOW", window)
     dstore.write([entry(i) for i in range(1, 21)])
     dry = dstore.prune(T0 + 10, held=lambda ref, case: ref == "cr_4", apply=False)
     assert (dry.deleted, dry.kept_by_hold) == (8, 1)
