@@ -197,11 +197,11 @@ def plan_prune(rows: list[tuple[int, bool, bytes]], marks: list[PruneMark],
 
     ``rows``: consecutive stored ``(position, deletable, link)``, in order; ``kept``: the position of
     the stored record just before them (0: they start the log). Stores prune a window of rows per
-    transaction, so a writer never waits long: a run continuing from the previous window starts
-    at the same kept record, so its mark absorbs that window's. A run is a maximal stretch of
-    deletable records between kept ones (a held record splits runs). Returns the runs and the marks to store: one per run, keyed by the kept
-    record before it and absorbing older marks inside its stretch (whose records it now spans), with
-    the counts summed. Marks are returned unsigned (``note`` None)."""
+    transaction, so a writer never waits long: a run continuing from the previous window starts at
+    the same kept record, so its mark absorbs that window's. A run is a maximal stretch of
+    deletable records between kept ones (a held record splits runs). Returns the runs and the marks
+    to store: one per run, keyed by the kept record before it and absorbing older marks inside its
+    stretch (whose records it now spans), with the counts summed. Marks are returned unsigned."""
     runs: list[PruneRun] = []
     current: list[int] = []
     last_link = b""
