@@ -8,13 +8,14 @@ with ``#<log>`` appended, so a log head can never pass for a ledger checkpoint o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import provenance
 from contracts.chained_log import ChainedLog, LogVerdict, NoteOpener, PruneMark, note_body, note_origin, verify_log
-from contracts.log_chain import ChainBreak
+from contracts.log_chain import ChainBreak, heads_match
 from provenance.checkpoint import Checkpoint, open_checkpoint
 from server.settings import Settings
 
@@ -72,6 +73,62 @@ def alert_backend(settings: Settings) -> Any | None:
     return open_alerts(settings)
 
 
+class AlertHeads:
+    """Signed heads for the alert history. siem_rules keeps the history's head (and prune mark) in
+    ``siem_alert_chain``, unsigned: rewriting that row after deleting the newest history rows would
+    pass ``verify_history``. A signed head beside it (``ztcp_alert_history_heads``, in the same
+    database: siem.db or PostgreSQL) makes that truncation visible, as for the other logs."""
+
+    chain_name = ALERT_LOG
+    _DDL = ("CREATE TABLE IF NOT EXISTS ztcp_alert_history_heads (seq BIGINT PRIMARY KEY, note TEXT NOT NULL, "
+            "at DOUBLE PRECISION NOT NULL)")
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        with backend.transaction():
+            backend._x(self._DDL)
+
+    def chain_head(self) -> tuple[int, bytes, int]:
+        """(head seq, head link, prune seq) as the alert store records them."""
+        rows = self.backend._q("SELECT seq, link, prune_seq FROM siem_alert_chain WHERE id = 1")
+        if not rows:
+            return 0, b"", 0
+        seq, lk, prune = rows[0]
+        return int(seq), bytes(lk), int(prune)
+
+    def signed_heads(self) -> list[tuple[int, str]]:
+        return [(int(s), str(n)) for s, n in self.backend._q(
+            "SELECT seq, note FROM ztcp_alert_history_heads ORDER BY seq")]
+
+    def add_signed_head(self, position: int, note: str) -> None:
+        with self.backend.transaction():
+            self.backend._x("INSERT INTO ztcp_alert_history_heads VALUES (?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+                            (position, note, time.time()))
+
+    def check(self, open_note: NoteOpener, origin: str) -> tuple[ChainBreak | None, int]:
+        """Every signed head must still be in the history with the same link (or be pruned)."""
+        _, _, prune = self.chain_head()
+        newest = self.backend._q("SELECT coalesce(max(seq), 0) FROM siem_alert_history")[0][0]
+        heads = self.signed_heads()
+        for seq, note in heads:
+            try:
+                pos, lk = open_note(note, note_origin(origin, ALERT_LOG))
+            except Exception:  # noqa: BLE001 - a note that does not open is a bad head
+                return ChainBreak(seq, "its signed head does not verify"), len(heads)
+            if pos != seq:
+                return ChainBreak(seq, "its signed head names another position"), len(heads)
+            if pos <= prune:
+                continue
+            row = self.backend._q("SELECT link FROM siem_alert_history WHERE seq = ?", (pos,))
+            if not row:
+                return ChainBreak(int(newest) + 1, f"records up to the signed head at {pos} are missing "
+                                                   "(the log was truncated)"), len(heads)
+            if not heads_match(bytes(row[0][0]), lk):
+                return ChainBreak(pos, "it differs from the signed head for this position (rewritten history)"), \
+                    len(heads)
+        return None, len(heads)
+
+
 def chained_logs(settings: Settings, *, readonly: bool = True) -> list[ChainedLog]:
     logs = [decision_store(settings, readonly=readonly), key_audit(settings)]
     return [log for log in logs if log is not None]
@@ -97,7 +154,7 @@ def sign_heads(settings: Settings, ledger: provenance.Ledger | None = None) -> d
             position, link = lg.chain_head()
             if position > max((h.position for h in lg.signed_heads()), default=0):
                 todo.append((lg, position, link))
-        if not todo:
+        if not todo and not _alert_head_unsigned(settings):
             return signed
         if ledger is None:
             ledger, own = ledger_from_settings(settings), True
@@ -105,12 +162,39 @@ def sign_heads(settings: Settings, ledger: provenance.Ledger | None = None) -> d
         for lg, position, link in todo:
             lg.add_signed_head(position, keys.sign(lg.chain_name, position, link))
             signed[lg.chain_name] = position
-        return signed
+        return signed | _sign_alert_head(settings, keys)
     finally:
         for lg in logs:
             _close(lg)
         if own and ledger is not None:
             ledger.close()
+
+
+def _alert_head_unsigned(settings: Settings) -> bool:
+    backend = alert_backend(settings)
+    if backend is None:
+        return False
+    try:
+        heads = AlertHeads(backend)
+        seq = heads.chain_head()[0]
+        return seq > max((s for s, _ in heads.signed_heads()), default=0)
+    finally:
+        backend.close()
+
+
+def _sign_alert_head(settings: Settings, keys: NoteKeys) -> dict[str, int]:
+    backend = alert_backend(settings)
+    if backend is None:
+        return {}
+    try:
+        heads = AlertHeads(backend)
+        seq, link, _ = heads.chain_head()
+        if seq <= max((s for s, _ in heads.signed_heads()), default=0):
+            return {}
+        heads.add_signed_head(seq, keys.sign(ALERT_LOG, seq, link))
+        return {ALERT_LOG: seq}
+    finally:
+        backend.close()
 
 
 def verify_all(settings: Settings, *, full: bool = False) -> list[LogVerdict]:
@@ -138,7 +222,10 @@ def verify_all(settings: Settings, *, full: bool = False) -> list[LogVerdict]:
         if alerts is not None:
             try:
                 broken, count = alerts.verify_history()
-                verdicts.append(LogVerdict(ALERT_LOG, count, 0, 0, broken))
+                signed = 0
+                if broken is None:
+                    broken, signed = AlertHeads(alerts).check(keys.opener(), keys.origin)
+                verdicts.append(LogVerdict(ALERT_LOG, count, 0, signed, broken))
             finally:
                 alerts.close()
     finally:

@@ -66,7 +66,7 @@ def home(ztcp_home: Path) -> Path:
         alerts.set_status(alert_id, "acknowledged", actor="soc-1")
         alerts.set_status(alert_id, "closed", actor="soc-1")
     alerts.close()
-    assert sign_heads(settings) == {"decision_log": 30, "key_audit": 5}
+    assert sign_heads(settings) == {"decision_log": 30, "key_audit": 5, "alert_history": 9}
     assert sign_heads(settings) == {}  # nothing new: nothing signed again
     return ztcp_home
 
@@ -84,10 +84,19 @@ def test_an_intact_installation_verifies_every_log(home: Path) -> None:
     assert "ok: ledger: 20 records" in out
     assert "ok: decision_log: 30 records, 1 signed heads" in out
     assert "ok: key_audit: 5 records" in out
-    assert "ok: alert_history: 9 records" in out
+    assert "ok: alert_history: 9 records, 1 signed heads" in out
     doc = orjson.loads(CliRunner().invoke(ztcp, ["audit", "verify", "--all", "--json"]).output.splitlines()[0])
     assert doc["ok"] is True
     assert [d["log"] for d in doc["logs"]] == ["ledger", "decision_log", "key_audit", "alert_history"]
+
+
+def test_alert_history_truncated_with_its_head_row_rewritten_is_caught(home: Path) -> None:
+    db = sqlite3.connect(home / "siem.db")
+    db.execute("DELETE FROM siem_alert_history WHERE seq >= 8")
+    db.execute("UPDATE siem_alert_chain SET seq = 7, link = (SELECT link FROM siem_alert_history WHERE seq = 7)")
+    db.commit()
+    code, out = verify_all()
+    assert code == 3 and "FAILED: alert_history: record 8" in out and "truncated" in out
 
 
 def test_an_altered_alert_history_row_is_named(home: Path) -> None:
