@@ -17,8 +17,9 @@ from cli.errors import CliFailure
 from cli.operator import Operator, authorize, current_operator, token_option
 from cli.tables import print_table
 from server.settings import Settings, load_settings
-from server.siem import DB_NAME, alert_sinks, live_sources, make_engine, siem_pack
+from server.siem import DB_NAME, alert_sinks, live_sources, make_engine, open_alerts, siem_pack
 from siem_rules import (
+    AlertBackend,
     JsonlSource,
     SiemError,
     Source,
@@ -166,7 +167,7 @@ def run(since: str | None, events_file: Path | None, as_json: bool, config_path:
             report = engine.run(since=since_dt)
         alerts = [engine.alerts.get(a) for a in sorted(set(report.alerts_touched))]
     finally:
-        engine.conn.close()
+        engine.close()
     if as_json:
         _dump([a.model_dump() for a in alerts])
         return
@@ -193,7 +194,7 @@ def alerts(
         rule_id = engine.pack.find(rule_key).id if rule_key else None
         found = engine.alerts.list(status=status, rule_id=rule_id, limit=limit)
     finally:
-        engine.conn.close()
+        engine.close()
     if as_json:
         _dump([a.model_dump() for a in found])
     else:
@@ -203,13 +204,14 @@ def alerts(
 SOC_ROLE = "soc_analyst"
 
 
-def _triager(token: str | None, alert_id: str) -> tuple[Settings, Operator, sqlite3.Connection]:
-    """The SOC analyst the token names, permitted by the PDP to change this alert, and the store."""
+def _triager(token: str | None, alert_id: str) -> tuple[Settings, Operator, AlertBackend, sqlite3.Connection]:
+    """The SOC analyst the token names, permitted by the PDP to change this alert, the alert store
+    and this home's SIEM store (the evidence events)."""
     settings = load_settings()
     operator = current_operator(settings, token, SOC_ROLE)
     authorize(settings, operator, dataset="alerts", action="update", purpose="security_monitoring",
               record_id=alert_id[:128])
-    return settings, operator, connect(settings.ensure_home() / DB_NAME)
+    return settings, operator, open_alerts(settings), connect(settings.ensure_home() / DB_NAME)
 
 
 @command.command("ack")
@@ -225,15 +227,16 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool, token: str | No
     if close and reopen:
         raise CliFailure("--close and --reopen are exclusive")
     status = "closed" if close else "open" if reopen else "acknowledged"
-    settings, operator, conn = _triager(token, alert_id)
+    settings, operator, store, conn = _triager(token, alert_id)
     try:
-        alert = triage.set_status(conn, alert_id, status, actor=operator.id)
+        alert = triage.set_status(store, alert_id, status, actor=operator.id, events=conn)
         for sink in alert_sinks(settings):
             try:
                 sink.publish([alert])
             except (SiemError, OSError) as exc:
                 click.echo(f"ztcp: warning: alert not mirrored to Elasticsearch: {exc}", err=True)
     finally:
+        store.close()
         conn.close()
     if as_json:
         _dump(alert.model_dump())
@@ -247,10 +250,11 @@ def ack(alert_id: str, close: bool, reopen: bool, as_json: bool, token: str | No
 @token_option
 def comment_cmd(alert_id: str, text: str, token: str | None) -> None:
     """Add a comment to an alert's history (no personal data: national IDs and phone numbers are refused)."""
-    _, operator, conn = _triager(token, alert_id)
+    _, operator, store, conn = _triager(token, alert_id)
     try:
-        triage.comment(conn, alert_id, text, actor=operator.id)
+        triage.comment(store, alert_id, text, actor=operator.id, events=conn)
     finally:
+        store.close()
         conn.close()
     click.echo(f"{alert_id}: comment recorded (by {operator.id})")
 
@@ -260,15 +264,12 @@ def comment_cmd(alert_id: str, text: str, token: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def history_cmd(alert_id: str, as_json: bool) -> None:
     """Who triaged an alert and commented on it, when (UTC)."""
-    conn = connect(load_settings().ensure_home() / DB_NAME)
+    store = open_alerts(load_settings())
     try:
-        from siem_rules.alerts import AlertStore
-
-        store = AlertStore(conn)
         store.get(alert_id)
         rows = store.history(alert_id)
     finally:
-        conn.close()
+        store.close()
     if as_json:
         _dump(rows)
         return

@@ -16,6 +16,7 @@ from console.i18n import LOCALES
 from console.web import PREFIX, STATIC, Console, PageError, Redirect
 from pdp.errors import StoreUnavailable
 from provenance import LedgerUnavailable
+from siem_rules.errors import AlertStoreUnavailable
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -122,6 +123,15 @@ def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None
         if not request.url.path.startswith(PREFIX):
             raise exc
         return console.error(console.ctx(request), 503, "audit.unrecordable")
+
+    @app.exception_handler(AlertStoreUnavailable)
+    async def _alerts_unavailable(request: Request, exc: AlertStoreUnavailable) -> Response:
+        # The shared alert store does not answer: a 503 the analyst can retry, never a 500.
+        if not request.url.path.startswith(PREFIX):
+            raise exc
+        response = console.error(console.ctx(request), 503, "alerts.unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(StoreUnavailable)
     async def _sessions_unavailable(request: Request, exc: StoreUnavailable) -> Response:

@@ -1,5 +1,9 @@
 """SOC analyst pages: alerts (filter by status, severity, rule), one alert with its evidence
-events, and acknowledge / close / reopen — the same store operation as ``ztcp siem ack``."""
+events, and acknowledge / close / reopen — the same store operation as ``ztcp siem ack``.
+
+Alerts are read through the alert store (``Runtime.alerts()``: PostgreSQL shared by every replica
+with ``ZTCP_DATABASE_URL``, else ``siem.db``); evidence events from this replica's ``siem.db``. An
+alert store that does not answer is a 503 (``AlertStoreUnavailable``, see console/app.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from fastapi.responses import Response
 
 from console import guard
 from console.web import PREFIX, Console, PageError
-from siem_rules import AlertNotFound, AlertStore, EventStore, SiemError, connect, triage
+from siem_rules import AlertNotFound, EventStore, SiemError, connect, triage
 from siem_rules.alerts import STATUSES
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -67,7 +71,8 @@ def open_alert_about(console: Console, alert_id: str, citizen_ref: str) -> bool:
     need to know: they trace a citizen from an alert about them, never any citizen they like.)"""
     conn = _open(console)
     try:
-        alert = AlertStore(conn).get(alert_id)
+        with console.runtime.alerts() as store:
+            alert = store.get(alert_id)
         return alert.status != "closed" and citizen_ref in alert_citizens(conn, alert)
     except AlertNotFound:
         return False
@@ -103,12 +108,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
             raise PageError(400, "alerts.bad_filter")
         if level and level not in LEVELS:
             raise PageError(400, "alerts.bad_filter")
-        conn = _open(console)
-        try:
-            store = AlertStore(conn)
+        with console.runtime.alerts() as store:
             every = store.list()
-        finally:
-            conn.close()
         rules = sorted({a.rule_name for a in every})
         shown = [a for a in every if (not status or a.status == status) and (not level or a.level == level)
                  and (not rule or a.rule_name == rule)]
@@ -124,7 +125,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
         console.require(ctx, guard.ALERTS)
         conn = _open(console)
         try:
-            found = AlertStore(conn).get(alert_id)
+            with console.runtime.alerts() as store:
+                found = store.get(alert_id)
             events = evidence(conn, found.evidence[:EVIDENCE_SHOWN])
             refs = sorted(alert_citizens(conn, found, events))
         except AlertNotFound:
@@ -149,7 +151,8 @@ def add_routes(router: APIRouter, console: Console) -> None:
             s = console.require(ctx, guard.ALERT_TRIAGE, record_id=alert_id[:128])
             conn = _open(console)
             try:
-                updated = triage.set_status(conn, alert_id, status, actor=s.subject)
+                with console.runtime.alerts() as store:
+                    updated = triage.set_status(store, alert_id, status, actor=s.subject, events=conn)
             except AlertNotFound:
                 raise PageError(404, "alerts.not_found") from None
             finally:

@@ -364,7 +364,7 @@ def run_siem(settings: Any, since: float | None = None) -> list[Any]:
         engine.run(since=datetime.fromtimestamp(since, UTC) if since is not None else None)
         return engine.alerts.list()
     finally:
-        engine.conn.close()
+        engine.close()
 
 
 def _citizens_of(events: list[dict]) -> dict[str, str]:

@@ -8,7 +8,6 @@ from typing import Any
 
 from server.errors import ConfigError
 from server.settings import Settings
-from siem_rules import connect
 from siem_rules.delivery import (
     DecisionFeed,
     Delivery,
@@ -87,9 +86,9 @@ def make_delivery(settings: Settings, config: DeliveryConfig | None = None, **kw
     if cfg is None:
         return None
     home = settings.ensure_home()
-    from server.siem import DB_NAME as SIEM_DB
+    from server.siem import open_alerts
 
-    return Delivery(connect_outbox(home / DB_NAME), connect(home / SIEM_DB), cfg, decision_feed(settings), **kwargs)
+    return Delivery(connect_outbox(home / DB_NAME), open_alerts(settings), cfg, decision_feed(settings), **kwargs)
 
 
 def make_delivery_thread(settings: Settings, interval: float = 10.0, gate: Any = None) -> DeliveryThread | None:

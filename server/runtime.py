@@ -11,11 +11,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import ContextResolver, Gateway, load_sites
 from pdp.calendar import BusinessCalendar
@@ -35,6 +36,9 @@ from server.bootstrap import BUNDLE_SIGNING, DECISION_SIGNING, SystemKeys, syste
 from server.errors import ConfigError
 from server.identity import dev_issuer, token_verifier
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from siem_rules import AlertBackend
 
 log = logging.getLogger("ztcp.runtime")
 BUREAU_DATA_FILE = "bureau-data.json"
@@ -308,6 +312,29 @@ class Runtime:
         from server.log_status import logs_status
 
         return logs_status(self.settings, getattr(self, "delivery_thread", None))
+
+    @contextmanager
+    def alerts(self) -> Iterator[AlertBackend]:
+        """The alert store for one request: with ``ZTCP_DATABASE_URL`` this process's pooled handle
+        on PostgreSQL (the same alerts on every replica), else a connection to ``siem.db``, closed
+        after. Raises ``siem_rules.AlertStoreUnavailable`` when the database cannot be reached."""
+        if self.settings.database_url:
+            with self._lock:
+                shared = self.__dict__.get("_shared_alerts")
+                if shared is None:
+                    from server.siem import open_alerts
+
+                    shared = self.__dict__["_shared_alerts"] = open_alerts(self.settings)
+                    self._closers.append(shared.close)
+            yield shared
+            return
+        from server.siem import open_alerts
+
+        store = open_alerts(self.settings)
+        try:
+            yield store
+        finally:
+            store.close()
 
     @property
     def delivery_db_path(self) -> Path:

@@ -69,8 +69,15 @@ def alert_sinks(settings: Settings) -> list[Any]:
 
 def make_engine(settings: Settings, config_path: Path | None = None) -> Engine:
     """The engine over ``ZTCP_HOME/siem.db`` with lists from ``ZTCP_HOME/siem.yml`` (if present)."""
+    pack = siem_pack(settings, config_path)
     conn = connect(settings.ensure_home() / DB_NAME)
-    return Engine(conn, siem_pack(settings, config_path), sinks=alert_sinks(settings))
+    try:
+        # With replicas, alerts, their history and the watermarks live in the shared database.
+        shared = pg_alert_store(settings.database_url, pack.config.evidence_cap) if settings.database_url else None
+    except BaseException:
+        conn.close()
+        raise
+    return Engine(conn, pack, sinks=alert_sinks(settings), alerts=shared)
 
 
 class LiveSources:
@@ -97,7 +104,8 @@ class LiveSources:
                   ("key-audit", keymgmt.default_audit_path(home), self._keys),
                   ("provenance", ledger, self._provenance),
                   ("alert-admin", home / DB_NAME, self._alerts))
-        shared = {"decisions", "policy-admin"} if self.settings.database_url else set()  # in PostgreSQL
+        # In PostgreSQL: always there to read, whether or not this home has the files.
+        shared = {"decisions", "policy-admin", "alert-admin"} if self.settings.database_url else set()
         for name, path, make in stores:
             if name not in self._made and (name in shared or path is None or path.exists()):
                 self._made[name] = make(path)
@@ -123,12 +131,12 @@ class LiveSources:
 
         return CallableSource("key-audit", "key", keymgmt.KeyAuditLog(path).events_after)
 
-    @staticmethod
-    def _alerts(path: Path) -> Source:
-        from siem_rules import AlertStore, CallableSource
+    def _alerts(self, path: Path) -> Source:
+        from siem_rules import CallableSource
 
-        # The SOC's own triage, read back from the SIEM store on a connection of its own.
-        return CallableSource("alert-admin", "alert", AlertStore(connect(path)).events_after)
+        # The SOC's own triage, read back from the alert store on a connection of its own (every
+        # replica's triage, with ZTCP_DATABASE_URL).
+        return CallableSource("alert-admin", "alert", open_alerts(self.settings).events_after)
 
     def _provenance(self, path: Path | None) -> Source:
         from siem_rules import CallableSource

@@ -13,10 +13,11 @@ changes nothing. A closed alert is never extended or reopened by a run.
 
 **History** is tamper-evident: every row (an alert's creation, each run that extended it, each
 acknowledge / close / reopen / comment) carries a link of one hash chain (:mod:`contracts.log_chain`)
-in ``seq`` order. Rows are appended while holding the chain's head row (one row table
+in ``seq`` order. Every write transaction first locks the chain's head row (one row table
 ``siem_alert_chain``: newest ``seq`` and link, and the prune mark), so writers — on any replica —
-queue behind one another and the chain cannot fork. Retention (:meth:`prune`) deletes only a prefix
-of the chain and records the link of the last row it deleted; :meth:`verify_history` starts there.
+queue behind one another, the chain cannot fork, and no two writers wait on each other's rows.
+Retention (:meth:`prune`) deletes only a prefix of the chain and records the link of the last row it
+deleted; :meth:`verify_history` starts there.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class AlertBackend(Protocol):
                    comment: str | None = None) -> Alert: ...
     def comment(self, alert_id: str, text: str, *, actor: str, subjects: set[str] | None = None) -> None: ...
     def history(self, alert_id: str) -> builtins.list[dict[str, Any]]: ...
+    def subjects(self, alert_id: str) -> set[str]: ...
     def events_after(self, cursor: str | int | None, limit: int = 50_000
                      ) -> tuple[builtins.list[dict[str, Any]], int | None]: ...
     def changes_after(self, cursor: int, limit: int = 5000) -> builtins.list[tuple[int, str, str]]: ...
@@ -232,7 +234,9 @@ class ChainedAlertStore:
 
         touched: set[str] = set()
         created: set[str] = set()
+        people: dict[str, set[str]] = {}  # the engine's hint (shared stores): who the evidence names
         with self.transaction():
+            self._head()  # every writer locks the head first: one order of locks, no deadlock
             for hit in sorted(hits, key=lambda h: (h.first_ts, h.window_end)):
                 gh = group_hash(hit.group)
                 rows = self._q(
@@ -242,6 +246,8 @@ class ChainedAlertStore:
                     "ORDER BY last_ts DESC LIMIT 1",
                     (rule.id, gh, hit.first_ts - hit.gap, hit.last_ts + hit.gap))
                 row = rows[0] if rows else None
+                if row is None and self._known(rule.id, gh, [eid for _, eid in hit.evidence]):
+                    continue  # events already alerted on (a closed alert), seen again: nothing new
                 if row is None:
                     first_id = min(hit.evidence)[1]
                     import hashlib
@@ -277,6 +283,8 @@ class ChainedAlertStore:
                 added = self._xm(
                     "INSERT INTO siem_alert_evidence (alert_id, event_id, ts) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                     [(alert_id, eid, ts) for ts, eid in hit.evidence])
+                if hit.extra.get("people"):
+                    people.setdefault(alert_id, set()).update(hit.extra["people"])
                 if alert_id in created or added:
                     touched.add(alert_id)
                     if alert_id not in created:
@@ -292,7 +300,21 @@ class ChainedAlertStore:
                 entries.append(self._entry(kind, SYSTEM_ACTOR, alert_id, rule.id, rule.level, now,
                                            new="open" if alert_id in created else None, detail=detail))
             self._append(entries)
+            for alert_id, names in sorted(people.items()):
+                self._add_subjects(alert_id, names)
         return touched
+
+    def _known(self, rule_id: str, gh: str, event_ids: builtins.list[str]) -> bool:
+        """Is every one of these events already evidence of an alert of this rule and group?"""
+        found = 0
+        unique = sorted(set(event_ids))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i : i + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = ("SELECT COUNT(DISTINCT e.event_id) FROM siem_alert_evidence e JOIN siem_alerts a "  # noqa: S608
+                   f"ON a.alert_id = e.alert_id WHERE a.rule_id = ? AND a.group_hash = ? AND e.event_id IN ({marks})")
+            found += int(self._q(sql, (rule_id, gh, *chunk))[0][0])
+        return bool(unique) and found == len(unique)
 
     # ---- reading ----
 
@@ -366,6 +388,7 @@ class ChainedAlertStore:
         kind = {"acknowledged": "alert.acknowledge", "closed": "alert.close", "open": "alert.reopen"}[status]
         now = now_iso()
         with self.transaction():
+            self._head()
             rows = self._q("SELECT status, rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
@@ -381,6 +404,7 @@ class ChainedAlertStore:
 
         text = screen_comment(text)
         with self.transaction():
+            self._head()
             rows = self._q("SELECT rule_id, level FROM siem_alerts WHERE alert_id = ?", (alert_id,))
             if not rows:
                 raise AlertNotFound(alert_id)
@@ -436,6 +460,16 @@ class ChainedAlertStore:
                           "ORDER BY seq DESC LIMIT 1", (alert_id,))
             out.append((alert_id, row[0][1], int(row[0][0])) if row else (alert_id, created_at, 0))
         return out
+
+    # ---- the people an alert concerns, for replicas that do not hold its evidence events ----
+
+    def subjects(self, alert_id: str) -> set[str]:
+        """People named by the alert's evidence as recorded when it was raised (shared stores; the
+        SQLite store's evidence events are beside it, so it records none)."""
+        return set()
+
+    def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        return None
 
     # ---- watermarks (the shared driver keeps them; SQLite keeps them in the engine's own table) ----
 

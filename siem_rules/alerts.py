@@ -133,6 +133,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS siem_alert_evidence (
         alert_id TEXT NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (alert_id, event_id))
         WITHOUT ROWID""",
+    # Which alerts an event is already evidence of: re-processed events are not alerted twice.
+    "CREATE INDEX IF NOT EXISTS siem_alert_evidence_event ON siem_alert_evidence(event_id)",
 ]
 
 

@@ -11,6 +11,14 @@ evaluated). A run snapshots the current high-water marks, then per rule
 So the work of a run is proportional to new events plus one window of lookback, not to history.
 Watermarks, alerts and evidence are committed together per rule: a crash mid-run re-evaluates
 that rule next time, and deduplication makes that harmless.
+
+With a shared alert store (PostgreSQL, ``ZTCP_DATABASE_URL``) the watermarks live there too, with
+the newest event time each covered and the SIEM store (``instance``) that wrote them. A ``rid`` is
+only meaningful in the siem.db that assigned it, so a replica that takes over as scheduler leader
+(its own siem.db, filled from the same sources) starts each rule at its first event not older than
+the watermark's time minus the pack's longest window: correlations spanning the takeover still see
+their whole window, and what the old leader already alerted on merges into the same alerts (their
+ids are deterministic) instead of raising new ones.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .alert_backend import AlertBackend, Watermark
 from .alerts import AlertSink, AlertStore, Hit
 from .analytics import ANALYTICS
 from .config import SiemConfig
@@ -68,21 +78,39 @@ class Engine:
     """One SIEM database (events, watermarks, alerts) and one compiled rule pack."""
 
     def __init__(
-        self, conn: sqlite3.Connection, pack: RulePack | None = None, sinks: list[AlertSink] | None = None
+        self, conn: sqlite3.Connection, pack: RulePack | None = None, sinks: list[AlertSink] | None = None,
+        alerts: AlertBackend | None = None,
     ) -> None:
         self.conn = conn
         self.pack = pack or RulePack()
         self.config: SiemConfig = self.pack.config
         self.store = EventStore(conn, self.config.timezone)
-        self.alerts = AlertStore(conn, self.config.evidence_cap)
+        # The alert store: this siem.db (default) or a shared one (PostgreSQL) given by the caller.
+        self.alerts: AlertBackend = alerts if alerts is not None else AlertStore(conn, self.config.evidence_cap)
         self.sinks = list(sinks or [])
         self._lock = threading.Lock()
         conn.execute(
             "CREATE TABLE IF NOT EXISTS siem_watermarks (rule_id TEXT NOT NULL, kind TEXT NOT NULL, "
             "rid INTEGER NOT NULL, PRIMARY KEY (rule_id, kind)) WITHOUT ROWID"
         )
+        # Which siem.db this is (its rids mean nothing elsewhere): named once, at creation.
+        conn.execute("CREATE TABLE IF NOT EXISTS siem_instance (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT)")
+        pending = conn.in_transaction
+        conn.execute("INSERT OR IGNORE INTO siem_instance VALUES (1, ?)", (uuid.uuid4().hex,))
+        if conn.in_transaction and not pending:  # a connection in sqlite3's legacy mode opened one
+            conn.commit()
+        self.instance: str = conn.execute("SELECT name FROM siem_instance").fetchone()[0]
+        # How far back a rule can look from one event: its correlation window or suppression gap.
+        self.lookback = float(max([0, *(r.correlation.timespan for r in self.pack.rules if r.correlation is not None),
+                                   *(r.suppress_seconds for r in self.pack.rules)]))
         for a in ANALYTICS:
             a.init(conn)
+
+    def close(self) -> None:
+        """Close the SIEM store and, when it is its own (shared) one, the alert store."""
+        self.conn.close()
+        if self.alerts.shared:
+            self.alerts.close()
 
     # ---- ingestion ----
 
@@ -128,10 +156,11 @@ class Engine:
             started = time.perf_counter()
             report = RunReport(started_at=_now())
             high = {k: self.store.high_water(k) for k in KINDS}
+            newest = {k: self._newest(k) for k in KINDS} if self.alerts.shared else {}
             # Fetched rows are short-lived tuples; cyclic GC passes over a big heap would dominate.
             with paused_gc():
                 for rule in rules or self.pack.rules:
-                    report.rules.append(self._run_rule(rule, high, since, report))
+                    report.rules.append(self._run_rule(rule, high, since, report, newest))
                     if on_rule is not None:
                         on_rule(report.rules[-1])
             report.seconds = time.perf_counter() - started
@@ -144,17 +173,33 @@ class Engine:
                     log.warning("alert sink %s failed: %s", type(sink).__name__, exc)
         return report
 
+    def _newest(self, kind: str) -> float:
+        row = self.conn.execute(f"SELECT MAX(ts) FROM {TABLE[kind]}").fetchone()  # noqa: S608
+        return float(row[0]) if row[0] is not None else 0.0
+
     def _watermark(self, rule_id: str, kind: str) -> int:
+        if self.alerts.shared:
+            mark = self.alerts.watermark(rule_id, kind)
+            if mark is None:
+                return 0
+            if mark.instance == self.instance:
+                return mark.rid
+            # Another replica ran this rule last: restart one window before where it stopped.
+            return self._since_ts(kind, mark.ts - self.lookback)
         row = self.conn.execute(
             "SELECT rid FROM siem_watermarks WHERE rule_id=? AND kind=?", (rule_id, kind)
         ).fetchone()
         return int(row[0]) if row else 0
 
     def _since_rid(self, kind: str, since: datetime) -> int:
-        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?", (since.timestamp(),)).fetchone()  # noqa: S608
+        return self._since_ts(kind, since.timestamp())
+
+    def _since_ts(self, kind: str, ts: float) -> int:
+        row = self.conn.execute(f"SELECT MIN(rid) FROM {TABLE[kind]} WHERE ts >= ?", (ts,)).fetchone()  # noqa: S608
         return int(row[0]) - 1 if row[0] is not None else self.store.high_water(kind)
 
-    def _run_rule(self, rule: AlertingRule, high: dict[str, int], since: datetime | None, report: RunReport) -> RuleRun:
+    def _run_rule(self, rule: AlertingRule, high: dict[str, int], since: datetime | None, report: RunReport,
+                  newest: dict[str, float] | None = None) -> RuleRun:
         t0 = time.perf_counter()
         kinds = rule.kinds
         lo = {k: (self._since_rid(k, since) if since else self._watermark(rule.id, k)) for k in kinds}
@@ -168,7 +213,13 @@ class Engine:
                 hits, nrows = self._detect(rule, lo, high)
             else:
                 hits, nrows = self._correlate(rule, lo, high)
-            touched = self.alerts.merge(rule, hits, _now()) if hits else set()
+            if hits and self.alerts.shared:
+                self._name_people(hits)
+            with self.alerts.transaction():  # the shared store commits alerts and watermarks together
+                touched = self.alerts.merge(rule, hits, _now()) if hits else set()
+                if self.alerts.shared:
+                    self.alerts.save_watermarks(rule.id, {k: Watermark(high[k], (newest or {}).get(k, 0.0),
+                                                                       self.instance) for k in kinds})
             for k in kinds:
                 self.conn.execute(
                     "INSERT INTO siem_watermarks(rule_id, kind, rid) VALUES (?,?,?) ON CONFLICT(rule_id, kind) "
@@ -177,6 +228,15 @@ class Engine:
                 )
         report.alerts_touched.extend(touched)
         return RuleRun(rule.id, rule.name, time.perf_counter() - t0, nrows, len(hits), len(touched))
+
+    def _name_people(self, hits: list[Hit]) -> None:
+        """For a shared alert store: the people each hit's evidence names (actor, subject), kept with
+        the alert, so triage on a replica whose siem.db lacks these events still marks self-review."""
+        ids = sorted({eid for h in hits for _, eid in h.evidence})
+        named = {row["event_id"]: {str(row[c]) for c in ("actor", "subject_id") if row.get(c)}
+                 for _, row in self.store.by_ids(ids)}
+        for h in hits:
+            h.extra["people"] = set().union(*(named.get(eid, set()) for _, eid in h.evidence))
 
     # Range scans over new events say NOT INDEXED: the rowid (primary key) range is still used,
     # but the planner may not walk the whole ts index for ORDER BY ts / MIN(ts), which costs time
@@ -377,7 +437,7 @@ class Scheduler:
                 continue
             try:
                 if engine is not None and self.config_version is not None and self.config_version() != version:
-                    engine.conn.close()
+                    engine.close()
                     engine = None
                 if engine is None:
                     version = self.config_version() if self.config_version is not None else None
@@ -398,4 +458,4 @@ class Scheduler:
                     log.warning("siem after-run hook failed: %s", type(exc).__name__)
             self._stop.wait(self.interval)
         if engine is not None:
-            engine.conn.close()
+            engine.close()

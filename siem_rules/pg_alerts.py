@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             window_start DOUBLE PRECISION NOT NULL, window_end DOUBLE PRECISION NOT NULL,
             first_ts DOUBLE PRECISION NOT NULL, last_ts DOUBLE PRECISION NOT NULL, metric DOUBLE PRECISION,
             status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            explanation TEXT)""",
+            explanation TEXT, subjects TEXT)""",
         "CREATE INDEX siem_alerts_dedup ON siem_alerts (rule_id, group_hash, last_ts)",
         "CREATE INDEX siem_alerts_status ON siem_alerts (status, last_ts)",
         """CREATE TABLE siem_alert_evidence (
             alert_id TEXT NOT NULL, event_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (alert_id, event_id))""",
+        "CREATE INDEX siem_alert_evidence_event ON siem_alert_evidence (event_id)",
         """CREATE TABLE siem_alert_history (
             seq BIGINT PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, time TEXT NOT NULL, type TEXT NOT NULL,
             actor TEXT NOT NULL, alert_id TEXT NOT NULL, rule_id TEXT NOT NULL, level TEXT NOT NULL,
@@ -76,7 +78,7 @@ class PostgresAlertStore(ChainedAlertStore):
     _HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1 FOR UPDATE"
     _READ_HEAD = "SELECT seq, link, prune_seq, prune_link FROM siem_alert_chain WHERE id = 1"
 
-    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 10.0,
+    def __init__(self, conninfo: str, *, evidence_cap: int = 500, max_size: int = 4, timeout: float = 5.0,
                  params: dict[str, str] | None = None) -> None:
         from psycopg_pool import ConnectionPool
 
@@ -192,6 +194,16 @@ class PostgresAlertStore(ChainedAlertStore):
 
     def close(self) -> None:
         self.pool.close()
+
+    # ---- people (self-review on a replica without the evidence events) ----
+
+    def subjects(self, alert_id: str) -> set[str]:
+        rows = self._q("SELECT subjects FROM siem_alerts WHERE alert_id = ?", (alert_id,))
+        return set(json.loads(rows[0][0])) if rows and rows[0][0] else set()
+
+    def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        merged = self.subjects(alert_id) | {str(n) for n in names}
+        self._x("UPDATE siem_alerts SET subjects = ? WHERE alert_id = ?", (json.dumps(sorted(merged)), alert_id))
 
     # ---- watermarks ----
 

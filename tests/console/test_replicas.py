@@ -113,3 +113,77 @@ def test_sessions_survive_a_database_outage_and_the_console_answers_503_meanwhil
             assert client.get("/console/").status_code == 200  # the same session, no new sign-in
     finally:
         rt.close()
+
+
+def _raise_alert_on(rt) -> tuple[str, set[str]]:  # noqa: ANN001
+    """The scheduler leader's run: a planted disclosure decision → its alert in the shared store (and
+    the ids of every alert the run raised)."""
+    from demo.siem_week import Traffic
+    from server.siem import make_engine
+
+    engine = make_engine(rt.settings)
+    try:
+        engine.store.ingest(Traffic(seed=5, employees=3).incidents()["disclosure"][1])
+        raised = set(engine.run().alerts_touched)
+        (alert,) = engine.alerts.list(rule_id=engine.pack.find("disclosure_to_unapproved_recipient").id)
+    finally:
+        engine.close()
+    return alert.alert_id, raised
+
+
+def test_an_alert_raised_by_the_leader_is_listed_and_triaged_on_the_other_replica(two) -> None:  # noqa: ANN001
+    import re
+
+    from fastapi.testclient import TestClient
+
+    (a, b), (_, app_b) = two
+    alert_id, raised = _raise_alert_on(a)
+    on_b = TestClient(app_b, base_url="http://testserver", client=("127.0.0.1", 50000), follow_redirects=False)
+    with on_b:
+        page = on_b.get("/console/signin").text
+        csrf = re.search(r'name="csrf" id="login-csrf" value="([^"]+)"', page).group(1)
+        assert on_b.post("/console/signin/dev", data={"csrf": csrf, "staff": "emp-soc-1"}).status_code == 303
+        listed = re.findall(r'href="/console/alerts/(al_[0-9a-f]+)"', on_b.get("/console/alerts").text)
+        assert set(listed) == raised and alert_id in raised  # the cluster's alerts, not B's own siem.db
+        detail = on_b.get(f"/console/alerts/{alert_id}")
+        assert detail.status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', detail.text).group(1)
+        r = on_b.post(f"/console/alerts/{alert_id}/status", data={"csrf": csrf, "status": "acknowledged"})
+        assert r.status_code == 303
+    with a.alerts() as store:  # A (and the scheduler) see B's triage, with its actor
+        assert store.get(alert_id).status == "acknowledged"
+        assert [(h["type"], h["actor"]) for h in store.history(alert_id)] == [("alert.acknowledge", "emp-soc-1")]
+        events, _ = store.events_after(None)
+        assert [e["type"] for e in events] == ["alert.acknowledge"]
+        assert store.verify_history() == (None, len(raised) + 1)
+
+
+def test_the_alert_pages_answer_503_while_the_alert_database_is_unreachable(two, pg_dsn) -> None:  # noqa: ANN001
+    import re
+
+    import psycopg
+    from fastapi.testclient import TestClient
+    from psycopg.conninfo import conninfo_to_dict
+
+    (a, _), (app_a, _) = two
+    alert_id, _ = _raise_alert_on(a)
+    dbname = conninfo_to_dict(pg_dsn)["dbname"]
+    admin = pg_dsn.rsplit("/", 1)[0] + "/postgres"
+    client = TestClient(app_a, base_url="http://testserver", client=("127.0.0.1", 50000), follow_redirects=False)
+    with client, psycopg.connect(admin, autocommit=True) as db:
+        page = client.get("/console/signin").text
+        csrf = re.search(r'name="csrf" id="login-csrf" value="([^"]+)"', page).group(1)
+        assert client.post("/console/signin/dev", data={"csrf": csrf, "staff": "emp-soc-1"}).status_code == 303
+        assert client.get("/console/alerts").status_code == 200
+        # The alert store's connections are cut and no new one is admitted (the session store keeps its own).
+        db.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ztcp-siem'")
+        try:
+            for path in ("/console/alerts", f"/console/alerts/{alert_id}"):
+                r = client.get(path)
+                assert r.status_code == 503, (path, r.status_code, r.text[:300])
+                assert r.headers["retry-after"] == "5" and "postgresql://" not in r.text
+                assert "The alert database cannot be reached" in r.text  # the console page, signed in
+        finally:
+            db.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        assert client.get("/console/alerts").status_code == 200  # back by itself

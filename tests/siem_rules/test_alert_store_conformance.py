@@ -267,9 +267,15 @@ def test_concurrent_writers_keep_one_chain(backend: Store) -> None:
     errors: list[BaseException] = []
 
     def work(store: Any, n: int) -> None:
-        try:
+        try:  # triage and runs on the same alerts at once: one lock order, so no deadlock either
             for i in range(8):
-                store.comment(ids[i % 3], f"note {n}-{i}", actor=f"soc-{n}")
+                if n == 0:
+                    store.merge(RULE, [hit({"actor": f"emp-{i % 3}"}, (100.0 + i % 3, f"e{i % 3}"),
+                                           (200.0 + i, f"x{i}"))], NOW)
+                elif n == 1:
+                    store.set_status(ids[i % 3], ("open", "acknowledged")[i % 2], actor=f"soc-{n}")
+                else:
+                    store.comment(ids[i % 3], f"note {n}-{i}", actor=f"soc-{n}")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -279,7 +285,8 @@ def test_concurrent_writers_keep_one_chain(backend: Store) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert s.verify_history() == (None, 6 + 24)
+    assert s.verify_history() == (None, 6 + 24)  # 8 extensions, 8 status changes, 8 comments
+    assert sum(a.event_count for a in s.list()) == 3 + 8
 
 
 def test_watermarks_are_kept_per_rule_and_kind(backend: Store) -> None:
@@ -295,3 +302,29 @@ def test_watermarks_are_kept_per_rule_and_kind(backend: Store) -> None:
         s.save_watermarks("r-1", {"decision": Watermark(3, 400.0, "inst-b")})
     assert s.watermark("r-1", "decision") == Watermark(3, 500.0, "inst-b")
     assert s.watermark("r-2", "decision") is None
+
+
+def test_a_siem_db_from_before_the_chain_is_linked_in_place(tmp_path) -> None:  # noqa: ANN001
+    """An older siem.db (history without links, no head row) keeps its rows and becomes verifiable."""
+    path = tmp_path / "siem.db"
+    old = connect(path)
+    old.execute("""CREATE TABLE siem_alert_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, time TEXT NOT NULL,
+        type TEXT NOT NULL, actor TEXT NOT NULL, alert_id TEXT NOT NULL, rule_id TEXT NOT NULL,
+        level TEXT NOT NULL, from_status TEXT, to_status TEXT, self_review INTEGER NOT NULL, comment TEXT)""")
+    for n, (kind, new) in enumerate((("alert.acknowledge", "acknowledged"), ("alert.close", "closed")), 1):
+        old.execute("INSERT INTO siem_alert_history (event_id, time, type, actor, alert_id, rule_id, level, "
+                    "from_status, to_status, self_review) VALUES (?,?,?,?,?,?,?,?,?,0)",
+                    (f"ev-{n}", NOW, kind, "soc-1", "al_old", "r-1", "high", "open", new))
+    old.close()
+    store = AlertStore(connect(path))
+    try:
+        assert store.verify_history() == (None, 2)
+        assert [h["type"] for h in store.history("al_old")] == ["alert.acknowledge", "alert.close"]
+        (a,) = store.merge(RULE, [hit({"actor": "emp-1"}, (100.0, "e1"))], NOW)  # appends after them
+        assert store.verify_history() == (None, 3)
+        AlertStore(store.conn)  # opening again adopts nothing twice
+        store.conn.execute("UPDATE siem_alert_history SET actor = 'x' WHERE seq = 1")
+        assert store.verify_history()[0].position == 1
+    finally:
+        store.close()

@@ -246,3 +246,39 @@ def test_config_list_changes_what_fires(tmp_path: Path) -> None:
     res = _invoke("run", "--events", str(f), "--json", "--config", str(cfg))
     assert res.exit_code == 0, res.output
     assert [a["rule_name"] for a in json.loads(res.output)] == ["protected_record_access"]
+
+
+def test_alerts_and_triage_on_the_shared_database(events_file: Path, pg_dsn: str, monkeypatch) -> None:  # noqa: ANN001
+    """With ZTCP_DATABASE_URL, `ztcp siem` reads and triages the alerts every replica shares."""
+    monkeypatch.setenv("ZTCP_DATABASE_URL", pg_dsn)
+    raised = json.loads(_invoke("run", "--events", str(events_file), "--json").output)
+    assert raised
+    from siem_rules.pg_alerts import PostgresAlertStore
+
+    shared = PostgresAlertStore(pg_dsn)
+    try:
+        assert {a.alert_id for a in shared.list()} == {a["alert_id"] for a in raised}  # in PostgreSQL
+        aid = raised[0]["alert_id"]
+        closed = _invoke("ack", aid, "--close", token=_token("emp-soc-1", "soc_analyst"))
+        assert closed.exit_code == 0, closed.output
+        assert shared.get(aid).status == "closed"
+        history = json.loads(_invoke("history", aid, "--json").output)
+        assert [(h["type"], h["actor"]) for h in history] == [("alert.close", "emp-soc-1")]
+        listed = json.loads(_invoke("alerts", "--status", "closed", "--json").output)
+        assert [a["alert_id"] for a in listed] == [aid]
+        assert shared.verify_history()[0] is None
+    finally:
+        shared.close()
+
+
+def test_an_unreachable_alert_database_is_one_line_exit_2(monkeypatch) -> None:  # noqa: ANN001
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ZTCP_DATABASE_URL", f"postgresql://ztcp:s3cret-pw@127.0.0.1:{port}/ztcp?connect_timeout=2")
+    res = _invoke("history", "al_0123456789abcdef0123")
+    assert res.exit_code == 2, res.output
+    assert "alert store unavailable" in res.output and "s3cret-pw" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
