@@ -83,6 +83,8 @@ class AlertBackend(Protocol):
     def comment(self, alert_id: str, text: str, *, actor: str, subjects: set[str] | None = None) -> None: ...
     def history(self, alert_id: str) -> builtins.list[dict[str, Any]]: ...
     def subjects(self, alert_id: str) -> set[str]: ...
+    def delivery_mark(self) -> int | None: ...
+    def set_delivery_mark(self, seq: int) -> None: ...
     def events_after(self, cursor: str | int | None, limit: int = 50_000
                      ) -> tuple[builtins.list[dict[str, Any]], int | None]: ...
     def changes_after(self, cursor: int, limit: int = 5000) -> builtins.list[tuple[int, str, str]]: ...
@@ -469,6 +471,14 @@ class ChainedAlertStore:
         return set()
 
     def _add_subjects(self, alert_id: str, names: set[str]) -> None:
+        return None
+
+    # ---- delivery progress (shared stores: where a new leader's delivery backlog starts) ----
+
+    def delivery_mark(self) -> int | None:
+        return None
+
+    def set_delivery_mark(self, seq: int) -> None:
         return None
 
     # ---- watermarks (the shared driver keeps them; SQLite keeps them in the engine's own table) ----

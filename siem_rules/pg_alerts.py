@@ -61,6 +61,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE siem_watermarks (
             rule_id TEXT NOT NULL, kind TEXT NOT NULL, rid BIGINT NOT NULL, ts DOUBLE PRECISION NOT NULL,
             instance TEXT NOT NULL, PRIMARY KEY (rule_id, kind))""",
+        # Alert history seq through which the leader's delivery has sent every notification.
+        "CREATE TABLE siem_delivery_mark (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
     ),
 )
 
@@ -204,6 +206,17 @@ class PostgresAlertStore(ChainedAlertStore):
     def _add_subjects(self, alert_id: str, names: set[str]) -> None:
         merged = self.subjects(alert_id) | {str(n) for n in names}
         self._x("UPDATE siem_alerts SET subjects = ? WHERE alert_id = ?", (json.dumps(sorted(merged)), alert_id))
+
+    # ---- delivery progress ----
+
+    def delivery_mark(self) -> int | None:
+        rows = self._q("SELECT seq FROM siem_delivery_mark WHERE id = 1")
+        return int(rows[0][0]) if rows else None
+
+    def set_delivery_mark(self, seq: int) -> None:
+        """Only forward: a replica with an older view (it just took over) cannot move it back."""
+        self._x("INSERT INTO siem_delivery_mark VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+                "SET seq = GREATEST(siem_delivery_mark.seq, excluded.seq)", (seq,))
 
     # ---- watermarks ----
 

@@ -77,6 +77,11 @@ def connect_outbox(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     for stmt in _SCHEMA:
         conn.execute(stmt)
+    # The alert history seq a notification stands for (NULL: escalations, rows from before): what
+    # the shared "delivered through" mark is computed from.
+    if "hseq" not in {r[1] for r in conn.execute("PRAGMA table_info(delivery_outbox)")}:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+            conn.execute("ALTER TABLE delivery_outbox ADD COLUMN hseq INTEGER")
     return conn
 
 
@@ -189,7 +194,7 @@ class Delivery:
                 "event_count": alert["event_count"], "console_url": alert["console_url"],
                 "first_seen": alert["first_seen"], "last_seen": alert["last_seen"]}
 
-    def _enqueue(self, alert: dict[str, Any], status: str, change: int, now: float) -> int:
+    def _enqueue(self, alert: dict[str, Any], status: str, change: int, now: float, hseq: int | None = None) -> int:
         added = 0
         dedup = f"{alert['alert_id']}:{status}:{change}"
         wants_notice = LEVELS.index(alert["level"]) >= LEVELS.index(self.config.min_level) \
@@ -199,9 +204,9 @@ class Delivery:
                 continue
             payload = {**alert, "status": status} if channel == SYSLOG else self.notification(alert, "alert", status)
             cur = self.conn.execute(
-                "INSERT OR IGNORE INTO delivery_outbox(channel, dedup, alert_id, kind, status, payload, created_at) "
-                "VALUES (?,?,?,?,?,?,?)", (channel, dedup, alert["alert_id"], "alert", status,
-                                           json.dumps(payload, sort_keys=True), now))
+                "INSERT OR IGNORE INTO delivery_outbox(channel, dedup, alert_id, kind, status, payload, created_at, "
+                "hseq) VALUES (?,?,?,?,?,?,?,?)", (channel, dedup, alert["alert_id"], "alert", status,
+                                                   json.dumps(payload, sort_keys=True), now, hseq))
             added += cur.rowcount
         return added
 
@@ -210,15 +215,20 @@ class Delivery:
         (once per channel)."""
         now = self.clock()
         added = 0
-        changes = self.alerts.changes_after(self._cursor("alerts.history") or 0, 5000)
+        start = self._cursor("alerts.history")
+        if start is None:
+            # A new backlog (first start, or a replica that just became the cluster's leader): begin
+            # where the cluster's deliveries stand, not at the start of the shared history.
+            start = self.alerts.delivery_mark() or 0
+        changes = self.alerts.changes_after(start, 5000)
         with _tx(self.conn):
-            hist = self._cursor("alerts.history") or 0
+            hist = start
             for seq, alert_id, status in changes:
                 if status:  # comments and extensions change nothing to deliver
                     alert = self._alert(alert_id)
                     if alert is not None:
-                        added += self._enqueue(alert, "open", 0, now) if status == "created" else \
-                            self._enqueue(alert, status, seq, now)
+                        added += self._enqueue(alert, "open", 0, now, seq) if status == "created" else \
+                            self._enqueue(alert, status, seq, now, seq)
                 hist = max(hist, seq)
             self._set_cursor("alerts.history", hist)
             if self.config.escalation is not None:
@@ -364,7 +374,18 @@ class Delivery:
     def tick(self) -> dict[str, int]:
         with self._lock:
             self.enqueue()
-            return self.deliver()
+            sent = self.deliver()
+            if self.alerts.shared:
+                self.alerts.set_delivery_mark(self.delivered_through())
+            return sent
+
+    def delivered_through(self) -> int:
+        """The alert history seq up to which every change is delivered (or failed for good) on every
+        channel: the oldest pending notification's seq - 1, or the enqueue cursor when none waits."""
+        row = self.conn.execute("SELECT MIN(hseq) FROM delivery_outbox WHERE state = 'pending' AND hseq IS NOT NULL"
+                                ).fetchone()
+        cursor = self._cursor("alerts.history") or 0
+        return min(cursor, int(row[0]) - 1) if row[0] is not None else cursor
 
     # ---- status --------------------------------------------------------------------------------
 

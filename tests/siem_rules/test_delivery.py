@@ -310,3 +310,32 @@ def test_a_critical_alert_left_unacknowledged_is_escalated_once(tmp_path: Path, 
     assert len(escalations) == 2
     subject = " ".join(message_from_bytes(escalations[0][2])["Subject"].split())
     assert subject.startswith("[ztcp] ESCALATION: CRITICAL alert fraud_broker_read_then_account_change")
+
+
+def test_a_new_leader_delivers_from_where_the_cluster_stands_not_from_the_start(tmp_path: Path, pg_dsn: str) -> None:
+    """Shared alert store: leader A delivers; then leader B (a delivery.db of its own) takes over. B
+    sends only what A had not — nothing of the shared history twice, nothing undelivered dropped."""
+    from siem_rules.pg_alerts import PostgresAlertStore
+
+    inc = Traffic(seed=3, employees=2).incidents()
+    shared = PostgresAlertStore(pg_dsn)
+    leader = Engine(connect(tmp_path / "siem-a.db"), RulePack(bureau_config()), alerts=shared)
+    leader.store.ingest([e for name in ("fraud", "vip") for e in inc[name][1]])
+    leader.run()
+    first = {a.alert_id for a in shared.list()}
+    with WebhookReceiver() as hook:
+        cfg = DeliveryConfig(CONSOLE, webhook=WebhookChannel(hook.url, b"k" * 32), min_level="informational")
+        a = Delivery(connect_outbox(tmp_path / "delivery-a.db"), PostgresAlertStore(pg_dsn), cfg, clock=Clock())
+        assert a.tick()["webhook"] == len(first)
+        # More happens after A's last tick: a new alert and a triage change. A dies.
+        leader.store.ingest(inc["no_purpose"][1])
+        leader.run()
+        acked = sorted(first)[0]
+        shared.set_status(acked, "acknowledged", actor="soc-1")
+        b = Delivery(connect_outbox(tmp_path / "delivery-b.db"), PostgresAlertStore(pg_dsn), cfg, clock=Clock())
+        assert b.tick()["webhook"] == 2  # the new alert and the acknowledgement, not the first ones again
+        assert b.tick()["webhook"] == 0
+    sent = [(json.loads(body)["alert_id"], json.loads(body)["status"]) for _, body in hook.requests]
+    assert len(sent) == len(set(sent)) == len(first) + 2
+    assert (acked, "acknowledged") in sent
+    assert {aid for aid, _ in sent} == {x.alert_id for x in shared.list()}
