@@ -228,13 +228,20 @@ def trace(national_id, citizen_ref, since, until, fmt, output, as_json, token) -
               help="a witness's key (ztcp witness key): every cosignature it gave must match the ledger; repeatable")
 @click.option("--witnessed", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="where the witnesses' cosignatures are kept (default: ZTCP_HOME/witnessed)")
+@click.option("--all", "every_log", is_flag=True,
+              help="check every log: the ledger, the decision log, the key audit and the alert history")
 def verify(full: bool, as_json: bool, published: tuple[Path, ...], witness_keys: tuple[str, ...],
-           witnessed: Path | None) -> None:
+           witnessed: Path | None, every_log: bool) -> None:
     """Recompute the Merkle tree from every event, check every checkpoint signature and their consistency.
 
-    Exit 0 if intact; exit 3 naming the first bad sequence number and what is wrong.
+    Exit 0 if intact; exit 3 naming the first bad sequence number and what is wrong. With ``--all``,
+    every log's hash chain, prune marks and signed heads too: one line per log, exit 3 naming the
+    first bad record (log and position) if any log fails.
     """
     settings = load_settings()
+    if every_log:
+        _verify_all(settings, full, as_json)
+        return
     ledger = ledger_from_settings(settings)
     try:
         # A ledger in PostgreSQL may hold acknowledged events the integrator has not reached yet:
@@ -296,6 +303,25 @@ def verify(full: bool, as_json: bool, published: tuple[Path, ...], witness_keys:
                        f"(latest: size {stamps.latest_size} at {when}); {stamps.untimed_events} newer events have "
                        "no trusted time yet"
                        + (f"; gap: {len(stamps.unstamped)} checkpoints without a token" if stamps.unstamped else ""))
+
+
+def _verify_all(settings: Settings, full: bool, as_json: bool) -> None:
+    from server.log_integrity import verify_all
+
+    verdicts = verify_all(settings, full=full)
+    if as_json:
+        click.echo(orjson.dumps({"ok": all(v.ok for v in verdicts), "logs": [v.as_dict() for v in verdicts]}))
+    else:
+        for v in verdicts:
+            if v.ok:
+                extra = f", {v.pruned} pruned" if v.pruned else ""
+                click.echo(f"ok: {v.log}: {v.checked} records{extra}, {v.heads} signed heads/checkpoints")
+            else:
+                click.echo(f"FAILED: {v.log}: record {v.failure.position}: {v.failure.reason}")  # type: ignore[union-attr]
+    bad = next((v for v in verdicts if not v.ok), None)
+    if bad is not None:
+        raise CliFailure(f"{bad.log} integrity failure at record {bad.failure.position}: "  # type: ignore[union-attr]
+                         f"{bad.failure.reason}", EXIT_INTEGRITY)  # type: ignore[union-attr]
 
 
 def _verify_stamps(settings: Settings, ledger: provenance.Ledger):  # noqa: ANN202 - a StampReport or None

@@ -1,10 +1,12 @@
-"""`ztcp demo seed`: a synthetic bureau, a simulated week through the gateway, the SIEM, a summary."""
+"""`ztcp demo seed`: a synthetic bureau, a simulated week through the gateway, the SIEM, a summary.
+`ztcp demo early-warning`: behavioural baselines and fraud indicators, and the SOC's alert email."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -161,3 +163,58 @@ def _counts(title: str, key: str, unit: str, rows: Iterable[tuple[str, int]]) ->
     for k, v in rows:
         t.add_row(k, str(v))
     return t
+
+
+@command.command("early-warning")
+@click.option("--employees", type=_Count(60, 2000), default=150, show_default=True, help="staff simulated")
+@click.option("--seed", "seed_value", type=_Count(0, 2**31 - 1), default=11, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where the demo's SIEM store and outbox go (default: a new temporary directory)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def early_warning_cmd(employees: int, seed_value: int, directory: Path | None, as_json: bool) -> None:
+    """Baselines and claims-fraud indicators on four benign weeks and a week of planted cases; the
+    critical alert's email delivered to a real SMTP server (aiosmtpd on loopback). Exit 1 if a planted
+    case is missed. ZTCP_HOME is not touched."""
+    import tempfile
+
+    from demo.early_warning import run_early_warning
+
+    try:
+        import aiosmtpd  # noqa: F401 - the demo's SMTP receiver
+    except ImportError:
+        raise CliFailure("the demo's SMTP receiver needs aiosmtpd: pip install 'ztcp[dev]'") from None
+    workdir = directory or Path(tempfile.mkdtemp(prefix="ztcp-early-warning-"))
+    out = Console(highlight=False, stderr=as_json)
+    report = run_early_warning(workdir, seed=seed_value, employees=employees,
+                               say=lambda s: out.print(f"[dim]… {s}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        _print_early(report, workdir)
+    if len(report.caught) < len(report.planted):
+        sys.exit(EXIT_INPUT)
+
+
+def _print_early(report: Any, workdir: Path) -> None:
+    from rich.markup import escape
+
+    out = Console(highlight=False)
+    if report.email:
+        out.print("[bold]Email to the SOC[/bold] (received by the SMTP server):")
+        out.print(escape(f"  From: {report.email['from']}\n  To: {report.email['to']}\n"
+                         f"  Subject: {report.email['subject']}"), soft_wrap=True)
+        for line in report.email["body"].strip().splitlines():
+            out.print(escape(f"  | {line}"), soft_wrap=True)
+    else:
+        out.print("[red bold]No email arrived[/red bold] for the critical alert")
+    t = Table(title=f"Planted cases: {len(report.caught)} of {len(report.planted)} caught")
+    for col in ("case", "rule", "the alert's explanation"):
+        t.add_column(col, overflow="fold")
+    for name, rule in report.planted.items():
+        t.add_row(name, rule, escape(report.caught[name]) if name in report.caught else "[red bold]MISSED[/red bold]")
+    print_table(t, out)
+    out.print(f"Benign weeks: {report.benign_events} events, {report.benign_alerts} early-warning alert(s); "
+              f"after the two learning weeks {report.benign_after_learning} over {report.employee_days_scored} "
+              f"employee-days scored: a false-positive rate of {report.false_positive_rate:.2f} per 1,000 "
+              f"employee-days. Incident week: {report.other_alerts} other early-warning alert(s).", soft_wrap=True)
+    out.print(f"[dim]{report.seconds:.0f} s; SIEM store and outbox in {workdir}[/dim]")

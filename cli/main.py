@@ -29,6 +29,7 @@ _AREAS = {
     "devices": "cli.cmd_devices",
     "witness": "cli.cmd_witness",
     "exchange": "cli.cmd_exchange",
+    "logs": "cli.cmd_logs",
 }
 
 

@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import audit_pages, auth, guard, key_pages, policy_pages, soc_pages
+from console import audit_pages, auth, guard, key_pages, log_pages, policy_pages, soc_pages
 from console.config import ConsoleSettings
 from console.i18n import COOKIE as LANG_COOKIE
 from console.i18n import LOCALES
@@ -93,6 +93,7 @@ def mount_console(app: FastAPI, runtime, settings: ConsoleSettings | None = None
     soc_pages.add_routes(router, console)
     policy_pages.add_routes(router, console)
     key_pages.add_routes(router, console)
+    log_pages.add_routes(router, console)
 
     @router.get("/{rest:path}")
     def not_found(request: Request, rest: str) -> Response:  # an HTML page, not problem+json, for people

@@ -16,6 +16,12 @@ Stored in SQLite (``ZTCP_HOME/keyaudit.db``, WAL), table ``key_audit``::
     reason      TEXT NULL      refusal code or note (never a value, never a raw identifier)
     decision_id TEXT NULL
 
+plus ``link BLOB``: the event's hash-chain link (:mod:`contracts.log_chain`; the chained record is
+the row's columns above, as stored), appended under SQLite's write lock so concurrent writers
+cannot fork the chain. ``key_audit_chain`` holds the head, ``key_audit_prune_marks`` what
+retention deleted and ``key_audit_heads`` the signed heads (:mod:`contracts.chained_log`). A file
+from before the chain gets its events chained, in order, the first time it is opened for writing.
+
 ``iter_since(cursor)`` yields ``(seq, event)`` with ``seq > cursor`` in order; the SIEM stores the
 last seq it saw and asks again, so the read cost is independent of history size.
 """
@@ -27,12 +33,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.chained_log import PruneMark, PruneResult, SignedHead, plan_prune, superseded
 from contracts.key_event import KeyAuditEvent
+from contracts.log_chain import GENESIS, link
 from keymgmt.errors import KeyMgmtError
 
 AUDIT_FILENAME = "keyaudit.db"
@@ -53,6 +61,14 @@ CREATE TABLE IF NOT EXISTS key_audit (
 );
 CREATE INDEX IF NOT EXISTS key_audit_type ON key_audit(type, seq);
 """
+_CHAIN_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS key_audit_chain (id INTEGER PRIMARY KEY CHECK (id = 1), head BLOB NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS key_audit_prune_marks (after_seq INTEGER PRIMARY KEY,
+       through_seq INTEGER NOT NULL, link BLOB NOT NULL, count INTEGER NOT NULL, note TEXT, at REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS key_audit_heads (seq INTEGER PRIMARY KEY, note TEXT NOT NULL, at REAL NOT NULL)",
+)
+LOG_NAME = "key_audit"
+PRUNE_WINDOW = 5000
 _COLS = ("event_id", "time", "type", "actor", "key_name", "key_version", "dataset", "count", "reason",
          "decision_id")
 
@@ -71,6 +87,32 @@ class KeyAuditLog:
         self._local = threading.local()
         with self._conn() as db:
             db.executescript(_SCHEMA)
+            self._chain_upgrade(db)
+
+    def _chain_upgrade(self, db: sqlite3.Connection) -> None:
+        """Give a file from before the chain its link column and chain its events (once, atomically)."""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'key_audit_chain'").fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'key_audit_chain'").fetchone():
+                cols = {r[1] for r in db.execute("PRAGMA table_info(key_audit)")}
+                if "link" not in cols:
+                    db.execute("ALTER TABLE key_audit ADD COLUMN link BLOB")
+                for statement in _CHAIN_SCHEMA:
+                    db.execute(statement)
+                head = GENESIS
+                rows = db.execute(f"SELECT seq, {', '.join(_COLS)} FROM key_audit ORDER BY seq").fetchall()  # noqa: S608
+                links = []
+                for r in rows:
+                    head = link(head, dict(zip(_COLS, r[1:], strict=True)))
+                    links.append((head, r[0]))
+                db.executemany("UPDATE key_audit SET link = ? WHERE seq = ?", links)
+                db.execute("INSERT INTO key_audit_chain VALUES (1, ?)", (head,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _conn(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -87,11 +129,22 @@ class KeyAuditLog:
         ev = event if event is not None else KeyAuditEvent.model_validate(fields)
         row = ev.model_dump()
         row["time"] = ev.time.astimezone(UTC).isoformat(timespec="microseconds")
+        values = [row[c] for c in _COLS]
         try:
-            self._conn().execute(
-                f"INSERT INTO key_audit ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})",  # noqa: S608
-                [row[c] for c in _COLS],
-            )
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")  # the write lock orders writers: one head, no fork
+            try:
+                head = db.execute("SELECT head FROM key_audit_chain").fetchone()[0]
+                new = link(head, dict(zip(_COLS, values, strict=True)))
+                db.execute(
+                    f"INSERT INTO key_audit ({', '.join(_COLS)}, link) VALUES ({', '.join('?' * len(_COLS))}, ?)",  # noqa: S608
+                    [*values, new],
+                )
+                db.execute("UPDATE key_audit_chain SET head = ?", (new,))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise KeyMgmtError(f"key audit log {self.path} unavailable: {exc}") from None
         return ev
@@ -116,6 +169,70 @@ class KeyAuditLog:
             out.append(d)
             last = seq
         return out, last
+
+    # -- the chain (contracts.chained_log.ChainedLog) and retention ---------------------------------
+    chain_name = LOG_NAME
+
+    def chain_rows(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, dict[str, Any], bytes]]:
+        rows = self._conn().execute(
+            f"SELECT seq, {', '.join(_COLS)}, link FROM key_audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+            (after, limit)).fetchall()
+        return [(r[0], dict(zip(_COLS, r[1:-1], strict=True)), r[-1] or b"") for r in rows]
+
+    def chain_head(self) -> tuple[int, bytes]:
+        row = self._conn().execute("SELECT seq, link FROM key_audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+
+    def prune_marks(self) -> list[PruneMark]:
+        return [PruneMark(a, t, bytes(lk), c, n) for a, t, lk, c, n in self._conn().execute(
+            "SELECT after_seq, through_seq, link, count, note FROM key_audit_prune_marks ORDER BY after_seq")]
+
+    def signed_heads(self) -> list[SignedHead]:
+        return [SignedHead(s, n) for s, n in self._conn().execute("SELECT seq, note FROM key_audit_heads ORDER BY seq")]
+
+    def add_signed_head(self, position: int, note: str) -> None:
+        self._conn().execute("INSERT OR REPLACE INTO key_audit_heads VALUES (?, ?, ?)", (position, note, time.time()))
+
+    def prune(self, before: float, held: object = None, sign_mark: Callable[[PruneMark], str] | None = None, *,
+              apply: bool = True) -> PruneResult:
+        """Delete events older than ``before`` (epoch seconds), leaving signed prune marks. Key events
+        name keys and datasets, never a citizen or a case, so no legal hold concerns them (``held``
+        is accepted for a uniform interface and ignored)."""
+        cutoff = datetime.fromtimestamp(before, tz=UTC).isoformat(timespec="microseconds")
+        db = self._conn()
+        deleted = made = 0
+        top = db.execute("SELECT max(seq) FROM key_audit WHERE time < ?", (cutoff,)).fetchone()[0]
+        lo = 1
+        # A window of events per transaction: writers (decrypts record here) wait for one at most.
+        while top is not None and lo <= top:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                kept = db.execute("SELECT coalesce(max(seq), 0) FROM key_audit WHERE seq < ?", (lo,)).fetchone()[0]
+                rows: Sequence[tuple[int, bool, bytes]] = [
+                    (seq, t < cutoff, lk) for seq, t, lk in db.execute(
+                        "SELECT seq, time, link FROM key_audit WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                        (lo, top, PRUNE_WINDOW))]
+                if not rows:
+                    db.execute("ROLLBACK")
+                    break
+                marks = self.prune_marks()
+                runs, new = plan_prune(list(rows), marks, kept)
+                deleted += sum(len(r.positions) for r in runs)
+                if apply:
+                    for run in runs:
+                        db.execute("DELETE FROM key_audit WHERE seq > ? AND seq <= ?", (run.after, run.through))
+                    gone = superseded(marks, new)
+                    db.executemany("DELETE FROM key_audit_prune_marks WHERE after_seq = ?", [(a,) for a in gone])
+                    db.executemany("INSERT INTO key_audit_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
+                                   [(m.after, m.through, m.link, m.count, sign_mark(m) if sign_mark else None,
+                                     time.time()) for m in new])
+                    made += len(new) - len(set(gone) & {m.after for m in new})
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT" if apply else "ROLLBACK")
+            lo = rows[-1][0] + 1
+        return PruneResult(LOG_NAME, deleted, 0, made)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -18,11 +18,24 @@ would add that latency to every replica's view of every decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from contracts.chained_log import PruneMark, PruneResult, SignedHead
+from contracts.log_chain import GENESIS
+from pdp.decision_chain import (
+    LOG_NAME,
+    PRUNE_WINDOW,
+    chain_existing,
+    chain_links,
+    chain_record,
+    head_from_row,
+    mark_from_row,
+    prune_plan,
+)
 from pdp.devices import UNKNOWN_DEVICE
 from pdp.storage import (
     LOCK_DECISIONS,
@@ -60,7 +73,33 @@ DECISION_MIGRATIONS = (
         "CREATE INDEX decision_log_ts ON decision_log (ts)",
         "CREATE INDEX decision_log_subject ON decision_log (subject_id, ts)",
     )),
+    # The hash chain (pdp.decision_chain), as in the SQLite driver; existing entries chained here.
+    Migration(2, "decision_log: hash chain (link, head, prune marks, signed heads); existing entries chained", (
+        "ALTER TABLE decision_log ADD COLUMN link BYTEA",
+        "CREATE TABLE decision_log_chain (id INT PRIMARY KEY CHECK (id = 1), head BYTEA NOT NULL)",
+        """CREATE TABLE decision_log_prune_marks (after_seq BIGINT PRIMARY KEY, through_seq BIGINT NOT NULL,
+          link BYTEA NOT NULL, count BIGINT NOT NULL, note TEXT, at DOUBLE PRECISION NOT NULL)""",
+        "CREATE TABLE decision_log_heads (seq BIGINT PRIMARY KEY, note TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+    ), run=lambda conn: _chain_existing(conn)),
 )
+
+
+class _DryRun(Exception):  # noqa: N818 - not an error: ends a dry run's window transaction (rolled back)
+    def __init__(self, last: int) -> None:
+        super().__init__(last)
+        self.last = last
+
+
+def _chain_existing(conn: psycopg.Connection) -> None:
+    def store(links: list[tuple[bytes, int]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE decision_log SET link = %s WHERE seq = %s", links)
+
+    head = chain_existing(
+        lambda after: conn.execute("SELECT seq, decision_id, entry FROM decision_log WHERE seq > %s ORDER BY seq "
+                                   "LIMIT 5000", (after,)).fetchall(),
+        store)
+    conn.execute("INSERT INTO decision_log_chain VALUES (1, %s)", (head,))
 
 _OBS = ", ".join(OBSERVATION_COLUMNS)
 SIGNAL_MIGRATIONS = (
@@ -130,15 +169,104 @@ class PostgresDecisionStore:
 
         def insert(conn: psycopg.Connection) -> None:
             with conn.transaction():
+                # The ordering lock also guards the chain head: replicas append one batch at a time.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_DECISIONS,))
+                stored = {r[0] for r in conn.execute(
+                    "SELECT decision_id FROM decision_log WHERE decision_id = ANY(%s)", ([r[0] for r in rows],))}
+                fresh, seen = [], set()
+                for r in rows:
+                    if r[0] not in stored and r[0] not in seen:
+                        seen.add(r[0])
+                        fresh.append(r)
+                if not fresh:
+                    return
+                head_row = conn.execute("SELECT head FROM decision_log_chain").fetchone()
+                links, head = chain_links(bytes(head_row[0]) if head_row else GENESIS, fresh)
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO decision_log (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
-                        " revision, entry) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (decision_id) DO NOTHING",
-                        rows)
+                        " revision, entry, link) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        [(*r, lk) for r, lk in zip(fresh, links, strict=True)])
+                conn.execute("UPDATE decision_log_chain SET head = %s", (head,))
 
         # Idempotent by decision_id, so a batch whose commit was cut off unacknowledged is simply retried.
         self._writer.run(insert)
+
+    # -- the chain (contracts.chained_log.ChainedLog) and retention -----------------------------
+    chain_name = LOG_NAME
+
+    def chain_rows(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, dict[str, Any], bytes]]:
+        rows = self._read("SELECT seq, decision_id, entry, link FROM decision_log WHERE seq > %s ORDER BY seq "
+                          "LIMIT %s", (after, limit))
+        return [(int(r[0]), chain_record(r[1], bytes(r[2])), bytes(r[3] or b"")) for r in rows]
+
+    def chain_head(self) -> tuple[int, bytes]:
+        rows = self._read("SELECT seq, link FROM decision_log ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, GENESIS)
+
+    def prune_marks(self) -> list[PruneMark]:
+        return [mark_from_row(r) for r in self._read(
+            "SELECT after_seq, through_seq, link, count, note FROM decision_log_prune_marks ORDER BY after_seq")]
+
+    def signed_heads(self) -> list[SignedHead]:
+        return [head_from_row(r) for r in self._read("SELECT seq, note FROM decision_log_heads ORDER BY seq")]
+
+    def add_signed_head(self, position: int, note: str) -> None:
+        def insert(conn: psycopg.Connection) -> None:
+            with conn.transaction():
+                conn.execute("INSERT INTO decision_log_heads VALUES (%s, %s, %s) ON CONFLICT (seq) DO UPDATE "
+                             "SET note = excluded.note, at = excluded.at", (position, note, time.time()))
+
+        self._writer.run(insert)
+
+    def prune(self, before: float, held: Callable[[str | None, str | None], bool] | None = None,
+              sign_mark: Callable[[PruneMark], str] | None = None, *, apply: bool = True) -> PruneResult:
+        """As :meth:`pdp.sqlite_stores.SqliteDecisionStore.prune`: a window of entries per
+        transaction, each under the writers' ordering lock (held for one window at most)."""
+        entry = "entry" if held is not None else "NULL::bytea"
+        totals = [0, 0, 0]  # deleted, kept by a hold, marks
+        top_row = self._read("SELECT max(seq) FROM decision_log WHERE ts < %s", (before,))
+        top = top_row[0][0] if top_row else None
+        lo = 1
+
+        def window(conn: psycopg.Connection) -> int | None:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_DECISIONS,))
+                kb = conn.execute("SELECT coalesce(max(seq), 0) FROM decision_log WHERE seq < %s", (lo,)).fetchone()
+                rows = conn.execute(f"SELECT seq, link, citizen_ref, ts, {entry} FROM decision_log "  # noqa: S608
+                                    "WHERE seq >= %s AND seq <= %s ORDER BY seq LIMIT %s",
+                                    (lo, top, PRUNE_WINDOW)).fetchall()
+                if not rows:
+                    return None
+                marks = [mark_from_row(r) for r in conn.execute(
+                    "SELECT after_seq, through_seq, link, count, note FROM decision_log_prune_marks")]
+                runs, new, gone, held_here = prune_plan(rows, before, held, marks, int(kb[0]) if kb else 0)
+                totals[0] += sum(len(r.positions) for r in runs)
+                totals[1] += held_here
+                if apply:
+                    with conn.cursor() as cur:
+                        cur.executemany("DELETE FROM decision_log WHERE seq > %s AND seq <= %s",
+                                        [(r.after, r.through) for r in runs])
+                        cur.executemany("DELETE FROM decision_log_prune_marks WHERE after_seq = %s",
+                                        [(a,) for a in gone])
+                        now = time.time()
+                        cur.executemany("INSERT INTO decision_log_prune_marks VALUES (%s, %s, %s, %s, %s, %s)",
+                                        [(m.after, m.through, m.link, m.count,
+                                          sign_mark(m) if sign_mark else None, now) for m in new])
+                    totals[2] += len(new) - len(set(gone) & {m.after for m in new})
+                else:
+                    raise _DryRun(int(rows[-1][0]))  # roll the window back
+                return int(rows[-1][0])
+
+        while top is not None and lo <= top:
+            try:
+                last = self._writer.run(window, retry=False)
+            except _DryRun as dry:
+                last = dry.last
+            if last is None:
+                break
+            lo = last + 1
+        return PruneResult(LOG_NAME, totals[0], totals[1], totals[2])
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._reader.run(lambda conn: conn.execute(sql, args).fetchall())

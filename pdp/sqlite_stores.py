@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from contracts.chained_log import PruneMark, PruneResult, SignedHead
+from contracts.log_chain import GENESIS
+from pdp.decision_chain import (
+    LOG_NAME,
+    PRUNE_WINDOW,
+    chain_existing,
+    chain_links,
+    chain_record,
+    head_from_row,
+    mark_from_row,
+    prune_plan,
+)
 from pdp.devices import UNKNOWN_DEVICE
 from pdp.storage import (
     OBSERVATION_COLUMNS,
@@ -44,7 +57,26 @@ DECISION_MIGRATIONS = (
         "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts)",
         "CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_id, ts)",
     )),
+    # The hash chain (pdp.decision_chain): a link per entry, the head, prune marks and signed heads;
+    # entries already stored are chained in seq order in the same transaction.
+    Migration(2, "decisions: hash chain (link, head, prune marks, signed heads); existing entries chained", (
+        "ALTER TABLE decisions ADD COLUMN link BLOB",
+        "CREATE TABLE decision_chain (id INTEGER PRIMARY KEY CHECK (id = 1), head BLOB NOT NULL)",
+        """CREATE TABLE decision_prune_marks (after_seq INTEGER PRIMARY KEY, through_seq INTEGER NOT NULL,
+          link BLOB NOT NULL, count INTEGER NOT NULL, note TEXT, at REAL NOT NULL)""",
+        "CREATE TABLE decision_heads (seq INTEGER PRIMARY KEY, note TEXT NOT NULL, at REAL NOT NULL)",
+    ), run=lambda conn: _chain_existing(conn)),
 )
+
+
+def _chain_existing(conn: sqlite3.Connection) -> None:
+    def store(links: list[tuple[bytes, int]]) -> None:
+        conn.executemany("UPDATE decisions SET link = ? WHERE seq = ?", links)
+
+    head = chain_existing(
+        lambda after: conn.execute("SELECT seq, decision_id, entry FROM decisions WHERE seq > ? ORDER BY seq "
+                                   "LIMIT 5000", (after,)).fetchall(), store)
+    conn.execute("INSERT INTO decision_chain VALUES (1, ?)", (head,))
 
 _OBS = ", ".join(OBSERVATION_COLUMNS)
 SIGNAL_MIGRATIONS = (
@@ -124,17 +156,124 @@ class SqliteDecisionStore:
             if self._conn is None:
                 self._conn = _rw(self.path, self._busy_timeout)
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # the write lock: the head cannot move under us
             try:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
-                    " revision, entry) VALUES (?,?,?,?,?,?,?,?)", rows)
+                head = conn.execute("SELECT head FROM decision_chain").fetchone()[0]
+                try:
+                    # Optimistically, every entry is new (a repeat only comes from a retried batch)...
+                    conn.execute("SAVEPOINT fresh")
+                    self._append(conn, head, rows)
+                    conn.execute("RELEASE fresh")
+                except sqlite3.IntegrityError:
+                    # ...else chain only the ids not stored yet: a repeat must not be chained twice.
+                    conn.execute("ROLLBACK TO fresh")
+                    conn.execute("RELEASE fresh")
+                    ids = [r[0] for r in rows]
+                    stored = {r[0] for r in conn.execute(
+                        f"SELECT decision_id FROM decisions WHERE decision_id IN ({','.join('?' * len(ids))})",  # noqa: S608
+                        ids)}
+                    fresh, seen = [], set()
+                    for r in rows:
+                        if r[0] not in stored and r[0] not in seen:
+                            seen.add(r[0])
+                            fresh.append(r)
+                    self._append(conn, head, fresh)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise unavailable(exc) from exc
+
+    @staticmethod
+    def _append(conn: sqlite3.Connection, head: bytes, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        links, head = chain_links(head, rows)
+        conn.executemany(
+            "INSERT INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
+            " revision, entry, link) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(*r, lk) for r, lk in zip(rows, links, strict=True)])
+        conn.execute("UPDATE decision_chain SET head = ?", (head,))
+
+    # -- the chain (contracts.chained_log.ChainedLog) and retention -----------------------------
+    chain_name = LOG_NAME
+
+    def chain_rows(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, dict[str, Any], bytes]]:
+        rows = self._read("SELECT seq, decision_id, entry, link FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                          (after, limit))
+        return [(r[0], chain_record(r[1], r[2]), r[3] or b"") for r in rows]
+
+    def chain_head(self) -> tuple[int, bytes]:
+        rows = self._read("SELECT seq, link FROM decisions ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, GENESIS)
+
+    def prune_marks(self) -> list[PruneMark]:
+        return [mark_from_row(r) for r in self._read(
+            "SELECT after_seq, through_seq, link, count, note FROM decision_prune_marks ORDER BY after_seq")]
+
+    def signed_heads(self) -> list[SignedHead]:
+        return [head_from_row(r) for r in self._read("SELECT seq, note FROM decision_heads ORDER BY seq")]
+
+    def add_signed_head(self, position: int, note: str) -> None:
+        self._write_one("INSERT OR REPLACE INTO decision_heads VALUES (?, ?, ?)", (position, note, time.time()))
+
+    def _write_one(self, sql: str, args: tuple) -> None:
+        conn = _rw(self.path, self._busy_timeout)
+        try:
+            conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise unavailable(exc) from exc
+        finally:
+            conn.close()
+
+    def prune(self, before: float, held: Callable[[str | None, str | None], bool] | None = None,
+              sign_mark: Callable[[PruneMark], str] | None = None, *, apply: bool = True) -> PruneResult:
+        """Delete entries older than ``before`` (epoch seconds) that no hold protects, leaving signed
+        prune marks so the chain stays verifiable. ``apply=False``: only count what would go.
+        One transaction per window of entries, so the decision writer never waits long."""
+        entry = "entry" if held is not None else "NULL"
+        deleted = kept = marks_made = 0
+        conn = _rw(self.path, self._busy_timeout)
+        try:
+            top = conn.execute("SELECT max(seq) FROM decisions WHERE ts < ?", (before,)).fetchone()[0]
+            lo = 1
+            while top is not None and lo <= top:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    kept_before = conn.execute("SELECT coalesce(max(seq), 0) FROM decisions WHERE seq < ?",
+                                               (lo,)).fetchone()[0]
+                    rows = conn.execute(f"SELECT seq, link, citizen_ref, ts, {entry} FROM decisions "  # noqa: S608
+                                        "WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                                        (lo, top, PRUNE_WINDOW)).fetchall()
+                    if not rows:
+                        conn.execute("ROLLBACK")
+                        break
+                    marks = [mark_from_row(r) for r in conn.execute(
+                        "SELECT after_seq, through_seq, link, count, note FROM decision_prune_marks")]
+                    runs, new, gone, held_here = prune_plan(rows, before, held, marks, kept_before)
+                    deleted += sum(len(r.positions) for r in runs)
+                    kept += held_here
+                    if apply:
+                        for run in runs:
+                            conn.execute("DELETE FROM decisions WHERE seq > ? AND seq <= ?", (run.after, run.through))
+                        conn.executemany("DELETE FROM decision_prune_marks WHERE after_seq = ?",
+                                         [(a,) for a in gone])
+                        now = time.time()
+                        conn.executemany("INSERT INTO decision_prune_marks VALUES (?, ?, ?, ?, ?, ?)",
+                                         [(m.after, m.through, m.link, m.count,
+                                           sign_mark(m) if sign_mark else None, now) for m in new])
+                        marks_made += len(new) - len(set(gone) & {m.after for m in new})
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT" if apply else "ROLLBACK")
+                lo = rows[-1][0] + 1
+            return PruneResult(LOG_NAME, deleted, kept, marks_made)
+        except sqlite3.Error as exc:
+            raise unavailable(exc) from exc
+        finally:
+            conn.close()
 
     # -- reading -------------------------------------------------------------------------------
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -60,6 +60,9 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Work SQL alone cannot do (chaining the existing rows of a log), run after the statements on
+    # the same connection, in the same transaction.
+    run: Callable[[Any], None] | None = None
 
 
 def latest(migrations: Sequence[Migration]) -> int:
@@ -102,6 +105,8 @@ def migrate_sqlite(conn: sqlite3.Connection, component: str, migrations: Sequenc
             for migration in migrations[current:]:
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.run is not None:
+                    migration.run(conn)
             conn.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?, datetime('now')) ON CONFLICT (component) "  # noqa: S608
                          "DO UPDATE SET version = excluded.version, applied_at = excluded.applied_at",
                          (component, known))
@@ -183,6 +188,8 @@ def migrate_pg(conn: psycopg.Connection, component: str, migrations: Sequence[Mi
             for migration in migrations[current:]:
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.run is not None:
+                    migration.run(conn)
             conn.execute(f"INSERT INTO {SCHEMA_TABLE} (component, version) VALUES (%s, %s) "  # noqa: S608
                          "ON CONFLICT (component) DO UPDATE SET version = excluded.version, applied_at = now()",
                          (component, known))

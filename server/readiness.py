@@ -58,7 +58,18 @@ class Readiness:
             # Like the SIEM: reported, never required. A receiver that is down grows the backlog
             # (kept durably, delivered in order when it is back); decisions go on regardless.
             checks["delivery"] = self._cached("delivery", self._delivery) | {"required": False}
+        # Retention: when it last ran, what it deleted, the active holds; reported, never required.
+        checks["retention"] = self._cached("retention", self._retention) | {"required": False}
         return ready, checks
+
+    def _retention(self) -> dict[str, Any]:
+        from server.retention import retention_status
+
+        status = retention_status(self.runtime.settings)
+        last = status["last_run"] or {}
+        return {"ok": status["ok"], "last_run": last.get("at"),
+                "deleted": {s["store"]: s["deleted"] for s in last.get("stores", []) if s.get("deleted")},
+                "holds": status["holds"], "days": status["days"]}
 
     def _delivery(self) -> dict[str, Any]:
         from server.delivery import delivery_status

@@ -317,6 +317,12 @@ class Runtime:
 
         return self.home / DB_NAME
 
+    def logs_status(self) -> dict[str, Any]:
+        """Retention, holds, delivery backlog and archives, for the console (server.log_status)."""
+        from server.log_status import logs_status
+
+        return logs_status(self.settings, getattr(self, "delivery_thread", None))
+
     @contextmanager
     def alerts(self) -> Iterator[AlertBackend]:
         """The alert store for one request: with ``ZTCP_DATABASE_URL`` this process's pooled handle

@@ -161,6 +161,18 @@ class Settings(BaseSettings):
                                           "for a critical alert left unacknowledged, comma-separated")
     alert_escalate_after_seconds: int = Field(default=1800, ge=1)
 
+    # Retention, per store, in days (0: keep forever), applied by the scheduler on the leader and
+    # by `ztcp logs retention --apply`. Legal holds (`ztcp logs hold`) exempt what they protect.
+    # The provenance ledger is never deleted: old ranges are archived (`ztcp logs archive`).
+    retention_decisions_days: int = Field(default=1825, ge=0, description="decision log (5 years)")
+    retention_siem_events_days: int = Field(default=400, ge=0, description="SIEM event store (copies of the logs)")
+    retention_alerts_days: int = Field(default=1825, ge=0, description="closed alerts and their history")
+    retention_key_audit_days: int = Field(default=2555, ge=0, description="key audit log (7 years)")
+    retention_console_sessions_days: int = Field(default=30, ge=0, description="console sessions (PostgreSQL)")
+    archive_dir: Path | None = Field(default=None, description="where `ztcp logs archive` writes sealed ledger "
+                                     "segments (default ZTCP_HOME/archive; mount offline storage here)")
+    retention_interval_hours: float = Field(default=24.0, gt=0, description="how often the scheduler applies it")
+
     @field_validator("database_url")
     @classmethod
     def _postgresql_url(cls, value: str | None) -> str | None:

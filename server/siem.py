@@ -165,8 +165,19 @@ def make_scheduler(
             return None
         return st.st_mtime_ns, st.st_size
 
+    from server.log_upkeep import LogUpkeep
+
+    upkeep = LogUpkeep(settings)
+
+    def after() -> None:
+        # Runs on the leader only (the scheduler's gate): sign the logs' heads, apply retention
+        # when due, then wake delivery. Upkeep failures are logged by it and never stop delivery.
+        upkeep()
+        if after_run is not None:
+            after_run()
+
     return Scheduler(lambda: make_engine(settings), srcs, interval, config_version=config_version,
-                     after_run=after_run, gate=gate)
+                     after_run=after, gate=gate)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

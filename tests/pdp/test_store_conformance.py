@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.chained_log import PruneMark, verify_log
 from pdp.errors import SchemaVersionError, StoreUnavailable
 from pdp.pg_stores import PostgresDecisionStore, PostgresSignalStore
 from pdp.sqlite_stores import SqliteDecisionStore, SqliteSignalStore
@@ -103,6 +104,26 @@ class SqliteHarness:
         db.close()
         return True
 
+    def tamper(self, sql: str, args: tuple = ()) -> None:
+        db = self.raw("decision_log")
+        db.execute(sql, args)
+        db.close()
+
+    def version1_decisions(self, entries: list[dict]) -> None:
+        """A decision log at schema version 1 (before the chain), holding ``entries``."""
+        from pdp.sqlite_stores import DECISION_MIGRATIONS
+        from pdp.storage import decision_row
+
+        db = self.raw("decision_log")
+        db.execute(f"CREATE TABLE {SCHEMA_TABLE} (component TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+                   "applied_at TEXT NOT NULL)")
+        for statement in DECISION_MIGRATIONS[0].statements:
+            db.execute(statement)
+        db.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES ('decision_log', 1, datetime('now'))")
+        db.executemany("INSERT INTO decisions (decision_id, timestamp, ts, subject_id, citizen_ref, effect, revision,"
+                       " entry) VALUES (?,?,?,?,?,?,?,?)", [decision_row(e) for e in entries])
+        db.close()
+
     @contextlib.contextmanager
     def outage(self, component: str) -> Iterator[None]:
         """Another process holds the file's write lock: writes fail (after the busy timeout)."""
@@ -143,6 +164,26 @@ class PostgresHarness:
 
     def legacy_decisions(self, entries: list[dict]) -> bool:
         return False  # PostgreSQL stores were versioned from their first release: no older layout exists
+
+    def tamper(self, sql: str, args: tuple = ()) -> None:
+        with self.raw() as db:
+            db.execute(sql.replace("decisions", "decision_log").replace("?", "%s"), args)
+
+    def version1_decisions(self, entries: list[dict]) -> None:
+        """A decision log as ztcp 1 of the PostgreSQL driver wrote it (schema version 1, no chain)."""
+        from pdp.pg_stores import DECISION_MIGRATIONS
+        from pdp.storage import decision_row
+
+        with self.raw() as db:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (component TEXT PRIMARY KEY, "
+                       "version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            for statement in DECISION_MIGRATIONS[0].statements:
+                db.execute(statement)
+            db.execute(f"INSERT INTO {SCHEMA_TABLE} (component, version) VALUES ('decision_log', 1)")
+            with db.cursor() as cur:
+                cur.executemany("INSERT INTO decision_log (decision_id, timestamp, ts, subject_id, citizen_ref, effect,"
+                                " revision, entry) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                                [decision_row(e) for e in entries])
 
     def legacy_signals(self, rows: list[tuple], devices: list[tuple]) -> bool:
         return False
@@ -263,7 +304,7 @@ def test_concurrent_writers_never_let_a_follower_skip_an_entry(harness, dstore):
 
 
 def test_decision_schema_is_versioned_and_a_newer_one_is_refused(harness, dstore):
-    assert harness.version("decision_log") == 1
+    assert harness.version("decision_log") == 2
     dstore.close()
     harness.set_version("decision_log", 99)
     with pytest.raises(SchemaVersionError, match="version 99"):
@@ -278,12 +319,96 @@ def test_a_decision_log_written_before_versioning_is_adopted_with_its_data(harne
         pytest.skip(f"{harness.name}: no layout older than version 1")
     store = harness.decisions()
     try:
-        assert harness.version("decision_log") == 1
+        assert harness.version("decision_log") == 2
         assert store.entries(last=10) == old
+        assert verify_log(store, None).checked == 5  # chained on upgrade
         store.write([entry(6)])
         assert [e["decision_id"] for e in store.iter_since(5)[0]] == ["d-000006"]
     finally:
         store.close()
+
+
+def test_a_version_1_log_holding_data_is_chained_on_upgrade_and_keeps_chaining(harness):
+    harness.version1_decisions([entry(i) for i in range(1, 8)])
+    store = harness.decisions()
+    try:
+        assert harness.version("decision_log") == 2
+        store.write([entry(7), entry(8), entry(8), entry(9)])  # a repeat is neither stored nor chained
+        verdict = verify_log(store, None)
+        assert (verdict.ok, verdict.checked) == (True, 9)
+        assert store.chain_head()[0] == store.cursor()
+    finally:
+        store.close()
+
+
+def test_the_chain_names_the_first_altered_removed_or_reordered_entry(harness, dstore):
+    dstore.write([entry(i) for i in range(1, 11)])
+    assert verify_log(dstore, None).ok
+    import orjson
+
+    forged = entry(4, effect="deny")
+    harness.tamper("UPDATE decisions SET entry = ? WHERE seq = 4", (orjson.dumps(forged),))
+    bad = verify_log(dstore, None)
+    assert (bad.ok, bad.failure.position, bad.checked) == (False, 4, 3)
+    harness.tamper("DELETE FROM decisions WHERE seq = 4")  # removing it instead: the next one breaks
+    assert verify_log(dstore, None).failure.position == 5
+
+
+def test_concurrent_writers_chain_one_unforked_log(harness):
+    writers = [harness.decisions() for _ in range(3)]
+    try:
+        threads = [threading.Thread(target=lambda w=w, k=k: [w.write([entry(k * 1000 + i) for i in range(j, j + 5)])
+                                                            for j in range(0, 60, 5)])
+                   for k, w in enumerate(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        verdict = verify_log(writers[0], None)
+        assert (verdict.ok, verdict.checked) == (True, 180)
+    finally:
+        for w in writers:
+            w.close()
+
+
+@pytest.mark.parametrize("window", [5000, 3])
+def test_retention_deletes_old_unheld_entries_and_the_chain_still_verifies(harness, dstore, window, monkeypatch):
+    # A small window: the pass takes several transactions, and the result is the same.
+    monkeypatch.setattr("pdp.sqlite_stores.PRUNE_WINDOW", window)
+    monkeypatch.setattr("pdp.pg_stores.PRUNE_WINDOW", window)
+    dstore.write([entry(i) for i in range(1, 21)])
+    dry = dstore.prune(T0 + 10, held=lambda ref, case: ref == "cr_4", apply=False)
+    assert (dry.deleted, dry.kept_by_hold) == (8, 1)
+    assert dstore.count() == 20  # a dry run deletes nothing
+    signed: list[PruneMark] = []
+    done = dstore.prune(T0 + 10, held=lambda ref, case: ref == "cr_4",
+                        sign_mark=lambda m: signed.append(m) or f"note-{m.after}")
+    assert (done.deleted, done.kept_by_hold, done.marks) == (8, 1, 2)
+    assert [e["decision_id"] for e in dstore.entries(last=3)] == ["d-000018", "d-000019", "d-000020"]
+    assert dstore.get("d-000004") is not None and dstore.get("d-000003") is None
+    assert [(m.after, m.through, m.note) for m in dstore.prune_marks()] == [(0, 3, "note-0"), (4, 9, "note-4")]
+    assert verify_log(dstore, None).ok
+    # The hold is released: the next pass folds everything into one mark from the start.
+    again = dstore.prune(T0 + 15)
+    assert again.deleted == 6
+    assert [(m.after, m.through, m.count) for m in dstore.prune_marks()] == [(0, 14, 14)]
+    verdict = verify_log(dstore, None)
+    assert (verdict.ok, verdict.checked, verdict.pruned) == (True, 6, 14)
+    dstore.write([entry(21)])
+    assert verify_log(dstore, None).ok
+    harness.tamper("DELETE FROM decisions WHERE seq = 16")  # deleting outside retention is still caught
+    assert verify_log(dstore, None).failure.position == 17
+
+
+def test_a_signed_head_past_the_end_reveals_a_truncated_tail(harness, dstore):
+    dstore.write([entry(i) for i in range(1, 6)])
+    seq, lk = dstore.chain_head()
+    dstore.add_signed_head(seq, "note")
+    opener = lambda note, origin: (seq, lk)  # noqa: E731 - a stand-in for the signature check
+    assert verify_log(dstore, opener).ok
+    harness.tamper("DELETE FROM decisions WHERE seq >= 4")
+    bad = verify_log(dstore, opener)
+    assert not bad.ok and "truncated" in bad.failure.reason and bad.failure.position == 4
 
 
 def test_decision_writes_fail_as_store_unavailable_then_resume_by_themselves(harness, dstore):
@@ -445,3 +570,21 @@ def test_signal_writes_fail_as_store_unavailable_then_resume_by_themselves(harne
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert len(sstore.load(0)[0]) == 2
+
+
+@pytest.mark.parametrize("decision_id", ["d-000001", "0190abcd-1234-7000-8000-000000000000", 'a"b\\c', "é-ü", ""])
+def test_the_fast_link_is_the_contract_link(decision_id: str) -> None:
+    from contracts.log_chain import GENESIS, link
+    from pdp.decision_chain import chain_record, fast_link
+
+    assert fast_link(GENESIS, decision_id, b'{"x":1}') == link(GENESIS, chain_record(decision_id, b'{"x":1}'))
+
+
+def test_a_reader_gives_the_newest_seq_and_the_backlog_after_a_cursor(harness, dstore):
+    """What syslog forwarding of decisions follows (server.delivery.decision_feed)."""
+    from pdp.decision_log import DecisionLog
+
+    dstore.write([entry(i) for i in range(1, 8)])
+    reader = DecisionLog.reader(dstore)
+    assert reader.last_seq() == dstore.cursor() == 7
+    assert (reader.count_after(0), reader.count_after(5), reader.count_after(7)) == (7, 2, 0)
