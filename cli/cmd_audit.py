@@ -58,7 +58,7 @@ def _when(value: str | None, tz: str, *, end: bool) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=ZoneInfo(tz))
 
 
-def _citizen(settings: Settings, keys: SystemKeys, national_id: str | None, ref: str | None) -> str:
+def _citizen(settings: Settings, keys: SystemKeys | None, national_id: str | None, ref: str | None) -> str:
     if bool(national_id) == bool(ref):
         raise CliFailure("give exactly one of --national-id or --citizen-ref")
     if ref:
@@ -71,6 +71,8 @@ def _citizen(settings: Settings, keys: SystemKeys, national_id: str | None, ref:
         return ref
     if national_id == "-":
         national_id = sys.stdin.readline()
+    if keys is None:  # a caller that passes no keys passes a citizen_ref, never a national ID
+        raise CliFailure("a national ID needs this installation's keys (ZTCP_HOME)")
     return contracts.citizen_ref(national_id or "", keys.blind_index)
 
 

@@ -218,7 +218,7 @@ class SqliteDecisionStore:
     def add_signed_head(self, position: int, note: str) -> None:
         self._write_one("INSERT OR REPLACE INTO decision_heads VALUES (?, ?, ?)", (position, note, time.time()))
 
-    def _write_one(self, sql: str, args: tuple) -> None:
+    def _write_one(self, sql: str, args: tuple[Any, ...]) -> None:
         conn = _rw(self.path, self._busy_timeout)
         try:
             conn.execute(sql, args)
