@@ -249,12 +249,15 @@ def over_http(home: Path, plan: list[dict[str, Any]], runs: list[tuple[int, int]
                           headers={"Authorization": f"Bearer {tokens[first['officer']]}", **HEADERS})
         if check.status_code != 200:
             raise RuntimeError(f"a gateway read was refused before the load: {check.status_code} {check.text[:500]}")
-        _wrk(base, lines, 2, 8)  # warm-up: every officer's device, dataset and DEK are known by now
+        _wrk(base, lines, 3, 32)  # warm-up: officers' devices, DEKs and every pool thread's policy are ready
         time.sleep(1)  # and its reads in flight are answered and recorded before the count
         out = []
         for connections, seconds in runs:
-            if profile is not None:
-                spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", "250",
+            if profile is not None and connections == 32:
+                spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                # --gil: interpreter time only (the default); ZTCP_BENCH_SPY_IDLE=1: every thread, waits too
+                mode = ["--idle"] if os.environ.get("ZTCP_BENCH_SPY_IDLE") else ["--gil"]
+                spy = subprocess.Popen([spy_bin, "record", "--pid", str(server.pid), "--rate", "250", *mode,
                                         "--format", "raw", "--output", str(profile), "--duration", str(seconds),
                                         "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(0.5)
@@ -309,6 +312,8 @@ def main(quick: bool = False, profile: bool = False) -> Path:
             from benchmarks.profile_gateway import summarise
 
             PROFILES.mkdir(exist_ok=True)
+            if os.environ.get("ZTCP_BENCH_SPY_RAW"):  # the collapsed stacks themselves, for a closer look
+                shutil.copy(spy_out, os.environ["ZTCP_BENCH_SPY_RAW"])
             (PROFILES / "gateway-read.txt").write_text(summarise(spy_out.read_text(), at32, anchor,
                                                                   f"{load_before} → {load_after}"))
     for m in (at32, at8):
