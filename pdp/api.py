@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -112,8 +112,10 @@ class FastDecideHandler(FastDecide):
             except (orjson.JSONDecodeError, ValidationError):
                 decision_request = None
         if decision_request is None:
-            return await self.generic(request)  # type: ignore[no-any-return, call-arg, arg-type]
-        decision = self.point.decide(decision_request, caller=caller.client_id)  # type: ignore[union-attr]
+            handler = cast(Callable[[Request], Coroutine[Any, Any, Response]], self.generic)
+            return await handler(request)
+        assert caller is not None  # a request is only parsed for a caller with the scope
+        decision = self.point.decide(decision_request, caller=caller.client_id)
         return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
 
 
@@ -137,7 +139,8 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
         # The fast path sits in the handler: FastAPI builds an included route's app from
         # get_route_handler() (per inclusion) and does not call route.app (see FastDecideHandler).
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            return FastDecideHandler(super().get_route_handler(), point, auth, SCOPE_DECIDE).handle  # type: ignore[arg-type]
+            generic = cast(ASGIApp, super().get_route_handler())  # called as a handler: see FastDecideHandler
+            return FastDecideHandler(generic, point, auth, SCOPE_DECIDE).handle
 
     async def decide(request: DecisionRequest,
                      caller: CallerIdentity = Depends(decide_scope)) -> Response:
