@@ -1,10 +1,11 @@
 """HTTP API of the decision point: ``/v1/decisions`` and friends (docs/design.md, Interfaces)."""
 
 import uuid
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -116,6 +117,29 @@ class FastDecide:
         await send({"type": "http.response.body", "body": payload})
 
 
+class FastDecideHandler(FastDecide):
+    """:class:`FastDecide` as the route's request handler. FastAPI ≥ 0.16x builds an included
+    route's ASGI app from ``get_route_handler()`` per inclusion and never calls ``route.app``, so
+    the fast path has to sit here; the body FastAPI's handler then reads is the one cached on the
+    request, so a hand-over behaves exactly as before."""
+
+    async def handle(self, request: Request) -> Response:
+        caller = self._caller(request.scope["headers"])
+        body = await request.body()
+        decision_request = None
+        if caller is not None and body:
+            try:
+                decision_request = DecisionRequest.model_validate(orjson.loads(body))
+            except (orjson.JSONDecodeError, ValidationError):
+                decision_request = None
+        if decision_request is None:
+            handler = cast(Callable[[Request], Coroutine[Any, Any, Response]], self.generic)
+            return await handler(request)
+        assert caller is not None  # a request is only parsed for a caller with the scope
+        decision = self.point.decide(decision_request, caller=caller.client_id)
+        return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
+
+
 def _replay(body: bytes, receive: Receive, first: Message | None = None) -> Receive:
     """A receive that hands the already-read body (or the disconnect) over again, then the real one."""
     pending: list[Message] = [first] if first is not None else [{"type": "http.request", "body": body,
@@ -133,10 +157,11 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
     audit_scope = auth.require_scope(SCOPE_AUDIT)
 
     class DecideRoute(APIRoute):
-        # include_router re-creates routes from their class: the fast path is set up in __init__.
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.app = FastDecide(self.app, point, auth, SCOPE_DECIDE)
+        # The fast path sits in the handler: FastAPI builds an included route's app from
+        # get_route_handler() (per inclusion) and does not call route.app (see FastDecideHandler).
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            generic = cast(ASGIApp, super().get_route_handler())  # called as a handler: see FastDecideHandler
+            return FastDecideHandler(generic, point, auth, SCOPE_DECIDE).handle
 
     async def decide(request: DecisionRequest,
                      caller: CallerIdentity = Depends(decide_scope)) -> Response:
