@@ -121,7 +121,11 @@ def in_process(home: Path, plan: list[dict[str, Any]], n: int) -> dict[str, floa
                          "citizen_ref": None, "fields": ["name", "address"]},
             "action": "read", "purpose": {"code": PURPOSE, "case_id": me["case_id"]}})
         reader = rt.protected_reader(DATASET)
+        if reader is None:
+            raise RuntimeError(f"the seeded home has no protected dataset {DATASET}")
         row = reader.table.fetch_row(int(me["record_id"]))
+        if row is None:
+            raise RuntimeError("the seeded record is missing")
         request = request.model_copy(update={"resource": request.resource.model_copy(
             update={"citizen_ref": row["citizen_ref"], "classification": "personal"})})
         point, gw = rt.point, rt.gateway
