@@ -137,6 +137,9 @@ class FastDecideHandler(FastDecide):
             return await handler(request)
         assert caller is not None  # a request is only parsed for a caller with the scope
         decision = self.point.decide(decision_request, caller=caller.client_id)
+        if unavailable(decision):  # the log or the signals' store is down: 503, never a 200 deny
+            return Response(_unavailable_body(decision), status_code=503, media_type=PROBLEM_JSON,
+                            headers={"Retry-After": RETRY_AFTER})
         return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
 
 
