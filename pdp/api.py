@@ -2,14 +2,13 @@
 
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.decision import Decision, DecisionRequest
 from pdp.errors import TokenError
@@ -44,20 +43,25 @@ def _unavailable(decision: Decision) -> Problem:
                    decision_id=decision.decision_id, reasons=decision.reasons)
 
 
-class FastDecide:
-    """``POST /v1/decisions`` as plain ASGI for the request that is in order, FastAPI for the rest.
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
-    A well-formed call — a JSON body that validates as :class:`DecisionRequest`, a caller token
-    with ``pdp:decide`` — is answered here: body read, ``orjson``, the caller from the verifier's
-    cache, one validation, the decision, one serialisation. FastAPI's generic handler (a Request
-    object, stdlib JSON, dependency resolution, a Response object) cost as much as the decision
-    around the engine. Anything else — no or a bad token, another content type, JSON that does not
-    parse or validate — is replayed to FastAPI's own handler for the route, so every refusal (401,
-    403, 422 problem+json naming the field) is the one the OpenAPI schema and the error handlers
-    already define; the route keeps its declared body, dependency and response model for the schema.
+
+class FastDecide:
+    """``POST /v1/decisions`` answered directly for the request that is in order, FastAPI for the rest.
+
+    It is the route's request handler (FastAPI ≥ 0.16x builds an included route's ASGI app from
+    ``get_route_handler()`` per inclusion and never calls ``route.app``, so that is where it sits).
+    A well-formed call — a JSON body that validates as :class:`DecisionRequest`, a caller token with
+    ``pdp:decide`` — is answered here: ``orjson``, the caller from the verifier's cache, one
+    validation, the decision, one serialisation. FastAPI's generic handler (stdlib JSON, dependency
+    resolution, response-model validation of our own output) cost as much as the decision around
+    the engine. Anything else — no or a bad token, another content type, JSON that does not parse or
+    validate — goes to FastAPI's own handler for the route, which reads the body cached on the
+    request, so every refusal (401, 403, 422 problem+json naming the field) is the one the OpenAPI
+    schema and the error handlers already define.
     """
 
-    def __init__(self, generic: ASGIApp, point: DecisionPoint, auth: BearerAuth, scope: str) -> None:
+    def __init__(self, generic: Handler, point: DecisionPoint, auth: BearerAuth, scope: str) -> None:
         self.generic = generic
         self.point = point
         self.verifier = auth.verifier
@@ -82,47 +86,6 @@ class FastDecide:
             return None
         return caller if caller.has_scope(self.scope) else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        caller = self._caller(scope["headers"])
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away: let Starlette see it
-                await self.generic(scope, _replay(b"".join(chunks), receive, message), send)
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        request = None
-        if caller is not None and body:
-            try:
-                request = DecisionRequest.model_validate(orjson.loads(body))
-            except (orjson.JSONDecodeError, ValidationError):
-                request = None
-        if request is None or caller is None:  # (no caller: no request either)
-            await self.generic(scope, _replay(body, receive), send)
-            return
-        # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
-        # cut off by the engine guard's own deadline.
-        decision = self.point.decide(request, caller=caller.client_id)
-        status, kind, extra = 200, b"application/json", []
-        if unavailable(decision):  # the log or the signals' store is down: 503, never a 200 deny
-            payload, status, kind = _unavailable_body(decision), 503, PROBLEM_JSON.encode()
-            extra = [(b"retry-after", RETRY_AFTER.encode())]
-        else:
-            payload = decision.__pydantic_serializer__.to_json(decision)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", kind), (b"content-length", str(len(payload)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": payload})
-
-
-class FastDecideHandler(FastDecide):
-    """:class:`FastDecide` as the route's request handler. FastAPI ≥ 0.16x builds an included
-    route's ASGI app from ``get_route_handler()`` per inclusion and never calls ``route.app``, so
-    the fast path has to sit here; the body FastAPI's handler then reads is the one cached on the
-    request, so a hand-over behaves exactly as before."""
-
     async def handle(self, request: Request) -> Response:
         caller = self._caller(request.scope["headers"])
         body = await request.body()
@@ -132,26 +95,15 @@ class FastDecideHandler(FastDecide):
                 decision_request = DecisionRequest.model_validate(orjson.loads(body))
             except (orjson.JSONDecodeError, ValidationError):
                 decision_request = None
-        if decision_request is None:
-            handler = cast(Callable[[Request], Coroutine[Any, Any, Response]], self.generic)
-            return await handler(request)
-        assert caller is not None  # a request is only parsed for a caller with the scope
+        if caller is None or decision_request is None:
+            return await self.generic(request)
+        # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
+        # cut off by the engine guard's own deadline.
         decision = self.point.decide(decision_request, caller=caller.client_id)
         if unavailable(decision):  # the log or the signals' store is down: 503, never a 200 deny
             return Response(_unavailable_body(decision), status_code=503, media_type=PROBLEM_JSON,
                             headers={"Retry-After": RETRY_AFTER})
         return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
-
-
-def _replay(body: bytes, receive: Receive, first: Message | None = None) -> Receive:
-    """A receive that hands the already-read body (or the disconnect) over again, then the real one."""
-    pending: list[Message] = [first] if first is not None else [{"type": "http.request", "body": body,
-                                                                 "more_body": False}]
-
-    async def replayed() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replayed
 
 
 def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
@@ -161,10 +113,9 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
 
     class DecideRoute(APIRoute):
         # The fast path sits in the handler: FastAPI builds an included route's app from
-        # get_route_handler() (per inclusion) and does not call route.app (see FastDecideHandler).
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            generic = cast(ASGIApp, super().get_route_handler())  # called as a handler: see FastDecideHandler
-            return FastDecideHandler(generic, point, auth, SCOPE_DECIDE).handle
+        # get_route_handler() (per inclusion) and does not call route.app (see FastDecide).
+        def get_route_handler(self) -> Handler:
+            return FastDecide(super().get_route_handler(), point, auth, SCOPE_DECIDE).handle
 
     async def decide(request: DecisionRequest,
                      caller: CallerIdentity = Depends(decide_scope)) -> Response:
