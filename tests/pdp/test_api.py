@@ -243,3 +243,16 @@ def test_decision_route_fast_path_keeps_the_schema_and_hands_refusals_to_fastapi
         assert response.headers["content-type"].startswith("application/problem+json")
         if field:
             assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+def test_a_well_formed_decision_is_answered_by_the_fast_path(client, runtime, caller, monkeypatch):
+    """FastAPI's generic handler is not reached for a call that is in order (FastAPI 0.165 once
+    bypassed the fast path silently: every decision paid the framework again)."""
+    import pdp.api
+
+    def generic_reached(model):  # noqa: ANN001, ANN202 - only the generic handler serialises with _json
+        raise AssertionError("the generic handler answered a well-formed decision")
+
+    monkeypatch.setattr(pdp.api, "_json", generic_reached)
+    ok = client.post("/v1/decisions", json=body(runtime), headers={"Authorization": f"Bearer {caller}"})
+    assert ok.status_code == 200 and ok.json()["decision_id"]
