@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sqlite3
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from server.bootstrap import system_keys
 from server.identity import dev_issuer
 from server.retention import retention_status
 from server.settings import load_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DAY = 86400.0
 NOW = time.time()
@@ -162,21 +165,13 @@ def test_siem_events_of_held_citizens_stay(home: Path, monkeypatch: pytest.Monke
 
 def test_closed_alerts_go_unless_their_evidence_concerns_a_held_citizen(home: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import dataclass
+    from helpers.alert_rules import Rule
 
     from pdp.decision_log import DecisionLog
     from server.retention import run_retention
     from server.siem import DB_NAME, make_engine
     from siem_rules import AlertStore, CallableSource, connect
     from siem_rules.alerts import Hit
-
-    @dataclass
-    class Rule:
-        id: str = "r-1"
-        name: str = "many_reads"
-        title: str = "Many reads"
-        rule_type: str = "detection"
-        level: str = "high"
 
     monkeypatch.setenv("ZTCP_RETENTION_ALERTS_DAYS", "30")
     settings = load_settings()

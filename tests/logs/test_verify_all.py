@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,16 +20,10 @@ from server.ledger import ledger_from_settings
 from server.log_integrity import sign_heads
 from server.settings import load_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.alert_rules import Rule  # noqa: E402
+
 T0 = 1795399200.0
-
-
-@dataclass
-class Rule:
-    id: str = "r-1"
-    name: str = "many_reads"
-    title: str = "Many reads"
-    rule_type: str = "detection"
-    level: str = "high"
 
 
 def decision(i: int) -> dict:

@@ -7,10 +7,12 @@ pruning with legal holds, and the delivery / SIEM feeds read from the history.""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +20,10 @@ import pytest
 from siem_rules import AlertBackend, AlertNotFound, AlertStore, SiemError, Watermark, connect
 from siem_rules.alerts import Hit
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.alert_rules import Rule  # noqa: E402
+
 DRIVERS = ["sqlite", "postgresql"]
-
-
-@dataclass
-class Rule:
-    id: str = "r-1"
-    name: str = "many_reads"
-    title: str = "Many reads"
-    rule_type: str = "detection"
-    level: str = "high"
 
 
 RULE = Rule()
