@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from server.app import create_app
@@ -42,44 +44,58 @@ def test_an_oversized_body_is_413_before_authentication(rt: Runtime) -> None:
         assert r.status_code == 413
 
 
-def test_a_large_batch_does_not_stall_health_checks(rt: Runtime, unused_tcp_port: int) -> None:
-    caller = rt.issuer.issue_client("counter-app", ["pdp:decide"])
-    subject = rt.issuer.issue_subject("emp-1", ["case_officer"], method="fido2", mfa=True)
-    one = {"subject_token": subject, "device": {"id": "dev-1"}, "context": {"network_zone": "internal"},
-           "resource": {"type": "record", "dataset": "insured_persons", "fields": ["name"]}, "action": "read",
-           "purpose": {"code": "benefit_review"}}
-    body = json.dumps({"requests": [one] * 1000}).encode()
-    big = Runtime(load_settings())  # default limit: the batch (~1 MB) fits
-    server = uvicorn.Server(uvicorn.Config(create_app(big), host="127.0.0.1", port=unused_tcp_port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+def _ztcp(env: dict[str, str], *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, check=True, capture_output=True,
+                          text=True, timeout=60).stdout.strip()
+
+
+def test_a_large_batch_does_not_stall_health_checks(ztcp_home: Path, unused_tcp_port: int) -> None:
+    # `ztcp serve` in its own process, as deployed: a client and a server sharing one interpreter's
+    # GIL would measure the test harness's thread switching, not the server's event loop.
+    env = {**os.environ, "ZTCP_HOME": str(ztcp_home), "ZTCP_PORT": str(unused_tcp_port)}
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--log-level", "warning"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
-        while not server.started:
-            time.sleep(0.02)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        caller = _ztcp(env, "token", "issue", "--client", "counter-app", "--scope", "pdp:decide")
+        subject = _ztcp(env, "token", "issue", "--sub", "emp-1", "--role", "case_officer", "--method", "fido2",
+                        "--mfa")
+        one = {"subject_token": subject, "device": {"id": "dev-1"}, "context": {"network_zone": "internal"},
+               "resource": {"type": "record", "dataset": "insured_persons", "fields": ["name"]},
+               "action": "read", "purpose": {"code": "benefit_review"}}
+        body = json.dumps({"requests": [one] * 1000}).encode()  # ~0.8 MB: within the default body limit
 
-        async def probe() -> tuple[int, float, float]:
-            base = f"http://127.0.0.1:{unused_tcp_port}"
+        async def one_round(client: httpx.AsyncClient) -> tuple[int, float, float]:
+            began = time.perf_counter()
+            batch = asyncio.create_task(client.post("/v1/decisions/batch", content=body, headers={
+                "authorization": f"Bearer {caller}", "content-type": "application/json"}))
+            worst = 0.0
+            while not batch.done():
+                t0 = time.perf_counter()
+                assert (await client.get("/healthz")).status_code == 200
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+            return (await batch).status_code, worst, time.perf_counter() - began
+
+        async def probe() -> list[tuple[int, float, float]]:
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                began = time.perf_counter()
-                batch = asyncio.create_task(client.post("/v1/decisions/batch", content=body, headers={
-                    "authorization": f"Bearer {caller}", "content-type": "application/json"}))
-                await asyncio.sleep(0.15)  # the batch is being decided now
-                worst = 0.0
-                while not batch.done():
-                    t0 = time.perf_counter()
-                    assert (await client.get("/healthz")).status_code == 200
-                    worst = max(worst, time.perf_counter() - t0)
-                    await asyncio.sleep(0.01)
-                status = (await batch).status_code
-                return status, worst, time.perf_counter() - began
+                return [await one_round(client) for _ in range(3)]
 
-        status, worst, took = asyncio.run(probe())
+        rounds = asyncio.run(probe())
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        big.close()
-    assert status == 200
-    # On the event loop the batch would hold /healthz for the rest of its run; in the thread pool a
-    # health check waits at most a GIL switch or two (relative: this machine's speed varies).
-    assert took > 0.3 and worst < took / 3, f"/healthz took {worst:.3f} s while the {took:.3f} s batch ran"
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    assert [status for status, _, _ in rounds] == [200, 200, 200]
+    # On the event loop the batch would hold /healthz for the rest of its run, in every round; in the
+    # thread pool a health check waits a few GIL switches. The median round judges, so one scheduling
+    # hiccup of this shared machine does not decide (relative: its speed varies).
+    _, worst, took = sorted(rounds, key=lambda r: r[1] / r[2])[1]
+    assert took > 0.2 and worst < took / 3, f"/healthz took {worst:.3f} s while the {took:.3f} s batch ran"
