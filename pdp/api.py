@@ -1,19 +1,18 @@
 """HTTP API of the decision point: ``/v1/decisions`` and friends (docs/design.md, Interfaces)."""
 
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.decision import Decision, DecisionRequest
 from pdp.errors import TokenError
 from pdp.http_auth import BearerAuth
-from pdp.identity import CallerIdentity
+from pdp.identity import CallerIdentity, JwtVerifier
 from pdp.models import BatchRequest, BatchResponse
 from pdp.point import DecisionPoint, unavailable
 from pdp.problems import PROBLEM_JSON, Problem
@@ -43,28 +42,27 @@ def _unavailable(decision: Decision) -> Problem:
                    decision_id=decision.decision_id, reasons=decision.reasons)
 
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+class DecisionLane:
+    """``POST /v1/decisions`` answered below the framework for the call that is in order (pure ASGI).
 
-
-class FastDecide:
-    """``POST /v1/decisions`` answered directly for the request that is in order, FastAPI for the rest.
-
-    It is the route's request handler (FastAPI ≥ 0.16x builds an included route's ASGI app from
-    ``get_route_handler()`` per inclusion and never calls ``route.app``, so that is where it sits).
-    A well-formed call — a JSON body that validates as :class:`DecisionRequest`, a caller token with
-    ``pdp:decide`` — is answered here: ``orjson``, the caller from the verifier's cache, one
-    validation, the decision, one serialisation. FastAPI's generic handler (stdlib JSON, dependency
-    resolution, response-model validation of our own output) cost as much as the decision around
-    the engine. Anything else — no or a bad token, another content type, JSON that does not parse or
-    validate — goes to FastAPI's own handler for the route, which reads the body cached on the
-    request, so every refusal (401, 403, 422 problem+json naming the field) is the one the OpenAPI
-    schema and the error handlers already define.
+    A well-formed call — a caller token with ``pdp:decide``, a JSON body that validates as
+    :class:`DecisionRequest` — is answered here: ``orjson``, the caller from the verifier's cache,
+    one validation, the decision, one serialisation, two ASGI messages. Under FastAPI the same call
+    crossed the exception and exit-stack middlewares, a walk of every route of the app and the
+    route's send wrappers, which cost a sixth of the server's CPU per decision and bought nothing
+    for an answer that is already validated. Anything else — another path or method, no or a bad
+    token, another content type, JSON that does not parse or validate — goes on to the app with its
+    body replayed, so every refusal (401, 403, 422 problem+json naming the field) is the one the
+    OpenAPI schema and the error handlers define; an unexpected error still reaches the app's
+    500 handler above. Mounted inside :class:`server.limits.BodyLimit`, which counts the body first.
     """
 
-    def __init__(self, generic: Handler, point: DecisionPoint, auth: BearerAuth, scope: str) -> None:
-        self.generic = generic
+    def __init__(self, app: ASGIApp, point: DecisionPoint, verifier: JwtVerifier, path: str = "/v1/decisions",
+                 scope: str = SCOPE_DECIDE) -> None:
+        self.app = app
         self.point = point
-        self.verifier = auth.verifier
+        self.verifier = verifier
+        self.path = path
         self.scope = scope
 
     def _caller(self, headers: list[tuple[bytes, bytes]]) -> CallerIdentity | None:
@@ -86,24 +84,58 @@ class FastDecide:
             return None
         return caller if caller.has_scope(self.scope) else None
 
-    async def handle(self, request: Request) -> Response:
-        caller = self._caller(request.scope["headers"])
-        body = await request.body()
-        decision_request = None
-        if caller is not None and body:
-            try:
-                decision_request = DecisionRequest.model_validate(orjson.loads(body))
-            except (orjson.JSONDecodeError, ValidationError):
-                decision_request = None
-        if caller is None or decision_request is None:
-            return await self.generic(request)
-        # Called inline: a decision is a few hundred µs of CPU under the GIL, and a hung engine is
-        # cut off by the engine guard's own deadline.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        caller = self._caller(scope["headers"])
+        if caller is None:  # the app refuses it, reading the body itself (or not at all)
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            decision_request = DecisionRequest.model_validate(orjson.loads(body)) if body else None
+        except (orjson.JSONDecodeError, ValidationError):
+            decision_request = None
+        if decision_request is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        # Inline on the event loop: a decision is a few hundred µs of CPU under the GIL, and a hung
+        # engine is cut off by the engine guard's own deadline.
         decision = self.point.decide(decision_request, caller=caller.client_id)
         if unavailable(decision):  # the log or the signals' store is down: 503, never a 200 deny
-            return Response(_unavailable_body(decision), status_code=503, media_type=PROBLEM_JSON,
-                            headers={"Retry-After": RETRY_AFTER})
-        return Response(decision.__pydantic_serializer__.to_json(decision), media_type="application/json")
+            await _answer(send, 503, _unavailable_body(decision), PROBLEM_JSON.encode(),
+                          (b"retry-after", RETRY_AFTER.encode()))
+            return
+        await _answer(send, 200, decision.__pydantic_serializer__.to_json(decision), b"application/json")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app after the lane has read the body: the body once, then the client's own."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*extra, (b"content-length", str(len(body)).encode()), (b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
@@ -111,16 +143,11 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
     decide_scope = auth.require_scope(SCOPE_DECIDE)
     audit_scope = auth.require_scope(SCOPE_AUDIT)
 
-    class DecideRoute(APIRoute):
-        # The fast path sits in the handler: FastAPI builds an included route's app from
-        # get_route_handler() (per inclusion) and does not call route.app (see FastDecide).
-        def get_route_handler(self) -> Handler:
-            return FastDecide(super().get_route_handler(), point, auth, SCOPE_DECIDE).handle
-
     async def decide(request: DecisionRequest,
                      caller: CallerIdentity = Depends(decide_scope)) -> Response:
-        # FastAPI runs this only for calls FastDecide hands over; a refusal has been raised by then,
-        # so this is reached for nothing but an answer as the fast path would give it.
+        # Under ztcp serve, DecisionLane answers well-formed calls before they get here; FastAPI
+        # keeps the route for the schema and for whatever the lane passes on (refusals are raised by
+        # then), and answers as the lane would for an app mounted without it.
         decision = point.decide(request, caller=caller.client_id)
         if unavailable(decision):
             raise _unavailable(decision)
@@ -128,7 +155,7 @@ def create_router(point: DecisionPoint, auth: BearerAuth) -> APIRouter:
 
     router.add_api_route("/v1/decisions", decide, methods=["POST"], response_model=Decision,
                          responses={**_ERRORS, **_UNAVAILABLE},
-                         summary="Decide one access request", route_class_override=DecideRoute)
+                         summary="Decide one access request")
 
     @router.post("/v1/decisions/batch", response_model=BatchResponse, responses={**_ERRORS, **_UNAVAILABLE},
                  summary="Decide up to 1000 requests in order")

@@ -37,6 +37,8 @@ def create_app(runtime: Runtime, siem: Scheduler | None = None, delivery: Any = 
         summary="Zero-trust policy decisions, provenance, field encryption and SIEM for a public agency",
     )
     install_problem_handlers(app)
+    # The last added is the outermost: the decision lane sees a body BodyLimit has already counted.
+    app.add_middleware(pdp_api.DecisionLane, point=point, verifier=runtime.verifier)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)  # 413 before any parsing
     app.include_router(pdp_api.create_router(point, auth))
     app.include_router(policy_api.create_router(runtime.revision_store, auth))  # OPA bundle service

@@ -44,6 +44,36 @@ def test_an_oversized_body_is_413_before_authentication(rt: Runtime) -> None:
         assert r.status_code == 413
 
 
+
+def test_a_caller_in_order_is_held_to_the_limit_too(rt: Runtime) -> None:
+    """With a valid decide token the decision lane reads the body itself: BodyLimit, outside it,
+    still counts every chunk and answers 413, and nothing is decided — even for a request that is
+    in order but for the whitespace it is padded with."""
+    caller = rt.issuer.issue_client("counter-app", ["pdp:decide"])
+    subject = rt.issuer.issue_subject("emp-1", ["case_officer"], method="fido2", mfa=True)
+    doc = json.dumps({"subject_token": subject, "device": {"id": "dev-1"}, "context": {"network_zone": "internal"},
+                      "resource": {"type": "record", "dataset": "insured_persons", "fields": ["name"]},
+                      "action": "read", "purpose": {"code": "benefit_review"}}).encode()
+    auth = {"authorization": f"Bearer {caller}", "content-type": "application/json"}
+
+    def decided() -> float:
+        return sum(rt.metrics.registry.get_sample_value("ztcp_decisions_total", {"effect": effect}) or 0.0
+                   for effect in ("permit", "step_up", "deny"))
+
+    with TestClient(create_app(rt)) as client:
+        assert client.post("/v1/decisions", content=doc, headers=auth).status_code == 200
+        before = decided()
+
+        def chunks():  # no Content-Length: the lane is reading when the limit is crossed
+            yield doc
+            for _ in range(70):
+                yield b" " * 1024
+
+        r = client.post("/v1/decisions", content=chunks(), headers=auth)
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+        assert decided() == before
+
+
 def _ztcp(env: dict[str, str], *args: str) -> str:
     return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, check=True, capture_output=True,
                           text=True, timeout=60).stdout.strip()
