@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from ipaddress import IPv4Address, IPv6Address
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from contracts.national_id import CITIZEN_REF_PATTERN
 from contracts.screen import contains_national_id, screen_text
@@ -55,8 +66,28 @@ class Geo(_Strict):
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
 
 
+@lru_cache(maxsize=4096)
+def _parsed_ip(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
+
+
+def _ip(value: Any) -> Any:
+    """A client address once per distinct text: a counter's few addresses recur on every call, and
+    the union below would otherwise parse each one as IPv4 and as IPv6 (pydantic's smart union tries
+    both), a measurable share of a decision. The error names the field, never the value."""
+    if not isinstance(value, str):
+        return value  # an address object, None, or a wrong type the union refuses
+    parsed = _parsed_ip(value)
+    if parsed is None:
+        raise PydanticCustomError("ip_any_address", "value is not a valid IPv4 or IPv6 address")
+    return parsed
+
+
 class Context(_Strict):
-    ip: IPv4Address | IPv6Address | None = None
+    ip: Annotated[IPv4Address | IPv6Address | None, BeforeValidator(_ip)] = None
     network_zone: NetworkZone
     channel: Name = "api"
     time: datetime | None = Field(default=None, description="the PEP's clock; signals use the PDP's")

@@ -6,6 +6,7 @@ import errno
 import gc
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TypedDict
 
@@ -55,11 +56,12 @@ FULL_GC_EVERY = 100  # middle-generation passes per full pass (CPython's default
 
 
 def serve(settings: Settings, *, log_level: str = "info", siem_interval: float = 60.0,
-          say: Callable[[str], None] = print, workers: int = 1) -> int:
+          say: Callable[[str], None] = print, workers: int = 1, clock: Callable[[], float] = time.time) -> int:
     """Bind the port, build the runtime and the app, print where they listen, serve, then drain and flush.
 
     ``workers`` > 1: that many processes on the one socket under a supervisor (server/workers.py),
-    each a replica on ``ZTCP_DATABASE_URL``. Returns the exit code (a supervisor's workers may fail)."""
+    each a replica on ``ZTCP_DATABASE_URL``. Returns the exit code (a supervisor's workers may fail).
+    ``clock``: the runtime's (not settable from the command line; a benchmark decides on a weekday)."""
     from server.tls import tls_options
 
     tls = tls_options(settings)  # before anything is created: bad TLS files stop here
@@ -74,21 +76,21 @@ def serve(settings: Settings, *, log_level: str = "info", siem_interval: float =
     sock = listen_socket(settings.host, settings.port)  # and a busy port, before "serving on" is said
     try:
         if workers <= 1:
-            _serve(settings, sock, tls, log_level, siem_interval, say)
+            _serve(settings, sock, tls, log_level, siem_interval, say, clock)
             return 0
         from server.database import check_database
         from server.workers import Supervisor
 
         check_database(settings)  # once, in the supervisor: unreachable is one line, not N
         sock.listen(2048)  # before the first fork: connections queue while the workers start
-        return Supervisor(workers, lambda talk: _serve(settings, sock, tls, log_level, siem_interval, talk),
+        return Supervisor(workers, lambda talk: _serve(settings, sock, tls, log_level, siem_interval, talk, clock),
                           say).run()
     finally:
         sock.close()
 
 
 def _serve(settings: Settings, sock: socket.socket, tls: TlsOptions, log_level: str, siem_interval: float,
-           say: Callable[[str], None]) -> None:
+           say: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -99,7 +101,7 @@ def _serve(settings: Settings, sock: socket.socket, tls: TlsOptions, log_level: 
     from server.siem import make_scheduler
 
     check_database(settings)  # unreachable: one line naming it (never its password), before anything else
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, clock=clock)
     runtime.keys  # noqa: B018 - opens the keyring (the cluster's with ZTCP_DATABASE_URL): a wrong master key stops here
     runtime.point  # noqa: B018 - build first: it creates the stores (decisions.db…) the SIEM's sources open
     # With replicas, the timed jobs (SIEM tick, alert delivery, exchange sweep) run on the holder of
