@@ -56,6 +56,9 @@ class SqliteHarness:
         """Another handle on the same data (as another process would have)."""
         return SqliteLedgerStore(store.path)
 
+    def settle(self) -> None:
+        """After a writer's kill -9: nothing to wait for (its transaction died with the process)."""
+
     def copy_handle(self, path: Path) -> SqliteLedgerStore:
         """A store on what ``backup_to(path)`` wrote."""
         return SqliteLedgerStore(path)
@@ -122,6 +125,21 @@ class PostgresHarness:
 
     def again(self, store: PostgresLedgerStore) -> PostgresLedgerStore:
         return PostgresLedgerStore(store.url, schema=store.schema, integration="inline", timeout=10)
+
+    def settle(self) -> None:
+        """After a writer's kill -9 its backend still finishes what it was executing: a COMMIT the
+        client had sent commits after the client died. Wait until no other session on this database
+        is inside a statement or a transaction, so the test reads one state, not one mid-commit."""
+        deadline = time.monotonic() + 30
+        with self._raw() as db:
+            while time.monotonic() < deadline:
+                busy = db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                                  "AND state <> 'idle'").fetchone()[0]
+                if not busy:
+                    return
+                time.sleep(0.02)
+        raise AssertionError("the killed writer's session was still busy 30 s later")
 
     def copy_handle(self, path: Path) -> SqliteLedgerStore:
         """``backup_to`` writes the SQLite driver's file, whatever the source."""
@@ -479,6 +497,7 @@ def test_kill_9_mid_write_leaves_whole_batches(harness, store: LedgerStore, tmp_
     finally:
         proc.kill()
         proc.wait(timeout=10)
+    harness.settle()
     acked = int(acks.read_text().split()[-1])
     reopened = harness.again(store)
     reopened.open(ORIGIN, VKEY)
