@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.decision import Decision, DecisionRequest
 from pdp.errors import TokenError
-from pdp.http_auth import BearerAuth
+from pdp.http_auth import BearerAuth, bearer_token
 from pdp.identity import CallerIdentity, JwtVerifier
 from pdp.models import BatchRequest, BatchResponse
 from pdp.point import DecisionPoint, unavailable
@@ -75,11 +75,11 @@ class DecisionLane:
         kind = content_type.split(b";", 1)[0].strip().lower()
         if not (kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))):
             return None
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(authorization.decode("latin-1"))
+        if token is None:
             return None
         try:
-            caller = self.verifier.verify_caller(token.strip())
+            caller = self.verifier.verify_caller(token)
         except TokenError:
             return None
         return caller if caller.has_scope(self.scope) else None

@@ -15,13 +15,19 @@ from pdp.identity import CallerIdentity, JwtVerifier, SubjectIdentity
 from pdp.problems import Problem
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header value (RFC 6750 §2.1), or None."""
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _bearer(request: Request) -> str:
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise Problem(401, "Unauthorized", "a Bearer token is required",
                       headers={"WWW-Authenticate": 'Bearer realm="ztcp"'})
-    return value.strip()
+    return token
 
 
 class BearerAuth:
