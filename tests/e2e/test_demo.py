@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
-import pytest
 
-
-def _ztcp(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.serving import wait_ready, ztcp  # noqa: E402
 
 
 def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
@@ -27,25 +25,16 @@ def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
                               text=True)
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("ztcp serve did not become ready")
+        wait_ready(base, server)
 
-        seeded = _ztcp(env, "demo", "seed", "--citizens", "300", "--days", "2", "--json", timeout=600)
+        seeded = ztcp(env, "demo", "seed", "--citizens", "300", "--days", "2", "--json", timeout=600)
         assert seeded.returncode == 0, seeded.stderr[-3000:]
         report = json.loads(seeded.stdout)
         assert report["missed"] == [] and report["reads_equal_events"] and report["reads"] > 0
 
         # The running server answers from the ledger the seeding process appended to.
         vips = json.loads((ztcp_home / "bureau-data.json").read_text())["protected_citizens"]
-        reader = _ztcp(env, "token", "issue", "--client", "audit-console", "--scope", "provenance:read")
+        reader = ztcp(env, "token", "issue", "--client", "audit-console", "--scope", "provenance:read")
         assert reader.returncode == 0, reader.stderr
         snooper = next(i["actor"] for i in report["incidents"] if i["name"] == "vip_snooping")
         snooped = []
@@ -64,9 +53,9 @@ def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
         case_id, case = next((cid, c) for cid, c in cases.items() if c["status"] == "open"
                              and staff[c["assignees"][0]]["roles"] == ["case_officer"])
         officer = staff[case["assignees"][0]]
-        subject = _ztcp(env, "token", "issue", "--sub", officer["id"], "--role", "case_officer", "--method",
+        subject = ztcp(env, "token", "issue", "--sub", officer["id"], "--role", "case_officer", "--method",
                         "fido2", "--mfa").stdout.strip()
-        caller = _ztcp(env, "token", "issue", "--client", "counter-app", "--scope", "pdp:decide").stdout.strip()
+        caller = ztcp(env, "token", "issue", "--client", "counter-app", "--scope", "pdp:decide").stdout.strip()
         body = {"subject_token": subject, "device": {"id": officer["device"]["id"], "managed": True,
                                                      "compliant": True},
                 "context": {"network_zone": "internal"},
@@ -76,9 +65,9 @@ def test_seed_while_the_server_runs(ztcp_home, unused_tcp_port) -> None:
         decided = httpx.post(f"{base}/v1/decisions", json=body, headers={"Authorization": f"Bearer {caller}"})
         assert decided.status_code == 200 and decided.json()["effect"] == "permit", decided.text
 
-        verify = _ztcp(env, "audit", "verify", timeout=300)
+        verify = ztcp(env, "audit", "verify", timeout=300)
         assert verify.returncode == 0, verify.stdout + verify.stderr
-        alerts = _ztcp(env, "siem", "alerts", "--json")
+        alerts = ztcp(env, "siem", "alerts", "--json")
         assert alerts.returncode == 0, alerts.stderr
         listed = {a["alert_id"]: a["rule_name"] for a in json.loads(alerts.stdout)}
         for inc in report["incidents"]:
@@ -119,12 +108,12 @@ def test_a_seed_killed_mid_week_leaves_a_verifiable_ledger_and_can_be_redone(ztc
             proc.kill()
             proc.wait(timeout=30)
 
-    verify = _ztcp(env, "audit", "verify", timeout=300)
+    verify = ztcp(env, "audit", "verify", timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr  # every durable event still proves out
-    refused = _ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4")
+    refused = ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4")
     assert refused.returncode == 1 and "already seeded" in refused.stderr
-    redone = _ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4", "--force", "--json", timeout=600)
+    redone = ztcp(env, "demo", "seed", "--citizens", "300", "--days", "4", "--force", "--json", timeout=600)
     assert redone.returncode == 0, redone.stderr[-3000:]
     report = json.loads(redone.stdout)
     assert report["missed"] == [] and report["reads_equal_events"]
-    assert _ztcp(env, "audit", "verify", timeout=300).returncode == 0
+    assert ztcp(env, "audit", "verify", timeout=300).returncode == 0

@@ -19,6 +19,9 @@ from server.app import create_app
 from server.runtime import Runtime
 from server.settings import load_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.serving import wait_ready, ztcp  # noqa: E402
+
 
 @pytest.fixture
 def rt(ztcp_home: Path):
@@ -74,11 +77,6 @@ def test_a_caller_in_order_is_held_to_the_limit_too(rt: Runtime) -> None:
         assert decided() == before
 
 
-def _ztcp(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, check=True, capture_output=True,
-                          text=True, timeout=60).stdout.strip()
-
-
 def test_a_large_batch_does_not_stall_health_checks(ztcp_home: Path, unused_tcp_port: int) -> None:
     # `ztcp serve` in its own process, as deployed: a client and a server sharing one interpreter's
     # GIL would measure the test harness's thread switching, not the server's event loop.
@@ -87,17 +85,11 @@ def test_a_large_batch_does_not_stall_health_checks(ztcp_home: Path, unused_tcp_
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        caller = _ztcp(env, "token", "issue", "--client", "counter-app", "--scope", "pdp:decide")
-        subject = _ztcp(env, "token", "issue", "--sub", "emp-1", "--role", "case_officer", "--method", "fido2",
-                        "--mfa")
+        wait_ready(base, server)
+        caller = ztcp(env, "token", "issue", "--client", "counter-app", "--scope", "pdp:decide").stdout.strip()
+        subject = ztcp(env, "token", "issue", "--sub", "emp-1", "--role", "case_officer", "--method", "fido2",
+                       "--mfa").stdout.strip()
+        assert caller and subject
         one = {"subject_token": subject, "device": {"id": "dev-1"}, "context": {"network_zone": "internal"},
                "resource": {"type": "record", "dataset": "insured_persons", "fields": ["name"]},
                "action": "read", "purpose": {"code": "benefit_review"}}
