@@ -253,9 +253,9 @@ def _serve_anchor(port: int) -> None:
 def _serve_on_monday(port: int) -> None:
     """``ztcp serve`` (the same ``serve()``) on a clock that reads Monday 09:00 Asia/Taipei when it
     starts, as the in-process rows' simulated clock does: the HTTP rows then measure the same
-    business-hours permit, whatever the day and hour of the run (in the evening or at a weekend the
-    policy also evaluates the off-hours and holiday risk factors: the engine took 215 µs per decision
-    instead of 130 in one such run). The tokens are issued on that clock, into the home."""
+    business-hours permit, whatever the day and hour of the run (on the wall clock a Saturday-evening
+    run also evaluated the off-hours and holiday risk factors). The tokens are issued on that clock,
+    into the home, where ``over_http`` reads them."""
     from server.runtime import Runtime
     from server.serve import serve
     from server.settings import load_settings
@@ -312,8 +312,7 @@ def _pdp_latency(metrics: str) -> dict[str, float]:
 
 def _served(path: Path) -> dict[str, Any]:
     """What the server decided, from its own decision log: the engine's time per decision and the
-    scenario. The server runs on the wall clock (the in-process rows on a simulated Monday 09:00), so
-    a run in the evening or at a weekend evaluates the off-hours and holiday risk factors too."""
+    scenario (time of day, holiday, effect), so a row says which path of the policy it measured."""
     entries = DecisionLogReader(path).entries(last=5000)
     if not entries:
         return {}
